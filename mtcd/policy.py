@@ -1,0 +1,218 @@
+"""The pairing policy: given what has been observed of the modem, the SIM
+and the keystore, decide the next step.  Pure: facts in, decision out.
+
+The rules (TR 33.868 §7.5 PIN verification pairing, and what keeps a
+gateway from blocking its own SIM):
+
+1. The IMEI is read before anything else; with on_imei_change = "refuse"
+   a SIM last paired with another IMEI is refused (`imei-changed`).
+2. No SIM, a SIM in failure, or any lock other than `SIM PIN`/`READY` is
+   refused: a PUK-blocked SIM (`sim-blocked`) is for a person to unblock;
+   PH-SIM, PIN2 and network locks are never answered with PIN1.
+3. The ICCID is read before any PIN is chosen, and only the PIN stored for
+   exactly that ICCID may be presented (`unknown-sim` otherwise).
+4. A stored PIN the card rejected is latched (`pin-rejected`) and never
+   presented again until a person replaces it.
+5. The remaining attempts are read first; below `min_retries` nothing is
+   presented (`retry-guard`).  When no command reports them, a PIN is
+   presented at most once: an attempt whose outcome was lost (power cut)
+   blocks further attempts until the counter can be read or a person acts.
+6. At most one presentation per pairing run.
+7. A SIM that is unlocked but has its PIN disabled works in any device, so
+   it is refused (`pin-disabled`) unless policy allows it, and even then
+   only when its ICCID is known.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+
+from .identity import Iccid, Imei
+from .simlock import SimLock
+
+
+class Reason(str, enum.Enum):
+    """Stable refusal vocabulary: journal, JSON output and metrics use these."""
+
+    NO_SIM = "no-sim"
+    UNKNOWN_SIM = "unknown-sim"
+    PIN_DISABLED = "pin-disabled"
+    RETRY_GUARD = "retry-guard"
+    PIN_REJECTED = "pin-rejected"
+    SIM_BLOCKED = "sim-blocked"
+    SIM_ERROR = "sim-error"
+    IMEI_CHANGED = "imei-changed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Step(enum.Enum):
+    """An observation the policy needs before it can decide."""
+
+    READ_SIM_LOCK = "read-sim-lock"
+    READ_ICCID = "read-iccid"
+    LOOK_UP_PIN = "look-up-pin"
+    READ_PIN_ENABLED = "read-pin-enabled"
+    READ_ATTEMPTS = "read-attempts"
+    PRESENT_PIN = "present-pin"
+
+
+@dataclass(frozen=True)
+class Paired:
+    pass
+
+
+@dataclass(frozen=True)
+class Refused:
+    reason: Reason
+    detail: str
+
+
+Decision = Step | Paired | Refused
+
+
+class PinOutcome(enum.Enum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"  # +CME ERROR: 16 incorrect password / 63Cx
+    UNKNOWN = "unknown"  # no answer, or an error that says nothing about the PIN
+
+
+class _NotRead:
+    """Marks an observation not made yet (None means "made, nothing there")."""
+
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NOT_READ"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+NOT_READ = _NotRead()
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    min_retries: int = 2
+    require_pin_enabled: bool = True
+    on_imei_change: str = "report"  # "report" | "refuse"
+
+
+@dataclass(frozen=True)
+class StoredPin:
+    """What the policy may know about a keystore entry: never the PIN itself."""
+
+    rejected: bool = False
+    # A presentation was started and its outcome never recorded (power cut),
+    # with the attempts counter as read just before it (None: not reported).
+    attempt_started: bool = False
+    attempts_before: int | None = None
+    last_imei: str | None = None
+
+
+@dataclass(frozen=True)
+class Observations:
+    imei: Imei | None = None
+    lock: SimLock | _NotRead = NOT_READ
+    iccid: Iccid | None | _NotRead = NOT_READ  # None: could not be read
+    stored: StoredPin | None | _NotRead = NOT_READ  # None: no PIN for this ICCID
+    pin_enabled: bool | None | _NotRead = NOT_READ  # None: could not be read
+    attempts: int | None | _NotRead = NOT_READ  # PIN1 tries left; None: unreported
+    presented: PinOutcome | None = None
+
+    def with_(self, **changes) -> "Observations":
+        return replace(self, **changes)
+
+
+_BLOCKED = {SimLock.SIM_PUK}
+_ABSENT = {SimLock.NOT_INSERTED, SimLock.NOT_READY}
+
+
+def decide(obs: Observations, settings: PolicySettings) -> Decision:
+    """The next step towards a pairing decision, or the decision itself."""
+    if obs.lock is NOT_READ:
+        return Step.READ_SIM_LOCK
+    if obs.lock in _ABSENT:
+        return Refused(Reason.NO_SIM, f"SIM reports {obs.lock.value}")
+    if obs.lock in _BLOCKED:
+        return Refused(Reason.SIM_BLOCKED, "SIM asks for its PUK; a person must unblock it")
+    if obs.lock not in (SimLock.SIM_PIN, SimLock.READY):
+        return Refused(Reason.SIM_ERROR, f"SIM asks for {obs.lock.value}, which mtcd never answers")
+
+    if obs.iccid is NOT_READ:
+        return Step.READ_ICCID
+    if obs.iccid is None:
+        return Refused(Reason.SIM_ERROR, "the SIM's ICCID could not be read")
+    if obs.stored is NOT_READ:
+        return Step.LOOK_UP_PIN
+
+    stored = obs.stored
+    if stored is not None and _imei_changed(obs, stored) and settings.on_imei_change == "refuse":
+        return Refused(Reason.IMEI_CHANGED, "this SIM was paired with another IMEI")
+
+    if obs.lock is SimLock.READY:
+        return _decide_unlocked(obs, settings)
+    return _decide_locked(obs, settings)
+
+
+def _imei_changed(obs: Observations, stored: StoredPin) -> bool:
+    return obs.imei is not None and stored.last_imei is not None and stored.last_imei != obs.imei.value
+
+
+def _decide_unlocked(obs: Observations, settings: PolicySettings) -> Decision:
+    if obs.presented is PinOutcome.ACCEPTED:
+        return Paired()
+    if obs.presented is not None:
+        return Refused(Reason.SIM_ERROR, "SIM state changed while the PIN was presented")
+    if obs.pin_enabled is NOT_READ:
+        return Step.READ_PIN_ENABLED
+    if obs.pin_enabled is None:
+        return Refused(Reason.SIM_ERROR, "could not tell whether the SIM's PIN is enabled")
+    if obs.stored is None:
+        return Refused(Reason.UNKNOWN_SIM, "no PIN is stored for this ICCID")
+    if not obs.pin_enabled:
+        if settings.require_pin_enabled:
+            return Refused(Reason.PIN_DISABLED, "the SIM's PIN is disabled, so it would work in any device")
+        return Paired()
+    if obs.stored.rejected:
+        return Refused(Reason.PIN_REJECTED, "the stored PIN was rejected by this SIM")
+    # Unlocked with PIN enabled: it was unlocked in this modem since the card
+    # was powered, and its ICCID has a good stored PIN.
+    return Paired()
+
+
+def _decide_locked(obs: Observations, settings: PolicySettings) -> Decision:
+    stored = obs.stored
+    if stored is None:
+        return Refused(Reason.UNKNOWN_SIM, "no PIN is stored for this ICCID")
+    if stored.rejected or obs.presented is PinOutcome.REJECTED:
+        return Refused(Reason.PIN_REJECTED, "the stored PIN was rejected by this SIM")
+    if obs.presented is not None:
+        # Presented once already in this run and the card still asks: never twice.
+        return Refused(Reason.SIM_ERROR, "the SIM still asks for its PIN after it was presented")
+    if obs.attempts is NOT_READ:
+        return Step.READ_ATTEMPTS
+    if stored.attempt_started:
+        # An earlier presentation's outcome was lost (power cut).  Only the
+        # card's counter can tell what happened to it.
+        if obs.attempts is None or stored.attempts_before is None:
+            return Refused(
+                Reason.RETRY_GUARD,
+                "an earlier PIN attempt has no recorded outcome and the SIM's attempts counter cannot settle it",
+            )
+        if obs.attempts < stored.attempts_before:
+            return Refused(Reason.PIN_REJECTED, "an earlier attempt with the stored PIN was rejected")
+    if obs.attempts is not None and obs.attempts < settings.min_retries:
+        return Refused(
+            Reason.RETRY_GUARD,
+            f"{obs.attempts} PIN attempts left, below the guard of {settings.min_retries}",
+        )
+    return Step.PRESENT_PIN

@@ -1,0 +1,319 @@
+"""The pairing policy, example by example and as properties over random SIM
+situations (hypothesis)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+
+from mtcd.identity import Iccid, Imei, luhn_check_digit
+from mtcd.policy import (
+    NOT_READ,
+    Observations,
+    Paired,
+    PinOutcome,
+    PolicySettings,
+    Reason,
+    Refused,
+    Step,
+    StoredPin,
+    decide,
+)
+from mtcd.simlock import SimLock
+
+
+def _with_luhn(payload: str) -> str:
+    return payload + str(luhn_check_digit(payload))
+
+
+ICCID = Iccid(_with_luhn("894900000000000001"))
+IMEI = Imei(_with_luhn("35345678901234"))
+OTHER_IMEI = Imei(_with_luhn("35345678901235"))
+DEFAULT = PolicySettings()
+
+
+def ready_to_present(**changes) -> Observations:
+    base = Observations(
+        imei=IMEI, lock=SimLock.SIM_PIN, iccid=ICCID, stored=StoredPin(), attempts=3
+    )
+    return base.with_(**changes)
+
+
+# --- the walk to a decision, step by step ---------------------------------
+
+def test_first_step_reads_the_sim_lock():
+    assert decide(Observations(imei=IMEI), DEFAULT) is Step.READ_SIM_LOCK
+
+
+def test_iccid_is_read_before_any_pin_is_chosen():
+    obs = Observations(imei=IMEI, lock=SimLock.SIM_PIN)
+    assert decide(obs, DEFAULT) is Step.READ_ICCID
+    assert decide(obs.with_(iccid=ICCID), DEFAULT) is Step.LOOK_UP_PIN
+
+
+def test_attempts_are_read_before_presenting():
+    assert decide(ready_to_present(attempts=NOT_READ), DEFAULT) is Step.READ_ATTEMPTS
+    assert decide(ready_to_present(), DEFAULT) is Step.PRESENT_PIN
+
+
+def test_accepted_pin_then_ready_is_paired():
+    obs = ready_to_present(presented=PinOutcome.ACCEPTED, lock=SimLock.READY)
+    assert decide(obs, DEFAULT) == Paired()
+
+
+# --- every refusal reason ---------------------------------------------------
+
+@pytest.mark.parametrize(
+    "obs, policy, reason",
+    [
+        (Observations(lock=SimLock.NOT_INSERTED), DEFAULT, Reason.NO_SIM),
+        (Observations(lock=SimLock.NOT_READY), DEFAULT, Reason.NO_SIM),
+        (Observations(lock=SimLock.SIM_PUK), DEFAULT, Reason.SIM_BLOCKED),
+        (Observations(lock=SimLock.PH_SIM_PIN), DEFAULT, Reason.SIM_ERROR),
+        (Observations(lock=SimLock.SIM_PIN2), DEFAULT, Reason.SIM_ERROR),
+        (Observations(lock=SimLock.SIM_PUK2), DEFAULT, Reason.SIM_ERROR),
+        (Observations(lock=SimLock.PH_NET_PIN), DEFAULT, Reason.SIM_ERROR),
+        (Observations(lock=SimLock.FAILURE), DEFAULT, Reason.SIM_ERROR),
+        (Observations(lock=SimLock.BUSY), DEFAULT, Reason.SIM_ERROR),
+        (Observations(lock=SimLock.OTHER), DEFAULT, Reason.SIM_ERROR),
+        (ready_to_present(iccid=None), DEFAULT, Reason.SIM_ERROR),
+        (ready_to_present(stored=None), DEFAULT, Reason.UNKNOWN_SIM),
+        (ready_to_present(stored=StoredPin(rejected=True)), DEFAULT, Reason.PIN_REJECTED),
+        (ready_to_present(presented=PinOutcome.REJECTED), DEFAULT, Reason.PIN_REJECTED),
+        (ready_to_present(attempts=1), DEFAULT, Reason.RETRY_GUARD),
+        (ready_to_present(attempts=0), DEFAULT, Reason.RETRY_GUARD),
+        (ready_to_present(attempts=2), PolicySettings(min_retries=3), Reason.RETRY_GUARD),
+        (
+            ready_to_present(lock=SimLock.READY, pin_enabled=False),
+            DEFAULT,
+            Reason.PIN_DISABLED,
+        ),
+        (
+            ready_to_present(lock=SimLock.READY, pin_enabled=False, stored=None),
+            PolicySettings(require_pin_enabled=False),
+            Reason.UNKNOWN_SIM,
+        ),
+        (ready_to_present(lock=SimLock.READY, pin_enabled=None), DEFAULT, Reason.SIM_ERROR),
+        (ready_to_present(lock=SimLock.READY, pin_enabled=True, stored=None), DEFAULT, Reason.UNKNOWN_SIM),
+        (
+            ready_to_present(stored=StoredPin(last_imei=OTHER_IMEI.value)),
+            PolicySettings(on_imei_change="refuse"),
+            Reason.IMEI_CHANGED,
+        ),
+        (ready_to_present(presented=PinOutcome.UNKNOWN), DEFAULT, Reason.SIM_ERROR),
+    ],
+)
+def test_refusal_reasons(obs, policy, reason):
+    decision = decide(obs, policy)
+    assert isinstance(decision, Refused)
+    assert decision.reason is reason
+    assert decision.detail
+
+
+def test_imei_change_is_only_reported_by_default():
+    obs = ready_to_present(stored=StoredPin(last_imei=OTHER_IMEI.value))
+    assert decide(obs, DEFAULT) is Step.PRESENT_PIN
+
+
+def test_pin_disabled_sim_with_known_iccid_may_be_allowed_by_policy():
+    obs = ready_to_present(lock=SimLock.READY, pin_enabled=False)
+    assert decide(obs, PolicySettings(require_pin_enabled=False)) == Paired()
+
+
+def test_unlocked_sim_with_good_stored_pin_is_paired_without_presenting():
+    obs = ready_to_present(lock=SimLock.READY, pin_enabled=True, attempts=NOT_READ)
+    assert decide(obs, DEFAULT) == Paired()
+
+
+# --- unreported counters and lost attempts -----------------------------------
+
+def test_unreported_attempts_allow_one_presentation():
+    assert decide(ready_to_present(attempts=None), DEFAULT) is Step.PRESENT_PIN
+
+
+def test_lost_attempt_without_counter_blocks_further_attempts():
+    stored = StoredPin(attempt_started=True, attempts_before=None)
+    d = decide(ready_to_present(attempts=None, stored=stored), DEFAULT)
+    assert isinstance(d, Refused) and d.reason is Reason.RETRY_GUARD
+
+
+def test_lost_attempt_that_the_counter_shows_rejected_is_latched():
+    stored = StoredPin(attempt_started=True, attempts_before=3)
+    d = decide(ready_to_present(attempts=2, stored=stored), DEFAULT)
+    assert isinstance(d, Refused) and d.reason is Reason.PIN_REJECTED
+
+
+def test_lost_attempt_that_never_reached_the_card_may_be_retried():
+    stored = StoredPin(attempt_started=True, attempts_before=3)
+    assert decide(ready_to_present(attempts=3, stored=stored), DEFAULT) is Step.PRESENT_PIN
+
+
+# --- properties over random situations ---------------------------------------
+
+maybe = lambda s: st.one_of(st.just(NOT_READ), st.none(), s)  # noqa: E731
+
+stored_pins = st.builds(
+    StoredPin,
+    rejected=st.booleans(),
+    attempt_started=st.booleans(),
+    attempts_before=st.one_of(st.none(), st.integers(0, 3)),
+    last_imei=st.one_of(st.none(), st.just(IMEI.value), st.just(OTHER_IMEI.value)),
+)
+observations = st.builds(
+    Observations,
+    imei=st.one_of(st.none(), st.just(IMEI)),
+    lock=st.one_of(st.just(NOT_READ), st.sampled_from(SimLock)),
+    iccid=maybe(st.just(ICCID)),
+    stored=maybe(stored_pins),
+    pin_enabled=maybe(st.booleans()),
+    attempts=maybe(st.integers(0, 10)),
+    presented=st.one_of(st.none(), st.sampled_from(PinOutcome)),
+)
+policies = st.builds(
+    PolicySettings,
+    min_retries=st.integers(1, 3),
+    require_pin_enabled=st.booleans(),
+    on_imei_change=st.sampled_from(["report", "refuse"]),
+)
+
+
+@given(observations, policies)
+def test_pin_is_presented_only_when_every_rule_allows(obs, policy):
+    if decide(obs, policy) is not Step.PRESENT_PIN:
+        return
+    assert obs.lock is SimLock.SIM_PIN  # exactly SIM PIN, nothing else
+    assert isinstance(obs.iccid, Iccid)  # ICCID read first
+    assert isinstance(obs.stored, StoredPin)  # a PIN stored for this ICCID
+    assert not obs.stored.rejected  # never a rejected PIN
+    assert obs.presented is None  # at most once a run
+    assert obs.attempts is not NOT_READ  # counter asked first
+    if obs.attempts is not None:
+        assert obs.attempts >= policy.min_retries  # the guard
+    else:
+        assert not obs.stored.attempt_started  # unknown counter: one try per PIN
+    if obs.stored.attempt_started:
+        assert obs.stored.attempts_before is not None
+        assert obs.attempts >= obs.stored.attempts_before
+
+
+@given(observations, policies)
+def test_paired_only_for_a_known_unlocked_sim(obs, policy):
+    if decide(obs, policy) != Paired():
+        return
+    assert obs.lock is SimLock.READY
+    assert isinstance(obs.iccid, Iccid)
+    assert isinstance(obs.stored, StoredPin)
+    if obs.presented is None:
+        assert obs.pin_enabled in (True, False)
+        if obs.pin_enabled:
+            assert not obs.stored.rejected
+        else:
+            assert not policy.require_pin_enabled
+    else:
+        assert obs.presented is PinOutcome.ACCEPTED
+    if policy.on_imei_change == "refuse" and obs.imei is not None:
+        assert obs.stored.last_imei in (None, obs.imei.value)
+
+
+@given(observations, policies)
+def test_blocked_or_foreign_locks_are_always_refused(obs, policy):
+    decision = decide(obs, policy)
+    if obs.lock is SimLock.SIM_PUK:
+        assert decision == Refused(Reason.SIM_BLOCKED, decision.detail)
+    if obs.lock not in (NOT_READ, SimLock.SIM_PIN, SimLock.READY):
+        assert isinstance(decision, Refused)
+
+
+# A pure model of many boots of the gateway against one card, with power cuts
+# at random moments, shows the gateway alone never blocks its SIM.
+
+@dataclass
+class ModelCard:
+    pin: str
+    left: int = 3
+    max_tries: int = 3
+
+    def verify(self, pin: str) -> bool:
+        if self.left == 0:
+            return False
+        if pin == self.pin:
+            self.left = self.max_tries
+            return True
+        self.left -= 1
+        return False
+
+
+@dataclass
+class ModelStore:
+    pin: str
+    rejected: bool = False
+    attempt_started: bool = False
+    attempts_before: int | None = None
+
+    def view(self) -> StoredPin:
+        return StoredPin(self.rejected, self.attempt_started, self.attempts_before)
+
+
+def boot(card: ModelCard, store: ModelStore, policy: PolicySettings, counter_readable: bool, cut_at: str | None) -> object:
+    obs = Observations(imei=IMEI)
+    spent = 0
+    while True:
+        d = decide(obs, policy)
+        if d is Step.READ_SIM_LOCK:
+            lock = SimLock.SIM_PUK if card.left == 0 else SimLock.SIM_PIN
+            obs = obs.with_(lock=lock if obs.presented is None else SimLock.READY)
+        elif d is Step.READ_ICCID:
+            obs = obs.with_(iccid=ICCID)
+        elif d is Step.LOOK_UP_PIN:
+            obs = obs.with_(stored=store.view())
+        elif d is Step.READ_ATTEMPTS:
+            obs = obs.with_(attempts=card.left if counter_readable else None)
+        elif d is Step.PRESENT_PIN:
+            store.attempt_started = True
+            store.attempts_before = obs.attempts
+            if cut_at == "before-send":
+                return "power-cut"
+            ok = card.verify(store.pin)
+            spent += 0 if ok else 1
+            if cut_at == "after-send":
+                return "power-cut"
+            store.attempt_started = False
+            if not ok:
+                store.rejected = True
+                obs = obs.with_(presented=PinOutcome.REJECTED)
+            else:
+                obs = obs.with_(presented=PinOutcome.ACCEPTED, lock=NOT_READ)
+        else:
+            if isinstance(d, Refused) and d.reason is Reason.PIN_REJECTED:
+                store.rejected = True
+            return d
+
+
+@hsettings(max_examples=300)
+@given(
+    correct=st.booleans(),
+    counter_readable=st.booleans(),
+    min_retries=st.integers(2, 3),
+    start_left=st.integers(0, 3),
+    cuts=st.lists(st.sampled_from([None, "before-send", "after-send"]), min_size=1, max_size=8),
+)
+def test_many_boots_never_block_the_sim(correct, counter_readable, min_retries, start_left, cuts):
+    card = ModelCard(pin="12345678", left=start_left)
+    store = ModelStore(pin="12345678" if correct else "87654321")
+    policy = PolicySettings(min_retries=min_retries)
+    wrong_presentations = 0
+    for cut in cuts + [None, None]:
+        before = card.left
+        boot(card, store, policy, counter_readable, cut)
+        if card.left < before:
+            wrong_presentations += 1
+    # A wrong PIN is spent at most once per stored PIN (power cuts included).
+    assert wrong_presentations <= 1
+    if counter_readable:
+        # With the counter known the guard holds: the gateway never spends
+        # an attempt that would leave fewer than min_retries - 1.
+        assert card.left >= min(start_left, min_retries - 1)
+        if start_left > 0:
+            assert card.left > 0, "the gateway blocked its own SIM"

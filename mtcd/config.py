@@ -1,0 +1,278 @@
+"""The configuration file (TOML), read once at start and checked completely.
+
+Every problem is a ConfigError with one line naming the file and the key,
+e.g. ``mtcd.toml: policy.min_retries must be an integer from 2 to 3 (got 7)``.
+Unknown keys are errors too: a misspelt safety setting must not silently
+fall back to its default.
+
+    state_dir = "/var/lib/mtcd"    # relative paths are taken from the file's directory
+    [modem]
+    port = "/dev/ttyUSB2"          # required
+    baudrate = 115200
+    timeout = 10                   # seconds
+    rtscts = false
+    vendor = "auto"
+    [policy]
+    min_retries = 2                # never present the PIN with fewer attempts left
+    require_pin_enabled = true
+    on_imei_change = "report"      # or "refuse"
+    [datalink]
+    backend = "at"                 # "at" | "command" | "none"
+    apn = "internet"
+    pdp_type = "IP"
+    cid = 1
+    up = []                        # argv lists, backend "command" only
+    down = []
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/mtcd/mtcd.toml")
+DEFAULT_STATE_DIR = Path("/var/lib/mtcd")
+
+VENDORS = ("auto", "generic", "quectel", "simcom", "ublox", "huawei", "telit", "sierra", "cinterion")
+IMEI_CHANGE_ACTIONS = ("report", "refuse")
+DATALINK_BACKENDS = ("at", "command", "none")
+PDP_TYPES = ("IP", "IPV6", "IPV4V6")
+MAX_APN_LENGTH = 100  # TS 23.003 §9.1
+
+
+@dataclass(frozen=True)
+class ModemConfig:
+    port: str
+    baudrate: int = 115200
+    timeout: float = 10.0
+    rtscts: bool = False
+    vendor: str = "auto"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    min_retries: int = 2
+    require_pin_enabled: bool = True
+    on_imei_change: str = "report"
+
+
+@dataclass(frozen=True)
+class DatalinkConfig:
+    backend: str = "at"
+    apn: str = "internet"
+    pdp_type: str = "IP"
+    cid: int = 1
+    up: tuple[str, ...] = ()
+    down: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    state_dir: Path
+    modem: ModemConfig
+    policy: PolicyConfig
+    datalink: DatalinkConfig
+
+
+# --- value checks: each returns the value to use or a complaint ---
+
+class _Bad(Exception):
+    """The complaint about one value, completed with file and key by the caller."""
+
+
+def _show(value: Any) -> str:
+    """A value as it looked in the file, for '(got ...)'."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        text = value if len(value) <= 40 else value[:37] + "..."
+        return '"' + text.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return str(value)
+
+
+def _integer(low: int, high: int | None = None) -> Callable[[Any], int]:
+    what = f"an integer from {low} to {high}" if high is not None else f"an integer >= {low}"
+
+    def check(value):
+        # TOML true is not 1: bool is an int subclass in Python, so refuse it first.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Bad(f"must be {what} (got {_show(value)})")
+        if value < low or (high is not None and value > high):
+            raise _Bad(f"must be {what} (got {_show(value)})")
+        return value
+    return check
+
+
+def _seconds(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Bad(f"must be a number of seconds > 0 (got {_show(value)})")
+    if not (math.isfinite(value) and value > 0):
+        raise _Bad(f"must be a number of seconds > 0 (got {_show(value)})")
+    return float(value)
+
+
+def _boolean(value):
+    if not isinstance(value, bool):
+        raise _Bad(f"must be true or false (got {_show(value)})")
+    return value
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    listed = ", ".join(f'"{c}"' for c in choices)
+
+    def check(value):
+        if value not in choices or not isinstance(value, str):
+            raise _Bad(f"must be one of {listed} (got {_show(value)})")
+        return value
+    return check
+
+
+def _text(value):
+    if not isinstance(value, str) or not value.strip():
+        raise _Bad(f"must be a non-empty string (got {_show(value)})")
+    return value
+
+
+def _apn(value):
+    # The APN goes inside a quoted AT string (+CGDCONT): printable ASCII, no quotes.
+    if not isinstance(value, str):
+        raise _Bad(f"must be a string (got {_show(value)})")
+    if len(value) > MAX_APN_LENGTH:
+        raise _Bad(f"must be at most {MAX_APN_LENGTH} characters (got {len(value)})")
+    if not (value.isascii() and value.isprintable()) or '"' in value or "'" in value:
+        raise _Bad(f"must be printable ASCII without quotes (got {_show(value)})")
+    return value
+
+
+def _argv(value):
+    if not isinstance(value, list) or not all(isinstance(a, str) and a for a in value):
+        raise _Bad(f"must be a list of non-empty strings (got {_show(value)})")
+    return tuple(value)
+
+
+_TOP = {"state_dir": _text, "modem": None, "policy": None, "datalink": None}
+_SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
+    "modem": {
+        "port": _text,
+        "baudrate": _integer(1),
+        "timeout": _seconds,
+        "rtscts": _boolean,
+        "vendor": _one_of(VENDORS),
+    },
+    "policy": {
+        "min_retries": _integer(2, 3),
+        "require_pin_enabled": _boolean,
+        "on_imei_change": _one_of(IMEI_CHANGE_ACTIONS),
+    },
+    "datalink": {
+        "backend": _one_of(DATALINK_BACKENDS),
+        "apn": _apn,
+        "pdp_type": _one_of(PDP_TYPES),
+        "cid": _integer(1, 255),
+        "up": _argv,
+        "down": _argv,
+    },
+}
+
+
+def load_config(path: Path = DEFAULT_CONFIG_PATH) -> Config:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {_where(text, str(exc))}") from None
+    return _build(path, doc)
+
+
+def _where(text: str, message: str) -> str:
+    """tomllib's '<msg> (at line L, column C)' as 'line L: <msg> (column C)'."""
+    m = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", message, re.S)
+    if m:
+        return f"line {m[2]}: {m[1]} (column {m[3]})"
+    m = re.fullmatch(r"(.*) \(at end of document\)", message, re.S)
+    if m:
+        return f"line {max(1, len(text.splitlines()))}: {m[1]} (at end of file)"
+    return message
+
+
+def _build(path: Path, doc: dict) -> Config:
+    def fail(key: str, complaint: str):
+        raise ConfigError(f"{path}: {key} {complaint}") from None
+
+    # Unknown keys first: a typo is the likeliest cause of any other complaint.
+    for key in doc:
+        if key not in _TOP:
+            _unknown(path, key)
+    for name in _SECTIONS:
+        if name in doc and not isinstance(doc[name], dict):
+            fail(name, f"must be a table ([{name}]) (got {_show(doc[name])})")
+        for key in doc.get(name, {}):
+            if key not in _SECTIONS[name]:
+                _unknown(path, f"{name}.{key}")
+
+    def take(section: str) -> dict:
+        out = {}
+        checks = _SECTIONS[section]
+        for name, value in doc.get(section, {}).items():
+            try:
+                out[name] = checks[name](value)
+            except _Bad as bad:
+                fail(f"{section}.{name}", str(bad))
+        return out
+
+    modem = take("modem")
+    if "port" not in modem:
+        fail("modem.port", "is required")
+    policy = take("policy")
+    datalink = take("datalink")
+
+    backend = datalink.get("backend", DatalinkConfig.backend)
+    for key in ("up", "down"):
+        given = datalink.get(key, ())
+        if backend == "command" and not given:
+            fail(f"datalink.{key}", 'is required (a non-empty argv list) when backend = "command"')
+        if backend != "command" and given:
+            fail(f"datalink.{key}",
+                 f'is only used with backend = "command" (backend is "{backend}")')
+
+    state_dir = DEFAULT_STATE_DIR
+    if "state_dir" in doc:
+        try:
+            state_dir = Path(_text(doc["state_dir"]))
+        except _Bad as bad:
+            fail("state_dir", str(bad))
+        # Relative to the configuration file, not to whatever the cwd is (systemd: /).
+        if not state_dir.is_absolute():
+            state_dir = (path.parent / state_dir).absolute()
+
+    return Config(
+        state_dir=state_dir,
+        modem=ModemConfig(**modem),
+        policy=PolicyConfig(**policy),
+        datalink=DatalinkConfig(**datalink),
+    )
+
+
+def _unknown(path: Path, key: str):
+    raise ConfigError(f"{path}: unknown key {key!r}")

@@ -1,0 +1,235 @@
+"""The configuration file: defaults, a full example, and one exact complaint per mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mtcd.config import (
+    DEFAULT_CONFIG_PATH,
+    Config,
+    DatalinkConfig,
+    ModemConfig,
+    PolicyConfig,
+    load_config,
+)
+from mtcd.errors import ConfigError
+
+MINIMAL = '[modem]\nport = "/dev/ttyUSB2"\n'
+
+FULL = """\
+state_dir = "/srv/mtcd"
+
+[modem]
+port = "/dev/serial/by-id/usb-Quectel_EG25-if02-port0"
+baudrate = 921600
+timeout = 2.5
+rtscts = true
+vendor = "quectel"
+
+[policy]
+min_retries = 3
+require_pin_enabled = false
+on_imei_change = "refuse"
+
+[datalink]
+backend = "command"
+apn = "iot.example-operator.net"
+pdp_type = "IPV4V6"
+cid = 3
+up = ["/usr/sbin/ifup", "wwan0"]
+down = ["/usr/sbin/ifdown", "wwan0"]
+"""
+
+
+def write(tmp_path: Path, text: str | bytes) -> Path:
+    path = tmp_path / "mtcd.toml"
+    if isinstance(text, str):
+        text = text.encode()
+    path.write_bytes(text)
+    return path
+
+
+def test_defaults(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config == Config(
+        state_dir=Path("/var/lib/mtcd"),
+        modem=ModemConfig(port="/dev/ttyUSB2"),
+        policy=PolicyConfig(),
+        datalink=DatalinkConfig(),
+    )
+    assert config.modem.baudrate == 115200
+    assert config.modem.timeout == 10.0 and isinstance(config.modem.timeout, float)
+    assert config.modem.rtscts is False and config.modem.vendor == "auto"
+    assert config.policy.min_retries == 2
+    assert config.policy.require_pin_enabled is True
+    assert config.policy.on_imei_change == "report"
+    d = config.datalink
+    assert (d.backend, d.apn, d.pdp_type, d.cid, d.up, d.down) == ("at", "internet", "IP", 1, (), ())
+
+
+def test_full_example(tmp_path):
+    config = load_config(write(tmp_path, FULL))
+    assert config.state_dir == Path("/srv/mtcd")
+    assert config.modem == ModemConfig(
+        port="/dev/serial/by-id/usb-Quectel_EG25-if02-port0",
+        baudrate=921600, timeout=2.5, rtscts=True, vendor="quectel",
+    )
+    assert config.policy == PolicyConfig(
+        min_retries=3, require_pin_enabled=False, on_imei_change="refuse"
+    )
+    assert config.datalink == DatalinkConfig(
+        backend="command", apn="iot.example-operator.net", pdp_type="IPV4V6", cid=3,
+        up=("/usr/sbin/ifup", "wwan0"), down=("/usr/sbin/ifdown", "wwan0"),
+    )
+
+
+def test_config_is_frozen(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL))
+    with pytest.raises(AttributeError):
+        config.policy.min_retries = 0
+
+
+def test_integer_timeout_and_empty_apn(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL + 'timeout = 3\n[datalink]\napn = ""\n'))
+    assert config.modem.timeout == 3.0 and config.datalink.apn == ""
+
+
+def test_relative_state_dir_is_taken_from_the_file(tmp_path):
+    config = load_config(write(tmp_path, 'state_dir = "state"\n' + MINIMAL))
+    assert config.state_dir == tmp_path / "state"
+
+
+def test_default_path():
+    assert DEFAULT_CONFIG_PATH == Path("/etc/mtcd/mtcd.toml")
+
+
+def test_empty_sections_are_fine(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL + "[policy]\n[datalink]\n"))
+    assert config.policy == PolicyConfig()
+
+
+BAD = [
+    # (text, the exact message after "<path>: ")
+    ("", "modem.port is required"),
+    ("[modem]\n", "modem.port is required"),
+    ("[policy]\nmin_retries = 2\n", "modem.port is required"),
+    (MINIMAL + "[policy]\nmin_retry = 2\n", "unknown key 'policy.min_retry'"),
+    (MINIMAL + "speed = 9600\n", "unknown key 'modem.speed'"),
+    ("statedir = '/x'\n" + MINIMAL, "unknown key 'statedir'"),
+    (MINIMAL + "[pin]\ncode = 1234\n", "unknown key 'pin'"),
+    (MINIMAL + "[modem.usb]\nvid = 1\n", "unknown key 'modem.usb'"),
+    # an unknown key is reported before a bad value elsewhere
+    (MINIMAL + "baudrate = 'x'\n[policy]\nfoo = 1\n", "unknown key 'policy.foo'"),
+    ("modem = 5\n", "modem must be a table ([modem]) (got 5)"),
+    ('modem = "/dev/ttyUSB0"\n', 'modem must be a table ([modem]) (got "/dev/ttyUSB0")'),
+    ("[modem]\nport = 5\n", "modem.port must be a non-empty string (got 5)"),
+    ("[modem]\nport = ''\n", 'modem.port must be a non-empty string (got "")'),
+    (MINIMAL + "baudrate = 0\n", "modem.baudrate must be an integer >= 1 (got 0)"),
+    (MINIMAL + "baudrate = true\n", "modem.baudrate must be an integer >= 1 (got true)"),
+    (MINIMAL + "baudrate = 9600.0\n", "modem.baudrate must be an integer >= 1 (got 9600.0)"),
+    (MINIMAL + "baudrate = '115200'\n", 'modem.baudrate must be an integer >= 1 (got "115200")'),
+    (MINIMAL + "timeout = 0\n", "modem.timeout must be a number of seconds > 0 (got 0)"),
+    (MINIMAL + "timeout = -1.5\n", "modem.timeout must be a number of seconds > 0 (got -1.5)"),
+    (MINIMAL + "timeout = inf\n", "modem.timeout must be a number of seconds > 0 (got inf)"),
+    (MINIMAL + "timeout = nan\n", "modem.timeout must be a number of seconds > 0 (got nan)"),
+    (MINIMAL + "timeout = true\n", "modem.timeout must be a number of seconds > 0 (got true)"),
+    (MINIMAL + "rtscts = 1\n", "modem.rtscts must be true or false (got 1)"),
+    (MINIMAL + "rtscts = 'yes'\n", 'modem.rtscts must be true or false (got "yes")'),
+    (MINIMAL + "vendor = 'Quectel'\n",
+     'modem.vendor must be one of "auto", "generic", "quectel", "simcom", "ublox", '
+     '"huawei", "telit", "sierra", "cinterion" (got "Quectel")'),
+    (MINIMAL + "vendor = ['quectel']\n",
+     'modem.vendor must be one of "auto", "generic", "quectel", "simcom", "ublox", '
+     '"huawei", "telit", "sierra", "cinterion" (got an array)'),
+    (MINIMAL + "[policy]\nmin_retries = 7\n",
+     "policy.min_retries must be an integer from 2 to 3 (got 7)"),
+    (MINIMAL + "[policy]\nmin_retries = 1\n",
+     "policy.min_retries must be an integer from 2 to 3 (got 1)"),
+    (MINIMAL + "[policy]\nmin_retries = 0\n",
+     "policy.min_retries must be an integer from 2 to 3 (got 0)"),
+    (MINIMAL + "[policy]\nmin_retries = true\n",
+     "policy.min_retries must be an integer from 2 to 3 (got true)"),
+    (MINIMAL + "[policy]\nmin_retries = 2.0\n",
+     "policy.min_retries must be an integer from 2 to 3 (got 2.0)"),
+    (MINIMAL + "[policy]\nrequire_pin_enabled = 0\n",
+     "policy.require_pin_enabled must be true or false (got 0)"),
+    (MINIMAL + "[policy]\non_imei_change = 'ignore'\n",
+     'policy.on_imei_change must be one of "report", "refuse" (got "ignore")'),
+    (MINIMAL + "[datalink]\nbackend = 'ppp'\n",
+     'datalink.backend must be one of "at", "command", "none" (got "ppp")'),
+    (MINIMAL + "[datalink]\napn = 'my\"apn'\n",
+     'datalink.apn must be printable ASCII without quotes (got "my\\"apn")'),
+    (MINIMAL + "[datalink]\napn = \"it's\"\n",
+     'datalink.apn must be printable ASCII without quotes (got "it\'s")'),
+    (MINIMAL + "[datalink]\napn = \"a\\tb\"\n",
+     'datalink.apn must be printable ASCII without quotes (got "a\\tb")'),
+    (MINIMAL + "[datalink]\napn = \"caf\u00e9\"\n",
+     'datalink.apn must be printable ASCII without quotes (got "caf\\xe9")'),
+    (MINIMAL + "[datalink]\napn = '" + "a" * 101 + "'\n",
+     "datalink.apn must be at most 100 characters (got 101)"),
+    (MINIMAL + "[datalink]\napn = 5\n", "datalink.apn must be a string (got 5)"),
+    (MINIMAL + "[datalink]\npdp_type = 'ipv6'\n",
+     'datalink.pdp_type must be one of "IP", "IPV6", "IPV4V6" (got "ipv6")'),
+    (MINIMAL + "[datalink]\ncid = 0\n", "datalink.cid must be an integer from 1 to 255 (got 0)"),
+    (MINIMAL + "[datalink]\ncid = false\n",
+     "datalink.cid must be an integer from 1 to 255 (got false)"),
+    (MINIMAL + "[datalink]\nbackend = 'command'\ndown = ['x']\n",
+     'datalink.up is required (a non-empty argv list) when backend = "command"'),
+    (MINIMAL + "[datalink]\nbackend = 'command'\nup = ['x']\n",
+     'datalink.down is required (a non-empty argv list) when backend = "command"'),
+    (MINIMAL + "[datalink]\nbackend = 'command'\nup = []\ndown = ['x']\n",
+     'datalink.up is required (a non-empty argv list) when backend = "command"'),
+    (MINIMAL + "[datalink]\nup = ['ifup', 'wwan0']\n",
+     'datalink.up is only used with backend = "command" (backend is "at")'),
+    (MINIMAL + "[datalink]\nbackend = 'command'\nup = 'ifup wwan0'\ndown = ['x']\n",
+     'datalink.up must be a list of non-empty strings (got "ifup wwan0")'),
+    (MINIMAL + "[datalink]\nbackend = 'command'\nup = ['ifup', '']\ndown = ['x']\n",
+     "datalink.up must be a list of non-empty strings (got an array)"),
+    (MINIMAL + "[datalink]\nbackend = 'command'\nup = ['ifup', 3]\ndown = ['x']\n",
+     "datalink.up must be a list of non-empty strings (got an array)"),
+    ("state_dir = 5\n" + MINIMAL, "state_dir must be a non-empty string (got 5)"),
+    ("state_dir = ''\n" + MINIMAL, 'state_dir must be a non-empty string (got "")'),
+    # TOML syntax: tomllib's message with the line first
+    ("[modem]\nport = \n", "line 2: Invalid value (column 8)"),
+    ("[modem]\nport = '/dev/x'\nbaudrate 115200\n",
+     "line 3: Expected '=' after a key in a key/value pair (column 10)"),
+    ("[modem]\nport = '/dev/x'\n[modem]\n", "line 3: Cannot declare ('modem',) twice (column 7)"),
+    ("[modem]\nport = '/dev/x'\nport = '/dev/y'\n",
+     "line 3: Cannot overwrite a value (column 16)"),
+    ("[modem]\nport = '/dev/x'\nbaudrate =", "line 3: Invalid value (at end of file)"),
+    (b"[modem]\nport = '/dev/\xff'\n", "line 2: not UTF-8 text"),
+]
+
+
+@pytest.mark.parametrize("text, message", BAD)
+def test_bad_config_names_the_key(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value) == f"{path}: {message}"
+    # One line, no foreign exception chained in.
+    assert exc.value.__cause__ is None
+    assert exc.value.__context__ is None or exc.value.__suppress_context__
+
+
+def test_long_string_values_are_shortened(tmp_path):
+    path = write(tmp_path, MINIMAL + "vendor = '" + "q" * 200 + "'\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert len(str(exc.value)) < 250 + len(str(path))
+    assert '(got "' + "q" * 37 + '...")' in str(exc.value)
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError, match=r"absent.toml: no such file$"):
+        load_config(path)
+
+
+def test_unreadable_file(tmp_path):
+    path = tmp_path / "mtcd.toml"
+    path.mkdir()  # a directory: unreadable as a file even for root
+    with pytest.raises(ConfigError, match=r"mtcd.toml: cannot read: Is a directory$"):
+        load_config(path)

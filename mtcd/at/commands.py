@@ -1,0 +1,178 @@
+"""AT commands as values: text, what reply lines belong to them, how long to
+wait, and whether the text carries a secret.
+
+A sensitive command's text is only ever turned into bytes for the port;
+everything that logs, raises or prints uses `loggable`, which hides the
+arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..secret import Pin, Puk
+
+REDACTED = "<redacted>"
+
+
+@dataclass(frozen=True, slots=True)
+class AtCommand:
+    text: str  # full command line without the terminator, e.g. 'AT+CPIN?'
+    # Information-response prefixes (e.g. '+CPIN:') that belong to this
+    # command; any other prefixed line while it runs is unsolicited.
+    prefixes: tuple[str, ...] = ()
+    timeout: float = 5.0
+    sensitive: bool = False
+    # Commands such as +CMGS answer with a '> ' prompt before the final result.
+    expects_prompt: bool = False
+    name: str = field(default="", compare=False)  # short label for logs/benchmarks
+
+    def __post_init__(self):
+        if not self.text.upper().startswith("AT"):
+            raise ValueError("an AT command must start with AT")
+        if any(c in self.text for c in "\r\n\x1a\x1b"):
+            raise ValueError("an AT command must not contain line or control characters")
+
+    def encode(self) -> bytes:
+        return self.text.encode("ascii") + b"\r"
+
+    @property
+    def loggable(self) -> str:
+        """The command as it may appear in logs, errors and traces."""
+        if not self.sensitive:
+            return self.text
+        head, sep, _ = self.text.partition("=")
+        return f"{head}={REDACTED}" if sep else REDACTED
+
+    def __repr__(self) -> str:
+        return f"AtCommand({self.loggable!r})"
+
+    __str__ = __repr__
+
+
+def _quoted(value: str) -> str:
+    if '"' in value or not value.isprintable():
+        raise ValueError("AT string arguments must be printable and contain no quotes")
+    return f'"{value}"'
+
+
+# --- 27.007 commands mtcd uses; vendor commands live in mtcd.vendors.* ---
+
+def echo_off() -> AtCommand:
+    return AtCommand("ATE0", name="echo-off")
+
+
+def verbose_errors() -> AtCommand:
+    return AtCommand("AT+CMEE=1", name="cmee")
+
+
+def manufacturer() -> AtCommand:
+    return AtCommand("AT+CGMI", prefixes=("+CGMI:",), name="cgmi")
+
+
+def model() -> AtCommand:
+    return AtCommand("AT+CGMM", prefixes=("+CGMM:",), name="cgmm")
+
+
+def imei() -> AtCommand:
+    return AtCommand("AT+CGSN", prefixes=("+CGSN:",), name="imei")
+
+
+def imeisv() -> AtCommand:
+    return AtCommand("AT+CGSN=2", prefixes=("+CGSN:",), name="imeisv")
+
+
+def functionality(level: int) -> AtCommand:
+    if level not in (0, 1, 4):
+        raise ValueError("functionality level must be 0, 1 or 4")
+    # Radio on/off can take seconds while the modem (de)registers.
+    return AtCommand(f"AT+CFUN={level}", timeout=30.0, name=f"cfun-{level}")
+
+
+def functionality_query() -> AtCommand:
+    return AtCommand("AT+CFUN?", prefixes=("+CFUN:",), name="cfun?")
+
+
+def sim_lock_query() -> AtCommand:
+    return AtCommand("AT+CPIN?", prefixes=("+CPIN:",), name="cpin?")
+
+
+def enter_pin(pin: Pin) -> AtCommand:
+    # Verification can take a while on slow cards.
+    return AtCommand(f'AT+CPIN="{pin.reveal()}"', timeout=20.0, sensitive=True, name="cpin")
+
+
+def enter_puk(puk: Puk, new_pin: Pin) -> AtCommand:
+    return AtCommand(
+        f'AT+CPIN="{puk.reveal()}","{new_pin.reveal()}"',
+        timeout=20.0,
+        sensitive=True,
+        name="cpin-puk",
+    )
+
+
+def change_pin(old: Pin, new: Pin) -> AtCommand:
+    return AtCommand(
+        f'AT+CPWD="SC","{old.reveal()}","{new.reveal()}"',
+        timeout=20.0,
+        sensitive=True,
+        name="cpwd",
+    )
+
+
+def pin_retries() -> AtCommand:
+    return AtCommand('AT+CPINR="SIM PIN"', prefixes=("+CPINR:",), name="cpinr")
+
+
+def pin_enabled_query() -> AtCommand:
+    return AtCommand('AT+CLCK="SC",2', prefixes=("+CLCK:",), timeout=10.0, name="clck?")
+
+
+def set_pin_enabled(enabled: bool, pin: Pin) -> AtCommand:
+    mode = 1 if enabled else 0
+    return AtCommand(
+        f'AT+CLCK="SC",{mode},"{pin.reveal()}"', timeout=20.0, sensitive=True, name="clck"
+    )
+
+
+def restricted_sim_access(command: int, file_id: int, p1: int = 0, p2: int = 0, p3: int | None = None) -> AtCommand:
+    """AT+CRSM (27.007 §8.18); e.g. READ BINARY EF.ICCID = (176, 0x2FE2, 0, 0, 10)."""
+    args = f"{command},{file_id},{p1},{p2}"
+    if p3 is not None:
+        args += f",{p3}"
+    return AtCommand(f"AT+CRSM={args}", prefixes=("+CRSM:",), timeout=10.0, name="crsm")
+
+
+def read_iccid_file() -> AtCommand:
+    return restricted_sim_access(176, 0x2FE2, 0, 0, 10)
+
+
+def read_imsi_file() -> AtCommand:
+    return restricted_sim_access(176, 0x6F07, 0, 0, 9)
+
+
+def generic_sim_access(apdu: bytes, *, sensitive: bool = False) -> AtCommand:
+    """AT+CSIM (27.007 §8.17): a raw APDU, length given in hex characters."""
+    hexapdu = apdu.hex().upper()
+    return AtCommand(
+        f'AT+CSIM={len(hexapdu)},"{hexapdu}"',
+        prefixes=("+CSIM:",),
+        timeout=10.0,
+        sensitive=sensitive,
+        name="csim",
+    )
+
+
+def imsi() -> AtCommand:
+    return AtCommand("AT+CIMI", prefixes=("+CIMI:",), name="cimi")
+
+
+def define_pdp_context(cid: int, pdp_type: str, apn: str) -> AtCommand:
+    return AtCommand(
+        f"AT+CGDCONT={cid},{_quoted(pdp_type)},{_quoted(apn)}", name="cgdcont"
+    )
+
+
+def activate_pdp_context(cid: int, active: bool = True) -> AtCommand:
+    # Activation may include the attach: allow the network time.
+    return AtCommand(f"AT+CGACT={int(active)},{cid}", timeout=150.0, name="cgact")

@@ -1,0 +1,313 @@
+"""The AT reply reader: bytes from the modem in, events out, no I/O.
+
+The caller owns the port.  It asks `start(command)` for the bytes to write,
+feeds whatever the port returns to `receive_data()`, and drains
+`next_event()` until it returns `NEED_DATA`.
+
+Rules (V.250 §5, TS 27.007 §9), applied to each line in order:
+
+1. A line ends at CR, LF or CRLF (S3/S4); empty lines are skipped.  Bytes
+   are decoded leniently and line noise (control characters, undecodable
+   bytes) is trimmed from both ends; nothing the modem sends raises.  A line
+   longer than `MAX_LINE` is thrown away and counted in `discarded_lines`.
+2. The echo of the pending command is dropped.  For a sensitive command any
+   line carrying its text, and any line without an information prefix, is
+   dropped: such a command has no bare reply, and a garbled echo would carry
+   the secret.  The echoes of the last few commands are dropped whenever
+   they come: after `abandon()`, or behind a stray OK, they arrive late.
+3. A final result code (OK, ERROR, +CME ERROR, ...) ends the pending
+   command's `Response`.  With no command pending it is stray (e.g. the
+   late OK of an abandoned command): dropped and counted in `stray_results`.
+4. RING and the other bare notifications in `BARE_URCS` are `Unsolicited`.
+5. While a command is pending, a line starting with one of its prefixes
+   belongs to it; any other `+X:` `^X:` `#X:` `*X:` `$X:` `%X:` line is
+   `Unsolicited` (URCs interrupt replies); a line without such a prefix
+   (bare IMEI, ICCID) belongs to the command.
+6. With no command pending, every line is `Unsolicited`.
+7. Bytes received before `start()` cannot answer the command: lines that
+   began before it are read as if nothing were pending.
+8. A command with `expects_prompt` gets a `Prompt` event when a line starts
+   with "> " (the modem waits for the SMS body without ending the line).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass
+
+from .commands import AtCommand
+
+MAX_LINE = 4096
+
+# Notifications without a prefix that modems send at any time (V.250 RING;
+# boot and SIM-ready banners of Quectel and SIMCom modules).
+BARE_URCS = frozenset(
+    {"RING", "RDY", "CALL READY", "SMS READY", "SMS DONE", "PB DONE",
+     "NORMAL POWER DOWN", "POWERED DOWN"}
+)
+
+# An information or unsolicited line: a prefix character, a name, a colon.
+_PREFIXED = re.compile(r"[+^#*$%][A-Za-z0-9][A-Za-z0-9_-]*\s*:")
+
+# Trimmed from both ends of a line: blanks, C0 controls, DEL, and the
+# replacement character that stands for undecodable bytes.
+_NOISE = "".join(chr(c) for c in range(0x21)) + "\x7f\ufffd"
+
+# Final result codes without parameters (V.250 §5.7.1, TS 27.007 §9.1).
+_PLAIN_FINALS = frozenset({"OK", "ERROR", "NO CARRIER", "BUSY", "NO ANSWER", "NO DIALTONE"})
+
+# +CME ERROR verbose texts (TS 27.007 §9.2.1), normalised: lower case,
+# single blanks.  Vendors differ in case and wording; the keys cover the
+# spec's wording and the common variants.
+CME_TEXTS: dict[str, int] = {
+    "phone failure": 0,
+    "no connection to phone": 1,
+    "phone-adaptor link reserved": 2,
+    "operation not allowed": 3,
+    "operation not supported": 4,
+    "ph-sim pin required": 5,
+    "ph-fsim pin required": 6,
+    "ph-fsim puk required": 7,
+    "sim not inserted": 10,
+    "sim pin required": 11,
+    "sim puk required": 12,
+    "sim failure": 13,
+    "sim busy": 14,
+    "sim wrong": 15,
+    "incorrect password": 16,
+    "sim pin2 required": 17,
+    "sim puk2 required": 18,
+    "memory full": 20,
+    "invalid index": 21,
+    "not found": 22,
+    "memory failure": 23,
+    "no network service": 30,
+    "network timeout": 31,
+    "network not allowed - emergency calls only": 32,
+    "unknown": 100,
+}
+
+
+@dataclass(frozen=True)
+class FinalResult:
+    """How a command ended.  `kind` is one of "OK", "ERROR", "CME ERROR",
+    "CMS ERROR", "NO CARRIER", "CONNECT", "BUSY", "NO ANSWER", "NO DIALTONE"."""
+
+    kind: str
+    code: int | None = None  # +CME/+CMS number; verbose texts mapped when known
+    text: str | None = None  # verbose error text, or CONNECT's argument
+
+    @property
+    def ok(self) -> bool:
+        return self.kind in ("OK", "CONNECT")
+
+
+@dataclass(frozen=True)
+class Response:
+    command: AtCommand
+    lines: tuple[str, ...]  # information lines of the command, in order
+    result: FinalResult
+
+
+@dataclass(frozen=True)
+class Unsolicited:
+    line: str
+
+
+@dataclass(frozen=True)
+class Prompt:
+    command: AtCommand
+
+
+class _NeedData:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA = _NeedData()
+"""Returned by `next_event()` when the buffer holds no complete event."""
+
+Event = Response | Unsolicited | Prompt | _NeedData
+
+
+class LocalProtocolError(RuntimeError):
+    """The caller broke the reader's rules (a bug in mtcd, not the modem)."""
+
+
+def parse_final(line: str) -> FinalResult | None:
+    """The final result code `line` stands for, or None if it is not one."""
+    upper = line.upper()
+    if upper in _PLAIN_FINALS:
+        return FinalResult(upper)
+    if upper == "CONNECT" or upper.startswith("CONNECT "):
+        return FinalResult("CONNECT", text=line[8:].strip() or None)
+    for kind in ("CME ERROR", "CMS ERROR"):
+        if upper.startswith(f"+{kind}:"):
+            return _error_result(kind, line[len(kind) + 2 :])
+    return None
+
+
+def _error_result(kind: str, detail: str) -> FinalResult:
+    detail = detail.strip().strip('"').strip()
+    if detail.isascii() and detail.isdigit() and len(detail) <= 6:
+        return FinalResult(kind, code=int(detail))
+    if not detail:
+        return FinalResult(kind)
+    code = None
+    if kind == "CME ERROR":
+        code = CME_TEXTS.get(" ".join(detail.lower().rstrip(".").split()))
+    return FinalResult(kind, code=code, text=detail)
+
+
+class AtReader:
+    """Turns the byte stream of one AT port into `Response`, `Unsolicited`
+    and `Prompt` events.  One command at a time (V.250 §5.2)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pending: AtCommand | None = None
+        self._lines: list[str] = []
+        # The last few commands started: their echo may still arrive.
+        self._recent: deque[AtCommand] = deque(maxlen=4)
+        # Bytes at the front of the buffer that arrived before start().
+        self._before = 0
+        self._discarding = False
+        self.stray_results = 0  # final results with no command pending
+        self.discarded_lines = 0  # over-long lines thrown away
+
+    @property
+    def pending(self) -> AtCommand | None:
+        return self._pending
+
+    def start(self, command: AtCommand) -> bytes:
+        """Mark `command` pending and return the bytes to write to the port."""
+        if self._pending is not None:
+            raise LocalProtocolError(
+                f"{command.loggable} started while {self._pending.loggable} is pending"
+            )
+        self._pending = command
+        self._recent.append(command)
+        self._lines = []
+        self._before = len(self._buf)
+        return command.encode()
+
+    def abandon(self) -> None:
+        """The caller gave up on the pending command (timeout).  Its echo and
+        a late final result are dropped if they still arrive."""
+        self._pending = None
+        self._lines = []
+
+    def receive_data(self, data: bytes) -> None:
+        self._buf += data
+
+    def next_event(self) -> Event:
+        while True:
+            self._skip_terminators()
+            if self._prompt_ahead():
+                self._consume(2)
+                return Prompt(self._pending)
+            end = _line_end(self._buf)
+            if end < 0:
+                if len(self._buf) > MAX_LINE:
+                    # Keep memory bounded: drop what we have and the rest
+                    # of this line when its end arrives.
+                    if not self._discarding:
+                        self.discarded_lines += 1
+                    self._discarding = True
+                    self._consume(len(self._buf))
+                return NEED_DATA
+            before = self._before > 0
+            raw = bytes(self._buf[:end])
+            self._consume(end + 1)
+            if self._discarding:
+                self._discarding = False
+                continue
+            if len(raw) > MAX_LINE:
+                self.discarded_lines += 1
+                continue
+            line = raw.decode("utf-8", errors="replace").strip(_NOISE)
+            if line:
+                event = self._read_line(line, before)
+                if event is not None:
+                    return event
+
+    # --- one line -------------------------------------------------------
+
+    def _read_line(self, line: str, before_start: bool) -> Event | None:
+        command = None if before_start else self._pending
+        if self._is_echo(line):
+            return None
+        final = parse_final(line)
+        if final is not None:
+            if command is None:
+                self.stray_results += 1
+                return None
+            lines = tuple(self._lines)
+            self._pending = None
+            self._lines = []
+            return Response(command, lines, final)
+        if command is None or line.upper() in BARE_URCS:
+            return Unsolicited(line)
+        upper = line.upper()
+        if any(upper.startswith(p.upper()) for p in command.prefixes):
+            self._lines.append(line)
+            return None
+        if _PREFIXED.match(line):
+            return Unsolicited(line)
+        if not command.sensitive:
+            self._lines.append(line)
+        return None
+
+    def _is_echo(self, line: str) -> bool:
+        upper = line.upper()
+        return any(_echoes(command, upper) for command in self._recent)
+
+    # --- buffer ---------------------------------------------------------
+
+    def _consume(self, n: int) -> None:
+        del self._buf[:n]
+        self._before = max(0, self._before - n)
+
+    def _skip_terminators(self) -> None:
+        n = 0
+        while n < len(self._buf) and self._buf[n] in b"\r\n":
+            n += 1
+        if n:
+            # An over-long line being discarded (buffer emptied) ends here.
+            self._discarding = False
+            self._consume(n)
+
+    def _prompt_ahead(self) -> bool:
+        return (
+            self._pending is not None
+            and self._pending.expects_prompt
+            and self._before == 0
+            and not self._discarding
+            and self._buf.startswith(b"> ")
+        )
+
+
+def _echoes(command: AtCommand, line_upper: str) -> bool:
+    """Whether a line is (maybe garbled) echo of `command`.  A sensitive
+    command's echo is matched loosely, by its head or its arguments, since
+    lost or noisy bytes must not let the secret through."""
+    text = command.text.upper()
+    if not command.sensitive:
+        return line_upper == text
+    head, sep, args = text.partition("=")
+    return text in line_upper or bool(
+        sep and (args in line_upper or line_upper.startswith(head + "="))
+    )
+
+
+def _line_end(buf: bytearray) -> int:
+    cr = buf.find(b"\r")
+    lf = buf.find(b"\n")
+    if cr < 0:
+        return lf
+    if lf < 0:
+        return cr
+    return min(cr, lf)

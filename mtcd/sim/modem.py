@@ -1,0 +1,884 @@
+"""The simulated modem: one AT command line in, reply lines out, no I/O.
+
+It plays the modem side of TS 27.007 for whatever talks to it (mtcd, the
+demo, the tests) and owns a `SimCard` the way a modem owns its SIM slot.
+Reply lines come without framing; `PtyModemServer` adds the CRLFs and the
+echo.  Unsolicited result codes (hot-swap, unlock) are queued and handed to
+listeners, so the server can write them between replies.
+
+Behaviour that varies between real modems is chosen by constructor options
+(vendor dialect, which optional commands exist, delays), so the client can
+be tested against each variant.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from ..identity import Imei, luhn_check_digit
+from ..simlock import SimLock
+from .card import (
+    SECRET_INS,
+    SW_BLOCKED,
+    SW_CONDITIONS_NOT_SATISFIED,
+    SW_INVALIDATED,
+    SW_OK,
+    SW_WRONG_DATA,
+    PIN_TRIES,
+    PUK_TRIES,
+    SimCard,
+)
+
+REDACTED = "<redacted>"
+VENDORS = ("generic", "quectel", "huawei")
+FAULT_MODES = ("drop", "before")
+
+_TAC = "35999900"
+_SERIAL = "000001"
+DEFAULT_IMEI = _TAC + _SERIAL + str(luhn_check_digit(_TAC + _SERIAL))
+
+# +CME ERROR codes (TS 27.007 §9.2.1) and their verbose texts.
+CME_NOT_ALLOWED = 3
+CME_NOT_SUPPORTED = 4
+CME_NO_SIM = 10
+CME_SIM_PIN = 11
+CME_SIM_PUK = 12
+CME_SIM_FAILURE = 13
+CME_SIM_BUSY = 14
+CME_WRONG_PASSWORD = 16
+CME_NO_SERVICE = 30
+CME_BAD_PARAMETERS = 50
+CME_TEXT = {
+    CME_NOT_ALLOWED: "operation not allowed",
+    CME_NOT_SUPPORTED: "operation not supported",
+    CME_NO_SIM: "SIM not inserted",
+    CME_SIM_PIN: "SIM PIN required",
+    CME_SIM_PUK: "SIM PUK required",
+    CME_SIM_FAILURE: "SIM failure",
+    CME_SIM_BUSY: "SIM busy",
+    CME_WRONG_PASSWORD: "incorrect password",
+    CME_NO_SERVICE: "no network service",
+    CME_BAD_PARAMETERS: "Incorrect parameters",
+}
+
+_IDENTITY = {
+    "generic": ("mtcd simulator", "SIM-1", "SIM-1.0.0"),
+    "quectel": ("Quectel", "EC25", "EC25EFAR06A06M4G"),
+    "huawei": ("huawei", "ME909s-120", "11.617.01.00.00"),
+}
+
+_FINAL_OK = ["OK"]
+_ERROR = ["ERROR"]
+
+
+class _Reply(Exception):
+    """Raised inside a handler to end the command with these final lines."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+
+
+def fields(text: str) -> list[str]:
+    """Comma-separated AT arguments with their quotes removed."""
+    out, cur, quoted = [], [], False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            out.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur).strip())
+    return out
+
+
+def _raw_fields(text: str) -> list[str] | None:
+    """Split on commas outside quotes, keeping each field as written;
+    None when the quotes do not balance."""
+    out, start, quoted = [], 0, False
+    for i, ch in enumerate(text):
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            out.append(text[start:i])
+            start = i + 1
+    out.append(text[start:])
+    return None if quoted else out
+
+
+def _redacted_apdu(field: str) -> str | None:
+    """A CSIM APDU with its PIN/PUK data hidden (header kept, so a reader
+    can tell VERIFY from UNBLOCK); None if it carries no secret."""
+    hexapdu = field.strip().strip('"')
+    try:
+        raw = bytes.fromhex(hexapdu)
+    except ValueError:
+        return REDACTED
+    if len(raw) < 2:
+        return REDACTED
+    if raw[1] in SECRET_INS and len(raw) > 5:
+        return f'"{raw[:5].hex().upper()}"+{REDACTED}'
+    return None
+
+
+# Which argument positions of a command carry a password (None: all).
+_SECRET_FIELDS: dict[str, tuple[int, ...] | None] = {
+    "+CPIN": None,  # <pin>[,<newpin>]
+    "^CPIN": None,
+    "+CPWD": (1, 2),  # <fac>,<oldpwd>,<newpwd>
+    "+CLCK": (2,),  # <fac>,<mode>[,<passwd>[,<class>]]
+}
+
+
+def redacted(line: str) -> str:
+    """The command line as the simulator records it: every PIN and PUK
+    replaced by <redacted>, one per argument, so that the shape stays
+    visible (AT+CPIN=<redacted>,<redacted> is a PUK unblock; a CSIM APDU
+    keeps its header)."""
+    if not line[:2].upper() == "AT":
+        return f"<non-AT line of {len(line)} characters>"
+    head, sep, args = line.partition("=")
+    name = head[2:].strip().upper()
+    if not sep or args.strip() == "?" or name not in (*_SECRET_FIELDS, "+CSIM"):
+        return line
+    parts = _raw_fields(args)
+    if parts is None:
+        return f"{head}={REDACTED}"
+    if name == "+CSIM":
+        if len(parts) != 2:
+            return f"{head}={REDACTED}"
+        apdu = _redacted_apdu(parts[1])
+        return line if apdu is None else f"{head}={parts[0]},{apdu}"
+    secret = _SECRET_FIELDS[name]
+    parts = [
+        REDACTED if (secret is None or i in secret) else part
+        for i, part in enumerate(parts)
+    ]
+    return f"{head}={','.join(parts)}"
+
+
+class SimulatedModem:
+    """A 27.007 modem with one SIM slot."""
+
+    def __init__(
+        self,
+        card: SimCard | None = None,
+        *,
+        imei: str = DEFAULT_IMEI,
+        svn: str = "01",
+        vendor: str = "generic",
+        has_cpinr: bool = True,
+        has_csim: bool = True,
+        has_crsm: bool = True,
+        echo: bool = True,
+        cmee: int = 1,
+        ready_delay: float = 0.0,
+        latency: float = 0.0,
+        power_on_cfun: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if vendor not in VENDORS:
+            raise ValueError(f"vendor must be one of {', '.join(VENDORS)}")
+        if power_on_cfun not in (0, 1, 4):
+            raise ValueError("power-on CFUN must be 0, 1 or 4")
+        if not (len(svn) == 2 and svn.isdigit()):
+            raise ValueError("SVN must be 2 digits")
+        if ready_delay < 0 or latency < 0:
+            raise ValueError("delays must not be negative")
+        self.card = card
+        self.imei = Imei(imei).value
+        self.svn = svn
+        self.vendor = vendor
+        self.has_cpinr = has_cpinr
+        self.has_csim = has_csim
+        self.has_crsm = has_crsm
+        self.ready_delay = ready_delay
+        self.latency = latency
+        self.power_on_cfun = power_on_cfun
+        self._clock = clock
+        self._default_echo = echo
+        self._default_cmee = cmee
+        self.commands: list[str] = []  # every line received, secrets redacted
+        self.contexts: dict[int, tuple[str, str]] = {}  # cid -> (PDP type, APN)
+        self.dials = 0  # ATD commands answered with CONNECT
+        self._urcs: list[str] = []
+        self._urc_listeners: list[Callable[[], None]] = []
+        self._faults: list[list] = []  # [prefix, mode, times left]
+        self._lock = threading.RLock()
+        self._reset_volatile()
+
+    def _reset_volatile(self) -> None:
+        self.echo = self._default_echo
+        self.cmee = self._default_cmee
+        self.radio = self.power_on_cfun
+        self.pdp_active = False
+        self.attached = False
+        self.connected = False
+        self._busy_until = 0.0
+
+    @property
+    def imeisv(self) -> str:
+        return self.imei[:14] + self.svn
+
+    @property
+    def apn(self) -> str | None:
+        ctx = self.contexts.get(1)
+        return ctx[1] if ctx else None
+
+    # --- hooks for tests and the CLI ---------------------------------------
+
+    def add_urc_listener(self, listener: Callable[[], None]) -> None:
+        with self._lock:
+            self._urc_listeners.append(listener)
+
+    def remove_urc_listener(self, listener: Callable[[], None]) -> None:
+        with self._lock:
+            if listener in self._urc_listeners:
+                self._urc_listeners.remove(listener)
+
+    def take_urcs(self) -> list[str]:
+        with self._lock:
+            out, self._urcs = self._urcs, []
+            return out
+
+    def _notify(self) -> None:
+        with self._lock:
+            listeners = list(self._urc_listeners)
+        for listener in listeners:
+            listener()
+
+    def remove_card(self) -> None:
+        """Pull the SIM out: the network connection goes with it."""
+        with self._lock:
+            if self.card is None:
+                return
+            self.card.power_cycle()
+            self.card = None
+            self._drop_data()
+            self._busy_until = 0.0
+            self._urcs += {
+                "generic": ["+CPIN: NOT INSERTED"],
+                "quectel": ["+CPIN: NOT READY"],
+                "huawei": ["^SIMST: 255"],
+            }[self.vendor]
+        self._notify()
+
+    def insert_card(self, card: SimCard) -> None:
+        """Insert a card (powered up fresh, so not verified)."""
+        with self._lock:
+            if self.card is not None:
+                self.card.power_cycle()
+            card.power_cycle()
+            self.card = card
+            self._drop_data()
+            state = self._cpin_code(card)
+            self._urcs += {
+                "generic": [f"+CPIN: {state}"],
+                "quectel": [f"+CPIN: {state}", "+QUSIM: 1"],
+                "huawei": ["^SIMST: 1"],
+            }[self.vendor]
+        self._notify()
+
+    def power_loss(self) -> None:
+        """The modem loses power and boots again: the card loses its
+        verification and every setting returns to its power-on value."""
+        with self._lock:
+            self._reboot()
+        self._notify()
+
+    def _reboot(self) -> None:
+        if self.card is not None:
+            self.card.power_cycle()
+        self._reset_volatile()
+        if self.vendor == "quectel":
+            self._urcs.append("RDY")
+            if self.card is not None:
+                self._urcs.append(f"+CPIN: {self._cpin_code(self.card)}")
+
+    def fail_after(self, command_prefix: str, mode: str = "drop", times: int = 1) -> None:
+        """Break the next `times` commands starting with `command_prefix`:
+        "drop" applies the command but sends no reply (power cut after the
+        card acted), "before" neither applies nor answers it."""
+        if mode not in FAULT_MODES:
+            raise ValueError(f"fault mode must be one of {', '.join(FAULT_MODES)}")
+        with self._lock:
+            self._faults.append([command_prefix.strip().upper(), mode, times])
+
+    def _take_fault(self, line: str) -> str | None:
+        upper = line.upper()
+        for fault in self._faults:
+            if upper.startswith(fault[0]):
+                fault[2] -= 1
+                if fault[2] <= 0:
+                    self._faults.remove(fault)
+                return fault[1]
+        return None
+
+    # --- the command interpreter -----------------------------------------
+
+    def handle(self, line: str) -> list[str]:
+        """Execute one command line; return the reply lines (information
+        lines, then the final result).  An empty list means no reply.
+        URCs the command causes are queued, not announced: the caller takes
+        them with `take_urcs()` after writing the reply."""
+        line = line.strip()
+        with self._lock:
+            self.commands.append(redacted(line))
+            if not line[:2].upper() == "AT":
+                return []  # modems ignore what does not start with AT
+            fault = self._take_fault(line)
+            if fault == "before":
+                return []
+            queued = len(self._urcs)
+            try:
+                lines = self._execute(line)
+            except _Reply as r:
+                lines = r.lines
+            if fault == "drop":
+                del self._urcs[queued:]  # power was cut: nothing goes out
+                return []
+            return lines
+
+    def _execute(self, line: str) -> list[str]:
+        body = line[2:]
+        if body == "":
+            return _FINAL_OK
+        first = body[0].upper()
+        if first in "+^":
+            for i, ch in enumerate(body):
+                if ch in "=?":
+                    name, rest = body[:i].upper(), body[i:]
+                    break
+            else:
+                name, rest = body.upper(), ""
+            if rest == "?":
+                form, args = "read", ""
+            elif rest == "=?":
+                form, args = "test", ""
+            elif rest.startswith("="):
+                form, args = "set", rest[1:]
+            elif rest == "":
+                form, args = "exec", ""
+            else:
+                return _ERROR
+            handler = self._handlers().get(name)
+            if handler is None:
+                return _ERROR
+            return handler(form, args)
+        return self._basic(body)
+
+    def _handlers(self) -> dict[str, Callable[[str, str], list[str]]]:
+        table = {
+            "+CMEE": self._cmee,
+            "+CGMI": self._identity(0),
+            "+CGMM": self._identity(1),
+            "+CGMR": self._identity(2),
+            "+CGSN": self._cgsn,
+            "+CFUN": self._cfun,
+            "+CPAS": self._cpas,
+            "+CPIN": self._cpin,
+            "+CLCK": self._clck,
+            "+CPWD": self._cpwd,
+            "+CIMI": self._cimi,
+            "+CCID": self._ccid,
+            "+CGDCONT": self._cgdcont,
+            "+CGACT": self._cgact,
+            "+CGATT": self._cgatt,
+            "+CREG": self._registration("+CREG"),
+            "+CGREG": self._registration("+CGREG"),
+            "+CEREG": self._registration("+CEREG"),
+            "+CSQ": self._csq,
+        }
+        if self.has_cpinr:
+            table["+CPINR"] = self._cpinr
+        if self.has_csim:
+            table["+CSIM"] = self._csim
+        if self.has_crsm:
+            table["+CRSM"] = self._crsm
+        if self.vendor == "quectel":
+            table["+QPINC"] = self._qpinc
+            table["+QCCID"] = self._qccid
+        if self.vendor == "huawei":
+            table["^CPIN"] = self._huawei_cpin
+            table["^ICCID"] = self._huawei_iccid
+        return table
+
+    def _basic(self, body: str) -> list[str]:
+        upper = body.upper()
+        if upper in ("E", "E0"):
+            self.echo = False
+            return _FINAL_OK
+        if upper == "E1":
+            self.echo = True
+            return _FINAL_OK
+        if upper in ("Z", "Z0", "&F", "&F0"):
+            self.echo = self._default_echo
+            self.cmee = self._default_cmee
+            return _FINAL_OK
+        if upper in ("I", "I0"):
+            return list(_IDENTITY[self.vendor]) + _FINAL_OK
+        if upper.startswith("D"):
+            return self._dial(body[1:])
+        if upper in ("H", "H0"):
+            self.connected = False
+            return _FINAL_OK
+        return _ERROR
+
+    # --- helpers ------------------------------------------------------------
+
+    def _cme(self, code: int) -> list[str]:
+        if self.cmee == 0:
+            return _ERROR
+        if self.cmee == 2:
+            return [f"+CME ERROR: {CME_TEXT.get(code, 'unknown')}"]
+        return [f"+CME ERROR: {code}"]
+
+    def _fail(self, code: int):
+        raise _Reply(self._cme(code))
+
+    def _busy(self) -> bool:
+        return self._clock() < self._busy_until
+
+    @staticmethod
+    def _cpin_code(card: SimCard) -> str:
+        lock = card.lock
+        return "NOT READY" if lock is SimLock.FAILURE else lock.value
+
+    def _need_card(self) -> SimCard:
+        if self.card is None:
+            self._fail(CME_NO_SIM)
+        if self.card.dead:
+            self._fail(CME_SIM_FAILURE)
+        return self.card
+
+    def _need_ready_sim(self) -> SimCard:
+        card = self._need_card()
+        if self._busy():
+            self._fail(CME_SIM_BUSY)
+        if card.lock is SimLock.SIM_PUK:
+            self._fail(CME_SIM_PUK)
+        if card.lock is SimLock.SIM_PIN:
+            self._fail(CME_SIM_PIN)
+        return card
+
+    def _sim_ready(self) -> bool:
+        return self.card is not None and self.card.lock is SimLock.READY and not self._busy()
+
+    def _card_result(self, sw: int, was_locked: bool) -> list[str]:
+        """Map the card's status word to the final result (and note an unlock)."""
+        if sw == SW_OK:
+            self._after_unlock(was_locked)
+            return _FINAL_OK
+        if sw >> 4 == 0x63C or sw == SW_WRONG_DATA:
+            return self._cme(CME_WRONG_PASSWORD)
+        if sw == SW_BLOCKED:
+            return self._cme(CME_SIM_FAILURE if self.card.dead else CME_SIM_PUK)
+        if sw in (SW_CONDITIONS_NOT_SATISFIED, SW_INVALIDATED):
+            return self._cme(CME_NOT_ALLOWED)
+        return self._cme(CME_SIM_FAILURE)
+
+    def _after_unlock(self, was_locked: bool) -> None:
+        if not was_locked or self.card is None or self.card.lock is not SimLock.READY:
+            return
+        # Modems need a moment after unlock to read the SIM (CME 14 meanwhile).
+        self._busy_until = self._clock() + self.ready_delay
+        if self.vendor == "quectel":
+            self._urcs.append("+CPIN: READY")
+
+    @staticmethod
+    def _pin_arg(text: str, puk: bool = False) -> bool:
+        if not (text.isascii() and text.isdigit()):
+            return False
+        return len(text) == 8 if puk else 4 <= len(text) <= 8
+
+    @staticmethod
+    def _ints(args: str, count_min: int, count_max: int) -> list[int]:
+        f = fields(args)
+        if not count_min <= len(f) <= count_max:
+            raise _Reply(_ERROR)
+        try:
+            return [int(x) for x in f]
+        except ValueError:
+            raise _Reply(_ERROR) from None
+
+    def _drop_data(self) -> None:
+        self.pdp_active = False
+        self.attached = False
+        self.connected = False
+
+    # --- command handlers (form: exec | read | test | set) ------------------
+
+    def _cmee(self, form, args):
+        if form == "read":
+            return [f"+CMEE: {self.cmee}"] + _FINAL_OK
+        if form == "test":
+            return ["+CMEE: (0-2)"] + _FINAL_OK
+        if form != "set":
+            return _ERROR
+        (n,) = self._ints(args, 1, 1)
+        if n not in (0, 1, 2):
+            return _ERROR
+        self.cmee = n
+        return _FINAL_OK
+
+    def _identity(self, index):
+        def handler(form, args):
+            if form != "exec":
+                return _FINAL_OK if form == "test" else _ERROR
+            return [_IDENTITY[self.vendor][index]] + _FINAL_OK
+
+        return handler
+
+    def _cgsn(self, form, args):
+        if form == "test":
+            return ["+CGSN: (0-3)"] + _FINAL_OK
+        if form == "exec":
+            return [self.imei] + _FINAL_OK
+        if form != "set":
+            return _ERROR
+        (n,) = self._ints(args, 1, 1)
+        value = {0: None, 1: self.imei, 2: self.imeisv, 3: self.svn}.get(n, "")
+        if value == "":
+            return self._cme(CME_BAD_PARAMETERS)
+        return ([self.imei] if value is None else [f"+CGSN: {value}"]) + _FINAL_OK
+
+    def _cfun(self, form, args):
+        if form == "read":
+            return [f"+CFUN: {self.radio}"] + _FINAL_OK
+        if form == "test":
+            return ["+CFUN: (0,1,4),(0-1)"] + _FINAL_OK
+        if form != "set":
+            return _ERROR
+        values = self._ints(args, 1, 2)
+        level, reset = values[0], values[1] if len(values) > 1 else 0
+        if level not in (0, 1, 4) or reset not in (0, 1):
+            return self._cme(CME_BAD_PARAMETERS)
+        if reset:
+            # The modem restarts: the SIM is powered down and asks for its PIN again.
+            self._reboot()
+            self.radio = level
+            return _FINAL_OK
+        self.radio = level
+        if level != 1:
+            self._drop_data()
+        return _FINAL_OK
+
+    def _cpas(self, form, args):
+        if form == "test":
+            return ["+CPAS: (0-5)"] + _FINAL_OK
+        return ["+CPAS: 0"] + _FINAL_OK if form == "exec" else _ERROR
+
+    def _cpin(self, form, args):
+        if form == "test":
+            return _FINAL_OK
+        if form == "read":
+            if self.card is None:
+                return self._cme(CME_NO_SIM)
+            if self.card.dead:
+                return self._cme(CME_SIM_FAILURE)
+            if self._busy():
+                return self._cme(CME_SIM_BUSY)
+            return [f"+CPIN: {self.card.lock.value}"] + _FINAL_OK
+        if form != "set":
+            return _ERROR
+        card = self._need_card()
+        if self._busy():
+            return self._cme(CME_SIM_BUSY)
+        f = fields(args)
+        if len(f) not in (1, 2):
+            return self._cme(CME_BAD_PARAMETERS)
+        lock = card.lock
+        if lock is SimLock.READY:
+            return self._cme(CME_NOT_ALLOWED)
+        if lock is SimLock.SIM_PUK:
+            if len(f) != 2:
+                return self._cme(CME_SIM_PUK)
+            if not (f[0].isascii() and f[0].isdigit() and self._pin_arg(f[1])):
+                return self._cme(CME_BAD_PARAMETERS)
+            return self._card_result(card.unblock(f[0], f[1]), True)
+        # SIM PIN pending: a second argument is ignored (TS 27.007 §8.3).
+        if not self._pin_arg(f[0]):
+            return self._cme(CME_BAD_PARAMETERS)
+        return self._card_result(card.verify(f[0]), True)
+
+    def _cpinr(self, form, args):
+        if form == "test":
+            return _FINAL_OK
+        if form not in ("exec", "set"):
+            return _ERROR
+        card = self._need_card()
+        pattern = fields(args)[0].upper() if form == "set" else "*"
+        rows = [
+            ("SIM PIN", card.pin_attempts, PIN_TRIES),
+            ("SIM PUK", card.puk_attempts, PUK_TRIES),
+            ("SIM PIN2", PIN_TRIES, PIN_TRIES),
+            ("SIM PUK2", PUK_TRIES, PUK_TRIES),
+        ]
+        prefix = pattern[:-1] if pattern.endswith("*") else None
+        out = [
+            f"+CPINR: {code},{left},{default}"
+            for code, left, default in rows
+            if (code.startswith(prefix) if prefix is not None else code == pattern)
+        ]
+        return out + _FINAL_OK
+
+    def _clck(self, form, args):
+        if form == "test":
+            return ['+CLCK: ("SC")'] + _FINAL_OK
+        if form != "set":
+            return _ERROR
+        f = fields(args)
+        if len(f) < 2:
+            return self._cme(CME_BAD_PARAMETERS)
+        if f[0].upper() != "SC":
+            return self._cme(CME_NOT_SUPPORTED)
+        card = self._need_card()
+        if self._busy():
+            return self._cme(CME_SIM_BUSY)
+        if f[1] == "2":
+            return [f"+CLCK: {int(card.pin_enabled)}"] + _FINAL_OK
+        if f[1] not in ("0", "1") or len(f) < 3:
+            return self._cme(CME_BAD_PARAMETERS)
+        if card.blocked:
+            return self._cme(CME_SIM_PUK)
+        if not self._pin_arg(f[2]):
+            return self._cme(CME_BAD_PARAMETERS)
+        was_locked = card.lock is not SimLock.READY
+        sw = card.enable(f[2]) if f[1] == "1" else card.disable(f[2])
+        if sw == SW_CONDITIONS_NOT_SATISFIED:
+            return _FINAL_OK  # already in the requested state
+        return self._card_result(sw, was_locked)
+
+    def _cpwd(self, form, args):
+        if form == "test":
+            return ['+CPWD: ("SC",8)'] + _FINAL_OK
+        if form != "set":
+            return _ERROR
+        f = fields(args)
+        if len(f) != 3:
+            return self._cme(CME_BAD_PARAMETERS)
+        if f[0].upper() != "SC":
+            return self._cme(CME_NOT_SUPPORTED)
+        card = self._need_card()
+        if self._busy():
+            return self._cme(CME_SIM_BUSY)
+        if card.blocked:
+            return self._cme(CME_SIM_PUK)
+        if not (self._pin_arg(f[1]) and self._pin_arg(f[2])):
+            return self._cme(CME_BAD_PARAMETERS)
+        was_locked = card.lock is not SimLock.READY
+        return self._card_result(card.change(f[1], f[2]), was_locked)
+
+    def _crsm(self, form, args):
+        if form == "test":
+            return _FINAL_OK
+        if form != "set":
+            return _ERROR
+        card = self._need_card()
+        f = fields(args)
+        if len(f) < 2:
+            return self._cme(CME_BAD_PARAMETERS)
+        try:
+            nums = [int(x) for x in f[:5] if x != ""]
+        except ValueError:
+            return self._cme(CME_BAD_PARAMETERS)
+        command, fid = nums[0], nums[1]
+        p1, p2, p3 = (nums[2:] + [0, 0, 0])[:3]
+        if command == 176:  # READ BINARY
+            data, sw = card.read_binary(fid, (p1 << 8) | p2, p3)
+        elif command == 192:  # GET RESPONSE: the file's FCP
+            fcp = card.fcp(fid)
+            data, sw = (fcp, SW_OK) if fcp is not None else (b"", 0x6A82)
+        elif command == 242:  # STATUS
+            data, sw = card.fcp(0x3F00), SW_OK
+        elif command == 178:  # READ RECORD: our EFs are transparent
+            data, sw = b"", 0x6981 if card.fcp(fid) is not None else 0x6A82
+        else:
+            return self._cme(CME_NOT_SUPPORTED)
+        line = f"+CRSM: {sw >> 8},{sw & 0xFF}"
+        if data:
+            line += f',"{data.hex().upper()}"'
+        return [line] + _FINAL_OK
+
+    def _csim(self, form, args):
+        if form == "test":
+            return _FINAL_OK
+        if form != "set":
+            return _ERROR
+        f = fields(args)
+        if len(f) != 2:
+            return self._cme(CME_BAD_PARAMETERS)
+        try:
+            length = int(f[0])
+            raw = bytes.fromhex(f[1])
+        except ValueError:
+            return self._cme(CME_BAD_PARAMETERS)
+        if length != len(f[1]) or length == 0:
+            return self._cme(CME_BAD_PARAMETERS)
+        if self.card is None:
+            return self._cme(CME_NO_SIM)
+        card = self.card  # a dead card still answers APDUs
+        was_locked = card.lock is not SimLock.READY
+        response = card.apdu(raw)
+        if len(raw) > 5 and raw[1] in SECRET_INS:
+            if response[-2:] == b"\x90\x00":
+                self._after_unlock(was_locked)
+        text = response.hex().upper()
+        return [f'+CSIM: {len(text)},"{text}"'] + _FINAL_OK
+
+    def _cimi(self, form, args):
+        if form == "test":
+            return _FINAL_OK
+        if form != "exec":
+            return _ERROR
+        card = self._need_ready_sim()
+        return [card.imsi.value] + _FINAL_OK
+
+    def _ccid(self, form, args):
+        if form == "test":
+            return _FINAL_OK
+        if form not in ("exec", "read"):
+            return _ERROR
+        card = self._need_card()
+        return [f"+CCID: {card.iccid.value}"] + _FINAL_OK
+
+    def _cgdcont(self, form, args):
+        if form == "test":
+            return ['+CGDCONT: (1-15),"IP",,,(0-2),(0-4)'] + _FINAL_OK
+        if form == "read":
+            rows = [
+                f'+CGDCONT: {cid},"{kind}","{apn}","0.0.0.0",0,0'
+                for cid, (kind, apn) in sorted(self.contexts.items())
+            ]
+            return rows + _FINAL_OK
+        if form != "set":
+            return _ERROR
+        f = fields(args)
+        try:
+            cid = int(f[0])
+        except ValueError:
+            return _ERROR
+        if not 1 <= cid <= 15:
+            return _ERROR
+        if len(f) == 1:
+            self.contexts.pop(cid, None)
+            return _FINAL_OK
+        kind = f[1].upper()
+        if kind not in ("IP", "IPV6", "IPV4V6", "NON-IP"):
+            return _ERROR
+        self.contexts[cid] = (kind, f[2] if len(f) > 2 else "")
+        return _FINAL_OK
+
+    def _need_service(self) -> None:
+        self._need_ready_sim()
+        if self.radio != 1:
+            self._fail(CME_NO_SERVICE)
+
+    def _cgact(self, form, args):
+        if form == "read":
+            return [f"+CGACT: 1,{int(self.pdp_active)}"] + _FINAL_OK
+        if form == "test":
+            return ["+CGACT: (0,1)"] + _FINAL_OK
+        if form != "set":
+            return _ERROR
+        values = self._ints(args, 1, 2)
+        state, cid = values[0], values[1] if len(values) > 1 else 1
+        if state not in (0, 1) or cid != 1:
+            return self._cme(CME_BAD_PARAMETERS)
+        if state == 0:
+            self.pdp_active = False
+            return _FINAL_OK
+        self._need_service()
+        if 1 not in self.contexts:
+            return self._cme(CME_NOT_ALLOWED)
+        self.attached = True
+        self.pdp_active = True
+        return _FINAL_OK
+
+    def _cgatt(self, form, args):
+        if form == "read":
+            return [f"+CGATT: {int(self.attached)}"] + _FINAL_OK
+        if form == "test":
+            return ["+CGATT: (0,1)"] + _FINAL_OK
+        if form != "set":
+            return _ERROR
+        (state,) = self._ints(args, 1, 1)
+        if state == 0:
+            self._drop_data()
+            return _FINAL_OK
+        if state != 1:
+            return self._cme(CME_BAD_PARAMETERS)
+        self._need_service()
+        self.attached = True
+        return _FINAL_OK
+
+    def _registration(self, prefix):
+        def handler(form, args):
+            if form == "read":
+                stat = 1 if self.radio == 1 and self._sim_ready() else 0
+                return [f"{prefix}: 0,{stat}"] + _FINAL_OK
+            if form == "test":
+                return [f"{prefix}: (0-2)"] + _FINAL_OK
+            if form == "set":
+                self._ints(args, 1, 1)
+                return _FINAL_OK
+            return _ERROR
+
+        return handler
+
+    def _csq(self, form, args):
+        if form != "exec":
+            return _FINAL_OK if form == "test" else _ERROR
+        return ["+CSQ: 20,99" if self.radio == 1 else "+CSQ: 99,99"] + _FINAL_OK
+
+    def _dial(self, number: str) -> list[str]:
+        # Packet data dial (*99#, *99***<cid>#) needs service; no PPP follows here.
+        if number.startswith("*99") and self.radio == 1 and self._sim_ready() and 1 in self.contexts:
+            self.attached = True
+            self.connected = True
+            self.dials += 1
+            return ["CONNECT"]
+        return ["NO CARRIER"]
+
+    # --- vendor dialects --------------------------------------------------
+
+    def _qpinc(self, form, args):
+        if form == "test":
+            return ['+QPINC: ("SC","P2")'] + _FINAL_OK
+        card = self._need_card()
+        rows = {
+            "SC": f'+QPINC: "SC",{card.pin_attempts},{card.puk_attempts}',
+            "P2": f'+QPINC: "P2",{PIN_TRIES},{PUK_TRIES}',
+        }
+        if form == "read":
+            return list(rows.values()) + _FINAL_OK
+        if form != "set":
+            return _ERROR
+        row = rows.get(fields(args)[0].upper())
+        return [row] + _FINAL_OK if row else self._cme(CME_BAD_PARAMETERS)
+
+    def _qccid(self, form, args):
+        if form != "exec":
+            return _FINAL_OK if form == "test" else _ERROR
+        return [f"+QCCID: {self._need_card().iccid.value}"] + _FINAL_OK
+
+    def _huawei_cpin(self, form, args):
+        if form != "read":
+            return _FINAL_OK if form == "test" else _ERROR
+        card = self._need_card()
+        lock = card.lock
+        times = {SimLock.SIM_PIN: card.pin_attempts, SimLock.SIM_PUK: card.puk_attempts}.get(lock, "")
+        return [
+            f"^CPIN: {lock.value},{times},{card.puk_attempts},{card.pin_attempts},{PUK_TRIES},{PIN_TRIES}"
+        ] + _FINAL_OK
+
+    def _huawei_iccid(self, form, args):
+        if form != "read":
+            return _FINAL_OK if form == "test" else _ERROR
+        return [f"^ICCID: {self._need_card().iccid.value}"] + _FINAL_OK
+
+
+__all__ = ["DEFAULT_IMEI", "SimulatedModem", "redacted", "fields"]

@@ -1,0 +1,107 @@
+"""Data link backends, chosen by `[datalink] backend`.
+
+`up()` takes the `Paired` decision itself: there is no way to bring a link
+up without one (guarantee 3).  Every backend switches the radio on as part
+of `up()` and off as part of `down()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from collections.abc import Sequence
+
+from .at import commands
+from .config import DatalinkConfig
+from .errors import EXIT_UNAVAILABLE, CommandFailed, MtcdError
+from .modem import Modem
+from .policy import Paired
+
+log = logging.getLogger("mtcd.datalink")
+
+
+class DatalinkFailed(MtcdError):
+    """The SIM is paired but the data link could not be brought up."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+class Datalink:
+    name = "none"
+
+    def __init__(self, modem: Modem):
+        self.modem = modem
+
+    def up(self, proof: Paired) -> None:
+        if not isinstance(proof, Paired):
+            raise TypeError("a data link comes up only for a paired SIM")
+        try:
+            self.modem.switch_radio_on()
+        except CommandFailed as exc:
+            raise DatalinkFailed(f"radio on failed: {exc}") from None
+
+    def down(self) -> None:
+        self.modem.switch_radio_off()
+
+
+class AtDatalink(Datalink):
+    """PDP context through the modem itself (TS 27.007 §10.1)."""
+
+    name = "at"
+
+    def __init__(self, modem: Modem, apn: str, pdp_type: str = "IP", cid: int = 1):
+        super().__init__(modem)
+        self.apn, self.pdp_type, self.cid = apn, pdp_type, cid
+
+    def up(self, proof: Paired) -> None:
+        super().up(proof)
+        try:
+            self.modem.run(commands.define_pdp_context(self.cid, self.pdp_type, self.apn))
+            self.modem.run(commands.activate_pdp_context(self.cid, True))
+        except CommandFailed as exc:
+            raise DatalinkFailed(f"PDP context activation failed: {exc}") from None
+
+    def down(self) -> None:
+        try:
+            self.modem.run(commands.activate_pdp_context(self.cid, False))
+        except CommandFailed as exc:
+            log.info("PDP deactivation: %s (the radio goes off anyway)", exc)
+        super().down()
+
+
+class CommandDatalink(Datalink):
+    """Runs configured commands (pppd, qmicli, a systemd unit...) around the radio."""
+
+    name = "command"
+
+    def __init__(self, modem: Modem, up_argv: Sequence[str], down_argv: Sequence[str], timeout: float = 120.0):
+        super().__init__(modem)
+        self.up_argv, self.down_argv, self.timeout = list(up_argv), list(down_argv), timeout
+
+    def up(self, proof: Paired) -> None:
+        super().up(proof)
+        self._run(self.up_argv, "up")
+
+    def down(self) -> None:
+        if self.down_argv:
+            try:
+                self._run(self.down_argv, "down")
+            except DatalinkFailed as exc:
+                log.warning("%s", exc)
+        super().down()
+
+    def _run(self, argv: list[str], what: str) -> None:
+        try:
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=self.timeout, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise DatalinkFailed(f"datalink {what} command {argv[0]!r} failed: {exc}") from None
+        if done.returncode != 0:
+            raise DatalinkFailed(f"datalink {what} command {argv[0]!r} exited with {done.returncode}")
+
+
+def datalink_for(config: DatalinkConfig, modem: Modem) -> Datalink:
+    if config.backend == "at":
+        return AtDatalink(modem, config.apn, config.pdp_type, config.cid)
+    if config.backend == "command":
+        return CommandDatalink(modem, config.up, config.down)
+    return Datalink(modem)

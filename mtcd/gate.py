@@ -1,0 +1,121 @@
+"""The pairing gate: walks the policy's steps against the real SIM and the
+keystore, and records what the card said before acting on it again.
+
+Order of persistence matters (guarantee 1): the keystore notes that an
+attempt has started, with the counter read just before, *before* the PIN
+goes out; the outcome is recorded as soon as the card answers.  A power cut
+in between leaves a marker that the policy settles on the next boot.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .identity import Iccid, Imei, Imeisv, Imsi
+from .keystore import Keystore
+from .policy import (
+    Decision,
+    Observations,
+    Paired,
+    PinOutcome,
+    PolicySettings,
+    Reason,
+    Refused,
+    Step,
+    StoredPin,
+    decide,
+)
+from .uicc import Uicc
+
+log = logging.getLogger("mtcd.gate")
+
+
+@dataclass(frozen=True)
+class PairingOutcome:
+    decision: Paired | Refused
+    observations: Observations
+    imei: Imei
+    imeisv: Imeisv | None
+    iccid: Iccid | None
+    imsi: Imsi | None
+    pin_retries: int | None  # PIN1 attempts left as last reported
+
+    @property
+    def paired(self) -> bool:
+        return isinstance(self.decision, Paired)
+
+    @property
+    def reason(self) -> Reason | None:
+        return self.decision.reason if isinstance(self.decision, Refused) else None
+
+
+def pair(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei, imeisv: Imeisv | None) -> PairingOutcome:
+    obs = Observations(imei=imei)
+    retries: int | None = None
+    while True:
+        decision: Decision = decide(obs, settings)
+        if decision is Step.READ_SIM_LOCK:
+            obs = obs.with_(lock=uicc.lock())
+        elif decision is Step.READ_ICCID:
+            obs = obs.with_(iccid=uicc.iccid())
+        elif decision is Step.LOOK_UP_PIN:
+            obs = obs.with_(stored=_stored_view(keystore, obs.iccid))
+        elif decision is Step.READ_PIN_ENABLED:
+            obs = obs.with_(pin_enabled=uicc.pin_enabled())
+        elif decision is Step.READ_ATTEMPTS:
+            attempts = uicc.attempts()
+            retries = attempts.pin1 if attempts is not None else None
+            obs = obs.with_(attempts=retries)
+        elif decision is Step.PRESENT_PIN:
+            obs = _present(uicc, keystore, obs)
+            if obs.presented is PinOutcome.ACCEPTED:
+                retries = None  # the card reset its counter; re-read below if asked
+        else:
+            break
+    if isinstance(decision, Refused) and decision.reason is Reason.PIN_REJECTED:
+        # Latch it: a PIN this card rejected is never presented again (guarantee 1).
+        if obs.iccid and keystore.get(obs.iccid) is not None:
+            keystore.record_rejected(obs.iccid)
+    imsi = None
+    if isinstance(decision, Paired):
+        if obs.presented is None:
+            keystore.record_accepted(obs.iccid, imei.value)
+        imsi = uicc.imsi()
+    return PairingOutcome(
+        decision=decision,
+        observations=obs,
+        imei=imei,
+        imeisv=imeisv,
+        iccid=obs.iccid or None,
+        imsi=imsi,
+        pin_retries=retries,
+    )
+
+
+def _stored_view(keystore: Keystore, iccid: Iccid) -> StoredPin | None:
+    entry = keystore.get(iccid)
+    if entry is None:
+        return None
+    return StoredPin(
+        rejected=entry.state == "rejected",
+        attempt_started=entry.attempt_started,
+        attempts_before=entry.attempts_before,
+        last_imei=entry.last_imei,
+    )
+
+
+def _present(uicc: Uicc, keystore: Keystore, obs: Observations) -> Observations:
+    entry = keystore.get(obs.iccid)
+    keystore.begin_attempt(obs.iccid, attempts_before=obs.attempts)
+    outcome = uicc.present_pin(entry.pin, obs.iccid)
+    log.info("PIN presentation for ICCID %s: %s", obs.iccid, outcome.value)
+    if outcome is PinOutcome.REJECTED:
+        keystore.record_rejected(obs.iccid)
+        return obs.with_(presented=outcome)
+    if outcome is PinOutcome.ACCEPTED:
+        keystore.record_accepted(obs.iccid, obs.imei.value if obs.imei else None)
+        # The card is now initialising (SIM busy for a while); wait for READY.
+        return obs.with_(presented=outcome, lock=uicc.lock())
+    # Unknown: the marker stays, and the next run settles it by the counter.
+    return obs.with_(presented=outcome)

@@ -1,0 +1,111 @@
+"""The mobile equipment seen through its AT port: identity, radio, and the
+plumbing that runs a dialect's query lists.  SIM operations live in
+`mtcd.uicc`; what to do with the answers lives in `mtcd.policy`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TypeVar
+
+from .at import commands, parsers
+from .at.commands import AtCommand
+from .at.reader import Response
+from .errors import CommandFailed, ModemProtocolError, ModemUnavailable
+from .identity import Imei, Imeisv
+from .transport import SerialTransport
+from .vendors import detect_dialect, dialect_named
+from .vendors.base import Dialect, Query
+
+log = logging.getLogger("mtcd.modem")
+T = TypeVar("T")
+
+
+class Modem:
+    def __init__(self, transport: SerialTransport, dialect: Dialect | None = None):
+        self.transport = transport
+        self.dialect = dialect or dialect_named("generic")
+        self.radio_on: bool | None = None  # None: not known
+
+    # -- plumbing ------------------------------------------------------------
+    def run(self, command: AtCommand) -> Response:
+        """Run a command that must succeed; raise CommandFailed otherwise."""
+        response = self.transport.execute(command)
+        if not response.result.ok:
+            raise CommandFailed(command.loggable, _describe(response), response.result.code)
+        return response
+
+    def first_answer(self, queries: Sequence[Query[T]]) -> T | None:
+        """The first query whose command succeeds and whose reply parses.
+        Unsupported commands (ERROR) and odd replies just move on."""
+        for query in queries:
+            try:
+                for cmd in query.before:
+                    self.run(cmd)
+                try:
+                    response = self.run(query.command)
+                finally:
+                    for cmd in query.after:
+                        self.transport.execute(cmd)
+                return query.parse(response.lines)
+            except CommandFailed as exc:
+                log.debug("%s not answered (%s); trying the next source", query.command.loggable, exc.result)
+            except ModemProtocolError as exc:
+                log.info("%s gave an unusable reply (%s); trying the next source", query.command.loggable, exc)
+        return None
+
+    # -- set-up and identity --------------------------------------------------
+    def initialise(self) -> None:
+        """Echo off (fewer bytes, and no echo of a PIN) and numeric errors."""
+        try:
+            self.run(commands.echo_off())
+        except CommandFailed:
+            raise ModemUnavailable(f"{self.transport.port}: the port does not accept AT commands") from None
+        try:
+            self.run(commands.verbose_errors())
+        except CommandFailed:
+            log.info("modem refuses AT+CMEE=1; errors will be plain ERROR")
+
+    def choose_dialect(self, vendor: str) -> Dialect:
+        if vendor == "auto":
+            try:
+                manufacturer = parsers.parse_cgmi(self.run(commands.manufacturer()).lines)
+            except (CommandFailed, ModemProtocolError):
+                manufacturer = ""
+            self.dialect = detect_dialect(manufacturer)
+        else:
+            self.dialect = dialect_named(vendor)
+        return self.dialect
+
+    def imei(self) -> Imei:
+        try:
+            return parsers.parse_imei(self.run(commands.imei()).lines)
+        except CommandFailed as exc:
+            raise ModemUnavailable(f"{self.transport.port}: the modem does not report its IMEI ({exc.result})") from None
+
+    def imeisv(self) -> Imeisv | None:
+        try:
+            return parsers.parse_imeisv(self.run(commands.imeisv()).lines)
+        except (CommandFailed, ModemProtocolError):
+            return None
+
+    # -- radio -------------------------------------------------------------
+    def switch_radio_off(self) -> None:
+        """Radio off, SIM kept powered (CFUN=4).  Falls back to CFUN=0 on
+        modems without mode 4: a refused gateway must not transmit."""
+        try:
+            self.run(commands.functionality(4))
+        except CommandFailed:
+            self.run(commands.functionality(0))
+        self.radio_on = False
+
+    def switch_radio_on(self) -> None:
+        self.run(commands.functionality(1))
+        self.radio_on = True
+
+
+def _describe(response: Response) -> str:
+    r = response.result
+    if r.code is not None:
+        return f"{r.kind}: {r.code}" + (f" ({r.text})" if r.text else "")
+    return r.kind + (f" {r.text}" if r.text else "")

@@ -1,0 +1,159 @@
+"""Wires the edges together: config -> serial port -> modem -> pairing gate
+-> journal -> data link.  `pair_once` is one whole pairing decision."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .config import Config
+from .datalink import Datalink, datalink_for
+from .errors import MtcdError
+from .gate import PairingOutcome, pair
+from .journal import PairingJournal
+from .keystore import Keystore
+from .modem import Modem
+from .policy import PolicySettings
+from .transport import SerialTransport
+from .uicc import Uicc
+
+log = logging.getLogger("mtcd")
+
+
+@dataclass(frozen=True)
+class Report:
+    """What `mtcd once --json` prints (the contract device agents rely on)."""
+
+    state: str  # "paired" | "refused"
+    reason: str | None
+    detail: str
+    imei: str | None
+    imeisv: str | None
+    iccid: str | None
+    pin_retries: int | None
+    link: str  # "up" | "down"
+
+    def as_json(self) -> dict:
+        return {
+            "state": self.state,
+            "reason": self.reason,
+            "imei": self.imei,
+            "imeisv": self.imeisv,
+            "iccid": self.iccid,
+            "pin_retries": self.pin_retries,
+            "link": self.link,
+        }
+
+
+def policy_settings(config: Config) -> PolicySettings:
+    p = config.policy
+    return PolicySettings(
+        min_retries=p.min_retries,
+        require_pin_enabled=p.require_pin_enabled,
+        on_imei_change=p.on_imei_change,
+    )
+
+
+def open_transport(config: Config, on_unsolicited=None) -> SerialTransport:
+    m = config.modem
+    return SerialTransport(m.port, m.baudrate, rtscts=m.rtscts, timeout=m.timeout, on_unsolicited=on_unsolicited)
+
+
+class Gateway:
+    """One session with the modem: holds the port while it lives."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.uicc: Uicc | None = None
+        self.transport = open_transport(config, self._unsolicited)
+        self.modem = Modem(self.transport)
+        self.datalink: Datalink = datalink_for(config.datalink, self.modem)
+        self.link_up = False
+
+    def _unsolicited(self, line: str) -> None:
+        event = self.modem.dialect.sim_event(line)
+        if event is not None and self.uicc is not None:
+            log.info("SIM event: %s", event.value)
+            self.uicc.sim_changed()
+
+    def __enter__(self) -> "Gateway":
+        self.transport.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.transport.close()
+
+    def pair_once(self) -> Report:
+        modem = self.modem
+        modem.initialise()
+        # Radio off before anything else: a modem powers up with CFUN=1 and
+        # would attach by itself with a SIM whose PIN is disabled.
+        modem.switch_radio_off()
+        modem.choose_dialect(self.config.modem.vendor)
+        imei = modem.imei()
+        imeisv = modem.imeisv()
+        keystore = Keystore.open(self.config.state_dir)
+        journal = PairingJournal(self.config.state_dir)
+        self.uicc = Uicc(modem)
+        outcome = pair(self.uicc, keystore, policy_settings(self.config), imei, imeisv)
+        _journal_decision(journal, outcome)
+        if outcome.paired:
+            self.datalink.up(outcome.decision)
+            self.link_up = True
+            log.info("paired: ICCID %s, IMEI %s, link up (%s)", outcome.iccid, imei, self.datalink.name)
+        else:
+            if modem.radio_on is not False:
+                modem.switch_radio_off()
+            log.warning("refused: %s (%s); radio off", outcome.reason.value, outcome.decision.detail)
+        return _report(outcome, self.link_up)
+
+    def close_gate(self) -> None:
+        """Link down and radio off (service stop)."""
+        try:
+            self.datalink.down()
+        except MtcdError as exc:
+            log.warning("closing the link: %s", exc)
+        self.link_up = False
+
+
+def _journal_decision(journal: PairingJournal, outcome: PairingOutcome) -> None:
+    iccid = str(outcome.iccid) if outcome.iccid else None
+    imei = str(outcome.imei)
+    old_iccid, old_imei = journal.last_association()
+    journal.append(
+        "decision",
+        outcome="paired" if outcome.paired else "refused",
+        reason=outcome.reason.value if outcome.reason else None,
+        detail=getattr(outcome.decision, "detail", None),
+        imei=imei,
+        imeisv=str(outcome.imeisv) if outcome.imeisv else None,
+        iccid=iccid,
+        imsi=str(outcome.imsi) if outcome.imsi else None,
+        pin_retries=outcome.pin_retries,
+    )
+    sim_changed = old_iccid is not None and iccid is not None and iccid != old_iccid
+    imei_changed = old_imei is not None and imei != old_imei
+    if sim_changed or imei_changed:
+        change = "both" if sim_changed and imei_changed else ("sim" if sim_changed else "imei")
+        journal.append(
+            "association-changed",
+            change=change,
+            old_iccid=old_iccid,
+            new_iccid=iccid,
+            old_imei=old_imei,
+            new_imei=imei,
+        )
+        log.warning("association changed (%s): ICCID %s -> %s, IMEI %s -> %s", change, old_iccid, iccid, old_imei, imei)
+
+
+def _report(outcome: PairingOutcome, link_up: bool) -> Report:
+    return Report(
+        state="paired" if outcome.paired else "refused",
+        reason=outcome.reason.value if outcome.reason else None,
+        detail=getattr(outcome.decision, "detail", ""),
+        imei=str(outcome.imei),
+        imeisv=str(outcome.imeisv) if outcome.imeisv else None,
+        iccid=str(outcome.iccid) if outcome.iccid else None,
+        pin_retries=outcome.pin_retries,
+        link="up" if link_up else "down",
+    )

@@ -1,0 +1,215 @@
+"""The serial port: the thin edge between a modem's AT port and the pure
+`AtReader`.
+
+One reader thread owns the port's input; commands are written by the caller
+and their `Response` handed back through a queue; unsolicited lines go to a
+callback.  Flow control is whatever the configuration says (no RTS/CTS or
+DSR/DTR forced: many embedded modems leave those lines floating).  The port
+is opened exclusively, so a second holder of the modem fails at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+import serial
+
+from .at.commands import AtCommand
+from .at.reader import NEED_DATA, AtReader, Prompt, Response, Unsolicited
+from .errors import ModemUnavailable
+
+log = logging.getLogger("mtcd.at")
+
+
+class SerialTransport:
+    def __init__(
+        self,
+        port: str,
+        baudrate: int = 115200,
+        *,
+        rtscts: bool = False,
+        timeout: float = 10.0,
+        on_unsolicited: Callable[[str], None] | None = None,
+    ):
+        self.port = port
+        self.baudrate = baudrate
+        self.rtscts = rtscts
+        self.timeout = timeout
+        self.on_unsolicited = on_unsolicited
+        self.commands_sent = 0  # for benchmarks and tests
+        self._serial: serial.Serial | None = None
+        self._reader = AtReader()
+        self._reader_lock = threading.Lock()
+        self._command_lock = threading.Lock()
+        self._results: queue.Queue[Response | Prompt | BaseException] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._failure: BaseException | None = None
+        # After a timeout the abandoned command's late reply may still come;
+        # until the line has been quiet for a while, a late OK could end the
+        # next command.
+        self._needs_resync = False
+        self._last_rx = 0.0
+
+    # -- lifecycle ---------------------------------------------------------
+    def open(self) -> "SerialTransport":
+        try:
+            self._serial = serial.Serial(
+                self.port,
+                self.baudrate,
+                rtscts=self.rtscts,
+                dsrdtr=False,
+                timeout=0.2,
+                exclusive=True,
+            )
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise ModemUnavailable(f"{self.port}: cannot open the modem port: {_why(exc)}") from None
+        # Whatever waited in the port (URCs from before we came, a reply to an
+        # earlier holder) must not be taken for an answer to our commands.
+        try:
+            self._serial.reset_input_buffer()
+        except (serial.SerialException, OSError):
+            pass
+        self._closing.clear()
+        self._thread = threading.Thread(target=self._read_loop, name="mtcd-at-reader", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+        if self._serial is not None:
+            try:
+                self._serial.close()
+            except (serial.SerialException, OSError):
+                pass
+            self._serial = None
+
+    def __enter__(self) -> "SerialTransport":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._serial is not None and self._failure is None
+
+    # -- commands ----------------------------------------------------------
+    def execute(self, command: AtCommand, timeout: float | None = None) -> Response:
+        """Send one command and wait for its final result.  Raises
+        ModemUnavailable when the port fails or nothing answers in time; an
+        ERROR result is returned, not raised (the caller decides)."""
+        if self._serial is None:
+            raise ModemUnavailable(f"{self.port}: modem port is not open")
+        wait = max(command.timeout, self.timeout) if timeout is None else timeout
+        with self._command_lock:
+            self._raise_failure()
+            if self._needs_resync:
+                self._wait_for_quiet()
+            _drain(self._results)
+            with self._reader_lock:
+                data = self._reader.start(command)
+            log.debug("> %s", command.loggable)
+            try:
+                self._serial.write(data)
+                self._serial.flush()
+            except (serial.SerialException, OSError) as exc:
+                self._abandon()
+                raise ModemUnavailable(f"{self.port}: write failed: {_why(exc)}") from None
+            self.commands_sent += 1
+            try:
+                outcome = self._results.get(timeout=wait)
+            except queue.Empty:
+                self._abandon()
+                raise ModemUnavailable(
+                    f"{self.port}: no answer to {command.loggable} within {wait:g} s"
+                ) from None
+            if isinstance(outcome, BaseException):
+                self._abandon()
+                raise ModemUnavailable(f"{self.port}: {_why(outcome)}") from None
+            if isinstance(outcome, Prompt):
+                # No caller of ours sends prompt commands through execute().
+                self._abandon()
+                raise ModemUnavailable(f"{self.port}: unexpected prompt for {command.loggable}")
+            log.debug("< %s %s", " | ".join(outcome.lines), _result_text(outcome))
+            return outcome
+
+    def _abandon(self) -> None:
+        with self._reader_lock:
+            self._reader.abandon()
+        self._needs_resync = True
+
+    def _wait_for_quiet(self, quiet: float = 1.0, limit: float = 10.0) -> None:
+        """Let a late reply to an abandoned command arrive and be dropped."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if time.monotonic() - self._last_rx >= quiet:
+                self._needs_resync = False
+                return
+            time.sleep(0.05)
+        raise ModemUnavailable(f"{self.port}: the modem keeps talking after a timeout")
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise ModemUnavailable(f"{self.port}: {_why(self._failure)}")
+
+    # -- the one reader ----------------------------------------------------
+    def _read_loop(self) -> None:
+        ser = self._serial
+        while not self._closing.is_set():
+            try:
+                data = ser.read(ser.in_waiting or 1)
+            except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+                if self._closing.is_set():
+                    return
+                self._failure = exc
+                self._results.put(exc)
+                return
+            if not data:
+                continue
+            self._last_rx = time.monotonic()
+            with self._reader_lock:
+                self._reader.receive_data(data)
+                events = []
+                while (event := self._reader.next_event()) is not NEED_DATA:
+                    events.append(event)
+            for event in events:
+                if isinstance(event, Unsolicited):
+                    log.debug("< (unsolicited) %s", event.line)
+                    if self.on_unsolicited is not None:
+                        try:
+                            self.on_unsolicited(event.line)
+                        except Exception:  # a bad callback must not kill the reader
+                            log.exception("unsolicited-line handler failed")
+                else:
+                    self._results.put(event)
+
+
+def _drain(q: queue.Queue) -> None:
+    while True:
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            return
+
+
+def _result_text(resp: Response) -> str:
+    r = resp.result
+    if r.code is not None:
+        return f"{r.kind}: {r.code}"
+    return r.kind
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower() if exc.strerror else str(exc)
+    text = str(exc) or type(exc).__name__
+    # pyserial embeds "[Errno N] text: 'path'"; keep it to one line.
+    return text.splitlines()[0]

@@ -1,0 +1,78 @@
+"""`mtcd`: the pairing gate.
+
+    mtcd [--config PATH] once [--json]   one pairing decision, link up if paired
+    mtcd [--config PATH] run             pair, hold the link, close it on SIGTERM
+
+Exit codes: 0 paired, 1 refused, 64 usage, 65 damaged keystore/journal,
+69 modem unavailable or data link failed, 78 configuration error.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+from ..datalink import DatalinkFailed
+from ..errors import EXIT_OK, EXIT_REFUSED
+from ..service import Gateway
+from .common import ArgumentParser, add_config_option, config_from, print_json, run_main, setup_logging
+
+PROG = "mtcd"
+
+
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(prog=PROG, description="UICC-device pairing gate (3GPP TR 33.868 PIN verification pairing)")
+    add_config_option(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    once = sub.add_parser("once", help="take one pairing decision, bring the link up if paired, and exit")
+    once.add_argument("--json", action="store_true", help="print the decision as one JSON object on the last line")
+    sub.add_parser("run", help="run as a service: pair, then hold the link until stopped")
+    return parser
+
+
+def _print_report(report, as_json: bool) -> None:
+    if as_json:
+        print_json(report.as_json())
+    elif report.state == "paired":
+        print(f"paired: ICCID {report.iccid}, IMEI {report.imei}, link {report.link}")
+    else:
+        print(f"refused: {report.reason}: {report.detail}")
+
+
+def _body(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    setup_logging(PROG, args.verbose)
+    config = config_from(args)
+    if args.command == "once":
+        with Gateway(config) as gateway:
+            try:
+                report = gateway.pair_once()
+            except DatalinkFailed:
+                gateway.close_gate()
+                raise
+        _print_report(report, args.json)
+        return EXIT_OK if report.state == "paired" else EXIT_REFUSED
+    return _run(config)
+
+
+def _run(config) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with Gateway(config) as gateway:
+        report = gateway.pair_once()
+        _print_report(report, False)
+        sys.stdout.flush()
+        stop.wait()
+        gateway.close_gate()
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(PROG, _body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

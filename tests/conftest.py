@@ -1,0 +1,96 @@
+"""Shared fixtures: the simulator on a real pty, and mtcd's own commands run
+as a device agent would run them (separate processes, PIN on stdin)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from simfixtures import TEST_PIN, make_card, make_iccid, make_imei, sim, sim_card, sim_modem  # noqa: F401
+
+# Commands that would put a refused SIM on the network (guarantee 3).
+NETWORK_COMMANDS = ("AT+CFUN=1", "AT+CGDCONT=", "AT+CGACT=1", "AT+CGATT=1", "ATD", "AT+COPS=")
+
+
+def network_commands(commands: list[str]) -> list[str]:
+    return [c for c in commands if c.upper().startswith(NETWORK_COMMANDS)]
+
+
+def pin_presentations(commands: list[str]) -> list[str]:
+    return [c for c in commands if c.upper().startswith("AT+CPIN=")]
+
+
+def puk_commands(commands: list[str]) -> list[str]:
+    """Anything that would spend a PUK attempt (guarantee 2): AT+CPIN with two
+    arguments, or an UNBLOCK PIN APDU (INS 2C) with data through CSIM."""
+    return [
+        c for c in commands
+        if (c.upper().startswith("AT+CPIN=") and "," in c)
+        or (c.upper().startswith("AT+CSIM=") and '"002C' in c.upper() and "<redacted>" in c)
+    ]
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def last_json(self) -> dict:
+        import json
+
+        return json.loads(self.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class Gateway:
+    """One gateway's configuration and state directory, driven through the CLIs."""
+
+    root: Path
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "mtcd.toml"
+
+    def configure(self, port: str, *, policy: str = "", datalink: str = 'backend = "at"\napn = "iot.example"', modem: str = "") -> Path:
+        self.config.write_text(
+            f'state_dir = "{self.state_dir}"\n'
+            f'[modem]\nport = "{port}"\ntimeout = 5\n{modem}\n'
+            f"[policy]\n{policy}\n"
+            f"[datalink]\n{datalink}\n"
+        )
+        return self.config
+
+    def mtcd(self, *args: str, timeout: float = 60) -> Run:
+        return _run([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(self.config), *args], None, timeout)
+
+    def mtcctl(self, *args: str, stdin: str | None = None, timeout: float = 30) -> Run:
+        return _run([sys.executable, "-m", "mtcd.cli.ctl", "--config", str(self.config), *args], stdin, timeout)
+
+    def store_pin(self, iccid: str, pin: str = TEST_PIN) -> None:
+        run = self.mtcctl("pin", "set", iccid, stdin=pin + "\n")
+        assert run.returncode == 0, run.stderr
+
+    def every_state_file(self) -> dict[str, bytes]:
+        return {str(p): p.read_bytes() for p in self.state_dir.rglob("*") if p.is_file()}
+
+
+def _run(argv: list[str], stdin: str | None, timeout: float) -> Run:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MTCD")}
+    done = subprocess.run(argv, input=stdin if stdin is not None else "", capture_output=True, text=True, timeout=timeout, env=env)
+    return Run(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture
+def gateway(tmp_path) -> Gateway:
+    return Gateway(tmp_path)

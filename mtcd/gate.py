@@ -70,7 +70,11 @@ def pair(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei, i
         elif decision is Step.PRESENT_PIN:
             obs = _present(uicc, keystore, obs)
             if obs.presented is PinOutcome.ACCEPTED:
-                retries = None  # the card reset its counter; re-read below if asked
+                retries = None  # the card reset its counter to its maximum
+            elif obs.presented is PinOutcome.REJECTED:
+                # Report what is left now; reading the counter costs nothing.
+                attempts = uicc.attempts()
+                retries = attempts.pin1 if attempts is not None else None
         else:
             break
     if isinstance(decision, Refused) and decision.reason is Reason.PIN_REJECTED:

@@ -119,7 +119,10 @@ class Gateway:
 def _journal_decision(journal: PairingJournal, outcome: PairingOutcome) -> None:
     iccid = str(outcome.iccid) if outcome.iccid else None
     imei = str(outcome.imei)
-    old_iccid, old_imei = journal.last_association()
+    # Compared with what the gateway saw last time, paired or not, so that a
+    # foreign SIM left in the slot is reported once, not at every boot.
+    last = journal.last("decision") or {}
+    old_iccid, old_imei = last.get("iccid"), last.get("imei")
     journal.append(
         "decision",
         outcome="paired" if outcome.paired else "refused",
@@ -143,7 +146,12 @@ def _journal_decision(journal: PairingJournal, outcome: PairingOutcome) -> None:
             old_imei=old_imei,
             new_imei=imei,
         )
-        log.warning("association changed (%s): ICCID %s -> %s, IMEI %s -> %s", change, old_iccid, iccid, old_imei, imei)
+        parts = []
+        if sim_changed:
+            parts.append(f"ICCID {old_iccid} -> {iccid}")
+        if imei_changed:
+            parts.append(f"IMEI {old_imei} -> {imei}")
+        log.warning("association changed: %s", ", ".join(parts))
 
 
 def _report(outcome: PairingOutcome, link_up: bool) -> Report:

@@ -117,6 +117,7 @@ def test_rejected_pin_is_never_presented_again(gateway):
         first = gateway.mtcd("once", "--json")
         assert_gate_closed(modem, first, "pin-rejected")
         assert card.pin_attempts == 2
+        assert first.last_json["pin_retries"] == 2  # what is left after the rejection
         assert len(pin_presentations(modem.commands)) == 1
         modem.power_loss()  # even after a reboot of the modem and the gateway
         for _ in range(3):
@@ -185,8 +186,11 @@ def test_new_sim_is_an_association_change(gateway):
         modem.remove_card()
         modem.insert_card(two)
         assert gateway.mtcd("once").returncode == 0
+        assert gateway.mtcd("once").returncode == 0  # same SIM again: no new change
     events = json.loads(gateway.mtcctl("history", "--json").stdout)
-    change = [e for e in events if e["event"] == "association-changed"][-1]
+    changes = [e for e in events if e["event"] == "association-changed"]
+    assert len(changes) == 1
+    change = changes[-1]
     assert change["change"] == "sim"
     assert (change["old_iccid"], change["new_iccid"]) == (str(one.iccid), str(two.iccid))
     decisions = [e for e in events if e["event"] == "decision"]

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -47,14 +49,23 @@ KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12  # 96-bit GCM nonce, random per write of an entry
 
 ACTIVE = "active"
-REJECTED = "rejected"
-STATES = (ACTIVE, REJECTED)
+REJECTED = "rejected"  # the card refused the current PIN: never presented again
+COMPROMISED = "compromised"  # presumed known to an attacker: rotate at the next pairing
+STATES = (ACTIVE, REJECTED, COMPROMISED)
 
-# A store of a few entries is a few hundred bytes; anything huge is not ours.
-_MAX_STORE_BYTES = 4 * 1024 * 1024
+CURRENT = "current"
+PENDING = "pending"
+# Where a pending PIN came from: our own rotation (the card cannot hold it
+# once it accepted the current PIN) or the operator's over-the-air change
+# (the card may receive it at any time, so it is kept).
+ROTATION = "rotation"
+STAGED = "staged"
+
+# 10,000 entries of a few hundred bytes each stay far below this.
+_MAX_STORE_BYTES = 64 * 1024 * 1024
 _RECORD_FIELDS = {
-    "pin", "pending_pin", "state", "created", "updated", "last_imei", "attempt_started",
-    "attempts_before",
+    "pin", "pending_pin", "pending_origin", "pending_rejected", "state", "transport",
+    "created", "updated", "rotated", "last_imei", "attempt", "attempts_before",
 }
 
 
@@ -62,20 +73,37 @@ _RECORD_FIELDS = {
 class PinEntry:
     iccid: Iccid
     pin: Pin  # repr shows <PIN ****>, never the digits
-    pending_pin: Pin | None  # a new PIN being set on the card, kept until confirmed
-    state: str  # "active" | "rejected"
+    pending_pin: Pin | None  # a new PIN the card may hold already (rotation or OTA)
+    state: str  # "active" | "rejected" | "compromised"
     created: str  # ISO 8601 UTC
     updated: str
     last_imei: str | None
-    attempt_started: bool  # PIN presented (or about to be), outcome not yet recorded
+    # Which PIN ("current" | "pending") was presented (or about to be) with
+    # its outcome not yet recorded; None when no presentation is in flight.
+    attempt: str | None = None
     # PIN1 attempts the card reported just before that presentation (None:
     # not reported); the next boot compares it with the counter to learn
     # whether the lost attempt was rejected.
     attempts_before: int | None = None
+    pending_origin: str | None = None  # "rotation" | "staged"
+    pending_rejected: bool = False
+    transport: bool = False  # the operator's transport PIN: replace it when adopted
+    rotated: str | None = None  # when the current PIN was set or last changed
 
     @property
     def rejected(self) -> bool:
         return self.state == REJECTED
+
+    @property
+    def compromised(self) -> bool:
+        return self.state == COMPROMISED
+
+    @property
+    def attempt_started(self) -> bool:
+        return self.attempt is not None
+
+    def candidate(self, which: str) -> Pin | None:
+        return self.pin if which == CURRENT else self.pending_pin
 
 
 class Sealer(Protocol):
@@ -130,19 +158,27 @@ class FileSealer:
 
 
 class Keystore:
-    """PINs by ICCID. Open with `Keystore.open(state_dir)`."""
+    """PINs by ICCID.  Open with `Keystore.open(state_dir)`.
+
+    Opening checks the whole file's MAC (tampering, truncation, removed or
+    swapped entries) but unseals an entry only when it is asked for, so a
+    maintenance gateway holding 10,000 SIMs opens in one pass and looks up
+    in constant time.  A mutation re-seals only the entry it changes and
+    rewrites the file once.
+    """
 
     def __init__(self, state_dir: Path, sealer: Sealer, key: bytes | None,
-                 entries: dict[Iccid, PinEntry]):
+                 sealed: dict[Iccid, tuple[bytes, bytes]]):
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / STORE_NAME
         self._sealer = sealer
         self._key = key
-        self._entries = entries
+        self._sealed = sealed  # ICCID -> (nonce, ciphertext), as on disk
+        self._cache: dict[Iccid, PinEntry] = {}
 
     @classmethod
     def open(cls, state_dir: Path, sealer: Sealer | None = None) -> "Keystore":
-        """Load and authenticate every entry. Missing files mean an empty store;
+        """Load and authenticate the store. Missing files mean an empty store;
         the key is created on the first write."""
         state_dir = Path(state_dir)
         sealer = sealer if sealer is not None else FileSealer(state_dir)
@@ -153,39 +189,53 @@ class Keystore:
         key = sealer.load_key()
         if raw is None:
             return cls(state_dir, sealer, key, {})
-        sealed = _parse_store(path, raw)
+        sealed, mac = _parse_store(path, raw)
         if sealed and key is None:
             raise KeystoreError(
                 f"{path} holds {len(sealed)} sealed entries but the key is missing"
             )
-        entries = {iccid: _unseal(path, key, iccid, blob) for iccid, blob in sealed.items()}
-        return cls(state_dir, sealer, key, entries)
+        if key is not None and not hmac.compare_digest(mac, _file_mac(key, sealed)):
+            # Name the entry at fault when one is; otherwise the file as a whole
+            # was altered (an entry removed, or an old copy of one put back).
+            for iccid, blob in sealed.items():
+                _unseal(path, key, iccid, blob)
+            raise KeystoreError(f"{path} is damaged: the file fails authentication")
+        return cls(state_dir, sealer, key, sealed)
 
     # --- reading ---
 
     def get(self, iccid: Iccid) -> PinEntry | None:
-        return self._entries.get(iccid)
+        entry = self._cache.get(iccid)
+        if entry is None and iccid in self._sealed:
+            entry = _unseal(self.path, self._key, iccid, self._sealed[iccid])
+            self._cache[iccid] = entry
+        return entry
 
     def entries(self) -> list[PinEntry]:
-        return [self._entries[i] for i in sorted(self._entries, key=lambda i: i.value)]
+        return [self.get(i) for i in sorted(self._sealed, key=lambda i: i.value)]
+
+    def iccids(self) -> list[Iccid]:
+        return sorted(self._sealed, key=lambda i: i.value)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._sealed)
 
     def __contains__(self, iccid: Iccid) -> bool:
-        return iccid in self._entries
+        return iccid in self._sealed
 
     def __repr__(self) -> str:
-        return f"<Keystore {self.path} entries={len(self._entries)}>"
+        return f"<Keystore {self.path} entries={len(self._sealed)}>"
 
     # --- mutations: each is exactly one atomic rewrite of keystore.json ---
 
-    def set_pin(self, iccid: Iccid, pin: Pin) -> PinEntry:
-        """Store `pin` for `iccid` (new or replacing): active, latch cleared."""
+    def set_pin(self, iccid: Iccid, pin: Pin, *, transport: bool = False) -> PinEntry:
+        """Store `pin` for `iccid` (new or replacing): active, every latch and
+        pending PIN cleared.  `transport`: the operator's PIN, to be replaced
+        by one unique to this gateway when the SIM is adopted."""
         if not isinstance(pin, Pin):
             raise TypeError("set_pin needs a Pin")
         now = _now()
-        old = self._entries.get(iccid)
+        old = self.get(iccid)
         entry = PinEntry(
             iccid=iccid,
             pin=pin,
@@ -196,76 +246,152 @@ class Keystore:
             # A person provisioning the PIN accepts this SIM in this device
             # anew, so an IMEI change recorded earlier no longer counts.
             last_imei=None,
-            attempt_started=False,
+            transport=transport,
+            rotated=now,
         )
-        self._commit(entry)
+        self._commit([entry])
         return entry
 
-    def begin_attempt(self, iccid: Iccid, attempts_before: int | None = None) -> None:
-        """Persist that the PIN is about to be presented. Call BEFORE sending it,
+    def stage_pending(self, iccid: Iccid, pin: Pin, origin: str) -> PinEntry:
+        """Keep `pin` as the PIN the card may hold next.  Written (and fsynced)
+        before the card is asked to change, so no power cut can leave the card
+        with a PIN the gateway does not have."""
+        if not isinstance(pin, Pin):
+            raise TypeError("stage_pending needs a Pin")
+        if origin not in (ROTATION, STAGED):
+            raise ValueError("origin must be rotation or staged")
+        entry = replace(self._require(iccid), pending_pin=pin, pending_origin=origin,
+                        pending_rejected=False, updated=_now())
+        self._commit([entry])
+        return entry
+
+    def promote_pending(self, iccid: Iccid, imei: str | None = None) -> PinEntry:
+        """The card holds the pending PIN now: it becomes the current one."""
+        old = self._require(iccid)
+        if old.pending_pin is None:
+            raise KeystoreError(f"no pending PIN is stored for ICCID {iccid}")
+        now = _now()
+        entry = replace(old, pin=old.pending_pin, pending_pin=None, pending_origin=None,
+                        pending_rejected=False, state=ACTIVE, transport=False,
+                        attempt=None, attempts_before=None, rotated=now, updated=now,
+                        last_imei=str(imei) if imei is not None else old.last_imei)
+        self._commit([entry])
+        return entry
+
+    def discard_pending(self, iccid: Iccid) -> None:
+        entry = self._require(iccid)
+        if entry.pending_pin is not None:
+            self._commit([replace(entry, pending_pin=None, pending_origin=None,
+                                  pending_rejected=False, updated=_now())])
+
+    def begin_attempt(self, iccid: Iccid, attempts_before: int | None = None,
+                      which: str = CURRENT) -> None:
+        """Persist that a PIN is about to be presented. Call BEFORE sending it,
         so a power cut mid-presentation is visible at the next boot."""
         entry = self._require(iccid)
-        if entry.rejected:
+        if _is_rejected(entry, which) or entry.candidate(which) is None:
             # Defence in depth for guarantee 1; the policy should never get here.
             raise KeystoreError(
-                f"the PIN stored for ICCID {iccid} was rejected by the card; "
-                "it is not presented again until a new PIN is set"
+                f"the {which} PIN stored for ICCID {iccid} is missing or was rejected "
+                "by the card; it is not presented again until a new PIN is set"
             )
-        self._commit(replace(entry, attempt_started=True, attempts_before=attempts_before, updated=_now()))
+        self._commit([replace(entry, attempt=which, attempts_before=attempts_before,
+                              updated=_now())])
 
-    def record_accepted(self, iccid: Iccid, imei: str | None) -> None:
+    def record_accepted(self, iccid: Iccid, imei: str | None, which: str = CURRENT) -> PinEntry:
+        """The card accepted `which` (or was found unlocked with it)."""
+        if which == PENDING:
+            return self.promote_pending(iccid, imei)
         entry = self._require(iccid)
-        self._commit(replace(
-            entry,
-            state=ACTIVE,
-            attempt_started=False,
-            attempts_before=None,
-            last_imei=str(imei) if imei is not None else None,
-            updated=_now(),
-        ))
+        changes = dict(attempt=None, attempts_before=None,
+                       last_imei=str(imei) if imei is not None else None)
+        if entry.pending_origin == ROTATION:
+            # The card holds the current PIN, so our own interrupted change
+            # never reached it: that pending PIN is void.
+            changes.update(pending_pin=None, pending_origin=None, pending_rejected=False)
+        if all(getattr(entry, k) == v for k, v in changes.items()):
+            return entry  # nothing new: no write at every boot
+        entry = replace(entry, updated=_now(), **changes)
+        self._commit([entry])
+        return entry
 
-    def record_rejected(self, iccid: Iccid) -> None:
+    def note_paired(self, iccid: Iccid, imei: str | None) -> None:
+        """Found unlocked in this modem without a presentation: only the IMEI
+        it is paired with is new (no write when it is the same)."""
+        entry = self._require(iccid)
+        imei = str(imei) if imei is not None else None
+        if entry.last_imei != imei:
+            self._commit([replace(entry, last_imei=imei, updated=_now())])
+
+    def record_rejected(self, iccid: Iccid, which: str = CURRENT) -> None:
         """Set the persistent latch: this PIN is never presented again automatically."""
         entry = self._require(iccid)
-        self._commit(replace(entry, state=REJECTED, attempt_started=False, attempts_before=None, updated=_now()))
+        if which == PENDING:
+            entry = replace(entry, pending_rejected=True)
+        else:
+            entry = replace(entry, state=REJECTED)
+        self._commit([replace(entry, attempt=None, attempts_before=None, updated=_now())])
+
+    def mark_compromised(self, iccids: list[Iccid] | None = None) -> int:
+        """Presume these PINs (default: all) known to an attacker.  One write."""
+        now = _now()
+        changed = []
+        for iccid in (iccids if iccids is not None else self.iccids()):
+            entry = self._require(iccid)
+            if entry.state == ACTIVE:
+                changed.append(replace(entry, state=COMPROMISED, updated=now))
+        if changed:
+            self._commit(changed)
+        return len(changed)
 
     def forget(self, iccid: Iccid) -> bool:
-        if iccid not in self._entries:
+        if iccid not in self._sealed:
             return False
-        remaining = dict(self._entries)
-        del remaining[iccid]
-        self._write(remaining)
-        self._entries = remaining
+        sealed = dict(self._sealed)
+        del sealed[iccid]
+        self._write(sealed)
+        self._sealed = sealed
+        self._cache.pop(iccid, None)
         return True
 
     # --- internals ---
 
     def _require(self, iccid: Iccid) -> PinEntry:
-        entry = self._entries.get(iccid)
+        entry = self.get(iccid)
         if entry is None:
             raise KeystoreError(f"no PIN is stored for ICCID {iccid}")
         return entry
 
-    def _commit(self, entry: PinEntry) -> None:
-        updated = dict(self._entries)
-        updated[entry.iccid] = entry
-        self._write(updated)
-        # Memory follows the disk only once the disk has it.
-        self._entries = updated
-
-    def _write(self, entries: dict[Iccid, PinEntry]) -> None:
+    def _commit(self, entries: list[PinEntry]) -> None:
         ensure_private_dir(self.state_dir)
         if self._key is None:
             self._key = self._sealer.load_key() or self._sealer.create_key()
         aead = AESGCM(self._key)
-        sealed = {}
-        for iccid in sorted(entries, key=lambda i: i.value):
+        sealed = dict(self._sealed)
+        for entry in entries:
             nonce = secrets.token_bytes(NONCE_BYTES)
-            plain = json.dumps(_record(entries[iccid]), sort_keys=True).encode()
-            blob = aead.encrypt(nonce, plain, _associated_data(iccid))
-            sealed[iccid.value] = {"nonce": _b64(nonce), "sealed": _b64(blob)}
-        doc = {"format": FORMAT, "entries": sealed}
+            plain = json.dumps(_record(entry), sort_keys=True).encode()
+            sealed[entry.iccid] = (nonce, aead.encrypt(nonce, plain, _associated_data(entry.iccid)))
+        self._write(sealed)
+        # Memory follows the disk only once the disk has it.
+        self._sealed = sealed
+        for entry in entries:
+            self._cache[entry.iccid] = entry
+
+    def _write(self, sealed: dict[Iccid, tuple[bytes, bytes]]) -> None:
+        ensure_private_dir(self.state_dir)
+        if self._key is None:
+            self._key = self._sealer.load_key() or self._sealer.create_key()
+        doc = {
+            "format": FORMAT,
+            "entries": _entries_doc(sealed),
+            "mac": _b64(_file_mac(self._key, sealed)),
+        }
         atomic_write(self.path, (json.dumps(doc, indent=1) + "\n").encode(), 0o600)
+
+
+def _is_rejected(entry: PinEntry, which: str) -> bool:
+    return entry.pending_rejected if which == PENDING else entry.rejected
 
 
 def _now() -> str:
@@ -280,16 +406,39 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def _entries_doc(sealed: dict[Iccid, tuple[bytes, bytes]]) -> dict:
+    return {
+        iccid.value: {"nonce": _b64(nonce), "sealed": _b64(blob)}
+        for iccid, (nonce, blob) in sorted(sealed.items(), key=lambda kv: kv[0].value)
+    }
+
+
+def _file_mac(key: bytes, sealed: dict[Iccid, tuple[bytes, bytes]]) -> bytes:
+    """HMAC-SHA256 over every entry, under a key derived from the data key:
+    catches an entry removed, or an older sealed copy of one put back."""
+    mac_key = hmac.new(key, b"mtcd-keystore/1 file mac", hashlib.sha256).digest()
+    h = hmac.new(mac_key, FORMAT.encode(), hashlib.sha256)
+    for iccid, (nonce, blob) in sorted(sealed.items(), key=lambda kv: kv[0].value):
+        for part in (iccid.value.encode(), nonce, blob):
+            h.update(len(part).to_bytes(4, "big"))
+            h.update(part)
+    return h.digest()
+
+
 def _record(entry: PinEntry) -> dict:
     # The only place a PIN leaves its Secret wrapper: straight into the cipher.
     return {
         "pin": entry.pin.reveal(),
         "pending_pin": entry.pending_pin.reveal() if entry.pending_pin else None,
+        "pending_origin": entry.pending_origin,
+        "pending_rejected": entry.pending_rejected,
         "state": entry.state,
+        "transport": entry.transport,
         "created": entry.created,
         "updated": entry.updated,
+        "rotated": entry.rotated,
         "last_imei": entry.last_imei,
-        "attempt_started": entry.attempt_started,
+        "attempt": entry.attempt,
         "attempts_before": entry.attempts_before,
     }
 
@@ -307,8 +456,9 @@ def _read_store(path: Path) -> bytes | None:
     return raw
 
 
-def _parse_store(path: Path, raw: bytes) -> dict[Iccid, tuple[bytes, bytes]]:
-    """The sealed entries of the file, checked for shape (not yet authenticity)."""
+def _parse_store(path: Path, raw: bytes) -> tuple[dict[Iccid, tuple[bytes, bytes]], bytes]:
+    """The sealed entries of the file and its MAC, checked for shape (not yet
+    authenticity)."""
     try:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -316,8 +466,12 @@ def _parse_store(path: Path, raw: bytes) -> dict[Iccid, tuple[bytes, bytes]]:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise KeystoreError(f"{path} is damaged: unknown format (expected {FORMAT})")
     entries = doc.get("entries")
-    if not isinstance(entries, dict) or set(doc) != {"format", "entries"}:
+    if not isinstance(entries, dict) or set(doc) != {"format", "entries", "mac"}:
         raise KeystoreError(f"{path} is damaged: unexpected layout")
+    try:
+        mac = base64.b64decode(doc["mac"], validate=True)
+    except (TypeError, binascii.Error):
+        raise KeystoreError(f"{path} is damaged: unexpected layout") from None
     out = {}
     for name, item in entries.items():
         try:
@@ -334,7 +488,7 @@ def _parse_store(path: Path, raw: bytes) -> dict[Iccid, tuple[bytes, bytes]]:
         if len(nonce) != NONCE_BYTES:
             raise KeystoreError(f"{path} is damaged: entry {iccid} is malformed")
         out[iccid] = (nonce, blob)
-    return out
+    return out, mac
 
 
 def _unseal(path: Path, key: bytes, iccid: Iccid, sealed: tuple[bytes, bytes]) -> PinEntry:
@@ -352,7 +506,6 @@ def _unseal(path: Path, key: bytes, iccid: Iccid, sealed: tuple[bytes, bytes]) -
         if not isinstance(record, dict) or set(record) != _RECORD_FIELDS:
             raise ValueError
         pending = record["pending_pin"]
-        imei = record["last_imei"]
         entry = PinEntry(
             iccid=iccid,
             pin=Pin(record["pin"]),
@@ -360,17 +513,26 @@ def _unseal(path: Path, key: bytes, iccid: Iccid, sealed: tuple[bytes, bytes]) -
             state=record["state"],
             created=record["created"],
             updated=record["updated"],
-            last_imei=imei,
-            attempt_started=record["attempt_started"],
+            last_imei=record["last_imei"],
+            attempt=record["attempt"],
             attempts_before=record["attempts_before"],
+            pending_origin=record["pending_origin"],
+            pending_rejected=record["pending_rejected"],
+            transport=record["transport"],
+            rotated=record["rotated"],
         )
-        if (entry.state not in STATES
-                or not isinstance(entry.created, str)
-                or not isinstance(entry.updated, str)
-                or not (imei is None or isinstance(imei, str))
-                or not isinstance(entry.attempt_started, bool)
-                or not (entry.attempts_before is None
-                        or (type(entry.attempts_before) is int and 0 <= entry.attempts_before <= 15))):
+        checks = (
+            entry.state in STATES,
+            isinstance(entry.created, str) and isinstance(entry.updated, str),
+            entry.rotated is None or isinstance(entry.rotated, str),
+            entry.last_imei is None or isinstance(entry.last_imei, str),
+            entry.attempt in (None, CURRENT, PENDING),
+            entry.attempts_before is None
+            or (type(entry.attempts_before) is int and 0 <= entry.attempts_before <= 15),
+            entry.pending_origin in ((None,) if pending is None else (ROTATION, STAGED)),
+            type(entry.pending_rejected) is bool and type(entry.transport) is bool,
+        )
+        if not all(checks):
             raise ValueError
     except (ValueError, TypeError):
         raise KeystoreError(f"{path} is damaged: entry {iccid} has an invalid record") from None

@@ -286,14 +286,16 @@ def test_truncated_file(filled, keep):
         ([1, 2, 3], "unknown format"),
         ({"format": "mtcd-keystore/1"}, "unexpected layout"),
         ({"format": "mtcd-keystore/1", "entries": []}, "unexpected layout"),
-        ({"format": "mtcd-keystore/1", "entries": {"12345": {}}}, "is not an ICCID"),
-        ({"format": "mtcd-keystore/1", "entries": {ICCID_A.value: {}}}, "malformed"),
-        ({"format": "mtcd-keystore/1", "entries": {ICCID_A.value: "x"}}, "malformed"),
-        ({"format": "mtcd-keystore/1",
+        ({"format": "mtcd-keystore/1", "entries": {}}, "unexpected layout"),
+        ({"format": "mtcd-keystore/1", "entries": {}, "mac": "!!"}, "unexpected layout"),
+        ({"format": "mtcd-keystore/1", "mac": "", "entries": {"12345": {}}}, "is not an ICCID"),
+        ({"format": "mtcd-keystore/1", "mac": "", "entries": {ICCID_A.value: {}}}, "malformed"),
+        ({"format": "mtcd-keystore/1", "mac": "", "entries": {ICCID_A.value: "x"}}, "malformed"),
+        ({"format": "mtcd-keystore/1", "mac": "",
           "entries": {ICCID_A.value: {"nonce": "!!", "sealed": "AAAA"}}}, "malformed"),
-        ({"format": "mtcd-keystore/1",
+        ({"format": "mtcd-keystore/1", "mac": "",
           "entries": {ICCID_A.value: {"nonce": "AAAA", "sealed": "AAAA"}}}, "malformed"),
-        ({"format": "mtcd-keystore/1",
+        ({"format": "mtcd-keystore/1", "mac": "",
           "entries": {ICCID_A.value: {"nonce": 5, "sealed": "AAAA"}}}, "malformed"),
     ],
 )
@@ -302,6 +304,27 @@ def test_foreign_or_malformed_file(filled, doc, complaint):
     with pytest.raises(KeystoreError, match=complaint) as exc:
         Keystore.open(filled)
     assert_one_line(exc)
+
+
+def test_removed_entry_fails_the_file_mac(filled):
+    doc = store_doc(filled)
+    del doc["entries"][ICCID_B.value]
+    write_doc(filled, doc)
+    with pytest.raises(KeystoreError, match="the file fails authentication") as exc:
+        Keystore.open(filled)
+    assert_one_line(exc)
+
+
+def test_older_copy_of_an_entry_put_back_fails_the_file_mac(filled):
+    old = store_doc(filled)
+    ks = Keystore.open(filled)
+    ks.record_rejected(ICCID_A)  # the latch is set...
+    doc = store_doc(filled)
+    # ...and someone restores the entry from before, to lift it.
+    doc["entries"][ICCID_A.value] = old["entries"][ICCID_A.value]
+    write_doc(filled, doc)
+    with pytest.raises(KeystoreError, match="the file fails authentication"):
+        Keystore.open(filled)
 
 
 def test_binary_garbage(filled):

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from .identity import Iccid, Imei, Imeisv, Imsi
-from .keystore import Keystore
+from .keystore import CURRENT, PENDING, Keystore
 from .policy import (
     Decision,
     Observations,
@@ -64,27 +64,28 @@ def pair(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei, i
         elif decision is Step.READ_PIN_ENABLED:
             obs = obs.with_(pin_enabled=uicc.pin_enabled())
         elif decision is Step.READ_ATTEMPTS:
-            attempts = uicc.attempts()
-            retries = attempts.pin1 if attempts is not None else None
+            retries = _pin1(uicc)
             obs = obs.with_(attempts=retries)
-        elif decision is Step.PRESENT_PIN:
-            obs = _present(uicc, keystore, obs)
-            if obs.presented is PinOutcome.ACCEPTED:
+        elif decision is Step.LATCH_LOST_ATTEMPT:
+            which = keystore.get(obs.iccid).attempt
+            log.warning("the PIN attempt lost in a power cut was rejected (%s PIN); latched", which)
+            keystore.record_rejected(obs.iccid, which)
+            obs = obs.with_(stored=_stored_view(keystore, obs.iccid))
+        elif decision in (Step.PRESENT_PIN, Step.PRESENT_PENDING_PIN):
+            which = CURRENT if decision is Step.PRESENT_PIN else PENDING
+            obs = _present(uicc, keystore, obs, which)
+            if PinOutcome.ACCEPTED in (obs.presented, obs.presented_pending):
                 retries = None  # the card reset its counter to its maximum
-            elif obs.presented is PinOutcome.REJECTED:
-                # Report what is left now; reading the counter costs nothing.
-                attempts = uicc.attempts()
-                retries = attempts.pin1 if attempts is not None else None
+            elif PinOutcome.REJECTED in (obs.presented, obs.presented_pending):
+                # Read what is left before any other candidate (costs nothing).
+                retries = _pin1(uicc)
+                obs = obs.with_(attempts=retries)
         else:
             break
-    if isinstance(decision, Refused) and decision.reason is Reason.PIN_REJECTED:
-        # Latch it: a PIN this card rejected is never presented again (guarantee 1).
-        if obs.iccid and keystore.get(obs.iccid) is not None:
-            keystore.record_rejected(obs.iccid)
     imsi = None
     if isinstance(decision, Paired):
-        if obs.presented is None:
-            keystore.record_accepted(obs.iccid, imei.value)
+        if obs.presented is None and obs.presented_pending is None:
+            keystore.note_paired(obs.iccid, imei.value)
         imsi = uicc.imsi()
     return PairingOutcome(
         decision=decision,
@@ -97,29 +98,37 @@ def pair(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei, i
     )
 
 
+def _pin1(uicc: Uicc) -> int | None:
+    attempts = uicc.attempts()
+    return attempts.pin1 if attempts is not None else None
+
+
 def _stored_view(keystore: Keystore, iccid: Iccid) -> StoredPin | None:
     entry = keystore.get(iccid)
     if entry is None:
         return None
     return StoredPin(
-        rejected=entry.state == "rejected",
+        rejected=entry.rejected,
         attempt_started=entry.attempt_started,
         attempts_before=entry.attempts_before,
         last_imei=entry.last_imei,
+        attempt_pin=entry.attempt or CURRENT,
+        has_pending=entry.pending_pin is not None,
+        pending_rejected=entry.pending_rejected,
     )
 
 
-def _present(uicc: Uicc, keystore: Keystore, obs: Observations) -> Observations:
-    entry = keystore.get(obs.iccid)
-    keystore.begin_attempt(obs.iccid, attempts_before=obs.attempts)
-    outcome = uicc.present_pin(entry.pin, obs.iccid)
-    log.info("PIN presentation for ICCID %s: %s", obs.iccid, outcome.value)
+def _present(uicc: Uicc, keystore: Keystore, obs: Observations, which: str) -> Observations:
+    pin = keystore.get(obs.iccid).candidate(which)
+    keystore.begin_attempt(obs.iccid, attempts_before=obs.attempts, which=which)
+    outcome = uicc.present_pin(pin, obs.iccid)
+    log.info("%s PIN presented for ICCID %s: %s", which, obs.iccid, outcome.value)
+    field = "presented" if which == CURRENT else "presented_pending"
     if outcome is PinOutcome.REJECTED:
-        keystore.record_rejected(obs.iccid)
-        return obs.with_(presented=outcome)
-    if outcome is PinOutcome.ACCEPTED:
-        keystore.record_accepted(obs.iccid, obs.imei.value if obs.imei else None)
+        keystore.record_rejected(obs.iccid, which)
+    elif outcome is PinOutcome.ACCEPTED:
+        keystore.record_accepted(obs.iccid, obs.imei.value if obs.imei else None, which)
         # The card is now initialising (SIM busy for a while); wait for READY.
-        return obs.with_(presented=outcome, lock=uicc.lock())
+        obs = obs.with_(lock=uicc.lock())
     # Unknown: the marker stays, and the next run settles it by the counter.
-    return obs.with_(presented=outcome)
+    return obs.with_(**{field: outcome}, stored=_stored_view(keystore, obs.iccid))

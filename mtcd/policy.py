@@ -12,12 +12,17 @@ gateway from blocking its own SIM):
 3. The ICCID is read before any PIN is chosen, and only the PIN stored for
    exactly that ICCID may be presented (`unknown-sim` otherwise).
 4. A stored PIN the card rejected is latched (`pin-rejected`) and never
-   presented again until a person replaces it.
+   presented again until a person replaces it.  A SIM may have two
+   candidates: the current PIN and a pending one (a change that may or may
+   not have reached the card: our rotation cut short, or the operator's
+   over-the-air change).  Current is tried first, then pending, each once,
+   each only while the guard allows.
 5. The remaining attempts are read first; below `min_retries` nothing is
    presented (`retry-guard`).  When no command reports them, a PIN is
    presented at most once: an attempt whose outcome was lost (power cut)
    blocks further attempts until the counter can be read or a person acts.
-6. At most one presentation per pairing run.
+6. At most one presentation per candidate per run, and after a rejection
+   the counter is read again before the next candidate.
 7. A SIM that is unlocked but has its PIN disabled works in any device, so
    it is refused (`pin-disabled`) unless policy allows it, and even then
    only when its ICCID is known.
@@ -57,6 +62,10 @@ class Step(enum.Enum):
     READ_PIN_ENABLED = "read-pin-enabled"
     READ_ATTEMPTS = "read-attempts"
     PRESENT_PIN = "present-pin"
+    PRESENT_PENDING_PIN = "present-pending-pin"
+    # The counter shows that the presentation lost in a power cut was
+    # rejected: latch that PIN before anything else.
+    LATCH_LOST_ATTEMPT = "latch-lost-attempt"
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,9 @@ class StoredPin:
     attempt_started: bool = False
     attempts_before: int | None = None
     last_imei: str | None = None
+    attempt_pin: str = "current"  # which candidate was in flight: "current" | "pending"
+    has_pending: bool = False
+    pending_rejected: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,7 +138,8 @@ class Observations:
     stored: StoredPin | None | _NotRead = NOT_READ  # None: no PIN for this ICCID
     pin_enabled: bool | None | _NotRead = NOT_READ  # None: could not be read
     attempts: int | None | _NotRead = NOT_READ  # PIN1 tries left; None: unreported
-    presented: PinOutcome | None = None
+    presented: PinOutcome | None = None  # the current PIN, this run
+    presented_pending: PinOutcome | None = None  # the pending PIN, this run
 
     def with_(self, **changes) -> "Observations":
         return replace(self, **changes)
@@ -167,10 +180,19 @@ def _imei_changed(obs: Observations, stored: StoredPin) -> bool:
     return obs.imei is not None and stored.last_imei is not None and stored.last_imei != obs.imei.value
 
 
+def _outcomes(obs: Observations) -> tuple[PinOutcome, ...]:
+    return tuple(o for o in (obs.presented, obs.presented_pending) if o is not None)
+
+
+def _pending_usable(stored: StoredPin) -> bool:
+    return stored.has_pending and not stored.pending_rejected
+
+
 def _decide_unlocked(obs: Observations, settings: PolicySettings) -> Decision:
-    if obs.presented is PinOutcome.ACCEPTED:
+    outcomes = _outcomes(obs)
+    if PinOutcome.ACCEPTED in outcomes:
         return Paired()
-    if obs.presented is not None:
+    if outcomes:
         return Refused(Reason.SIM_ERROR, "SIM state changed while the PIN was presented")
     if obs.pin_enabled is NOT_READ:
         return Step.READ_PIN_ENABLED
@@ -182,7 +204,7 @@ def _decide_unlocked(obs: Observations, settings: PolicySettings) -> Decision:
         if settings.require_pin_enabled:
             return Refused(Reason.PIN_DISABLED, "the SIM's PIN is disabled, so it would work in any device")
         return Paired()
-    if obs.stored.rejected:
+    if obs.stored.rejected and not _pending_usable(obs.stored):
         return Refused(Reason.PIN_REJECTED, "the stored PIN was rejected by this SIM")
     # Unlocked with PIN enabled: it was unlocked in this modem since the card
     # was powered, and its ICCID has a good stored PIN.
@@ -193,11 +215,15 @@ def _decide_locked(obs: Observations, settings: PolicySettings) -> Decision:
     stored = obs.stored
     if stored is None:
         return Refused(Reason.UNKNOWN_SIM, "no PIN is stored for this ICCID")
-    if stored.rejected or obs.presented is PinOutcome.REJECTED:
+    outcomes = _outcomes(obs)
+    if PinOutcome.UNKNOWN in outcomes:
+        return Refused(Reason.SIM_ERROR, "the card's answer to the PIN was lost; the next run settles it by the counter")
+    if PinOutcome.ACCEPTED in outcomes:
+        return Refused(Reason.SIM_ERROR, "the SIM still asks for its PIN after accepting it")
+    current_ok = not stored.rejected and obs.presented is None
+    pending_ok = _pending_usable(stored) and obs.presented_pending is None
+    if not (current_ok or pending_ok):
         return Refused(Reason.PIN_REJECTED, "the stored PIN was rejected by this SIM")
-    if obs.presented is not None:
-        # Presented once already in this run and the card still asks: never twice.
-        return Refused(Reason.SIM_ERROR, "the SIM still asks for its PIN after it was presented")
     if obs.attempts is NOT_READ:
         return Step.READ_ATTEMPTS
     if stored.attempt_started:
@@ -209,10 +235,13 @@ def _decide_locked(obs: Observations, settings: PolicySettings) -> Decision:
                 "an earlier PIN attempt has no recorded outcome and the SIM's attempts counter cannot settle it",
             )
         if obs.attempts < stored.attempts_before:
-            return Refused(Reason.PIN_REJECTED, "an earlier attempt with the stored PIN was rejected")
+            return Step.LATCH_LOST_ATTEMPT
+    if obs.attempts is None and outcomes:
+        # Without a counter, nothing after a rejection: it may have been the last-but-one.
+        return Refused(Reason.RETRY_GUARD, "the SIM does not report its attempts, and one was just spent")
     if obs.attempts is not None and obs.attempts < settings.min_retries:
         return Refused(
             Reason.RETRY_GUARD,
             f"{obs.attempts} PIN attempts left, below the guard of {settings.min_retries}",
         )
-    return Step.PRESENT_PIN
+    return Step.PRESENT_PIN if current_ok else Step.PRESENT_PENDING_PIN

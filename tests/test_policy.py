@@ -141,8 +141,41 @@ def test_lost_attempt_without_counter_blocks_further_attempts():
 
 def test_lost_attempt_that_the_counter_shows_rejected_is_latched():
     stored = StoredPin(attempt_started=True, attempts_before=3)
-    d = decide(ready_to_present(attempts=2, stored=stored), DEFAULT)
+    assert decide(ready_to_present(attempts=2, stored=stored), DEFAULT) is Step.LATCH_LOST_ATTEMPT
+    latched = StoredPin(rejected=True)
+    d = decide(ready_to_present(attempts=2, stored=latched), DEFAULT)
     assert isinstance(d, Refused) and d.reason is Reason.PIN_REJECTED
+
+
+# --- two candidates: current and pending ---------------------------------------
+
+def test_pending_is_tried_after_current_is_rejected_while_the_guard_allows():
+    stored = StoredPin(has_pending=True)
+    assert decide(ready_to_present(stored=stored), DEFAULT) is Step.PRESENT_PIN
+    after = ready_to_present(stored=StoredPin(rejected=True, has_pending=True), presented=PinOutcome.REJECTED, attempts=2)
+    assert decide(after, DEFAULT) is Step.PRESENT_PENDING_PIN
+    guarded = decide(after, PolicySettings(min_retries=3))
+    assert isinstance(guarded, Refused) and guarded.reason is Reason.RETRY_GUARD
+
+
+def test_rejected_current_and_a_pending_pin_next_boot():
+    stored = StoredPin(rejected=True, has_pending=True)
+    assert decide(ready_to_present(stored=stored), DEFAULT) is Step.PRESENT_PENDING_PIN
+    both = StoredPin(rejected=True, has_pending=True, pending_rejected=True)
+    d = decide(ready_to_present(stored=both), DEFAULT)
+    assert isinstance(d, Refused) and d.reason is Reason.PIN_REJECTED
+
+
+def test_without_a_counter_nothing_follows_a_rejection():
+    after = ready_to_present(stored=StoredPin(rejected=True, has_pending=True), presented=PinOutcome.REJECTED, attempts=None)
+    d = decide(after, DEFAULT)
+    assert isinstance(d, Refused) and d.reason is Reason.RETRY_GUARD
+
+
+def test_accepted_pending_pin_pairs():
+    obs = ready_to_present(stored=StoredPin(rejected=True, has_pending=True), presented=PinOutcome.REJECTED,
+                           presented_pending=PinOutcome.ACCEPTED, lock=SimLock.READY)
+    assert decide(obs, DEFAULT) == Paired()
 
 
 def test_lost_attempt_that_never_reached_the_card_may_be_retried():
@@ -160,6 +193,9 @@ stored_pins = st.builds(
     attempt_started=st.booleans(),
     attempts_before=st.one_of(st.none(), st.integers(0, 3)),
     last_imei=st.one_of(st.none(), st.just(IMEI.value), st.just(OTHER_IMEI.value)),
+    attempt_pin=st.sampled_from(["current", "pending"]),
+    has_pending=st.booleans(),
+    pending_rejected=st.booleans(),
 )
 observations = st.builds(
     Observations,
@@ -170,6 +206,7 @@ observations = st.builds(
     pin_enabled=maybe(st.booleans()),
     attempts=maybe(st.integers(0, 10)),
     presented=st.one_of(st.none(), st.sampled_from(PinOutcome)),
+    presented_pending=st.one_of(st.none(), st.sampled_from(PinOutcome)),
 )
 policies = st.builds(
     PolicySettings,
@@ -181,18 +218,31 @@ policies = st.builds(
 
 @given(observations, policies)
 def test_pin_is_presented_only_when_every_rule_allows(obs, policy):
-    if decide(obs, policy) is not Step.PRESENT_PIN:
+    step = decide(obs, policy)
+    if step not in (Step.PRESENT_PIN, Step.PRESENT_PENDING_PIN):
         return
     assert obs.lock is SimLock.SIM_PIN  # exactly SIM PIN, nothing else
     assert isinstance(obs.iccid, Iccid)  # ICCID read first
     assert isinstance(obs.stored, StoredPin)  # a PIN stored for this ICCID
-    assert not obs.stored.rejected  # never a rejected PIN
-    assert obs.presented is None  # at most once a run
+    if step is Step.PRESENT_PIN:
+        assert not obs.stored.rejected  # never a rejected PIN
+        assert obs.presented is None  # at most once a run
+    else:
+        assert obs.stored.has_pending and not obs.stored.pending_rejected
+        assert obs.presented_pending is None
+        # current first: pending only once current is out of the running
+        assert obs.stored.rejected or obs.presented is not None
+    assert PinOutcome.ACCEPTED not in (obs.presented, obs.presented_pending)
+    assert PinOutcome.UNKNOWN not in (obs.presented, obs.presented_pending)
     assert obs.attempts is not NOT_READ  # counter asked first
     if obs.attempts is not None:
         assert obs.attempts >= policy.min_retries  # the guard
     else:
         assert not obs.stored.attempt_started  # unknown counter: one try per PIN
+        assert obs.presented is None and obs.presented_pending is None
+    if obs.stored.attempt_started:  # a lost attempt is settled by the counter first
+        assert obs.stored.attempts_before is not None
+        assert obs.attempts >= obs.stored.attempts_before
     if obs.stored.attempt_started:
         assert obs.stored.attempts_before is not None
         assert obs.attempts >= obs.stored.attempts_before
@@ -205,14 +255,14 @@ def test_paired_only_for_a_known_unlocked_sim(obs, policy):
     assert obs.lock is SimLock.READY
     assert isinstance(obs.iccid, Iccid)
     assert isinstance(obs.stored, StoredPin)
-    if obs.presented is None:
+    if obs.presented is None and obs.presented_pending is None:
         assert obs.pin_enabled in (True, False)
         if obs.pin_enabled:
-            assert not obs.stored.rejected
+            assert not obs.stored.rejected or (obs.stored.has_pending and not obs.stored.pending_rejected)
         else:
             assert not policy.require_pin_enabled
     else:
-        assert obs.presented is PinOutcome.ACCEPTED
+        assert PinOutcome.ACCEPTED in (obs.presented, obs.presented_pending)
     if policy.on_imei_change == "refuse" and obs.imei is not None:
         assert obs.stored.last_imei in (None, obs.imei.value)
 
@@ -247,48 +297,79 @@ class ModelCard:
 
 @dataclass
 class ModelStore:
+    """The keystore entry as the gate keeps it (current, pending, latches,
+    and the marker written before a PIN goes out)."""
+
     pin: str
+    pending: str | None = None
     rejected: bool = False
-    attempt_started: bool = False
+    pending_rejected: bool = False
+    attempt: str | None = None
     attempts_before: int | None = None
 
     def view(self) -> StoredPin:
-        return StoredPin(self.rejected, self.attempt_started, self.attempts_before)
+        return StoredPin(
+            rejected=self.rejected,
+            attempt_started=self.attempt is not None,
+            attempts_before=self.attempts_before,
+            attempt_pin=self.attempt or "current",
+            has_pending=self.pending is not None,
+            pending_rejected=self.pending_rejected,
+        )
+
+    def latch(self, which: str) -> None:
+        if which == "pending":
+            self.pending_rejected = True
+        else:
+            self.rejected = True
+        self.attempt = None
 
 
 def boot(card: ModelCard, store: ModelStore, policy: PolicySettings, counter_readable: bool, cut_at: str | None) -> object:
+    """One run of the gate against the model card; a power cut may end it
+    right before or right after the card sees a PIN."""
     obs = Observations(imei=IMEI)
-    spent = 0
     while True:
         d = decide(obs, policy)
         if d is Step.READ_SIM_LOCK:
-            lock = SimLock.SIM_PUK if card.left == 0 else SimLock.SIM_PIN
-            obs = obs.with_(lock=lock if obs.presented is None else SimLock.READY)
+            if PinOutcome.ACCEPTED in (obs.presented, obs.presented_pending):
+                lock = SimLock.READY
+            else:
+                lock = SimLock.SIM_PUK if card.left == 0 else SimLock.SIM_PIN
+            obs = obs.with_(lock=lock)
         elif d is Step.READ_ICCID:
             obs = obs.with_(iccid=ICCID)
         elif d is Step.LOOK_UP_PIN:
             obs = obs.with_(stored=store.view())
         elif d is Step.READ_ATTEMPTS:
             obs = obs.with_(attempts=card.left if counter_readable else None)
-        elif d is Step.PRESENT_PIN:
-            store.attempt_started = True
-            store.attempts_before = obs.attempts
+        elif d is Step.LATCH_LOST_ATTEMPT:
+            store.latch(store.attempt)
+            obs = obs.with_(stored=store.view())
+        elif d in (Step.PRESENT_PIN, Step.PRESENT_PENDING_PIN):
+            which = "current" if d is Step.PRESENT_PIN else "pending"
+            store.attempt, store.attempts_before = which, obs.attempts
             if cut_at == "before-send":
                 return "power-cut"
-            ok = card.verify(store.pin)
-            spent += 0 if ok else 1
+            ok = card.verify(store.pin if which == "current" else store.pending)
             if cut_at == "after-send":
                 return "power-cut"
-            store.attempt_started = False
-            if not ok:
-                store.rejected = True
-                obs = obs.with_(presented=PinOutcome.REJECTED)
+            field = "presented" if which == "current" else "presented_pending"
+            if ok:
+                if which == "pending":
+                    store.pin, store.pending = store.pending, None
+                    store.rejected = store.pending_rejected = False
+                store.attempt = None
+                obs = obs.with_(**{field: PinOutcome.ACCEPTED}, lock=NOT_READ, stored=store.view())
             else:
-                obs = obs.with_(presented=PinOutcome.ACCEPTED, lock=NOT_READ)
+                store.latch(which)
+                obs = obs.with_(**{field: PinOutcome.REJECTED}, stored=store.view(),
+                                attempts=card.left if counter_readable else None)
         else:
-            if isinstance(d, Refused) and d.reason is Reason.PIN_REJECTED:
-                store.rejected = True
             return d
+
+
+cuts_strategy = st.lists(st.sampled_from([None, "before-send", "after-send"]), min_size=1, max_size=8)
 
 
 @hsettings(max_examples=300)
@@ -297,7 +378,7 @@ def boot(card: ModelCard, store: ModelStore, policy: PolicySettings, counter_rea
     counter_readable=st.booleans(),
     min_retries=st.integers(2, 3),
     start_left=st.integers(0, 3),
-    cuts=st.lists(st.sampled_from([None, "before-send", "after-send"]), min_size=1, max_size=8),
+    cuts=cuts_strategy,
 )
 def test_many_boots_never_block_the_sim(correct, counter_readable, min_retries, start_left, cuts):
     card = ModelCard(pin="12345678", left=start_left)
@@ -317,3 +398,27 @@ def test_many_boots_never_block_the_sim(correct, counter_readable, min_retries, 
         assert card.left >= min(start_left, min_retries - 1)
         if start_left > 0:
             assert card.left > 0, "the gateway blocked its own SIM"
+
+
+@hsettings(max_examples=400)
+@given(
+    card_holds=st.sampled_from(["current", "pending", "neither"]),
+    cuts=cuts_strategy,
+)
+def test_an_interrupted_pin_change_never_locks_the_gateway_out(card_holds, cuts):
+    """Guarantee 5: the card holds the old PIN or the new one (a change cut
+    short at any point), the keystore holds both; with the default guard the
+    gateway always gets back in and never blocks the card."""
+    pins = {"current": "11111111", "pending": "22222222", "neither": "33333333"}
+    card = ModelCard(pin=pins[card_holds])
+    store = ModelStore(pin=pins["current"], pending=pins["pending"])
+    policy = PolicySettings(min_retries=2)
+    outcomes = [boot(card, store, policy, True, cut) for cut in cuts + [None]]
+    assert card.left > 0
+    if card_holds == "neither":
+        assert isinstance(outcomes[-1], Refused) and outcomes[-1].reason is Reason.PIN_REJECTED
+        assert card.left >= 1
+    else:
+        assert outcomes[-1] == Paired(), outcomes
+        assert store.pin == pins[card_holds]  # whichever the card accepted is current now
+        assert card.left == 3

@@ -11,6 +11,7 @@ asserts nothing about time (shared machines are noisy).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -36,12 +37,13 @@ def one_run(options: dict, root: Path) -> tuple[int, float, list[str], str]:
         config = root / "mtcd.toml"
         state = root / "state"
         config.write_text(f'state_dir = "{state}"\n[modem]\nport = "{port}"\n[datalink]\nbackend = "at"\n')
+        env = {**os.environ, "SYSTEMD_CREDENTIAL_SECRET": str(root / "host.secret")}
         cli = [sys.executable, "-m", "mtcd.cli.ctl", "--config", str(config), "pin", "set", str(card.iccid)]
-        subprocess.run(cli, input=TEST_PIN + "\n", text=True, check=True, capture_output=True)
+        subprocess.run(cli, input=TEST_PIN + "\n", text=True, check=True, capture_output=True, env=env)
         start = time.monotonic()
         done = subprocess.run(
             [sys.executable, "-m", "mtcd.cli.daemon", "--config", str(config), "once", "--json"],
-            capture_output=True, text=True,
+            capture_output=True, text=True, env=env,
         )
         elapsed = time.monotonic() - start
         state_word = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr.strip()

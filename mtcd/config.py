@@ -16,6 +16,11 @@ fall back to its default.
     min_retries = 2                # never present the PIN with fewer attempts left
     require_pin_enabled = true
     on_imei_change = "report"      # or "refuse"
+    rotate_on_adopt = true         # replace a transport PIN when the SIM is first paired
+    rotate_every = "off"           # e.g. "90d": scheduled PIN rotation
+    pin_length = 8                 # digits of PINs mtcd generates
+    [keystore]
+    sealer = "auto"                # "auto" | "systemd-creds" | "tpm2" | "file"
     [datalink]
     backend = "at"                 # "at" | "command" | "none"
     apn = "internet"
@@ -41,6 +46,8 @@ DEFAULT_STATE_DIR = Path("/var/lib/mtcd")
 
 VENDORS = ("auto", "generic", "quectel", "simcom", "ublox", "huawei", "telit", "sierra", "cinterion")
 IMEI_CHANGE_ACTIONS = ("report", "refuse")
+SEALERS = ("auto", "systemd-creds", "tpm2", "file")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 DATALINK_BACKENDS = ("at", "command", "none")
 PDP_TYPES = ("IP", "IPV6", "IPV4V6")
 MAX_APN_LENGTH = 100  # TS 23.003 §9.1
@@ -60,6 +67,14 @@ class PolicyConfig:
     min_retries: int = 2
     require_pin_enabled: bool = True
     on_imei_change: str = "report"
+    rotate_on_adopt: bool = True
+    rotate_every: float | None = None  # seconds; None: no scheduled rotation
+    pin_length: int = 8
+
+
+@dataclass(frozen=True)
+class KeystoreConfig:
+    sealer: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -78,6 +93,7 @@ class Config:
     modem: ModemConfig
     policy: PolicyConfig
     datalink: DatalinkConfig
+    keystore: KeystoreConfig = KeystoreConfig()
 
 
 # --- value checks: each returns the value to use or a complaint ---
@@ -154,13 +170,23 @@ def _apn(value):
     return value
 
 
+def _duration(value):
+    # "90d", "12h", "30m", "3600s", "2w"; "off" for none.
+    if value == "off":
+        return None
+    m = re.fullmatch(r"([0-9]+)([smhdw])", value) if isinstance(value, str) else None
+    if m is None or int(m[1]) == 0:
+        raise _Bad(f'must be "off" or a duration such as "90d", "12h", "30m" (got {_show(value)})')
+    return float(int(m[1]) * _DURATION_UNITS[m[2]])
+
+
 def _argv(value):
     if not isinstance(value, list) or not all(isinstance(a, str) and a for a in value):
         raise _Bad(f"must be a list of non-empty strings (got {_show(value)})")
     return tuple(value)
 
 
-_TOP = {"state_dir": _text, "modem": None, "policy": None, "datalink": None}
+_TOP = {"state_dir": _text, "modem": None, "policy": None, "datalink": None, "keystore": None}
 _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "modem": {
         "port": _text,
@@ -173,6 +199,12 @@ _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "min_retries": _integer(2, 3),
         "require_pin_enabled": _boolean,
         "on_imei_change": _one_of(IMEI_CHANGE_ACTIONS),
+        "rotate_on_adopt": _boolean,
+        "rotate_every": _duration,
+        "pin_length": _integer(4, 8),
+    },
+    "keystore": {
+        "sealer": _one_of(SEALERS),
     },
     "datalink": {
         "backend": _one_of(DATALINK_BACKENDS),
@@ -246,6 +278,7 @@ def _build(path: Path, doc: dict) -> Config:
         fail("modem.port", "is required")
     policy = take("policy")
     datalink = take("datalink")
+    keystore = take("keystore")
 
     backend = datalink.get("backend", DatalinkConfig.backend)
     for key in ("up", "down"):
@@ -271,6 +304,7 @@ def _build(path: Path, doc: dict) -> Config:
         modem=ModemConfig(**modem),
         policy=PolicyConfig(**policy),
         datalink=DatalinkConfig(**datalink),
+        keystore=KeystoreConfig(**keystore),
     )
 
 

@@ -9,6 +9,7 @@ Writes only under ./demo-state (recreated each time).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -41,12 +42,17 @@ def say(text: str) -> None:
     print(f"\n\033[1m== {text}\033[0m", flush=True)
 
 
+# The demo's own "host" secret for systemd-creds, so it never creates or
+# uses this machine's /var/lib/systemd/credential.secret.
+ENV = {**os.environ, "SYSTEMD_CREDENTIAL_SECRET": str(ROOT / "host-credential.secret")}
+
+
 def show(argv: list[str], stdin: str | None = None, hidden_input: bool = False) -> subprocess.CompletedProcess:
     shown = " ".join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv))
     if stdin is not None:
         shown = f"echo {'********' if hidden_input else stdin.strip()} | {shown}"
     print(f"$ {shown}", flush=True)
-    done = subprocess.run(argv, input=stdin or "", capture_output=True, text=True)
+    done = subprocess.run(argv, input=stdin or "", capture_output=True, text=True, env=ENV)
     for line in (done.stdout + done.stderr).strip().splitlines():
         print(f"  {line}")
     print(f"  (exit {done.returncode})")
@@ -83,7 +89,7 @@ def make_card(name: str, iccid: str, pin: str) -> Path:
     path = ROOT / f"{name}.json"
     subprocess.run(
         [*_tool("mtcd-sim"), "card", "--state", str(path), "--iccid", iccid, "--imsi", "262019876543210"],
-        input=f"{pin}\n", text=True, check=True, capture_output=True,
+        input=f"{pin}\n", text=True, check=True, capture_output=True, env=ENV,
     )
     return path
 
@@ -108,7 +114,7 @@ def main() -> int:
         show([*mtcd, "once", "--json"])
         print(f"  radio: {radio_state(sim.link)}")
     print("  The keystore holds no PIN in clear:")
-    for p in sorted((ROOT / "state").iterdir()):
+    for p in sorted((ROOT / "state").iterdir()):  # noqa: B007
         print(f"    {p.name:<16} {p.stat().st_mode & 0o777:04o}  {'contains the PIN!' if card_pin.encode() in p.read_bytes() else 'no PIN in clear'}")
 
     say("2. A foreign SIM in the gateway: refused, radio off, no PIN sent")
@@ -129,6 +135,7 @@ def main() -> int:
 
     say("4. What the gateway remembers")
     show([*mtcctl, "pin", "list"])
+    show([*mtcctl, "status"])
     show([*mtcctl, "history"])
     print(f"\nDemo files are in {ROOT}.  Configuration reference: config/mtcd.toml")
     return 0

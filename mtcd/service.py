@@ -11,7 +11,7 @@ from .datalink import Datalink, datalink_for
 from .errors import MtcdError
 from .gate import PairingOutcome, pair
 from .journal import PairingJournal
-from .keystore import Keystore
+from .sealers import open_keystore
 from .modem import Modem
 from .policy import PolicySettings
 from .transport import SerialTransport
@@ -92,7 +92,7 @@ class Gateway:
         modem.choose_dialect(self.config.modem.vendor)
         imei = modem.imei()
         imeisv = modem.imeisv()
-        keystore = Keystore.open(self.config.state_dir)
+        keystore, _ = open_keystore(self.config.state_dir, self.config.keystore.sealer)
         journal = PairingJournal(self.config.state_dir)
         self.uicc = Uicc(modem)
         outcome = pair(self.uicc, keystore, policy_settings(self.config), imei, imeisv)

@@ -71,11 +71,20 @@ class Gateway:
         )
         return self.config
 
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of this gateway's commands.  systemd-creds takes its
+        host secret from here, so tests never touch the machine's own
+        /var/lib/systemd/credential.secret; each test is another "host"."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MTCD")}
+        env["SYSTEMD_CREDENTIAL_SECRET"] = str(self.root / "host-credential.secret")
+        return env
+
     def mtcd(self, *args: str, timeout: float = 60) -> Run:
-        return _run([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(self.config), *args], None, timeout)
+        return _run([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(self.config), *args], None, timeout, self.env)
 
     def mtcctl(self, *args: str, stdin: str | None = None, timeout: float = 30) -> Run:
-        return _run([sys.executable, "-m", "mtcd.cli.ctl", "--config", str(self.config), *args], stdin, timeout)
+        return _run([sys.executable, "-m", "mtcd.cli.ctl", "--config", str(self.config), *args], stdin, timeout, self.env)
 
     def store_pin(self, iccid: str, pin: str = TEST_PIN) -> None:
         run = self.mtcctl("pin", "set", iccid, stdin=pin + "\n")
@@ -85,8 +94,7 @@ class Gateway:
         return {str(p): p.read_bytes() for p in self.state_dir.rglob("*") if p.is_file()}
 
 
-def _run(argv: list[str], stdin: str | None, timeout: float) -> Run:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MTCD")}
+def _run(argv: list[str], stdin: str | None, timeout: float, env: dict[str, str]) -> Run:
     done = subprocess.run(argv, input=stdin if stdin is not None else "", capture_output=True, text=True, timeout=timeout, env=env)
     return Run(done.returncode, done.stdout, done.stderr)
 

@@ -203,7 +203,7 @@ def test_no_pin_in_argv_or_environment_of_the_service(gateway):
         gateway.store_pin(str(card.iccid), LEAK_PIN)
         proc = subprocess.Popen(
             [sys.executable, "-m", "mtcd.cli.daemon", "--config", str(gateway.config), "run"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=gateway.env,
         )
         try:
             line = proc.stdout.readline()

@@ -233,3 +233,33 @@ def test_unreadable_file(tmp_path):
     path.mkdir()  # a directory: unreadable as a file even for root
     with pytest.raises(ConfigError, match=r"mtcd.toml: cannot read: Is a directory$"):
         load_config(path)
+
+
+# --- the PIN lifecycle keys ---
+
+@pytest.mark.parametrize("text, seconds", [('"90d"', 90 * 86400), ('"12h"', 43200), ('"30m"', 1800), ('"2w"', 1209600), ('"off"', None)])
+def test_rotate_every_durations(tmp_path, text, seconds):
+    p = tmp_path / "mtcd.toml"
+    p.write_text(f'[modem]\nport = "/dev/ttyUSB2"\n[policy]\nrotate_every = {text}\n')
+    assert load_config(p).policy.rotate_every == seconds
+
+
+@pytest.mark.parametrize("text", ['"90"', '"0d"', '"1y"', "90", '"-1d"', '""'])
+def test_bad_rotate_every(tmp_path, text):
+    p = tmp_path / "mtcd.toml"
+    p.write_text(f'[modem]\nport = "/dev/ttyUSB2"\n[policy]\nrotate_every = {text}\n')
+    with pytest.raises(ConfigError, match="policy.rotate_every must be"):
+        load_config(p)
+
+
+def test_lifecycle_defaults_and_sealer(tmp_path):
+    p = tmp_path / "mtcd.toml"
+    p.write_text('[modem]\nport = "/dev/ttyUSB2"\n')
+    c = load_config(p)
+    assert (c.policy.rotate_on_adopt, c.policy.rotate_every, c.policy.pin_length, c.keystore.sealer) == (True, None, 8, "auto")
+    p.write_text('[modem]\nport = "/dev/ttyUSB2"\n[keystore]\nsealer = "tpm"\n')
+    with pytest.raises(ConfigError, match="keystore.sealer must be one of"):
+        load_config(p)
+    p.write_text('[modem]\nport = "/dev/ttyUSB2"\n[policy]\npin_length = 9\n')
+    with pytest.raises(ConfigError, match="policy.pin_length must be an integer from 4 to 8"):
+        load_config(p)

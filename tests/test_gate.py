@@ -253,7 +253,7 @@ def _kill_while_presenting(gateway, modem) -> None:
     modem.fail_after("AT+CPIN=", "drop")  # the card acts, no answer comes back
     proc = subprocess.Popen(
         [sys.executable, "-m", "mtcd.cli.daemon", "--config", str(gateway.config), "once"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=gateway.env,
     )
     deadline = time.monotonic() + 30
     while not pin_presentations(modem.commands) and time.monotonic() < deadline:

@@ -19,7 +19,7 @@ import sys
 from ..errors import EXIT_DATAERR, EXIT_OK, MtcdError, UsageError
 from ..identity import Iccid
 from ..journal import PairingJournal
-from ..keystore import Keystore
+from ..sealers import open_keystore
 from ..secret import Pin
 from .common import ArgumentParser, add_config_option, config_from, print_json, run_main, setup_logging
 
@@ -74,7 +74,7 @@ def read_pin(prompt: str) -> Pin:
 def _pin_set(config, args) -> int:
     iccid = _iccid(args.iccid)
     pin = read_pin(f"PIN for SIM {iccid}: ")
-    keystore = Keystore.open(config.state_dir)
+    keystore = open_keystore(config.state_dir, config.keystore.sealer)[0]
     replaced = keystore.get(iccid) is not None
     keystore.set_pin(iccid, pin)
     PairingJournal(config.state_dir).append("pin-set", iccid=str(iccid), replaced=replaced)
@@ -93,7 +93,7 @@ def _entry_view(entry) -> dict:
 
 
 def _pin_list(config, args) -> int:
-    entries = [_entry_view(e) for e in Keystore.open(config.state_dir).entries()]
+    entries = [_entry_view(e) for e in open_keystore(config.state_dir, config.keystore.sealer)[0].entries()]
     if args.json:
         print_json(entries)
         return EXIT_OK
@@ -105,12 +105,12 @@ def _pin_list(config, args) -> int:
 
 
 def _status(config, args) -> int:
-    keystore = Keystore.open(config.state_dir)
+    keystore, sealer = open_keystore(config.state_dir, config.keystore.sealer)
     last = PairingJournal(config.state_dir).last("decision")
     status = {
         "state_dir": str(config.state_dir),
         "modem_port": config.modem.port,
-        "sealer": "file",
+        "sealer": sealer.describe(),
         "stored_pins": len(keystore),
         "last_decision": last,
     }

@@ -49,8 +49,8 @@ class SerialTransport:
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
         self._failure: BaseException | None = None
-        # After a timeout the abandoned command's late reply may still come;
-        # until the line has been quiet for a while, a late OK could end the
+        # After a timeout the abandoned command's late reply may still come
+        # (or never): until we are back in step, a late OK could end the
         # next command.
         self._needs_resync = False
         self._last_rx = 0.0
@@ -112,48 +112,62 @@ class SerialTransport:
         with self._command_lock:
             self._raise_failure()
             if self._needs_resync:
-                self._wait_for_quiet()
-            _drain(self._results)
-            with self._reader_lock:
-                data = self._reader.start(command)
-            log.debug("> %s", command.loggable)
-            try:
-                self._serial.write(data)
-                self._serial.flush()
-            except (serial.SerialException, OSError) as exc:
-                self._abandon()
-                raise ModemUnavailable(f"{self.port}: write failed: {_why(exc)}") from None
-            self.commands_sent += 1
-            try:
-                outcome = self._results.get(timeout=wait)
-            except queue.Empty:
-                self._abandon()
-                raise ModemUnavailable(
-                    f"{self.port}: no answer to {command.loggable} within {wait:g} s"
-                ) from None
-            if isinstance(outcome, BaseException):
-                self._abandon()
-                raise ModemUnavailable(f"{self.port}: {_why(outcome)}") from None
-            if isinstance(outcome, Prompt):
-                # No caller of ours sends prompt commands through execute().
-                self._abandon()
-                raise ModemUnavailable(f"{self.port}: unexpected prompt for {command.loggable}")
+                self._resync()
+            outcome = self._exchange(command, wait)
             log.debug("< %s %s", " | ".join(outcome.lines), _result_text(outcome))
             return outcome
+
+    def _exchange(self, command: AtCommand, wait: float) -> Response:
+        _drain(self._results)
+        with self._reader_lock:
+            data = self._reader.start(command)
+        log.debug("> %s", command.loggable)
+        try:
+            self._serial.write(data)
+            self._serial.flush()
+        except (serial.SerialException, OSError) as exc:
+            self._abandon()
+            raise ModemUnavailable(f"{self.port}: write failed: {_why(exc)}") from None
+        self.commands_sent += 1
+        try:
+            outcome = self._results.get(timeout=wait)
+        except queue.Empty:
+            self._abandon()
+            raise ModemUnavailable(
+                f"{self.port}: no answer to {command.loggable} within {wait:g} s"
+            ) from None
+        if isinstance(outcome, BaseException):
+            self._abandon()
+            raise ModemUnavailable(f"{self.port}: {_why(outcome)}") from None
+        if isinstance(outcome, Prompt):
+            # No caller of ours sends prompt commands through execute().
+            self._abandon()
+            raise ModemUnavailable(f"{self.port}: unexpected prompt for {command.loggable}")
+        return outcome
 
     def _abandon(self) -> None:
         with self._reader_lock:
             self._reader.abandon()
         self._needs_resync = True
 
-    def _wait_for_quiet(self, quiet: float = 1.0, limit: float = 10.0) -> None:
-        """Let a late reply to an abandoned command arrive and be dropped."""
+    def _resync(self) -> None:
+        """Get back in step after a timeout.  The abandoned command's reply
+        may come at any time, or never; no quiet spell proves it will not.
+        But a modem answers commands in order (V.250 §5.2), so a plain AT
+        sent now is answered after it: the first final result we see ends
+        the probe, and a second one, if the first was the late reply,
+        follows at once and is dropped as stray in the quiet spell after."""
+        self._exchange(AtCommand("AT", name="resync"), self.timeout)
+        self._wait_for_quiet()
+
+    def _wait_for_quiet(self, quiet: float = 0.3, limit: float = 10.0) -> None:
+        """Let the rest of a late reply arrive and be dropped."""
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             if time.monotonic() - self._last_rx >= quiet:
                 self._needs_resync = False
                 return
-            time.sleep(0.05)
+            time.sleep(0.02)
         raise ModemUnavailable(f"{self.port}: the modem keeps talking after a timeout")
 
     def _raise_failure(self) -> None:

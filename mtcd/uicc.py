@@ -62,9 +62,19 @@ class Uicc:
 
     def lock(self) -> SimLock:
         """`AT+CPIN?`, waiting a bounded time while the SIM is busy or not ready."""
+        # Whatever this reading ends in, an earlier one is no longer current.
+        self._lock = None
         deadline = time.monotonic() + self.settle_time
         while True:
-            state = self._read_lock()
+            try:
+                state = self._read_lock()
+            except ModemProtocolError:
+                # A SIM-state URC that crossed our query carries its prefix
+                # and lands in the reply (two codes): ask again, don't guess.
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(self.poll_interval)
+                continue
             if state not in _TRANSIENT or time.monotonic() >= deadline:
                 self._lock = state
                 return state
@@ -77,6 +87,7 @@ class Uicc:
             return _CME_TO_LOCK.get(exc.cme, SimLock.FAILURE)
 
     def iccid(self) -> Iccid | None:
+        self._iccid = None  # an earlier reading is no longer current, whatever happens
         self._iccid = self.modem.first_answer(self.modem.dialect.iccid_queries())
         return self._iccid
 

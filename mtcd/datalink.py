@@ -27,6 +27,8 @@ class DatalinkFailed(MtcdError):
 
 
 class Datalink:
+    """Backend "none": the radio only; others add their own bring-up."""
+
     name = "none"
 
     def __init__(self, modem: Modem):
@@ -37,11 +39,30 @@ class Datalink:
             raise TypeError("a data link comes up only for a paired SIM")
         try:
             self.modem.switch_radio_on()
+            self._bring_up()
         except CommandFailed as exc:
+            self._close_after_failure()
             raise DatalinkFailed(f"radio on failed: {exc}") from None
+        except DatalinkFailed:
+            # Half up is not up: leave nothing on the air we do not manage.
+            self._close_after_failure()
+            raise
 
     def down(self) -> None:
+        self._take_down()
         self.modem.switch_radio_off()
+
+    def _bring_up(self) -> None:
+        pass
+
+    def _take_down(self) -> None:
+        pass
+
+    def _close_after_failure(self) -> None:
+        try:
+            self.down()
+        except MtcdError as exc:
+            log.warning("closing the half-open link: %s", exc)
 
 
 class AtDatalink(Datalink):
@@ -53,20 +74,18 @@ class AtDatalink(Datalink):
         super().__init__(modem)
         self.apn, self.pdp_type, self.cid = apn, pdp_type, cid
 
-    def up(self, proof: Paired) -> None:
-        super().up(proof)
+    def _bring_up(self) -> None:
         try:
             self.modem.run(commands.define_pdp_context(self.cid, self.pdp_type, self.apn))
             self.modem.run(commands.activate_pdp_context(self.cid, True))
         except CommandFailed as exc:
             raise DatalinkFailed(f"PDP context activation failed: {exc}") from None
 
-    def down(self) -> None:
+    def _take_down(self) -> None:
         try:
             self.modem.run(commands.activate_pdp_context(self.cid, False))
         except CommandFailed as exc:
             log.info("PDP deactivation: %s (the radio goes off anyway)", exc)
-        super().down()
 
 
 class CommandDatalink(Datalink):
@@ -78,25 +97,29 @@ class CommandDatalink(Datalink):
         super().__init__(modem)
         self.up_argv, self.down_argv, self.timeout = list(up_argv), list(down_argv), timeout
 
-    def up(self, proof: Paired) -> None:
-        super().up(proof)
+    def _bring_up(self) -> None:
         self._run(self.up_argv, "up")
 
-    def down(self) -> None:
+    def _take_down(self) -> None:
         if self.down_argv:
             try:
                 self._run(self.down_argv, "down")
             except DatalinkFailed as exc:
                 log.warning("%s", exc)
-        super().down()
 
     def _run(self, argv: list[str], what: str) -> None:
         try:
             done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=self.timeout, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise DatalinkFailed(f"datalink {what} command {argv[0]!r} failed: {exc}") from None
+            raise DatalinkFailed(f"datalink {what} command {argv[0]!r} failed: {_why(exc)}") from None
         if done.returncode != 0:
             raise DatalinkFailed(f"datalink {what} command {argv[0]!r} exited with {done.returncode}")
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, subprocess.TimeoutExpired):
+        return f"no exit within {exc.timeout:g} s"
+    return getattr(exc, "strerror", None) or type(exc).__name__
 
 
 def datalink_for(config: DatalinkConfig, modem: Modem) -> Datalink:

@@ -126,6 +126,9 @@ def _present(uicc: Uicc, keystore: Keystore, obs: Observations, which: str) -> O
     field = "presented" if which == CURRENT else "presented_pending"
     if outcome is PinOutcome.REJECTED:
         keystore.record_rejected(obs.iccid, which)
+        # What the card asks for now (SIM PIN, or SIM PUK after its last
+        # attempt): the UICC layer sends nothing more without a fresh reading.
+        obs = obs.with_(lock=uicc.lock())
     elif outcome is PinOutcome.ACCEPTED:
         keystore.record_accepted(obs.iccid, obs.imei.value if obs.imei else None, which)
         # The card is now initialising (SIM busy for a while); wait for READY.

@@ -11,6 +11,7 @@ from .datalink import Datalink, datalink_for
 from .errors import MtcdError
 from .gate import PairingOutcome, pair
 from .journal import PairingJournal
+from .lifecycle import Lifecycle, LifecycleRefused, now_utc, rotation_due
 from .sealers import open_keystore
 from .modem import Modem
 from .policy import PolicySettings
@@ -83,29 +84,56 @@ class Gateway:
     def __exit__(self, *exc) -> None:
         self.transport.close()
 
-    def pair_once(self) -> Report:
+    def start(self) -> None:
+        """Open the session: echo off, radio off, identities, keystore."""
         modem = self.modem
         modem.initialise()
         # Radio off before anything else: a modem powers up with CFUN=1 and
         # would attach by itself with a SIM whose PIN is disabled.
         modem.switch_radio_off()
         modem.choose_dialect(self.config.modem.vendor)
-        imei = modem.imei()
-        imeisv = modem.imeisv()
-        keystore, _ = open_keystore(self.config.state_dir, self.config.keystore.sealer)
-        journal = PairingJournal(self.config.state_dir)
+        self.imei = modem.imei()
+        self.imeisv = modem.imeisv()
+        self.keystore, self.sealer = open_keystore(self.config.state_dir, self.config.keystore.sealer)
+        self.journal = PairingJournal(self.config.state_dir)
         self.uicc = Uicc(modem)
-        outcome = pair(self.uicc, keystore, policy_settings(self.config), imei, imeisv)
-        _journal_decision(journal, outcome)
+
+    def pair(self) -> PairingOutcome:
+        """One pairing decision, journalled; the link is not touched."""
+        outcome = pair(self.uicc, self.keystore, policy_settings(self.config), self.imei, self.imeisv)
+        _journal_decision(self.journal, outcome)
+        return outcome
+
+    def lifecycle(self) -> Lifecycle:
+        return Lifecycle(self.uicc, self.keystore, self.journal, self.config.policy, self.imei)
+
+    def pair_once(self) -> Report:
+        self.start()
+        outcome = self.pair()
         if outcome.paired:
+            self._rotate_if_due(outcome.iccid)
             self.datalink.up(outcome.decision)
             self.link_up = True
-            log.info("paired: ICCID %s, IMEI %s, link up (%s)", outcome.iccid, imei, self.datalink.name)
+            log.info("paired: ICCID %s, IMEI %s, link up (%s)", outcome.iccid, self.imei, self.datalink.name)
         else:
-            if modem.radio_on is not False:
-                modem.switch_radio_off()
+            if self.modem.radio_on is not False:
+                self.modem.switch_radio_off()
             log.warning("refused: %s (%s); radio off", outcome.reason.value, outcome.decision.detail)
         return _report(outcome, self.link_up)
+
+    def _rotate_if_due(self, iccid) -> None:
+        """Compromised, transport or old PINs are changed while the SIM is
+        unlocked, before the link comes up.  A failed change does not keep
+        a paired SIM off the network: it is journalled and tried again."""
+        entry = self.keystore.get(iccid)
+        reason = rotation_due(entry, self.config.policy, now_utc())
+        if reason is None:
+            return
+        try:
+            result = self.lifecycle().rotate(reason)
+            log.info("PIN rotation (%s): %s", reason, result.detail)
+        except LifecycleRefused as exc:
+            log.warning("PIN rotation (%s) not done: %s", reason, exc)
 
     def close_gate(self) -> None:
         """Link down and radio off (service stop)."""

@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 import time
 
+from . import apdu
 from .at import commands, parsers
 from .errors import CommandFailed, ModemProtocolError, ModemUnavailable
 from .identity import Iccid, Imsi
 from .modem import Modem
 from .policy import PinOutcome
-from .secret import Pin
+from .secret import Pin, Puk
 from .simlock import PinAttempts, SimLock
 
 log = logging.getLogger("mtcd.uicc")
@@ -107,16 +108,51 @@ class Uicc:
         except (CommandFailed, ModemProtocolError):
             return None
 
+    def puk_attempts(self) -> int | None:
+        """PUK1 attempts left: from the counters the dialect reads, else the
+        UNBLOCK PIN APDU with no data (63Cx).  Neither spends an attempt."""
+        attempts = self.attempts()
+        if attempts is not None and attempts.puk1 is not None:
+            return attempts.puk1
+        try:
+            raw = parsers.parse_csim(self.modem.run(commands.generic_sim_access(apdu.unblock_query().tpdu())).lines)
+            return apdu.remaining_attempts(apdu.ApduResponse.parse(raw))
+        except (CommandFailed, ModemProtocolError):
+            return None
+
     def present_pin(self, pin: Pin, for_iccid: Iccid) -> PinOutcome:
         """Send PIN1 once.  Never retried here: a lost answer is UNKNOWN."""
-        if self._lock is not SimLock.SIM_PIN:
-            raise PresentationRefused("the SIM is not asking for exactly SIM PIN")
-        if self._iccid is None or self._iccid != for_iccid:
-            raise PresentationRefused("the PIN was not looked up for the ICCID of this card")
+        self._require(SimLock.SIM_PIN, for_iccid, "the SIM is not asking for exactly SIM PIN")
+        return self._send_secret(commands.enter_pin(pin))
+
+    def change_pin(self, old: Pin, new: Pin, for_iccid: Iccid) -> PinOutcome:
+        """AT+CPWD on an unlocked card (TS 27.007 §7.5).  A wrong old PIN
+        costs an attempt, so only the PIN the card just accepted is given."""
+        self._require(SimLock.READY, for_iccid, "a PIN is only changed on an unlocked SIM")
+        return self._send_secret(commands.change_pin(old, new))
+
+    def enable_pin(self, pin: Pin, for_iccid: Iccid) -> PinOutcome:
+        """AT+CLCK="SC",1 on an unlocked card whose PIN is disabled."""
+        self._require(SimLock.READY, for_iccid, "the PIN is only enabled on an unlocked SIM")
+        return self._send_secret(commands.set_pin_enabled(True, pin))
+
+    def unblock(self, puk: Puk, new_pin: Pin, for_iccid: Iccid) -> PinOutcome:
+        """AT+CPIN="<puk>","<new>": only ever called for a person who typed
+        the PUK (guarantee 2), and only when the card asks for exactly it."""
+        self._require(SimLock.SIM_PUK, for_iccid, "the SIM is not asking for its PUK")
+        return self._send_secret(commands.enter_puk(puk, new_pin))
+
+    def _require(self, lock: SimLock, iccid: Iccid, why: str) -> None:
+        if self._lock is not lock:
+            raise PresentationRefused(why)
+        if self._iccid is None or self._iccid != iccid:
+            raise PresentationRefused("the secret was not looked up for the ICCID of this card")
+
+    def _send_secret(self, command) -> PinOutcome:
         # Whatever happens next, the lock state we saw is no longer current.
         self._lock = None
         try:
-            response = self.modem.transport.execute(commands.enter_pin(pin))
+            response = self.modem.transport.execute(command)
         except ModemUnavailable:
             return PinOutcome.UNKNOWN
         if response.result.ok:
@@ -124,5 +160,5 @@ class Uicc:
         if response.result.code in (CME_INCORRECT_PASSWORD, CME_SIM_PUK_REQUIRED):
             # 12: that was the last attempt and the card now wants its PUK.
             return PinOutcome.REJECTED
-        log.warning("PIN presentation ended with %s; outcome unknown", response.result.kind)
+        log.warning("%s ended with %s; outcome unknown", command.loggable, response.result.kind)
         return PinOutcome.UNKNOWN

@@ -90,6 +90,27 @@ class Gateway:
         run = self.mtcctl("pin", "set", iccid, stdin=pin + "\n")
         assert run.returncode == 0, run.stderr
 
+    def keystore(self):
+        """The gateway's keystore, opened in this process as the commands open it."""
+        from mtcd.config import load_config
+        from mtcd.sealers import open_keystore
+
+        saved = os.environ.get("SYSTEMD_CREDENTIAL_SECRET")
+        os.environ["SYSTEMD_CREDENTIAL_SECRET"] = self.env["SYSTEMD_CREDENTIAL_SECRET"]
+        try:
+            config = load_config(self.config)
+            return open_keystore(config.state_dir, config.keystore.sealer)[0]
+        finally:
+            if saved is None:
+                del os.environ["SYSTEMD_CREDENTIAL_SECRET"]
+            else:
+                os.environ["SYSTEMD_CREDENTIAL_SECRET"] = saved
+
+    def history(self) -> list[dict]:
+        import json
+
+        return json.loads(self.mtcctl("history", "--json").stdout)
+
     def every_state_file(self) -> dict[str, bytes]:
         return {str(p): p.read_bytes() for p in self.state_dir.rglob("*") if p.is_file()}
 

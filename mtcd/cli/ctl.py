@@ -1,12 +1,21 @@
 """`mtcctl`: local maintenance for field technicians and device agents.
 
-    mtcctl [--config PATH] pin set ICCID     PIN from stdin (or a no-echo prompt on a TTY)
-    mtcctl [--config PATH] pin list [--json] ICCIDs and dates, never PINs
-    mtcctl [--config PATH] status [--json]   last decision, stored PINs
-    mtcctl [--config PATH] history [--json]  the pairing journal
+    mtcctl pin set ICCID [--transport]   PIN from stdin (or a no-echo prompt on a TTY)
+    mtcctl pin list [--json]             ICCIDs, states and dates, never PINs
+    mtcctl pin stage ICCID [--json]      the PIN an over-the-air change will set (stdin)
+    mtcctl pin rotate [--length N] [--json]  change the inserted SIM's PIN now
+    mtcctl pin forget ICCID              drop a stored PIN
+    mtcctl pair [--json]                 adopt the inserted SIM (transport PIN on stdin)
+    mtcctl compromise [--json]           presume every stored PIN known; rotate them
+    mtcctl sim unblock [--allow-last-attempt]  PUK and new PIN on stdin, two lines
+    mtcctl status [--json]               last decision, stored PINs, sealer
+    mtcctl history [--json]              the pairing journal
+(all take --config PATH)
 
-Exit codes: 0 done, 64 usage, 65 bad PIN/ICCID input or damaged keystore,
-74 state directory not writable, 78 configuration error.
+Exit codes: 0 done, 1 refused (the SIM or the store is not in a state for
+it; the reason is printed), 64 usage, 65 bad PIN/ICCID input or damaged
+keystore, 69 modem unavailable, 74 state directory not writable,
+78 configuration error.
 A PIN is never taken from argv or the environment: those are visible to
 every user through /proc.
 """
@@ -16,11 +25,14 @@ from __future__ import annotations
 import getpass
 import sys
 
-from ..errors import EXIT_DATAERR, EXIT_OK, MtcdError, UsageError
+from ..errors import EXIT_DATAERR, EXIT_OK, ModemUnavailable, MtcdError, UsageError
 from ..identity import Iccid
 from ..journal import PairingJournal
 from ..sealers import open_keystore
-from ..secret import Pin
+from ..keystore import STAGED
+from ..lifecycle import COMPROMISED, REQUESTED, LifecycleRefused, check_change_allowed
+from ..secret import Pin, Puk
+from ..service import Gateway
 from .common import ArgumentParser, add_config_option, config_from, print_json, run_main, setup_logging
 
 PROG = "mtcctl"
@@ -40,8 +52,28 @@ def _parser() -> ArgumentParser:
     pin_sub.required = True
     pin_set = pin_sub.add_parser("set", help="store the PIN for a SIM (PIN read from stdin)")
     pin_set.add_argument("iccid")
+    pin_set.add_argument("--transport", action="store_true",
+                         help="it is the operator's transport PIN: replace it when the SIM is first paired")
     pin_list = pin_sub.add_parser("list", help="list SIMs with a stored PIN")
     pin_list.add_argument("--json", action="store_true")
+    pin_stage = pin_sub.add_parser("stage", help="store the PIN an over-the-air change is about to set (stdin)")
+    pin_stage.add_argument("iccid")
+    pin_stage.add_argument("--json", action="store_true")
+    pin_rotate = pin_sub.add_parser("rotate", help="change the inserted SIM's PIN to a fresh random one")
+    pin_rotate.add_argument("--length", type=int, choices=range(4, 9), metavar="4..8")
+    pin_rotate.add_argument("--json", action="store_true")
+    pin_forget = pin_sub.add_parser("forget", help="drop the PIN stored for a SIM")
+    pin_forget.add_argument("iccid")
+    adopt = sub.add_parser("pair", help="adopt the inserted SIM: transport PIN on stdin, replaced by a fresh one")
+    adopt.add_argument("--json", action="store_true")
+    compromise = sub.add_parser("compromise", help="presume every stored PIN known to an attacker; rotate them")
+    compromise.add_argument("--json", action="store_true")
+    sim = sub.add_parser("sim", help="the inserted SIM")
+    sim_sub = sim.add_subparsers(dest="sim_command", metavar="ACTION")
+    sim_sub.required = True
+    unblock = sim_sub.add_parser("unblock", help="unblock with the PUK (PUK and new PIN on stdin, two lines)")
+    unblock.add_argument("--allow-last-attempt", action="store_true")
+    unblock.add_argument("--json", action="store_true")
     status = sub.add_parser("status", help="last pairing decision and keystore summary")
     status.add_argument("--json", action="store_true")
     history = sub.add_parser("history", help="the pairing journal")
@@ -56,19 +88,23 @@ def _iccid(text: str) -> Iccid:
         raise BadInput(f"invalid ICCID: {exc}") from None
 
 
-def read_pin(prompt: str) -> Pin:
-    """One PIN from a no-echo prompt on a terminal, else one line of stdin."""
+def read_secret(kind, prompt: str):
+    """One PIN or PUK from a no-echo prompt on a terminal, else one line of stdin."""
     if sys.stdin.isatty():
         text = getpass.getpass(prompt)
     else:
         text = sys.stdin.readline()
     text = text.strip()
     if not text:
-        raise BadInput("no PIN given on standard input")
+        raise BadInput(f"no {kind.kind} given on standard input")
     try:
-        return Pin(text)
+        return kind(text)
     except ValueError as exc:  # the message names the rule, never the value
-        raise BadInput(f"invalid PIN: {exc}") from None
+        raise BadInput(f"invalid {kind.kind}: {exc}") from None
+
+
+def read_pin(prompt: str) -> Pin:
+    return read_secret(Pin, prompt)
 
 
 def _pin_set(config, args) -> int:
@@ -76,8 +112,8 @@ def _pin_set(config, args) -> int:
     pin = read_pin(f"PIN for SIM {iccid}: ")
     keystore = open_keystore(config.state_dir, config.keystore.sealer)[0]
     replaced = keystore.get(iccid) is not None
-    keystore.set_pin(iccid, pin)
-    PairingJournal(config.state_dir).append("pin-set", iccid=str(iccid), replaced=replaced)
+    keystore.set_pin(iccid, pin, transport=args.transport)
+    PairingJournal(config.state_dir).append("pin-set", iccid=str(iccid), replaced=replaced, transport=args.transport)
     print(f"stored the PIN for {iccid}" + (" (replaced the previous one)" if replaced else ""))
     return EXIT_OK
 
@@ -86,8 +122,11 @@ def _entry_view(entry) -> dict:
     return {
         "iccid": str(entry.iccid),
         "state": entry.state,
+        "pending": entry.pending_origin,  # null, "rotation" or "staged"
+        "transport": entry.transport,
         "created": entry.created,
         "updated": entry.updated,
+        "rotated": entry.rotated,
         "last_imei": entry.last_imei,
     }
 
@@ -100,8 +139,90 @@ def _pin_list(config, args) -> int:
     if not entries:
         print("no PINs stored")
     for e in entries:
-        print(f"{e['iccid']}  {e['state']:<9} created {e['created']}  updated {e['updated']}")
+        marks = [m for m, on in (("pending " + str(e["pending"]), e["pending"]), ("transport PIN", e["transport"])) if on]
+        extra = f"  ({', '.join(marks)})" if marks else ""
+        print(f"{e['iccid']}  {e['state']:<11} created {e['created']}  changed {e['rotated']}{extra}")
     return EXIT_OK
+
+
+def _result(args, iccid, outcome: str, detail: str) -> int:
+    if args.json:
+        print_json({"iccid": str(iccid) if iccid else None, "outcome": outcome, "detail": detail})
+    else:
+        print(detail)
+    return EXIT_OK
+
+
+def _pin_stage(config, args) -> int:
+    check_change_allowed(config.policy)
+    iccid = _iccid(args.iccid)
+    keystore = open_keystore(config.state_dir, config.keystore.sealer)[0]
+    if keystore.get(iccid) is None:
+        raise LifecycleRefused(f"no PIN is stored for {iccid}; store its current PIN first (mtcctl pin set)")
+    pin = read_pin(f"new PIN for SIM {iccid}: ")
+    keystore.stage_pending(iccid, pin, STAGED)
+    PairingJournal(config.state_dir).append("pin-staged", iccid=str(iccid))
+    return _result(args, iccid, "staged", f"staged the new PIN for {iccid}; change the SIM over the air now")
+
+
+def _pin_forget(config, args) -> int:
+    iccid = _iccid(args.iccid)
+    keystore = open_keystore(config.state_dir, config.keystore.sealer)[0]
+    if keystore.forget(iccid):
+        PairingJournal(config.state_dir).append("pin-forgotten", iccid=str(iccid))
+        print(f"forgot the PIN of {iccid}")
+    else:
+        print(f"no PIN was stored for {iccid}")
+    return EXIT_OK
+
+
+def _with_paired_sim(config, action):
+    """Open the modem (the service must not hold it), pair the inserted SIM
+    without bringing a link up, run `action`, and leave the radio off."""
+    with Gateway(config) as gateway:
+        gateway.start()
+        outcome = gateway.pair()
+        if not outcome.paired:
+            raise LifecycleRefused(f"the inserted SIM is not paired: {outcome.reason.value}: {outcome.decision.detail}")
+        return outcome.iccid, action(gateway)
+
+
+def _pin_rotate(config, args) -> int:
+    iccid, result = _with_paired_sim(config, lambda g: g.lifecycle().rotate(REQUESTED, args.length))
+    return _result(args, iccid, result.outcome, result.detail)
+
+
+def _adopt(config, args) -> int:
+    pin = read_secret(Pin, "transport PIN of the inserted SIM: ")
+    with Gateway(config) as gateway:
+        gateway.start()
+        result = gateway.lifecycle().adopt(pin, gateway.pair)
+        iccid = gateway.uicc.iccid()
+    return _result(args, iccid, result.outcome, f"adopted {iccid}: " + result.detail)
+
+
+def _compromise(config, args) -> int:
+    keystore = open_keystore(config.state_dir, config.keystore.sealer)[0]
+    marked = keystore.mark_compromised()
+    PairingJournal(config.state_dir).append("pins-compromised", count=marked)
+    try:
+        iccid, result = _with_paired_sim(config, lambda g: g.lifecycle().rotate(COMPROMISED))
+    except (ModemUnavailable, LifecycleRefused) as exc:
+        raise type(exc)(
+            f"{marked} stored PINs marked compromised (each is rotated when its SIM is next paired); "
+            f"the inserted SIM was not rotated now: {exc}"
+        ) from None
+    return _result(args, iccid, result.outcome, f"{marked} stored PINs marked compromised; inserted SIM: {result.detail}")
+
+
+def _unblock(config, args) -> int:
+    puk = read_secret(Puk, "PUK: ")
+    new_pin = read_secret(Pin, "new PIN: ")
+    with Gateway(config) as gateway:
+        gateway.start()
+        result = gateway.lifecycle().unblock(puk, new_pin, args.allow_last_attempt)
+        iccid = gateway.uicc.iccid()
+    return _result(args, iccid, result.outcome, result.detail)
 
 
 def _status(config, args) -> int:
@@ -146,7 +267,14 @@ def _body(argv: list[str]) -> int:
     setup_logging(PROG, args.verbose)
     config = config_from(args)
     if args.command == "pin":
-        return {"set": _pin_set, "list": _pin_list}[args.pin_command](config, args)
+        actions = {"set": _pin_set, "list": _pin_list, "stage": _pin_stage, "rotate": _pin_rotate, "forget": _pin_forget}
+        return actions[args.pin_command](config, args)
+    if args.command == "pair":
+        return _adopt(config, args)
+    if args.command == "compromise":
+        return _compromise(config, args)
+    if args.command == "sim":
+        return _unblock(config, args)
     if args.command == "status":
         return _status(config, args)
     if args.command == "history":

@@ -1,0 +1,227 @@
+"""The PIN lifecycle on the card: rotation, adoption of a new SIM, and a
+person's unblocking with the PUK.
+
+TR 33.868 answers a gateway that may be compromised ("all the PINs are
+known to an attacker") by changing PINs: on the spot when a SIM is put into
+a gateway, and remotely.  The ordering rule that keeps guarantee 5 (an
+interrupted change never locks the gateway out of its own SIM): the new PIN
+is sealed in the keystore as *pending*, and fsynced, before the card is
+asked to change; it becomes *current* only after the card said OK.  Until
+then the pairing step tries current, then pending, each once, each only
+while the retry guard allows (mtcd.policy).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from .config import PolicyConfig
+from .errors import MtcdError
+from .identity import Iccid, Imei
+from .journal import PairingJournal
+from .keystore import CURRENT, ROTATION, STAGED, Keystore, PinEntry
+from .policy import PinOutcome
+from .secret import Pin, Puk
+from .simlock import SimLock
+from .uicc import Uicc
+
+log = logging.getLogger("mtcd.lifecycle")
+
+# Reasons a rotation is due (journal vocabulary).
+COMPROMISED = "compromised"
+ADOPTED = "adopted"
+SCHEDULED = "scheduled"
+REQUESTED = "requested"
+
+
+class LifecycleRefused(MtcdError):
+    """The card or the store is not in a state where this change is safe.
+    Example: a rotation asked for while an over-the-air PIN is staged."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class ChangeResult:
+    outcome: str  # "done" | "interrupted" (the card's answer was lost)
+    detail: str
+
+
+def rotation_due(entry: PinEntry, policy: PolicyConfig, now: datetime) -> str | None:
+    """Why the PIN of a freshly paired SIM should be changed now, if at all."""
+    if entry.compromised:
+        return COMPROMISED
+    if entry.transport and policy.rotate_on_adopt:
+        return ADOPTED
+    if policy.rotate_every is not None and entry.rotated is not None:
+        age = (now - datetime.fromisoformat(entry.rotated)).total_seconds()
+        if age >= policy.rotate_every:
+            return SCHEDULED
+    return None
+
+
+def check_change_allowed(policy: PolicyConfig) -> None:
+    """A change that is cut short leaves two candidates; the gateway may
+    spend one attempt on the wrong one and must still be allowed to try the
+    other, which the guard only allows at min_retries = 2."""
+    if policy.min_retries > 2:
+        raise LifecycleRefused(
+            "PIN changes need policy.min_retries = 2: after an interrupted change the "
+            "gateway must be able to spend one attempt on the old PIN and still try the new one"
+        )
+
+
+class Lifecycle:
+    """PIN changes on the inserted SIM, with the keystore and journal."""
+
+    def __init__(self, uicc: Uicc, keystore: Keystore, journal: PairingJournal, policy: PolicyConfig, imei: Imei):
+        self.uicc = uicc
+        self.keystore = keystore
+        self.journal = journal
+        self.policy = policy
+        self.imei = imei
+
+    # -- rotation -------------------------------------------------------------
+    def rotate(self, reason: str, length: int | None = None) -> ChangeResult:
+        """Replace the inserted, unlocked SIM's PIN by a fresh random one."""
+        check_change_allowed(self.policy)
+        iccid = self._unlocked_card()
+        entry = self.keystore.get(iccid)
+        if entry is None:
+            raise LifecycleRefused(f"no PIN is stored for the inserted SIM {iccid}")
+        if entry.rejected:
+            raise LifecycleRefused(f"the stored PIN of {iccid} was rejected; store the right one first")
+        if entry.pending_pin is not None and entry.pending_origin == STAGED:
+            raise LifecycleRefused(
+                f"a PIN is staged for an over-the-air change of {iccid}; it is settled at the next pairing"
+            )
+        self._guard(iccid)
+        new = Pin.generate(length or self.policy.pin_length)
+        # Sealed and fsynced before the card hears of it (guarantee 5).
+        self.keystore.stage_pending(iccid, new, ROTATION)
+        self.journal.append("pin-rotation-started", iccid=str(iccid), reason=reason)
+        outcome = self.uicc.change_pin(entry.pin, new, iccid)
+        return self._settle_change(iccid, outcome, reason)
+
+    def _settle_change(self, iccid: Iccid, outcome: PinOutcome, reason: str) -> ChangeResult:
+        if outcome is PinOutcome.ACCEPTED:
+            self.keystore.promote_pending(iccid, self.imei.value)
+            self.journal.append("pin-rotated", iccid=str(iccid), reason=reason)
+            log.info("PIN of %s rotated (%s)", iccid, reason)
+            return ChangeResult("done", f"the PIN of {iccid} was changed")
+        if outcome is PinOutcome.REJECTED:
+            # The card does not hold the PIN we gave as the old one.
+            self.keystore.discard_pending(iccid)
+            self.keystore.record_rejected(iccid, CURRENT)
+            self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason, why="old PIN rejected")
+            raise LifecycleRefused(f"the SIM {iccid} rejected its stored PIN; the change was not made")
+        # Lost answer: both PINs stay; the next pairing settles which one the card has.
+        self.journal.append("pin-rotation-interrupted", iccid=str(iccid), reason=reason)
+        log.warning("the SIM's answer to the PIN change was lost; the next pairing settles it")
+        return ChangeResult("interrupted", "the card's answer was lost; the next pairing settles it")
+
+    # -- adoption -------------------------------------------------------------
+    def adopt(self, transport_pin: Pin, pair) -> ChangeResult:
+        """Take a SIM into this gateway with the operator's transport PIN:
+        verify it, enable the PIN if needed, and change it to a fresh one.
+        `pair` runs the pairing gate (mtcd.gate.pair with this session)."""
+        check_change_allowed(self.policy)
+        lock = self.uicc.lock()
+        iccid = self.uicc.iccid()
+        if iccid is None:
+            raise LifecycleRefused("the SIM's ICCID cannot be read")
+        if lock is SimLock.SIM_PIN:
+            self.keystore.set_pin(iccid, transport_pin, transport=True)
+            self.journal.append("pin-set", iccid=str(iccid), replaced=False, transport=True)
+            outcome = pair()
+            if not outcome.paired:
+                raise LifecycleRefused(f"the SIM was not unlocked: {outcome.reason.value}: {outcome.decision.detail}")
+        elif lock is SimLock.READY:
+            enabled = self.uicc.pin_enabled()
+            if enabled is None:
+                raise LifecycleRefused("cannot tell whether the SIM's PIN is enabled")
+            self.keystore.set_pin(iccid, transport_pin, transport=True)
+            self.journal.append("pin-set", iccid=str(iccid), replaced=False, transport=True)
+            if not enabled:
+                self._enable(iccid, transport_pin)
+        elif lock is SimLock.SIM_PUK:
+            raise LifecycleRefused("the SIM is PUK-blocked; unblock it first (mtcctl sim unblock)")
+        else:
+            raise LifecycleRefused(f"the SIM reports {lock.value}; it cannot be adopted")
+        result = self.rotate(ADOPTED)
+        self.journal.append("sim-adopted", iccid=str(iccid), imei=self.imei.value, outcome=result.outcome)
+        return result
+
+    def _enable(self, iccid: Iccid, pin: Pin) -> None:
+        attempts = self._guard(iccid)
+        # A wrong PIN here costs an attempt: mark it like a presentation.
+        self.keystore.begin_attempt(iccid, attempts_before=attempts, which=CURRENT)
+        outcome = self.uicc.enable_pin(pin, iccid)
+        if outcome is PinOutcome.ACCEPTED:
+            self.keystore.record_accepted(iccid, self.imei.value)
+            self.journal.append("pin-enabled", iccid=str(iccid))
+        elif outcome is PinOutcome.REJECTED:
+            self.keystore.record_rejected(iccid, CURRENT)
+            raise LifecycleRefused("the SIM rejected the transport PIN")
+        else:
+            raise LifecycleRefused("the SIM's answer to enabling its PIN was lost; run the adoption again")
+
+    # -- unblocking, only ever for a person -----------------------------------
+    def unblock(self, puk: Puk, new_pin: Pin, allow_last_attempt: bool = False) -> ChangeResult:
+        lock = self.uicc.lock()
+        if lock is not SimLock.SIM_PUK:
+            raise LifecycleRefused(f"the SIM is not blocked (it reports {lock.value})")
+        iccid = self.uicc.iccid()
+        if iccid is None:
+            raise LifecycleRefused("the SIM's ICCID cannot be read")
+        left = self.uicc.puk_attempts()
+        if left is not None and left < 2 and not allow_last_attempt:
+            raise LifecycleRefused(
+                f"{left} PUK attempt left: a wrong PUK now kills the card for good "
+                "(use --allow-last-attempt if you are sure)"
+            )
+        existing = self.keystore.get(iccid)
+        # The card may take the new PIN even if its answer is lost: keep it first.
+        if existing is not None:
+            self.keystore.stage_pending(iccid, new_pin, STAGED)
+        else:
+            self.keystore.set_pin(iccid, new_pin)
+        outcome = self.uicc.unblock(puk, new_pin, iccid)
+        if outcome is PinOutcome.ACCEPTED:
+            if existing is not None:
+                self.keystore.promote_pending(iccid, self.imei.value)
+            self.journal.append("sim-unblocked", iccid=str(iccid))
+            return ChangeResult("done", f"{iccid} unblocked; its new PIN is stored")
+        if outcome is PinOutcome.REJECTED:
+            if existing is not None:
+                self.keystore.discard_pending(iccid)
+            else:
+                self.keystore.forget(iccid)
+            left = self.uicc.puk_attempts()
+            self.journal.append("sim-unblock-failed", iccid=str(iccid), puk_retries=left)
+            raise LifecycleRefused(f"the PUK was rejected ({left if left is not None else 'unknown'} PUK attempts left)")
+        self.journal.append("sim-unblock-interrupted", iccid=str(iccid))
+        return ChangeResult("interrupted", "the card's answer was lost; the new PIN is kept as pending")
+
+    # -- helpers ----------------------------------------------------------------
+    def _unlocked_card(self) -> Iccid:
+        lock = self.uicc.lock()
+        if lock is not SimLock.READY:
+            raise LifecycleRefused(f"the SIM must be unlocked for a PIN change (it reports {lock.value})")
+        iccid = self.uicc.iccid()
+        if iccid is None:
+            raise LifecycleRefused("the SIM's ICCID cannot be read")
+        return iccid
+
+    def _guard(self, iccid: Iccid) -> int | None:
+        attempts = self.uicc.attempts()
+        left = attempts.pin1 if attempts is not None else None
+        if left is not None and left < self.policy.min_retries:
+            raise LifecycleRefused(f"{left} PIN attempts left on {iccid}, below the guard of {self.policy.min_retries}")
+        return left
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)

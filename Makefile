@@ -41,6 +41,7 @@ demo: venv
 
 bench: venv
 	$(PY) bench/commands_to_pair.py
+	$(PY) bench/keystore_scale.py
 
 # Real modem and SIM on the bench: make hw-test MODEM=/dev/ttyUSB2
 hw-test: venv

@@ -252,6 +252,20 @@ class Keystore:
         self._commit([entry])
         return entry
 
+    def set_pins(self, pins: list[tuple[Iccid, Pin]]) -> None:
+        """Store many new PINs in one write (provisioning a fleet's SIMs)."""
+        now = _now()
+        entries = []
+        for iccid, pin in pins:
+            if not isinstance(pin, Pin):
+                raise TypeError("set_pins needs Pin values")
+            old = self.get(iccid)
+            entries.append(PinEntry(iccid=iccid, pin=pin, pending_pin=None, state=ACTIVE,
+                                    created=old.created if old else now, updated=now,
+                                    last_imei=None, rotated=now))
+        if entries:
+            self._commit(entries)
+
     def stage_pending(self, iccid: Iccid, pin: Pin, origin: str) -> PinEntry:
         """Keep `pin` as the PIN the card may hold next.  Written (and fsynced)
         before the card is asked to change, so no power cut can leave the card

@@ -561,3 +561,24 @@ def test_any_pin_round_trips_sealed(tmp_path_factory, iccid_, digits):
     sealed_part = (state / "keystore.json").read_bytes().replace(iccid_.value.encode(), b"")
     if len(digits) >= 6:
         assert digits.encode() not in sealed_part
+
+
+# --- scale: one write for many, lazy unseal ---
+
+def test_set_pins_is_one_write_and_lookups_unseal_only_what_is_asked(state, monkeypatch):
+    import mtcd.keystore as keystore_module
+
+    many = [(iccid(f"8949100000000{n:05d}"), Pin(f"{n:04d}")) for n in range(200)]
+    writes = []
+    real_write = keystore_module.atomic_write
+    monkeypatch.setattr(keystore_module, "atomic_write", lambda *a, **k: (writes.append(a[0]), real_write(*a, **k)))
+    Keystore.open(state).set_pins(many)
+    assert len([w for w in writes if str(w).endswith("keystore.json")]) == 1
+    unsealed = []
+    real_unseal = keystore_module._unseal
+    monkeypatch.setattr(keystore_module, "_unseal", lambda *a: (unsealed.append(a[2]), real_unseal(*a))[1])
+    ks = Keystore.open(state)
+    assert len(ks) == 200 and unsealed == []
+    assert ks.get(many[123][0]).pin.reveal() == "0123"
+    assert ks.get(many[123][0]).pin.reveal() == "0123"
+    assert unsealed == [many[123][0]]

@@ -333,3 +333,41 @@ def test_forget(gateway):
     assert "forgot" in gateway.mtcctl("pin", "forget", str(card.iccid)).stdout
     assert json.loads(gateway.mtcctl("pin", "list", "--json").stdout) == []
     assert "pin-forgotten" in [e["event"] for e in gateway.history()]
+
+
+# --- interruptions of adoption and staging ------------------------------------------
+
+@pytest.mark.parametrize("fault", ["before", "drop"])
+def test_power_cut_during_adoption(gateway, fault):
+    card = make_card(pin=TRANSPORT_PIN)
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        modem.fail_after("AT+CPWD", fault)
+        kill_when_sent(gateway, modem, ["pair"], "AT+CPWD", stdin=TRANSPORT_PIN + "\n")
+        assert (card.pin == TRANSPORT_PIN) == (fault == "before")
+        paired_after_power_loss(gateway, modem, card)
+
+
+def test_power_cut_while_staging_keeps_the_old_pin_working(gateway, monkeypatch):
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        gateway.store_pin(str(card.iccid))
+        monkeypatch.setenv("SYSTEMD_CREDENTIAL_SECRET", gateway.env["SYSTEMD_CREDENTIAL_SECRET"])
+        from mtcd.keystore import STAGED
+        from mtcd.secret import Pin
+
+        ks = gateway.keystore()
+        real_replace = os.replace
+
+        def cut(src, dst):
+            os.unlink(src)
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(os, "replace", cut)
+        with pytest.raises(StateError):
+            ks.stage_pending(card.iccid, Pin("66554433"), STAGED)
+        monkeypatch.setattr(os, "replace", real_replace)
+        assert gateway.keystore().get(card.iccid).pending_pin is None  # nothing half-written
+        assert [p.name for p in gateway.state_dir.iterdir() if ".tmp" in p.name] == []
+        paired_after_power_loss(gateway, modem, card)

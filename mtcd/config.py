@@ -21,6 +21,15 @@ fall back to its default.
     pin_length = 8                 # digits of PINs mtcd generates
     [keystore]
     sealer = "auto"                # "auto" | "systemd-creds" | "tpm2" | "file"
+    [service]
+    check_interval = 2             # seconds between SIM checks when no URC says it
+    backoff_max = 60               # seconds, longest wait before reopening a lost modem
+    control_socket = "/run/mtcd/control.sock"
+    admin_group = ""               # group allowed on the control socket besides root
+    show_imsi = false              # journal/log the IMSI in full (default masked)
+    metrics_file = ""              # Prometheus textfile, e.g. /var/lib/prometheus/node-exporter/mtcd.prom
+    [alerts]
+    sms_to = ""                    # operator number for association-change SMS
     [datalink]
     backend = "at"                 # "at" | "command" | "none"
     apn = "internet"
@@ -78,6 +87,21 @@ class KeystoreConfig:
 
 
 @dataclass(frozen=True)
+class ServiceConfig:
+    check_interval: float = 2.0
+    backoff_max: float = 60.0
+    control_socket: Path = Path("/run/mtcd/control.sock")
+    admin_group: str = ""
+    show_imsi: bool = False
+    metrics_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    sms_to: str = ""  # international number, e.g. "+491701234567"; "" for none
+
+
+@dataclass(frozen=True)
 class DatalinkConfig:
     backend: str = "at"
     apn: str = "internet"
@@ -94,6 +118,8 @@ class Config:
     policy: PolicyConfig
     datalink: DatalinkConfig
     keystore: KeystoreConfig = KeystoreConfig()
+    service: ServiceConfig = ServiceConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
 
 # --- value checks: each returns the value to use or a complaint ---
@@ -180,13 +206,45 @@ def _duration(value):
     return float(int(m[1]) * _DURATION_UNITS[m[2]])
 
 
+def _path(value):
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise _Bad(f"must be a path (got {_show(value)})")
+    if not value.startswith("/"):
+        raise _Bad(f"must be an absolute path (got {_show(value)})")
+    return Path(value)
+
+
+def _optional_path(value):
+    return None if value == "" else _path(value)
+
+
+def _group(value):
+    if not isinstance(value, str) or (value and not re.fullmatch(r"[a-z_][a-z0-9_-]*\$?", value)):
+        raise _Bad(f"must be a group name or \"\" (got {_show(value)})")
+    return value
+
+
+def _phone_number(value):
+    if not isinstance(value, str) or (value and not re.fullmatch(r"\+?[0-9]{3,20}", value)):
+        raise _Bad(f"must be a phone number such as \"+491701234567\" or \"\" (got {_show(value)})")
+    return value
+
+
+def _check_interval(value):
+    seconds = _seconds(value)
+    if not 0.2 <= seconds <= 60:
+        raise _Bad(f"must be from 0.2 to 60 seconds (got {_show(value)})")
+    return seconds
+
+
 def _argv(value):
     if not isinstance(value, list) or not all(isinstance(a, str) and a for a in value):
         raise _Bad(f"must be a list of non-empty strings (got {_show(value)})")
     return tuple(value)
 
 
-_TOP = {"state_dir": _text, "modem": None, "policy": None, "datalink": None, "keystore": None}
+_TOP = {"state_dir": _text, "modem": None, "policy": None, "datalink": None, "keystore": None,
+        "service": None, "alerts": None}
 _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "modem": {
         "port": _text,
@@ -205,6 +263,17 @@ _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
     },
     "keystore": {
         "sealer": _one_of(SEALERS),
+    },
+    "service": {
+        "check_interval": _check_interval,
+        "backoff_max": _seconds,
+        "control_socket": _path,
+        "admin_group": _group,
+        "show_imsi": _boolean,
+        "metrics_file": _optional_path,
+    },
+    "alerts": {
+        "sms_to": _phone_number,
     },
     "datalink": {
         "backend": _one_of(DATALINK_BACKENDS),
@@ -279,6 +348,8 @@ def _build(path: Path, doc: dict) -> Config:
     policy = take("policy")
     datalink = take("datalink")
     keystore = take("keystore")
+    service = take("service")
+    alerts = take("alerts")
 
     backend = datalink.get("backend", DatalinkConfig.backend)
     for key in ("up", "down"):
@@ -305,6 +376,8 @@ def _build(path: Path, doc: dict) -> Config:
         policy=PolicyConfig(**policy),
         datalink=DatalinkConfig(**datalink),
         keystore=KeystoreConfig(**keystore),
+        service=ServiceConfig(**service),
+        alerts=AlertsConfig(**alerts),
     )
 
 

@@ -263,3 +263,34 @@ def test_lifecycle_defaults_and_sealer(tmp_path):
     p.write_text('[modem]\nport = "/dev/ttyUSB2"\n[policy]\npin_length = 9\n')
     with pytest.raises(ConfigError, match="policy.pin_length must be an integer from 4 to 8"):
         load_config(p)
+
+
+# --- the service keys ---
+
+def test_service_defaults_and_values(tmp_path):
+    p = tmp_path / "mtcd.toml"
+    p.write_text('[modem]\nport = "/dev/ttyUSB2"\n')
+    c = load_config(p)
+    assert c.service.check_interval == 2.0 and c.service.admin_group == "" and c.service.metrics_file is None
+    assert str(c.service.control_socket) == "/run/mtcd/control.sock" and c.alerts.sms_to == ""
+    p.write_text('[modem]\nport = "/dev/ttyUSB2"\n[service]\ncheck_interval = 0.5\nadmin_group = "mtcadm"\n'
+                 'metrics_file = "/var/lib/prom/mtcd.prom"\nshow_imsi = true\n[alerts]\nsms_to = "+491701234567"\n')
+    c = load_config(p)
+    assert (c.service.check_interval, c.service.admin_group, str(c.service.metrics_file), c.service.show_imsi,
+            c.alerts.sms_to) == (0.5, "mtcadm", "/var/lib/prom/mtcd.prom", True, "+491701234567")
+
+
+@pytest.mark.parametrize("section, line, key", [
+    ("service", "check_interval = 0", "service.check_interval"),
+    ("service", "check_interval = 100", "service.check_interval"),
+    ("service", 'control_socket = "relative.sock"', "service.control_socket"),
+    ("service", 'admin_group = "Bad Group"', "service.admin_group"),
+    ("service", 'metrics_file = "x.prom"', "service.metrics_file"),
+    ("alerts", 'sms_to = "call me"', "alerts.sms_to"),
+    ("alerts", "sms_to = 4917", "alerts.sms_to"),
+])
+def test_bad_service_values(tmp_path, section, line, key):
+    p = tmp_path / "mtcd.toml"
+    p.write_text(f'[modem]\nport = "/dev/ttyUSB2"\n[{section}]\n{line}\n')
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + " must be"):
+        load_config(p)

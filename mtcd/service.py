@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from .config import Config
 from .datalink import Datalink, datalink_for
-from .errors import MtcdError
+from .errors import CommandFailed, MtcdError
 from .gate import PairingOutcome, pair
 from .journal import PairingJournal
 from .lifecycle import Lifecycle, LifecycleRefused, now_utc, rotation_due
@@ -16,6 +16,8 @@ from .sealers import open_keystore
 from .modem import Modem
 from .policy import PolicySettings
 from .transport import SerialTransport
+from .identity import Iccid
+from .simlock import SimLock
 from .uicc import Uicc
 
 log = logging.getLogger("mtcd")
@@ -55,27 +57,34 @@ def policy_settings(config: Config) -> PolicySettings:
     )
 
 
-def open_transport(config: Config, on_unsolicited=None) -> SerialTransport:
-    m = config.modem
-    return SerialTransport(m.port, m.baudrate, rtscts=m.rtscts, timeout=m.timeout, on_unsolicited=on_unsolicited)
-
-
 class Gateway:
-    """One session with the modem: holds the port while it lives."""
+    """One session with the modem: holds the port while it lives.
 
-    def __init__(self, config: Config):
+    `on_sim_event` and `on_failure` are called from the port's reader thread
+    (a SIM-state URC; the port failed); `heartbeat` while a command is awaited.
+    """
+
+    def __init__(self, config: Config, *, on_sim_event=None, on_failure=None, heartbeat=None):
         self.config = config
         self.uicc: Uicc | None = None
-        self.transport = open_transport(config, self._unsolicited)
+        self.on_sim_event = on_sim_event
+        m = config.modem
+        self.transport = SerialTransport(
+            m.port, m.baudrate, rtscts=m.rtscts, timeout=m.timeout,
+            on_unsolicited=self._unsolicited, on_failure=on_failure, heartbeat=heartbeat,
+        )
         self.modem = Modem(self.transport)
         self.datalink: Datalink = datalink_for(config.datalink, self.modem)
         self.link_up = False
+        self.urcs_enabled = False
 
     def _unsolicited(self, line: str) -> None:
         event = self.modem.dialect.sim_event(line)
         if event is not None and self.uicc is not None:
             log.info("SIM event: %s", event.value)
             self.uicc.sim_changed()
+            if self.on_sim_event is not None:
+                self.on_sim_event(event)
 
     def __enter__(self) -> "Gateway":
         self.transport.open()
@@ -98,6 +107,31 @@ class Gateway:
         self.journal = PairingJournal(self.config.state_dir)
         self.uicc = Uicc(modem)
 
+    def enable_sim_urcs(self) -> bool:
+        """Ask the modem for its SIM-state URCs; True when it has some."""
+        setup = self.modem.dialect.urc_setup()
+        try:
+            for command in setup:
+                self.modem.run(command)
+        except CommandFailed as exc:
+            log.info("SIM-state notifications not available (%s); checking periodically", exc.result)
+            return False
+        self.urcs_enabled = bool(setup)
+        return self.urcs_enabled
+
+    def sim_signature(self) -> tuple[SimLock, Iccid | None]:
+        """What the slot holds now, cheaply: one AT+CPIN? and, when a card
+        answers, its ICCID (a swap to a PIN-less card stays READY)."""
+        lock = self.uicc.lock(settle=False)
+        iccid = self.uicc.iccid() if lock in (SimLock.READY, SimLock.SIM_PIN, SimLock.SIM_PUK) else None
+        return lock, iccid
+
+    def bring_up(self, outcome: PairingOutcome) -> None:
+        """After a Paired decision: due rotations, then the link."""
+        self._rotate_if_due(outcome.iccid)
+        self.datalink.up(outcome.decision)
+        self.link_up = True
+
     def pair(self) -> PairingOutcome:
         """One pairing decision, journalled; the link is not touched."""
         outcome = pair(self.uicc, self.keystore, policy_settings(self.config), self.imei, self.imeisv)
@@ -111,9 +145,7 @@ class Gateway:
         self.start()
         outcome = self.pair()
         if outcome.paired:
-            self._rotate_if_due(outcome.iccid)
-            self.datalink.up(outcome.decision)
-            self.link_up = True
+            self.bring_up(outcome)
             log.info("paired: ICCID %s, IMEI %s, link up (%s)", outcome.iccid, self.imei, self.datalink.name)
         else:
             if self.modem.radio_on is not False:

@@ -34,12 +34,20 @@ class SerialTransport:
         rtscts: bool = False,
         timeout: float = 10.0,
         on_unsolicited: Callable[[str], None] | None = None,
+        on_failure: Callable[[], None] | None = None,
+        heartbeat: Callable[[], None] | None = None,
     ):
         self.port = port
         self.baudrate = baudrate
         self.rtscts = rtscts
         self.timeout = timeout
         self.on_unsolicited = on_unsolicited
+        # Called from the reader thread when the port fails (modem gone).
+        self.on_failure = on_failure
+        # Called about once a second while a command is awaited, so a
+        # service can tell its watchdog that a long but bounded command
+        # (PDP activation may take minutes) is progress, not a hang.
+        self.heartbeat = heartbeat
         self.commands_sent = 0  # for benchmarks and tests
         self._serial: serial.Serial | None = None
         self._reader = AtReader()
@@ -129,9 +137,8 @@ class SerialTransport:
             self._abandon()
             raise ModemUnavailable(f"{self.port}: write failed: {_why(exc)}") from None
         self.commands_sent += 1
-        try:
-            outcome = self._results.get(timeout=wait)
-        except queue.Empty:
+        outcome = self._await(wait)
+        if outcome is None:
             self._abandon()
             raise ModemUnavailable(
                 f"{self.port}: no answer to {command.loggable} within {wait:g} s"
@@ -144,6 +151,18 @@ class SerialTransport:
             self._abandon()
             raise ModemUnavailable(f"{self.port}: unexpected prompt for {command.loggable}")
         return outcome
+
+    def _await(self, wait: float):
+        deadline = time.monotonic() + wait
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                return self._results.get(timeout=min(left, 1.0))
+            except queue.Empty:
+                if self.heartbeat is not None:
+                    self.heartbeat()
 
     def _abandon(self) -> None:
         with self._reader_lock:
@@ -185,6 +204,8 @@ class SerialTransport:
                     return
                 self._failure = exc
                 self._results.put(exc)
+                if self.on_failure is not None:
+                    self.on_failure()
                 return
             if not data:
                 continue

@@ -61,11 +61,12 @@ class Uicc:
         self._lock = None
         self._iccid = None
 
-    def lock(self) -> SimLock:
-        """`AT+CPIN?`, waiting a bounded time while the SIM is busy or not ready."""
+    def lock(self, settle: bool = True) -> SimLock:
+        """`AT+CPIN?`, waiting a bounded time while the SIM is busy or not
+        ready (`settle=False`: one reading, for cheap periodic checks)."""
         # Whatever this reading ends in, an earlier one is no longer current.
         self._lock = None
-        deadline = time.monotonic() + self.settle_time
+        deadline = time.monotonic() + (self.settle_time if settle else 0.0)
         while True:
             try:
                 state = self._read_lock()

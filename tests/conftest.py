@@ -65,7 +65,7 @@ class Gateway:
     def configure(self, port: str, *, policy: str = "", datalink: str = 'backend = "at"\napn = "iot.example"', modem: str = "") -> Path:
         self.config.write_text(
             f'state_dir = "{self.state_dir}"\n'
-            f'[modem]\nport = "{port}"\ntimeout = 5\n{modem}\n'
+            f'[modem]\nport = "{port}"\n{"" if "timeout" in modem else "timeout = 5"}\n{modem}\n'
             f"[policy]\n{policy}\n"
             f"[datalink]\n{datalink}\n"
         )
@@ -115,6 +115,48 @@ class Gateway:
         return {str(p): p.read_bytes() for p in self.state_dir.rglob("*") if p.is_file()}
 
 
+class NotifySocket:
+    """A systemd-style notification socket owned by the test: what `mtcd run`
+    tells systemd arrives here as datagrams of KEY=VALUE lines."""
+
+    def __init__(self, path: Path):
+        import socket
+
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[dict[str, str]] = []
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def wait_for(self, key: str, value: str | None = None, timeout: float = 20.0, start: int = 0) -> dict[str, str]:
+        """The first message (from index `start`) carrying `key` (= `value`)."""
+        return self.wait_until(lambda m: key in m and (value is None or m[key] == value), timeout, start,
+                               f"{key}={value}")
+
+    def wait_until(self, matches, timeout: float = 20.0, start: int = 0, what: str = "message") -> dict[str, str]:
+        import time
+
+        deadline = time.monotonic() + timeout
+        index = start
+        while True:
+            while index < len(self.messages):
+                msg = self.messages[index]
+                index += 1
+                if matches(msg):
+                    return msg
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {what} from the service; got {self.messages}")
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            self.messages.append(dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line))
+
+
 def _run(argv: list[str], stdin: str | None, timeout: float, env: dict[str, str]) -> Run:
     done = subprocess.run(argv, input=stdin if stdin is not None else "", capture_output=True, text=True, timeout=timeout, env=env)
     return Run(done.returncode, done.stdout, done.stderr)
@@ -123,3 +165,10 @@ def _run(argv: list[str], stdin: str | None, timeout: float, env: dict[str, str]
 @pytest.fixture
 def gateway(tmp_path) -> Gateway:
     return Gateway(tmp_path)
+
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    sock = NotifySocket(tmp_path / "notify.sock")
+    yield sock
+    sock.close()

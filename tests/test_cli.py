@@ -196,18 +196,19 @@ def test_no_pin_in_output_logs_or_state_files(gateway):
         assert not any(LEAK_PIN in c for c in modem.commands)
 
 
-def test_no_pin_in_argv_or_environment_of_the_service(gateway):
+def test_no_pin_in_argv_or_environment_of_the_service(gateway, notify_socket):
     card = make_card(pin=LEAK_PIN)
     with sim_modem(card) as (modem, port):
         gateway.configure(port, datalink='backend = "none"')
         gateway.store_pin(str(card.iccid), LEAK_PIN)
         proc = subprocess.Popen(
             [sys.executable, "-m", "mtcd.cli.daemon", "--config", str(gateway.config), "run"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=gateway.env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**gateway.env, "NOTIFY_SOCKET": str(notify_socket.path)},
         )
         try:
-            line = proc.stdout.readline()
-            assert line.startswith("paired"), line + proc.stderr.read() if proc.poll() is not None else line
+            ready = notify_socket.wait_for("READY", "1")
+            assert ready["STATUS"].startswith("paired"), ready
             assert modem.radio == 1
             for name in ("cmdline", "environ"):
                 with open(f"/proc/{proc.pid}/{name}", "rb") as f:

@@ -1,7 +1,8 @@
 """`mtcd`: the pairing gate.
 
     mtcd [--config PATH] once [--json]   one pairing decision, link up if paired
-    mtcd [--config PATH] run             pair, hold the link, close it on SIGTERM
+    mtcd [--config PATH] run             the service: pair, hold the link, watch the
+                                         SIM and the modem, close the gate on SIGTERM
 
 Exit codes: 0 paired, 1 refused, 64 usage, 65 damaged keystore/journal,
 69 modem unavailable or data link failed, 78 configuration error.
@@ -9,9 +10,7 @@ Exit codes: 0 paired, 1 refused, 64 usage, 65 damaged keystore/journal,
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 
 from ..datalink import DatalinkFailed
 from ..errors import EXIT_OK, EXIT_REFUSED
@@ -54,20 +53,13 @@ def _body(argv: list[str]) -> int:
                 raise
         _print_report(report, args.json)
         return EXIT_OK if report.state == "paired" else EXIT_REFUSED
-    return _run(config)
+    return _run(config, args.config)
 
 
-def _run(config) -> int:
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    with Gateway(config) as gateway:
-        report = gateway.pair_once()
-        _print_report(report, False)
-        sys.stdout.flush()
-        stop.wait()
-        gateway.close_gate()
-    return EXIT_OK
+def _run(config, config_path) -> int:
+    from ..gatekeeper import Gatekeeper
+
+    return Gatekeeper(config_path, config).run()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,443 @@
+"""`mtcd run`: keeps the pairing gate for months without anyone watching.
+
+One main thread owns the modem.  It pairs, brings the link up when paired,
+then sleeps on a wake-up pipe until something happens:
+
+- a SIM-state URC, or the periodic check (AT+CPIN? and the ICCID) sees the
+  slot change: the gate closes (link down, radio off) and pairing runs again;
+- the port fails or stops answering (modem reset, USB re-enumeration): the
+  session is dropped and the modem reopened with bounded backoff; the first
+  thing a new session does is switch the radio off;
+- SIGHUP: the configuration is read again; the link is kept when nothing it
+  depends on changed;
+- SIGTERM: link down, radio off, exit 0;
+- a control-socket request (mtcctl), run here so that one thread talks to
+  the modem.
+
+systemd is told the truth through sd_notify: READY=1 once the first decision
+is taken (paired, refused, or the modem not there: in each case the gate is
+in a known state), STATUS= a one-line state, WATCHDOG=1 from this loop and
+while a bounded AT command is awaited, RELOADING=1 and STOPPING=1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import selectors
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config, load_config
+from .datalink import DatalinkFailed
+from .errors import ConfigError, ModemUnavailable, MtcdError
+from .gate import PairingOutcome
+from .policy import Reason
+from .service import Gateway
+from .simlock import SimEvent, SimLock
+
+log = logging.getLogger("mtcd")
+
+# With SIM-state URCs the periodic check is only a safety net.
+URC_SAFETY_CHECK = 30.0
+
+
+class Notifier:
+    """sd_notify through systemd-python.  Never raises: a NOTIFY_SOCKET that
+    points nowhere is logged once and otherwise ignored."""
+
+    def __init__(self, environ=os.environ):
+        self.enabled = bool(environ.get("NOTIFY_SOCKET"))
+        usec = environ.get("WATCHDOG_USEC")
+        pid = environ.get("WATCHDOG_PID")
+        mine = pid is None or pid == str(os.getpid())
+        # Ping at half the interval, as sd_watchdog_enabled(3) advises.
+        self.watchdog_interval = int(usec) / 2e6 if usec and usec.isdigit() and mine and int(usec) > 0 else None
+        self._last_ping = 0.0
+        self._warned = False
+        self._lock = threading.Lock()
+
+    def send(self, **fields: str) -> None:
+        if not self.enabled:
+            return
+        text = "\n".join(f"{k}={v}" for k, v in fields.items())
+        try:
+            from systemd import daemon
+
+            with self._lock:
+                daemon.notify(text)
+        except (OSError, ImportError, ValueError) as exc:
+            if not self._warned:
+                log.warning("cannot notify systemd (%s); carrying on without it", exc)
+                self._warned = True
+
+    def ready(self, status: str) -> None:
+        self.send(READY="1", STATUS=status)
+
+    def status(self, status: str) -> None:
+        self.send(STATUS=status)
+
+    def watchdog(self) -> None:
+        """WATCHDOG=1 when half the interval has passed since the last one."""
+        if self.watchdog_interval is None:
+            return
+        now = time.monotonic()
+        if now - self._last_ping >= self.watchdog_interval:
+            self._last_ping = now
+            self.send(WATCHDOG="1")
+
+
+@dataclass
+class _Request:
+    action: object
+    done: threading.Event
+    result: object = None
+    error: BaseException | None = None
+
+
+class Gatekeeper:
+    def __init__(self, config_path: Path, config: Config, *, notifier: Notifier | None = None,
+                 events=None, metrics=None, alerts=None):
+        self.config_path = Path(config_path)
+        self.config = config
+        self.notifier = notifier or Notifier()
+        self.events = events
+        self.metrics = metrics
+        self.alerts = alerts
+        self.gateway: Gateway | None = None
+        self.outcome: PairingOutcome | None = None
+        self.signature: tuple[SimLock, object] | None = None
+        self.backoff = 1.0
+        self.modem_up: bool | None = None
+        self.status_text = "starting"
+        self._ready_sent = False
+        self._stop = False
+        self._reload = False
+        self._sim_event = False
+        self._port_failed = False
+        self._requests: queue.Queue[_Request] = queue.Queue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+
+    # -- waking the main loop (safe from other threads and signal handlers) --
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass  # the pipe is full: the loop is awake anyway
+
+    def _on_sim_event(self, event: SimEvent) -> None:
+        self._sim_event = True
+        self._wake()
+
+    def _on_port_failure(self) -> None:
+        self._port_failed = True
+        self._wake()
+
+    def request_stop(self, *_) -> None:
+        self._stop = True
+
+    def request_reload(self, *_) -> None:
+        self._reload = True
+
+    def submit(self, action, timeout: float = 300.0):
+        """Run `action(gatekeeper)` in the main loop and return its result
+        (called from the control socket's thread)."""
+        req = _Request(action, threading.Event())
+        self._requests.put(req)
+        self._wake()
+        if not req.done.wait(timeout):
+            raise ModemUnavailable("the service did not answer in time")
+        if req.error is not None:
+            raise req.error
+        return req.result
+
+    # -- the loop ------------------------------------------------------------
+    def run(self) -> int:
+        old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
+        old_wakeup = signal.set_wakeup_fd(self._wake_w)
+        try:
+            while not self._stop:
+                if self._reload:
+                    self._do_reload()
+                if self.gateway is None:
+                    if not self._connect():
+                        self._sleep(self.backoff)
+                        self.backoff = min(self.backoff * 2, self.config.service.backoff_max)
+                        continue
+                self._serve_requests()
+                self._sleep(self._check_interval())
+                if self._stop:
+                    break
+                self._serve_requests()
+                if self.gateway is not None and (self._port_failed or not self.gateway.transport.alive):
+                    self._lose_modem(ModemUnavailable(f"{self.config.modem.port}: the modem port went away"))
+                elif self.gateway is not None and not self._reload:
+                    self._check_sim()
+        finally:
+            self.notifier.send(STOPPING="1", STATUS="stopping: closing the link")
+            self._close_session(close_gate=True)
+            self._fail_requests()
+            signal.set_wakeup_fd(old_wakeup)
+            for s, handler in old.items():
+                signal.signal(s, handler)
+            self._selector.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        return 0
+
+    def _check_interval(self) -> float:
+        interval = self.config.service.check_interval
+        if self.gateway is not None and self.gateway.urcs_enabled:
+            interval = max(interval, URC_SAFETY_CHECK)
+        if self.notifier.watchdog_interval is not None:
+            interval = min(interval, self.notifier.watchdog_interval)
+        return interval
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait for a wake-up or the timeout; pet the watchdog either way."""
+        deadline = time.monotonic() + seconds
+        while not (self._stop or self._reload or self._sim_event or self._port_failed or not self._requests.empty()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if self.notifier.watchdog_interval is not None:
+                left = min(left, self.notifier.watchdog_interval)
+            for key, _ in self._selector.select(left):
+                try:
+                    while os.read(self._wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            self.notifier.watchdog()
+        self.notifier.watchdog()
+
+    # -- sessions ------------------------------------------------------------
+    def _connect(self) -> bool:
+        self._port_failed = False
+        gateway = Gateway(self.config, on_sim_event=self._on_sim_event,
+                          on_failure=self._on_port_failure, heartbeat=self.notifier.watchdog)
+        try:
+            gateway.transport.open()
+        except ModemUnavailable as exc:
+            self._modem_unavailable(exc)
+            return False
+        self.gateway = gateway
+        try:
+            gateway.start()
+            gateway.enable_sim_urcs()
+            if self.modem_up is False:
+                log.info("modem is back")
+            self.modem_up = True
+            self._metric("set_modem", True)
+            self._pair()
+        except ModemUnavailable as exc:
+            self._lose_modem(exc)
+            return False
+        except MtcdError as exc:
+            # A damaged keystore or journal: the gate stays closed and the
+            # service stays up, so status can say why.
+            log.error("%s", exc)
+            self._set_status(f"gate closed: {exc}")
+            self._first_ready()
+            self._close_session(close_gate=True)
+            return False
+        self.backoff = 1.0
+        return True
+
+    def _modem_unavailable(self, exc: MtcdError) -> None:
+        if self.modem_up is not False:
+            self._emit("MODEM_LOST", f"modem unavailable: {exc}")
+        self.modem_up = False
+        self._metric("set_modem", False)
+        self._metric("set_link", False)
+        self._write_metrics()
+        self._set_status(f"modem unavailable: {exc}; retrying in {self.backoff:g} s")
+        self._first_ready()
+
+    def _lose_modem(self, exc: MtcdError) -> None:
+        log.warning("%s", exc)
+        self._close_session(close_gate=False)  # nothing to send to: the port is gone
+        self._modem_unavailable(exc)
+
+    def _close_session(self, close_gate: bool) -> None:
+        gateway, self.gateway = self.gateway, None
+        self.outcome, self.signature = None, None
+        self._sim_event = self._port_failed = False
+        if gateway is None:
+            return
+        if close_gate and gateway.transport.alive:
+            try:
+                gateway.close_gate()
+            except MtcdError as exc:
+                log.warning("closing the gate: %s", exc)
+        gateway.transport.close()
+        self._metric("set_link", False)
+        self._write_metrics()
+
+    # -- pairing and watching ---------------------------------------------------
+    def _pair(self) -> None:
+        gw = self.gateway
+        if gw.link_up:
+            gw.close_gate()
+        elif gw.modem.radio_on is not False:
+            gw.modem.switch_radio_off()
+        self._sim_event = False
+        outcome = gw.pair()
+        self.outcome = outcome
+        link_error = None
+        if outcome.paired:
+            try:
+                gw.bring_up(outcome)
+            except DatalinkFailed as exc:
+                link_error = str(exc)
+        self.signature = gw.sim_signature()
+        self._announce(outcome, link_error)
+
+    def _check_sim(self) -> None:
+        gw = self.gateway
+        self._sim_event = False
+        try:
+            signature = gw.sim_signature()
+            if signature != self.signature:
+                lock, iccid = signature
+                if lock in (SimLock.NOT_INSERTED, SimLock.NOT_READY) and self.outcome and self.outcome.iccid:
+                    self._emit("SIM_REMOVED", f"SIM {self.outcome.iccid} removed; link down, radio off",
+                               iccid=str(self.outcome.iccid))
+                else:
+                    log.info("SIM slot changed (%s, %s): pairing again", lock.value, iccid)
+                self._pair()
+            elif self.outcome is not None and self.outcome.paired and not gw.link_up:
+                self._retry_link()
+        except ModemUnavailable as exc:
+            self._lose_modem(exc)
+
+    def _retry_link(self) -> None:
+        try:
+            self.gateway.bring_up(self.outcome)
+            self._announce(self.outcome, None)
+        except DatalinkFailed as exc:
+            log.warning("%s", exc)
+
+    def _announce(self, outcome: PairingOutcome, link_error: str | None) -> None:
+        gw = self.gateway
+        iccid = str(outcome.iccid) if outcome.iccid else None
+        imei = str(outcome.imei)
+        fields = dict(iccid=iccid, imei=imei, imsi=outcome.imsi)
+        if outcome.paired:
+            link = "link up" if gw.link_up else f"link down ({link_error})"
+            self._emit("PAIRED", f"paired SIM {iccid} with IMEI {imei}; {link}", state="paired", **fields)
+            status = f"paired ICCID {iccid}, {link}"
+        else:
+            reason = outcome.reason.value
+            self._emit("REFUSED", f"refused: {reason}: {outcome.decision.detail}; radio off",
+                       state="refused", reason=reason, **fields)
+            if outcome.reason is Reason.RETRY_GUARD:
+                self._emit("RETRY_GUARD", f"retry guard tripped for SIM {iccid}: {outcome.decision.detail}",
+                           state="refused", reason=reason, **fields)
+            if outcome.reason is Reason.PIN_REJECTED:
+                self._emit("PIN_REJECTED", f"the stored PIN of SIM {iccid} is rejected; a person must replace it",
+                           state="refused", reason=reason, **fields)
+            status = f"refused: {reason}"
+        change = self._association_change()
+        if change is not None:
+            self._emit("ASSOCIATION_CHANGED", change["message"], iccid=iccid, imei=imei, state="association-changed")
+            if self.alerts is not None and outcome.paired and gw.link_up:
+                self.alerts.association_changed(gw, change)
+        self._metric("record_decision", "paired" if outcome.paired else "refused",
+                     outcome.reason.value if outcome.reason else None, outcome.pin_retries)
+        self._metric("set_link", gw.link_up)
+        self._metric("set_sim_present", outcome.observations.lock not in (SimLock.NOT_INSERTED, SimLock.NOT_READY))
+        self._write_metrics()
+        self._set_status(status)
+        self._first_ready()
+
+    def _association_change(self) -> dict | None:
+        """The association-changed event the gateway journalled just now, if any."""
+        events = self.gateway.journal.events()
+        if len(events) >= 2 and events[-1].get("event") == "association-changed":
+            ev = events[-1]
+            parts = []
+            if ev.get("change") in ("sim", "both"):
+                parts.append(f"ICCID {ev.get('old_iccid')} -> {ev.get('new_iccid')}")
+            if ev.get("change") in ("imei", "both"):
+                parts.append(f"IMEI {ev.get('old_imei')} -> {ev.get('new_imei')}")
+            return {**ev, "message": "association changed: " + ", ".join(parts)}
+        return None
+
+    # -- reload, requests ------------------------------------------------------
+    def _do_reload(self) -> None:
+        self._reload = False
+        self.notifier.send(RELOADING="1", STATUS="reloading the configuration")
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            self.notifier.ready(f"{self.status_text} (reload failed: bad configuration)")
+            return
+        relevant = ("state_dir", "modem", "policy", "datalink", "keystore")
+        changed = [name for name in relevant if getattr(new, name) != getattr(self.config, name)]
+        self.config = new
+        if changed and self.gateway is not None:
+            log.info("configuration changed (%s): closing the gate and pairing again", ", ".join(changed))
+            self._close_session(close_gate=True)
+            self._connect()
+        else:
+            log.info("configuration reloaded; the link is kept")
+        self.notifier.ready(self.status_text)
+
+    def _serve_requests(self) -> None:
+        while True:
+            try:
+                req = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                req.result = req.action(self)
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller's thread
+                req.error = exc
+            finally:
+                req.done.set()
+
+    def _fail_requests(self) -> None:
+        while True:
+            try:
+                req = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            req.error = ModemUnavailable("the service is stopping")
+            req.done.set()
+
+    # -- reporting -------------------------------------------------------------
+    def _set_status(self, text: str) -> None:
+        self.status_text = text
+        self.notifier.status(text)
+
+    def _first_ready(self) -> None:
+        if not self._ready_sent:
+            self._ready_sent = True
+            self.notifier.ready(self.status_text)
+
+    def _emit(self, event: str, message: str, **fields) -> None:
+        if self.events is None:
+            log.info("%s", message)
+            return
+        self.events.emit(event, message, **fields)
+
+    def _metric(self, name: str, *args) -> None:
+        if self.metrics is not None:
+            getattr(self.metrics, name)(*args)
+
+    def _write_metrics(self) -> None:
+        if self.metrics is not None:
+            self.metrics.write()

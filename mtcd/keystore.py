@@ -22,6 +22,9 @@ mutation rewrites the whole file from this object's memory.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
+import functools
 import binascii
 import hashlib
 import hmac
@@ -45,6 +48,7 @@ from .secret import Pin
 FORMAT = "mtcd-keystore/1"
 STORE_NAME = "keystore.json"
 KEY_NAME = "keystore.key"
+LOCK_NAME = "keystore.lock"
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12  # 96-bit GCM nonce, random per write of an entry
 
@@ -157,6 +161,15 @@ class FileSealer:
         return key
 
 
+def _transaction(method):
+    """A mutation: under the lock file, on the newest store on disk."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self._locked():
+            return method(self, *args, **kwargs)
+    return run
+
+
 class Keystore:
     """PINs by ICCID.  Open with `Keystore.open(state_dir)`.
 
@@ -175,6 +188,12 @@ class Keystore:
         self._key = key
         self._sealed = sealed  # ICCID -> (nonce, ciphertext), as on disk
         self._cache: dict[Iccid, PinEntry] = {}
+        # The service and mtcctl (or the keyring backend) may both hold a
+        # Keystore: reads notice a newer file, writes are transactions under
+        # a lock file, so neither overwrites what the other wrote.
+        self._signature = _file_signature(self.path)
+        self._lock_fd: int | None = None
+        self._lock_depth = 0
 
     @classmethod
     def open(cls, state_dir: Path, sealer: Sealer | None = None) -> "Keystore":
@@ -185,26 +204,13 @@ class Keystore:
         path = state_dir / STORE_NAME
         if state_dir.exists():
             check_private_dir(state_dir)
-        raw = _read_store(path)
         key = sealer.load_key()
-        if raw is None:
-            return cls(state_dir, sealer, key, {})
-        sealed, mac = _parse_store(path, raw)
-        if sealed and key is None:
-            raise KeystoreError(
-                f"{path} holds {len(sealed)} sealed entries but the key is missing"
-            )
-        if key is not None and not hmac.compare_digest(mac, _file_mac(key, sealed)):
-            # Name the entry at fault when one is; otherwise the file as a whole
-            # was altered (an entry removed, or an old copy of one put back).
-            for iccid, blob in sealed.items():
-                _unseal(path, key, iccid, blob)
-            raise KeystoreError(f"{path} is damaged: the file fails authentication")
-        return cls(state_dir, sealer, key, sealed)
+        return cls(state_dir, sealer, key, _load_sealed(path, key))
 
     # --- reading ---
 
     def get(self, iccid: Iccid) -> PinEntry | None:
+        self._refresh()
         entry = self._cache.get(iccid)
         if entry is None and iccid in self._sealed:
             entry = _unseal(self.path, self._key, iccid, self._sealed[iccid])
@@ -212,12 +218,14 @@ class Keystore:
         return entry
 
     def entries(self) -> list[PinEntry]:
+        self._refresh()
         return [self.get(i) for i in sorted(self._sealed, key=lambda i: i.value)]
 
     def iccids(self) -> list[Iccid]:
         return sorted(self._sealed, key=lambda i: i.value)
 
     def __len__(self) -> int:
+        self._refresh()
         return len(self._sealed)
 
     def __contains__(self, iccid: Iccid) -> bool:
@@ -228,6 +236,7 @@ class Keystore:
 
     # --- mutations: each is exactly one atomic rewrite of keystore.json ---
 
+    @_transaction
     def set_pin(self, iccid: Iccid, pin: Pin, *, transport: bool = False) -> PinEntry:
         """Store `pin` for `iccid` (new or replacing): active, every latch and
         pending PIN cleared.  `transport`: the operator's PIN, to be replaced
@@ -252,6 +261,7 @@ class Keystore:
         self._commit([entry])
         return entry
 
+    @_transaction
     def set_pins(self, pins: list[tuple[Iccid, Pin]]) -> None:
         """Store many new PINs in one write (provisioning a fleet's SIMs)."""
         now = _now()
@@ -266,6 +276,7 @@ class Keystore:
         if entries:
             self._commit(entries)
 
+    @_transaction
     def stage_pending(self, iccid: Iccid, pin: Pin, origin: str) -> PinEntry:
         """Keep `pin` as the PIN the card may hold next.  Written (and fsynced)
         before the card is asked to change, so no power cut can leave the card
@@ -279,6 +290,7 @@ class Keystore:
         self._commit([entry])
         return entry
 
+    @_transaction
     def promote_pending(self, iccid: Iccid, imei: str | None = None) -> PinEntry:
         """The card holds the pending PIN now: it becomes the current one."""
         old = self._require(iccid)
@@ -292,12 +304,14 @@ class Keystore:
         self._commit([entry])
         return entry
 
+    @_transaction
     def discard_pending(self, iccid: Iccid) -> None:
         entry = self._require(iccid)
         if entry.pending_pin is not None:
             self._commit([replace(entry, pending_pin=None, pending_origin=None,
                                   pending_rejected=False, updated=_now())])
 
+    @_transaction
     def begin_attempt(self, iccid: Iccid, attempts_before: int | None = None,
                       which: str = CURRENT) -> None:
         """Persist that a PIN is about to be presented. Call BEFORE sending it,
@@ -312,6 +326,7 @@ class Keystore:
         self._commit([replace(entry, attempt=which, attempts_before=attempts_before,
                               updated=_now())])
 
+    @_transaction
     def record_accepted(self, iccid: Iccid, imei: str | None, which: str = CURRENT) -> PinEntry:
         """The card accepted `which` (or was found unlocked with it)."""
         if which == PENDING:
@@ -329,6 +344,7 @@ class Keystore:
         self._commit([entry])
         return entry
 
+    @_transaction
     def note_paired(self, iccid: Iccid, imei: str | None) -> None:
         """Found unlocked in this modem without a presentation: only the IMEI
         it is paired with is new (no write when it is the same)."""
@@ -337,6 +353,7 @@ class Keystore:
         if entry.last_imei != imei:
             self._commit([replace(entry, last_imei=imei, updated=_now())])
 
+    @_transaction
     def record_rejected(self, iccid: Iccid, which: str = CURRENT) -> None:
         """Set the persistent latch: this PIN is never presented again automatically."""
         entry = self._require(iccid)
@@ -346,6 +363,7 @@ class Keystore:
             entry = replace(entry, state=REJECTED)
         self._commit([replace(entry, attempt=None, attempts_before=None, updated=_now())])
 
+    @_transaction
     def mark_compromised(self, iccids: list[Iccid] | None = None) -> int:
         """Presume these PINs (default: all) known to an attacker.  One write."""
         now = _now()
@@ -358,6 +376,7 @@ class Keystore:
             self._commit(changed)
         return len(changed)
 
+    @_transaction
     def forget(self, iccid: Iccid) -> bool:
         if iccid not in self._sealed:
             return False
@@ -369,6 +388,39 @@ class Keystore:
         return True
 
     # --- internals ---
+
+    def _refresh(self) -> None:
+        """Reload when another process replaced the file since we read it."""
+        signature = _file_signature(self.path)
+        if signature == self._signature:
+            return
+        if self._key is None:
+            self._key = self._sealer.load_key()
+        self._sealed = _load_sealed(self.path, self._key)
+        self._cache.clear()
+        self._signature = signature
+
+    @contextlib.contextmanager
+    def _locked(self):
+        if self._lock_depth == 0:
+            ensure_private_dir(self.state_dir)
+            try:
+                fd = os.open(self.state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                raise StateError(f"cannot lock {self.state_dir / LOCK_NAME}: {exc.strerror}") from None
+            self._lock_fd = fd
+        self._lock_depth += 1
+        try:
+            if self._lock_depth == 1:
+                self._refresh()
+            yield
+        finally:
+            self._lock_depth -= 1
+            if self._lock_depth == 0:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
     def _require(self, iccid: Iccid) -> PinEntry:
         entry = self.get(iccid)
@@ -402,6 +454,35 @@ class Keystore:
             "mac": _b64(_file_mac(self._key, sealed)),
         }
         atomic_write(self.path, (json.dumps(doc, indent=1) + "\n").encode(), 0o600)
+        self._signature = _file_signature(self.path)
+
+
+def _file_signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateError(f"cannot read {path}: {exc.strerror}") from None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _load_sealed(path: Path, key: bytes | None) -> dict[Iccid, tuple[bytes, bytes]]:
+    raw = _read_store(path)
+    if raw is None:
+        return {}
+    sealed, mac = _parse_store(path, raw)
+    if sealed and key is None:
+        raise KeystoreError(
+            f"{path} holds {len(sealed)} sealed entries but the key is missing"
+        )
+    if key is not None and not hmac.compare_digest(mac, _file_mac(key, sealed)):
+        # Name the entry at fault when one is; otherwise the file as a whole
+        # was altered (an entry removed, or an old copy of one put back).
+        for iccid, blob in sealed.items():
+            _unseal(path, key, iccid, blob)
+        raise KeystoreError(f"{path} is damaged: the file fails authentication")
+    return sealed
 
 
 def _is_rejected(entry: PinEntry, which: str) -> bool:

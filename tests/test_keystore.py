@@ -160,7 +160,8 @@ def test_no_pin_in_clear_in_any_file(state):
     ks.record_accepted(ICCID_A, "490154203237518")
     ks.record_rejected(ICCID_B)
     files = [p for p in state.rglob("*") if p.is_file()]
-    assert {p.name for p in files} == {"keystore.json", "keystore.key"}
+    assert {p.name for p in files} == {"keystore.json", "keystore.key", "keystore.lock"}
+    assert (state / "keystore.lock").read_bytes() == b""  # only ever locked, never written
     for pin in (PIN_A, PIN_B):
         forms = [
             pin.encode(),
@@ -484,7 +485,21 @@ def test_failed_key_creation_leaves_nothing(state, monkeypatch):
     with pytest.raises(StateError):
         Keystore.open(state).set_pin(ICCID_A, Pin(PIN_A))
     monkeypatch.undo()
-    assert list(state.iterdir()) == []
+    assert [p.name for p in state.iterdir()] == ["keystore.lock"]
+    assert (state / "keystore.lock").read_bytes() == b""
+
+
+def test_two_holders_never_overwrite_each_other(state):
+    """The service and mtcctl both hold a Keystore: each write starts from
+    the newest file, and reads notice the other's writes."""
+    service = Keystore.open(state)
+    service.set_pin(ICCID_A, Pin(PIN_A))
+    technician = Keystore.open(state)
+    technician.set_pin(ICCID_B, Pin(PIN_B))
+    service.record_rejected(ICCID_A)  # service's copy predates B: must not drop it
+    assert {e.iccid for e in Keystore.open(state).entries()} == {ICCID_A, ICCID_B}
+    technician.set_pin(ICCID_A, Pin(PIN_B))  # a person replaces the rejected PIN
+    assert service.get(ICCID_A).pin.reveal() == PIN_B and not service.get(ICCID_A).rejected
 
 
 def test_atomic_write_replaces_and_sets_mode(tmp_path):

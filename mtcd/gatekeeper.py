@@ -147,9 +147,10 @@ class Gatekeeper:
     def request_reload(self, *_) -> None:
         self._reload = True
 
-    def submit(self, action, timeout: float = 300.0):
+    def submit(self, action, timeout: float = 100.0):
         """Run `action(gatekeeper)` in the main loop and return its result
-        (called from the control socket's thread)."""
+        (called from the control socket's thread).  The timeout stays below
+        the client's (120 s), so mtcctl hears the service's own answer."""
         req = _Request(action, threading.Event())
         self._requests.put(req)
         self._wake()
@@ -166,7 +167,12 @@ class Gatekeeper:
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGHUP, self.request_reload)
         old_wakeup = signal.set_wakeup_fd(self._wake_w)
+        control = None
         try:
+            from .control import ControlServer
+
+            control = ControlServer(self.config.service.control_socket, control_handler(self),
+                                    self.config.service.admin_group)
             while not self._stop:
                 if self._reload:
                     self._do_reload()
@@ -188,6 +194,8 @@ class Gatekeeper:
             self.notifier.send(STOPPING="1", STATUS="stopping: closing the link")
             self._close_session(close_gate=True)
             self._fail_requests()
+            if control is not None:
+                control.close(timeout=5)
             signal.set_wakeup_fd(old_wakeup)
             for s, handler in old.items():
                 signal.signal(s, handler)
@@ -441,3 +449,133 @@ class Gatekeeper:
     def _write_metrics(self) -> None:
         if self.metrics is not None:
             self.metrics.write()
+
+
+# -- what the control socket asks of the running service ----------------------
+# Each runs in the main loop (Gatekeeper.submit), the one thread that talks to
+# the modem.
+
+def control_handler(gatekeeper: Gatekeeper):
+    """The ControlServer handler: hand each request to the main loop."""
+    actions = {
+        "status": _status,
+        "rotate": _rotate,
+        "adopt": _adopt,
+        "stage": _stage,
+        "compromise": _compromise,
+        "unblock": _unblock,
+        "reload": _reload,
+    }
+
+    def handle(request):
+        action = actions[request.command]
+        return gatekeeper.submit(lambda gk: action(gk, **request.args))
+
+    return handle
+
+
+def _status(gk: Gatekeeper) -> dict:
+    out = gk.outcome
+    gw = gk.gateway
+    if gw is None:
+        state = "modem-unavailable" if gk.modem_up is False else "starting"
+    else:
+        state = "paired" if out is not None and out.paired else "refused"
+    return {
+        "state": state,
+        "status": gk.status_text,
+        "reason": out.reason.value if out is not None and out.reason else None,
+        "iccid": str(out.iccid) if out is not None and out.iccid else None,
+        "imei": str(out.imei) if out is not None else None,
+        "pin_retries": out.pin_retries if out is not None else None,
+        "link": "up" if gw is not None and gw.link_up else "down",
+        "sealer": gw.sealer.describe() if gw is not None else None,
+    }
+
+
+def _paired_gateway(gk: Gatekeeper) -> Gateway:
+    from .lifecycle import LifecycleRefused
+
+    if gk.gateway is None:
+        raise ModemUnavailable(f"the service has no modem right now: {gk.status_text}")
+    if gk.outcome is None or not gk.outcome.paired:
+        raise LifecycleRefused(f"the inserted SIM is not paired ({gk.status_text})")
+    return gk.gateway
+
+
+def _change_result(gw: Gateway, result) -> dict:
+    iccid = gw.uicc.iccid()
+    return {"iccid": str(iccid) if iccid else None, "outcome": result.outcome, "detail": result.detail}
+
+
+def _rotate(gk: Gatekeeper, length=None) -> dict:
+    from .lifecycle import REQUESTED
+
+    gw = _paired_gateway(gk)
+    result = gw.lifecycle().rotate(REQUESTED, length)
+    gk._emit("PIN_ROTATED", f"PIN of SIM {gk.outcome.iccid} rotated on request", iccid=str(gk.outcome.iccid),
+             imei=str(gk.outcome.imei), state="paired")
+    gk.signature = gw.sim_signature()
+    return _change_result(gw, result)
+
+
+def _with_gate_closed(gk: Gatekeeper, change) -> dict:
+    """Run a SIM change with the link down, then pair again as usual."""
+    if gk.gateway is None:
+        raise ModemUnavailable(f"the service has no modem right now: {gk.status_text}")
+    gw = gk.gateway
+    if gw.link_up:
+        gw.close_gate()
+    try:
+        result = change(gw)
+        answer = _change_result(gw, result)
+    finally:
+        gk._pair()
+    return answer
+
+
+def _adopt(gk: Gatekeeper, transport_pin) -> dict:
+    return _with_gate_closed(gk, lambda gw: gw.lifecycle().adopt(transport_pin, gw.pair))
+
+
+def _unblock(gk: Gatekeeper, puk, new_pin, allow_last_attempt=False) -> dict:
+    return _with_gate_closed(gk, lambda gw: gw.lifecycle().unblock(puk, new_pin, allow_last_attempt))
+
+
+def _stage(gk: Gatekeeper, iccid, pin) -> dict:
+    from .keystore import STAGED
+    from .lifecycle import LifecycleRefused, check_change_allowed
+    from .sealers import open_keystore
+
+    check_change_allowed(gk.config.policy)
+    keystore = gk.gateway.keystore if gk.gateway is not None else open_keystore(
+        gk.config.state_dir, gk.config.keystore.sealer)[0]
+    if keystore.get(iccid) is None:
+        raise LifecycleRefused(f"no PIN is stored for {iccid}; store its current PIN first (mtcctl pin set)")
+    keystore.stage_pending(iccid, pin, STAGED)
+    journal = gk.gateway.journal if gk.gateway is not None else None
+    if journal is not None:
+        journal.append("pin-staged", iccid=str(iccid))
+    return {"iccid": str(iccid), "outcome": "staged",
+            "detail": f"staged the new PIN for {iccid}; change the SIM over the air now"}
+
+
+def _compromise(gk: Gatekeeper) -> dict:
+    from .lifecycle import COMPROMISED
+
+    gw = gk.gateway
+    if gw is None:
+        raise ModemUnavailable(f"the service has no modem right now: {gk.status_text}")
+    marked = gw.keystore.mark_compromised()
+    gw.journal.append("pins-compromised", count=marked)
+    gw = _paired_gateway(gk)
+    result = gw.lifecycle().rotate(COMPROMISED)
+    gk.signature = gw.sim_signature()
+    answer = _change_result(gw, result)
+    answer["detail"] = f"{marked} stored PINs marked compromised; inserted SIM: {result.detail}"
+    return answer
+
+
+def _reload(gk: Gatekeeper) -> dict:
+    gk._reload = True
+    return {"outcome": "reloading"}

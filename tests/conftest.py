@@ -62,12 +62,20 @@ class Gateway:
     def config(self) -> Path:
         return self.root / "mtcd.toml"
 
-    def configure(self, port: str, *, policy: str = "", datalink: str = 'backend = "at"\napn = "iot.example"', modem: str = "") -> Path:
+    @property
+    def control_socket(self) -> Path:
+        return self.root / "control.sock"
+
+    def configure(self, port: str, *, policy: str = "", datalink: str = 'backend = "at"\napn = "iot.example"',
+                  modem: str = "", service: str = "") -> Path:
         self.config.write_text(
             f'state_dir = "{self.state_dir}"\n'
             f'[modem]\nport = "{port}"\n{"" if "timeout" in modem else "timeout = 5"}\n{modem}\n'
             f"[policy]\n{policy}\n"
             f"[datalink]\n{datalink}\n"
+            # Each test's own control socket: never the machine's /run/mtcd.
+            f'[service]\n{"" if "control_socket" in service else f"control_socket = {str(self.control_socket)!r}"}\n'
+            f"{service}\n"
         )
         return self.config
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -220,3 +221,101 @@ def _server_of(modem):
         if isinstance(obj, PtyModemServer) and obj.modem is modem:
             return obj
     raise AssertionError("no server for this modem")
+
+
+# --- mtcctl through the service's control socket --------------------------------------
+
+def test_mtcctl_goes_through_the_running_service(gateway, notify_socket):
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        gateway.store_pin(str(card.iccid))
+        with service(gateway, notify_socket):
+            notify_socket.wait_for("READY", "1")
+            status = json.loads(gateway.mtcctl("status", "--json").stdout)
+            assert status["service"]["state"] == "paired" and status["service"]["link"] == "up"
+            assert status["service"]["iccid"] == str(card.iccid)
+            old_pin = card.pin
+            run = gateway.mtcctl("pin", "rotate", "--json")
+            assert run.returncode == 0, run.stderr
+            assert json.loads(run.stdout)["outcome"] == "done"
+            assert card.pin != old_pin and card.pin not in run.stdout + run.stderr
+            assert modem.pdp_active, "a rotation on an unlocked SIM keeps the link"
+            # The service's keystore and mtcctl's agree: the next pairing works.
+            modem.remove_card()
+            modem.insert_card(card)
+            wait_until(lambda: modem.pdp_active and card.pin_attempts == 3 and card.verified, 15, "paired with the new PIN")
+
+
+def test_unblock_through_the_service(gateway, notify_socket):
+    from simfixtures import TEST_PUK
+
+    card = make_card(pin_attempts=0)
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        gateway.store_pin(str(card.iccid))
+        with service(gateway, notify_socket):
+            notify_socket.wait_for("STATUS", "refused: sim-blocked")
+            run = gateway.mtcctl("sim", "unblock", "--json", stdin=f"{TEST_PUK}\n13572468\n")
+            assert run.returncode == 0, run.stderr
+            assert TEST_PUK not in run.stdout + run.stderr
+            wait_until(lambda: modem.pdp_active, 15, "paired after the unblock")
+            assert card.pin == "13572468"
+
+
+def test_control_socket_refuses_a_user_outside_the_admin_group(gateway, notify_socket):
+    """A technician's shell running as an ordinary user (here: nobody) asks the
+    service to rotate the PIN: refused with 77, and nothing reaches the modem."""
+    import os
+    import shutil
+    import tempfile
+
+    card = make_card()
+    shared = Path(tempfile.mkdtemp(prefix="mtcd-shared-", dir="/tmp"))
+    try:
+        os.chmod(shared, 0o755)
+        with sim_modem(card) as (modem, port):
+            gateway.configure(port, service=f'control_socket = "{shared / "control.sock"}"')
+            gateway.store_pin(str(card.iccid))
+            config = shared / "mtcd.toml"
+            shutil.copy(gateway.config, config)
+            os.chmod(config, 0o644)
+            with service(gateway, notify_socket):
+                notify_socket.wait_for("READY", "1")
+                os.chmod(shared / "control.sock", 0o666)  # even with the file open to all
+                status, stderr = _run_as_nobody(["--config", str(config), "pin", "rotate"])
+                assert status == 77, stderr
+                assert "permission denied" in stderr
+                assert not any(c.startswith("AT+CPWD") for c in modem.commands)
+                root = gateway.mtcctl("status", "--json")  # root is allowed
+                assert json.loads(root.stdout)["service"]["state"] == "paired"
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def _run_as_nobody(argv: list[str]) -> tuple[int, str]:
+    """Run mtcctl's main() in a forked child that dropped to uid/gid 65534
+    (the interpreter itself lives where nobody may not exec it)."""
+    import os
+
+    from mtcd.cli import ctl
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 70
+        try:
+            os.close(read_end)
+            sys.stderr = os.fdopen(write_end, "w")
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            code = ctl.main(argv)
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as f:
+        stderr = f.read()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), stderr

@@ -15,7 +15,9 @@
 Exit codes: 0 done, 1 refused (the SIM or the store is not in a state for
 it; the reason is printed), 64 usage, 65 bad PIN/ICCID input or damaged
 keystore, 69 modem unavailable, 74 state directory not writable,
-78 configuration error.
+77 not allowed on the service's control socket, 78 configuration error.
+While `mtcd run` holds the modem, commands that need it go through the
+service's control socket; otherwise mtcctl opens the modem itself.
 A PIN is never taken from argv or the environment: those are visible to
 every user through /proc.
 """
@@ -32,6 +34,7 @@ from ..sealers import open_keystore
 from ..keystore import STAGED
 from ..lifecycle import COMPROMISED, REQUESTED, LifecycleRefused, check_change_allowed
 from ..secret import Pin, Puk
+from ..control import ControlClient
 from ..service import Gateway
 from .common import ArgumentParser, add_config_option, config_from, print_json, run_main, setup_logging
 
@@ -153,9 +156,28 @@ def _result(args, iccid, outcome: str, detail: str) -> int:
     return EXIT_OK
 
 
+def _running_service(config):
+    """A client of the running service, or None when none runs (then mtcctl
+    opens the modem itself; the port's exclusive lock keeps it single)."""
+    client = ControlClient(config.service.control_socket)
+    return client if client.available() else None
+
+
+def _print_result(args, result: dict) -> int:
+    if args.json:
+        print_json(result)
+    else:
+        print(result.get("detail") or result)
+    return EXIT_OK
+
+
 def _pin_stage(config, args) -> int:
     check_change_allowed(config.policy)
     iccid = _iccid(args.iccid)
+    service = _running_service(config)
+    if service is not None:
+        pin = read_pin(f"new PIN for SIM {iccid}: ")
+        return _print_result(args, service.call("stage", iccid=iccid, pin=pin))
     keystore = open_keystore(config.state_dir, config.keystore.sealer)[0]
     if keystore.get(iccid) is None:
         raise LifecycleRefused(f"no PIN is stored for {iccid}; store its current PIN first (mtcctl pin set)")
@@ -188,12 +210,20 @@ def _with_paired_sim(config, action):
 
 
 def _pin_rotate(config, args) -> int:
+    service = _running_service(config)
+    if service is not None:
+        return _print_result(args, service.call("rotate", length=args.length))
     iccid, result = _with_paired_sim(config, lambda g: g.lifecycle().rotate(REQUESTED, args.length))
     return _result(args, iccid, result.outcome, result.detail)
 
 
 def _adopt(config, args) -> int:
     pin = read_secret(Pin, "transport PIN of the inserted SIM: ")
+    service = _running_service(config)
+    if service is not None:
+        result = service.call("adopt", transport_pin=pin)
+        result["detail"] = f"adopted {result['iccid']}: {result['detail']}"
+        return _print_result(args, result)
     with Gateway(config) as gateway:
         gateway.start()
         result = gateway.lifecycle().adopt(pin, gateway.pair)
@@ -202,6 +232,9 @@ def _adopt(config, args) -> int:
 
 
 def _compromise(config, args) -> int:
+    service = _running_service(config)
+    if service is not None:
+        return _print_result(args, service.call("compromise"))
     keystore = open_keystore(config.state_dir, config.keystore.sealer)[0]
     marked = keystore.mark_compromised()
     PairingJournal(config.state_dir).append("pins-compromised", count=marked)
@@ -218,6 +251,10 @@ def _compromise(config, args) -> int:
 def _unblock(config, args) -> int:
     puk = read_secret(Puk, "PUK: ")
     new_pin = read_secret(Pin, "new PIN: ")
+    service = _running_service(config)
+    if service is not None:
+        return _print_result(args, service.call("unblock", puk=puk, new_pin=new_pin,
+                                                allow_last_attempt=args.allow_last_attempt))
     with Gateway(config) as gateway:
         gateway.start()
         result = gateway.lifecycle().unblock(puk, new_pin, args.allow_last_attempt)
@@ -234,13 +271,19 @@ def _status(config, args) -> int:
         "sealer": sealer.describe(),
         "stored_pins": len(keystore),
         "last_decision": last,
+        "service": None,
     }
+    service = _running_service(config)
+    if service is not None:
+        status["service"] = service.call("status")
     if args.json:
         print_json(status)
         return EXIT_OK
     print(f"modem port:   {status['modem_port']}")
     print(f"state dir:    {status['state_dir']} (sealer: {status['sealer']})")
     print(f"stored PINs:  {status['stored_pins']}")
+    live = status["service"]
+    print(f"service:      {live['status'] if live else 'not running'}")
     if last is None:
         print("last decision: none yet")
     else:

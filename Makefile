@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # Debian packages the test suite needs.  Installed by `make deps` when they are
 # missing and we run as root; otherwise we say what is missing.
-DEB_PACKAGES ?= systemd swtpm swtpm-tools build-essential pkg-config libtss2-dev libtss2-tcti-swtpm0 strace
+DEB_PACKAGES ?= systemd swtpm swtpm-tools build-essential pkg-config libtss2-dev libtss2-tcti-swtpm0 libsystemd-dev strace
 
 .PHONY: all deps venv test test-long demo bench hw-test install clean
 
@@ -42,6 +42,7 @@ demo: venv
 bench: venv
 	$(PY) bench/commands_to_pair.py
 	$(PY) bench/keystore_scale.py
+	$(PY) bench/idle_cpu.py
 
 # Real modem and SIM on the bench: make hw-test MODEM=/dev/ttyUSB2
 hw-test: venv

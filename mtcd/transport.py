@@ -152,6 +152,46 @@ class SerialTransport:
             raise ModemUnavailable(f"{self.port}: unexpected prompt for {command.loggable}")
         return outcome
 
+    def send_with_prompt(self, command: AtCommand, payload: bytes, timeout: float | None = None) -> Response:
+        """A command that answers "> " and then takes a payload (SMS: the
+        PDU and Ctrl-Z, TS 27.005 §3.5.1).  A final result before the prompt
+        is returned without sending the payload.  The payload is logged by
+        length only."""
+        if self._serial is None:
+            raise ModemUnavailable(f"{self.port}: modem port is not open")
+        wait = max(command.timeout, self.timeout) if timeout is None else timeout
+        with self._command_lock:
+            self._raise_failure()
+            if self._needs_resync:
+                self._resync()
+            _drain(self._results)
+            with self._reader_lock:
+                data = self._reader.start(command)
+            log.debug("> %s", command.loggable)
+            self._write(data)
+            self.commands_sent += 1
+            outcome = self._await(wait)
+            if isinstance(outcome, Prompt):
+                log.debug("> (%d bytes after the prompt)", len(payload))
+                self._write(payload)
+                outcome = self._await(wait)
+                if outcome is None:
+                    self._write(b"\x1b")  # cancel, or the modem waits for ever
+            if outcome is None or isinstance(outcome, (BaseException, Prompt)):
+                self._abandon()
+                why = "no answer" if outcome is None else _why(outcome) if isinstance(outcome, BaseException) else "a second prompt"
+                raise ModemUnavailable(f"{self.port}: {why} to {command.loggable}")
+            log.debug("< %s %s", " | ".join(outcome.lines), _result_text(outcome))
+            return outcome
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._serial.write(data)
+            self._serial.flush()
+        except (serial.SerialException, OSError) as exc:
+            self._abandon()
+            raise ModemUnavailable(f"{self.port}: write failed: {_why(exc)}") from None
+
     def _await(self, wait: float):
         deadline = time.monotonic() + wait
         while True:

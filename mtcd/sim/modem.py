@@ -71,6 +71,9 @@ _IDENTITY = {
 
 _FINAL_OK = ["OK"]
 _ERROR = ["ERROR"]
+# The reply to AT+CMGS in PDU mode: the server writes "\r\n> " and then
+# reads the PDU up to Ctrl-Z (send) or ESC (cancel), TS 27.005 §3.5.1.
+SMS_PROMPT = "> "
 
 
 class _Reply(Exception):
@@ -204,6 +207,9 @@ class SimulatedModem:
         self.commands: list[str] = []  # every line received, secrets redacted
         self.contexts: dict[int, tuple[str, str]] = {}  # cid -> (PDP type, APN)
         self.dials = 0  # ATD commands answered with CONNECT
+        self.sms_sent: list[bytes] = []  # SMS-SUBMIT TPDUs (SMSC field removed)
+        self._sms_length: int | None = None  # the <length> of a pending AT+CMGS
+        self._sms_reference = 0
         self._urcs: list[str] = []
         self._urc_listeners: list[Callable[[], None]] = []
         self._faults: list[list] = []  # [prefix, mode, times left]
@@ -218,6 +224,7 @@ class SimulatedModem:
         self.attached = False
         self.connected = False
         self._busy_until = 0.0
+        self.cmgf = 0
 
     @property
     def imeisv(self) -> str:
@@ -391,6 +398,8 @@ class SimulatedModem:
             "+CGREG": self._registration("+CGREG"),
             "+CEREG": self._registration("+CEREG"),
             "+CSQ": self._csq,
+            "+CMGF": self._cmgf,
+            "+CMGS": self._cmgs,
         }
         if self.has_cpinr:
             table["+CPINR"] = self._cpinr
@@ -814,6 +823,55 @@ class SimulatedModem:
         self._need_service()
         self.attached = True
         return _FINAL_OK
+
+    def _cmgf(self, form, args):
+        if form == "read":
+            return [f"+CMGF: {self.cmgf}"] + _FINAL_OK
+        if form == "test":
+            return ["+CMGF: (0,1)"] + _FINAL_OK
+        if form != "set":
+            return _ERROR
+        (mode,) = self._ints(args, 1, 1)
+        if mode not in (0, 1):
+            return _ERROR
+        self.cmgf = mode
+        return _FINAL_OK
+
+    def _cmgs(self, form, args):
+        if form == "test":
+            return _FINAL_OK
+        if form != "set" or self.cmgf != 0:
+            return ["+CMS ERROR: 302"]  # only PDU mode is simulated
+        (length,) = self._ints(args, 1, 1)
+        if not 7 <= length <= 164:
+            return ["+CMS ERROR: 304"]
+        if self.radio != 1 or not self._sim_ready():
+            return ["+CMS ERROR: 331"]  # no network service
+        self._sms_length = length
+        return [SMS_PROMPT]
+
+    def sms_body(self, data: bytes, cancelled: bool) -> list[str]:
+        """The PDU after the prompt, up to Ctrl-Z (or ESC: cancelled)."""
+        with self._lock:
+            length, self._sms_length = self._sms_length, None
+            self.commands.append(f"<SMS PDU of {len(data)} characters{', cancelled' if cancelled else ''}>")
+            if length is None:
+                return _ERROR
+            if cancelled:
+                return _FINAL_OK
+            try:
+                pdu = bytes.fromhex(data.decode("ascii").strip())
+            except (UnicodeDecodeError, ValueError):
+                return ["+CMS ERROR: 304"]
+            if not pdu or len(pdu) - 1 - pdu[0] != length:
+                return ["+CMS ERROR: 304"]
+            self.sms_sent.append(pdu[1 + pdu[0]:])
+            self._sms_reference = (self._sms_reference + 1) % 256
+            return [f"+CMGS: {self._sms_reference}"] + _FINAL_OK
+
+    @property
+    def awaiting_sms_body(self) -> bool:
+        return self._sms_length is not None
 
     def _registration(self, prefix):
         def handler(form, args):

@@ -16,7 +16,7 @@ import traceback
 import tty
 from pathlib import Path
 
-from .modem import SimulatedModem
+from .modem import SMS_PROMPT, SimulatedModem
 
 _WRITE_GIVE_UP = 2.0  # seconds; a modem drops output nobody reads
 
@@ -138,10 +138,22 @@ class PtyModemServer:
                     continue
                 raise
             pending += data
-            while b"\r" in pending:
-                line, _, rest = pending.partition(b"\r")
-                pending = bytearray(rest)
-                self._serve_line(bytes(line))
+            while True:
+                if self.modem.awaiting_sms_body:
+                    # After the "> " prompt: the PDU runs to Ctrl-Z or ESC.
+                    ends = [i for i in (pending.find(b"\x1a"), pending.find(b"\x1b")) if i >= 0]
+                    if not ends:
+                        break
+                    end = min(ends)
+                    body, cancelled = bytes(pending[:end]), pending[end] == 0x1B
+                    pending = bytearray(pending[end + 1:])
+                    self._reply(self.modem.sms_body(body, cancelled))
+                elif b"\r" in pending:
+                    line, _, rest = pending.partition(b"\r")
+                    pending = bytearray(rest)
+                    self._serve_line(bytes(line))
+                else:
+                    break
 
     def _serve_line(self, raw: bytes) -> None:
         text = raw.decode("latin-1").strip("\n\r \t")
@@ -158,6 +170,12 @@ class PtyModemServer:
             self.errors.append(exc)
             traceback.print_exc()
             reply = ["ERROR"]
+        self._reply(reply)
+
+    def _reply(self, reply: list[str]) -> None:
+        if reply == [SMS_PROMPT]:
+            self._write(b"\r\n" + SMS_PROMPT.encode())  # no line end: the body follows
+            return
         if reply:
             self._write(b"".join(b"\r\n" + line.encode("latin-1") + b"\r\n" for line in reply))
         self.flush_urcs()

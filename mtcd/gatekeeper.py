@@ -35,6 +35,8 @@ from pathlib import Path
 from .config import Config, load_config
 from .datalink import DatalinkFailed
 from .errors import ConfigError, ModemUnavailable, MtcdError
+from .events import Event, EventLog
+from .metrics import Metrics
 from .gate import PairingOutcome
 from .policy import Reason
 from .service import Gateway
@@ -99,15 +101,43 @@ class _Request:
     error: BaseException | None = None
 
 
+class SmsAlerts:
+    """The association-change SMS to `[alerts] sms_to` (TS 22.368 §7.2.8:
+    warn the MTC server).  Failing to send is logged, never fatal: the
+    journal event has been written anyway."""
+
+    def __init__(self, config: Config):
+        self.number = config.alerts.sms_to
+        self.show_imsi = config.service.show_imsi
+
+    def association_changed(self, gateway: Gateway, change: dict, imsi) -> None:
+        if not self.number:
+            return
+        from datetime import datetime, timezone
+
+        from .alerts import AssociationChange, send_alert
+
+        try:
+            alert = AssociationChange(
+                old_iccid=change.get("old_iccid"), new_iccid=change.get("new_iccid"),
+                old_imei=change.get("old_imei"), new_imei=change.get("new_imei"),
+                time=datetime.now(timezone.utc), imsi=str(imsi) if imsi else None,
+            )
+            refs = send_alert(gateway.transport, self.number, alert, show_imsi=self.show_imsi)
+            log.info("association-change SMS sent to %s (reference %s)", self.number, refs)
+        except (MtcdError, ValueError) as exc:
+            log.warning("association-change SMS not sent: %s", exc)
+
+
 class Gatekeeper:
     def __init__(self, config_path: Path, config: Config, *, notifier: Notifier | None = None,
                  events=None, metrics=None, alerts=None):
         self.config_path = Path(config_path)
         self.config = config
         self.notifier = notifier or Notifier()
-        self.events = events
-        self.metrics = metrics
-        self.alerts = alerts
+        self.events = events if events is not None else EventLog(show_imsi=config.service.show_imsi)
+        self.metrics = metrics if metrics is not None else Metrics(config.service.metrics_file)
+        self.alerts = alerts if alerts is not None else SmsAlerts(config)
         self.gateway: Gateway | None = None
         self.outcome: PairingOutcome | None = None
         self.signature: tuple[SimLock, object] | None = None
@@ -360,15 +390,23 @@ class Gatekeeper:
         change = self._association_change()
         if change is not None:
             self._emit("ASSOCIATION_CHANGED", change["message"], iccid=iccid, imei=imei, state="association-changed")
-            if self.alerts is not None and outcome.paired and gw.link_up:
-                self.alerts.association_changed(gw, change)
-        self._metric("record_decision", "paired" if outcome.paired else "refused",
-                     outcome.reason.value if outcome.reason else None, outcome.pin_retries)
+            # Only a paired SIM with the radio on can send it (guarantee 3).
+            if outcome.paired and gw.link_up:
+                self.alerts.association_changed(gw, change, outcome.imsi)
+        if not self._decision_recorded(outcome):
+            self._metric("record_decision", "paired" if outcome.paired else "refused",
+                         outcome.reason.value if outcome.reason else None, outcome.pin_retries)
         self._metric("set_link", gw.link_up)
         self._metric("set_sim_present", outcome.observations.lock not in (SimLock.NOT_INSERTED, SimLock.NOT_READY))
         self._write_metrics()
         self._set_status(status)
         self._first_ready()
+
+    def _decision_recorded(self, outcome: PairingOutcome) -> bool:
+        """A link retried for the same decision is not a new decision."""
+        seen = getattr(self, "_counted", None)
+        self._counted = outcome
+        return seen is outcome
 
     def _association_change(self) -> dict | None:
         """The association-changed event the gateway journalled just now, if any."""
@@ -437,10 +475,7 @@ class Gatekeeper:
             self.notifier.ready(self.status_text)
 
     def _emit(self, event: str, message: str, **fields) -> None:
-        if self.events is None:
-            log.info("%s", message)
-            return
-        self.events.emit(event, message, **fields)
+        self.events.emit(Event[event], message, **fields)
 
     def _metric(self, name: str, *args) -> None:
         if self.metrics is not None:

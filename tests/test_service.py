@@ -319,3 +319,66 @@ def _run_as_nobody(argv: list[str]) -> tuple[int, str]:
         stderr = f.read()
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status), stderr
+
+
+def test_association_change_sms_to_the_operator(gateway, notify_socket):
+    from gsmmodem.pdu import decodeSmsPdu
+
+    first, second, foreign = make_card(serial_number=1), make_card(serial_number=2), make_card(serial_number=3)
+    with sim_modem(first) as (modem, port):
+        gateway.configure(port)
+        gateway.config.write_text(gateway.config.read_text() + '[alerts]\nsms_to = "+491701234567"\n')
+        gateway.store_pin(str(first.iccid))
+        gateway.store_pin(str(second.iccid))
+        with service(gateway, notify_socket):
+            notify_socket.wait_for("READY", "1")
+            assert modem.sms_sent == []  # the first SIM this gateway sees: nothing changed
+            modem.remove_card()
+            modem.insert_card(second)
+            notify_socket.wait_for("STATUS", f"paired ICCID {second.iccid}, link up")
+            wait_until(lambda: len(modem.sms_sent) == 1, 10, "the SMS")
+            sms = decodeSmsPdu("00" + modem.sms_sent[0].hex())
+            assert sms["number"] == "+491701234567"
+            assert str(first.iccid) in sms["text"] and str(second.iccid) in sms["text"]
+            # A foreign SIM is refused with the radio off: only the journal knows.
+            modem.remove_card()
+            modem.insert_card(foreign)
+            notify_socket.wait_for("STATUS", "refused: unknown-sim")
+            assert len(modem.sms_sent) == 1
+        changes = [e for e in gateway.history() if e["event"] == "association-changed"]
+        # An empty slot in between is no association: 1 -> 2, then 2 -> 3.
+        assert [(c["old_iccid"], c["new_iccid"]) for c in changes] == [
+            (str(first.iccid), str(second.iccid)), (str(second.iccid), str(foreign.iccid))]
+
+
+def test_events_and_metrics_follow_the_gate(gateway, notify_socket):
+    card = make_card()
+    prom = gateway.root / "mtcd.prom"
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port, service=f'metrics_file = "{prom}"')
+        gateway.store_pin(str(card.iccid))
+        with service(gateway, notify_socket) as proc:
+            notify_socket.wait_for("READY", "1")
+            metrics = _metrics(prom)
+            assert metrics["mtcd_paired"] == 1 and metrics["mtcd_link_up"] == 1 and metrics["mtcd_modem_up"] == 1
+            assert metrics['mtcd_decisions_total{outcome="paired",reason=""}'] == 1
+            modem.remove_card()
+            notify_socket.wait_for("STATUS", "refused: no-sim")
+            metrics = _metrics(prom)
+            assert metrics["mtcd_paired"] == 0 and metrics["mtcd_link_up"] == 0 and metrics["mtcd_sim_present"] == 0
+            assert metrics['mtcd_decisions_total{outcome="refused",reason="no-sim"}'] == 1
+        # No journald here: the same events, one line each, on stderr.
+        lines = [line for line in proc.stderr_text.splitlines() if line.startswith("mtcd: ")]
+        assert any("paired SIM" in line and f"iccid={card.iccid}" in line for line in lines)
+        assert any("removed" in line for line in lines)
+        assert any("reason=no-sim" in line for line in lines)
+        assert not any(str(card.imsi) in line for line in lines), "the IMSI is masked by default"
+
+
+def _metrics(path) -> dict[str, float]:
+    values = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values

@@ -190,6 +190,9 @@ def _pending_usable(stored: StoredPin) -> bool:
 
 def _decide_unlocked(obs: Observations, settings: PolicySettings) -> Decision:
     outcomes = _outcomes(obs)
+    if obs.stored is None:
+        # Whatever else was observed: no stored PIN, no pairing.
+        return Refused(Reason.UNKNOWN_SIM, "no PIN is stored for this ICCID")
     if PinOutcome.ACCEPTED in outcomes:
         return Paired()
     if outcomes:
@@ -198,8 +201,6 @@ def _decide_unlocked(obs: Observations, settings: PolicySettings) -> Decision:
         return Step.READ_PIN_ENABLED
     if obs.pin_enabled is None:
         return Refused(Reason.SIM_ERROR, "could not tell whether the SIM's PIN is enabled")
-    if obs.stored is None:
-        return Refused(Reason.UNKNOWN_SIM, "no PIN is stored for this ICCID")
     if not obs.pin_enabled:
         if settings.require_pin_enabled:
             return Refused(Reason.PIN_DISABLED, "the SIM's PIN is disabled, so it would work in any device")

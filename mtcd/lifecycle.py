@@ -62,6 +62,23 @@ def rotation_due(entry: PinEntry, policy: PolicyConfig, now: datetime) -> str | 
     return None
 
 
+def stage(keystore: Keystore, journal: PairingJournal | None, policy: PolicyConfig, iccid: Iccid, pin: Pin) -> ChangeResult:
+    """Keep the PIN an over-the-air change is about to set (device first, SIM
+    second).  Needs no modem."""
+    check_change_allowed(policy)
+    entry = keystore.get(iccid)
+    if entry is None:
+        raise LifecycleRefused(f"no PIN is stored for {iccid}; store its current PIN first (mtcctl pin set)")
+    if entry.pending_pin is not None and entry.pending_origin == ROTATION:
+        raise LifecycleRefused(
+            f"a PIN change of {iccid} by this gateway is not settled yet; stage after the SIM is next unlocked"
+        )
+    keystore.stage_pending(iccid, pin, STAGED)
+    if journal is not None:
+        journal.append("pin-staged", iccid=str(iccid))
+    return ChangeResult("staged", f"staged the new PIN for {iccid}; change the SIM over the air now")
+
+
 def check_change_allowed(policy: PolicyConfig) -> None:
     """A change that is cut short leaves two candidates; the gateway may
     spend one attempt on the wrong one and must still be allowed to try the
@@ -93,9 +110,14 @@ class Lifecycle:
             raise LifecycleRefused(f"no PIN is stored for the inserted SIM {iccid}")
         if entry.rejected:
             raise LifecycleRefused(f"the stored PIN of {iccid} was rejected; store the right one first")
-        if entry.pending_pin is not None and entry.pending_origin == STAGED:
+        if entry.pending_pin is not None:
+            # The card may hold that PIN already (a change whose answer was
+            # lost, or the operator's OTA change): a new change would be made
+            # against a PIN the card no longer has, and lose the only copy of
+            # the one it has.  The next pairing with the SIM locked settles it.
+            origin = "an over-the-air change" if entry.pending_origin == STAGED else "an earlier change"
             raise LifecycleRefused(
-                f"a PIN is staged for an over-the-air change of {iccid}; it is settled at the next pairing"
+                f"a PIN from {origin} of {iccid} is not settled yet; it is settled when the SIM is next unlocked"
             )
         self._guard(iccid)
         new = Pin.generate(length or self.policy.pin_length)
@@ -132,6 +154,14 @@ class Lifecycle:
         iccid = self.uicc.iccid()
         if iccid is None:
             raise LifecycleRefused("the SIM's ICCID cannot be read")
+        existing = self.keystore.get(iccid)
+        if existing is not None and not existing.transport:
+            # Storing the transport PIN over it would throw away the PIN this
+            # gateway set on the card, which nobody else knows.
+            raise LifecycleRefused(
+                f"{iccid} is already paired with this gateway; to adopt it again, "
+                "forget its PIN first (mtcctl pin forget) — only if the SIM holds the transport PIN again"
+            )
         if lock is SimLock.SIM_PIN:
             self.keystore.set_pin(iccid, transport_pin, transport=True)
             self.journal.append("pin-set", iccid=str(iccid), replaced=False, transport=True)
@@ -177,9 +207,10 @@ class Lifecycle:
         if iccid is None:
             raise LifecycleRefused("the SIM's ICCID cannot be read")
         left = self.uicc.puk_attempts()
-        if left is not None and left < 2 and not allow_last_attempt:
+        if (left is None or left < 2) and not allow_last_attempt:
+            count = "the PUK attempts left cannot be read" if left is None else f"{left} PUK attempt left"
             raise LifecycleRefused(
-                f"{left} PUK attempt left: a wrong PUK now kills the card for good "
+                f"{count}: a wrong PUK could kill the card for good "
                 "(use --allow-last-attempt if you are sure)"
             )
         existing = self.keystore.get(iccid)

@@ -371,3 +371,75 @@ def test_power_cut_while_staging_keeps_the_old_pin_working(gateway, monkeypatch)
         assert gateway.keystore().get(card.iccid).pending_pin is None  # nothing half-written
         assert [p.name for p in gateway.state_dir.iterdir() if ".tmp" in p.name] == []
         paired_after_power_loss(gateway, modem, card)
+
+
+# --- a change is never made over an unsettled one (guarantee 5) -----------------------
+
+def test_a_second_rotation_waits_for_the_first_to_settle(gateway):
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        gateway.store_pin(str(card.iccid))
+        modem.fail_after("AT+CPWD", "drop")  # the card takes new1, the answer is lost
+        kill_when_sent(gateway, modem, ["pin", "rotate"], "AT+CPWD")
+        new1 = card.pin
+        assert new1 != TEST_PIN
+        # The SIM stays unlocked (no power cut): a second change must not be
+        # made against a PIN the card no longer has.
+        again = gateway.mtcctl("pin", "rotate")
+        assert again.returncode == 1 and "not settled" in again.stderr
+        assert card.pin == new1 and card.pin_attempts == 3
+        assert len([c for c in modem.commands if c.startswith("AT+CPWD")]) == 1
+        paired_after_power_loss(gateway, modem, card)
+
+
+def test_due_rotation_waits_while_a_pin_is_pending(gateway):
+    card = make_card(pin=TRANSPORT_PIN)
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        assert gateway.mtcctl("pin", "set", str(card.iccid), "--transport", stdin=TRANSPORT_PIN + "\n").returncode == 0
+        modem.fail_after("AT+CPWD", "drop")
+        proc_run = gateway.mtcd("once", timeout=60)  # pairs, rotation's answer lost
+        assert proc_run.returncode == 0
+        new1 = card.pin
+        assert new1 != TRANSPORT_PIN
+        # Still unlocked, still a transport entry: the next run must not rotate again.
+        assert gateway.mtcd("once").returncode == 0
+        assert card.pin == new1
+        assert len([c for c in modem.commands if c.startswith("AT+CPWD")]) == 1
+        paired_after_power_loss(gateway, modem, card)
+
+
+def test_adopting_an_adopted_sim_again_is_refused(gateway):
+    card = make_card(pin=TRANSPORT_PIN)
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        assert gateway.mtcctl("pair", stdin=TRANSPORT_PIN + "\n").returncode == 0
+        unique = card.pin
+        again = gateway.mtcctl("pair", stdin=TRANSPORT_PIN + "\n")
+        assert again.returncode == 1 and "already paired" in again.stderr
+        assert card.pin == unique and card.pin_attempts == 3
+        assert gateway.keystore().get(card.iccid).pin.reveal() == unique
+
+
+def test_staging_waits_for_an_unsettled_rotation(gateway):
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        gateway.store_pin(str(card.iccid))
+        modem.fail_after("AT+CPWD", "drop")
+        kill_when_sent(gateway, modem, ["pin", "rotate"], "AT+CPWD")
+        run = gateway.mtcctl("pin", "stage", str(card.iccid), stdin="66554433\n")
+        assert run.returncode == 1 and "not settled" in run.stderr
+        assert gateway.keystore().get(card.iccid).pending_pin.reveal() == card.pin
+
+
+def test_unblock_with_an_unknown_puk_count_needs_the_person_to_insist(gateway):
+    card = make_card(pin_attempts=0)
+    with sim_modem(card, has_cpinr=False, has_csim=False) as (modem, port):
+        gateway.configure(port)
+        run = gateway.mtcctl("sim", "unblock", stdin=f"{TEST_PUK}\n24681357\n")
+        assert run.returncode == 1 and "cannot be read" in run.stderr
+        assert puk_commands(modem.commands) == []
+        ok = gateway.mtcctl("sim", "unblock", "--allow-last-attempt", stdin=f"{TEST_PUK}\n24681357\n")
+        assert ok.returncode == 0 and card.pin == "24681357"

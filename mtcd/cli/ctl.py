@@ -31,8 +31,7 @@ from ..errors import EXIT_DATAERR, EXIT_OK, ModemUnavailable, MtcdError, UsageEr
 from ..identity import Iccid
 from ..journal import PairingJournal
 from ..sealers import open_keystore
-from ..keystore import STAGED
-from ..lifecycle import COMPROMISED, REQUESTED, LifecycleRefused, check_change_allowed
+from ..lifecycle import COMPROMISED, REQUESTED, LifecycleRefused, check_change_allowed, stage
 from ..secret import Pin, Puk
 from ..control import ControlClient
 from ..service import Gateway
@@ -174,17 +173,13 @@ def _print_result(args, result: dict) -> int:
 def _pin_stage(config, args) -> int:
     check_change_allowed(config.policy)
     iccid = _iccid(args.iccid)
+    pin = read_pin(f"new PIN for SIM {iccid}: ")
     service = _running_service(config)
     if service is not None:
-        pin = read_pin(f"new PIN for SIM {iccid}: ")
         return _print_result(args, service.call("stage", iccid=iccid, pin=pin))
     keystore = open_keystore(config.state_dir, config.keystore.sealer)[0]
-    if keystore.get(iccid) is None:
-        raise LifecycleRefused(f"no PIN is stored for {iccid}; store its current PIN first (mtcctl pin set)")
-    pin = read_pin(f"new PIN for SIM {iccid}: ")
-    keystore.stage_pending(iccid, pin, STAGED)
-    PairingJournal(config.state_dir).append("pin-staged", iccid=str(iccid))
-    return _result(args, iccid, "staged", f"staged the new PIN for {iccid}; change the SIM over the air now")
+    result = stage(keystore, PairingJournal(config.state_dir), config.policy, iccid, pin)
+    return _result(args, iccid, result.outcome, result.detail)
 
 
 def _pin_forget(config, args) -> int:

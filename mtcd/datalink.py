@@ -43,8 +43,9 @@ class Datalink:
         except CommandFailed as exc:
             self._close_after_failure()
             raise DatalinkFailed(f"radio on failed: {exc}") from None
-        except DatalinkFailed:
-            # Half up is not up: leave nothing on the air we do not manage.
+        except MtcdError:
+            # Half up is not up (a failed command, a timeout): leave nothing
+            # on the air we do not manage.
             self._close_after_failure()
             raise
 
@@ -57,6 +58,10 @@ class Datalink:
 
     def _take_down(self) -> None:
         pass
+
+    def release_without_modem(self) -> None:
+        """Undo what the backend may have left outside the modem (the
+        command backend's link) when the modem itself is gone."""
 
     def _close_after_failure(self) -> None:
         try:
@@ -99,6 +104,9 @@ class CommandDatalink(Datalink):
 
     def _bring_up(self) -> None:
         self._run(self.up_argv, "up")
+
+    def release_without_modem(self) -> None:
+        self._take_down()
 
     def _take_down(self) -> None:
         if self.down_argv:

@@ -53,6 +53,7 @@ class PairingOutcome:
 def pair(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei, imeisv: Imeisv | None) -> PairingOutcome:
     obs = Observations(imei=imei)
     retries: int | None = None
+    rereads = 0
     while True:
         decision: Decision = decide(obs, settings)
         if decision is Step.READ_SIM_LOCK:
@@ -72,10 +73,21 @@ def pair(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei, i
             keystore.record_rejected(obs.iccid, which)
             obs = obs.with_(stored=_stored_view(keystore, obs.iccid))
         elif decision in (Step.PRESENT_PIN, Step.PRESENT_PENDING_PIN):
+            if not uicc.may_present(obs.iccid):
+                # A SIM-state URC arrived since the card was read: read it all
+                # again rather than present on a stale reading.
+                rereads += 1
+                if rereads > 3:
+                    decision = Refused(Reason.SIM_ERROR, "the SIM's state keeps changing")
+                    break
+                obs = Observations(imei=imei, presented=obs.presented, presented_pending=obs.presented_pending)
+                continue
             which = CURRENT if decision is Step.PRESENT_PIN else PENDING
             obs = _present(uicc, keystore, obs, which)
             if PinOutcome.ACCEPTED in (obs.presented, obs.presented_pending):
                 retries = None  # the card reset its counter to its maximum
+            elif PinOutcome.UNKNOWN in (obs.presented, obs.presented_pending):
+                retries = None  # the count before it no longer holds
             elif PinOutcome.REJECTED in (obs.presented, obs.presented_pending):
                 # Read what is left before any other candidate (costs nothing).
                 retries = _pin1(uicc)
@@ -125,7 +137,7 @@ def _present(uicc: Uicc, keystore: Keystore, obs: Observations, which: str) -> O
     log.info("%s PIN presented for ICCID %s: %s", which, obs.iccid, outcome.value)
     field = "presented" if which == CURRENT else "presented_pending"
     if outcome is PinOutcome.REJECTED:
-        keystore.record_rejected(obs.iccid, which)
+        keystore.record_rejected(obs.iccid, which, presented=pin)
         # What the card asks for now (SIM PIN, or SIM PUK after its last
         # attempt): the UICC layer sends nothing more without a fresh reading.
         obs = obs.with_(lock=uicc.lock())

@@ -192,17 +192,19 @@ class Gatekeeper:
 
     # -- the loop ------------------------------------------------------------
     def run(self) -> int:
-        old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
-        signal.signal(signal.SIGHUP, self.request_reload)
-        old_wakeup = signal.set_wakeup_fd(self._wake_w)
-        control = None
+        # Signals can only be taken in the main thread (tests run the loop
+        # in another one and call request_stop/request_reload themselves).
+        in_main = threading.current_thread() is threading.main_thread()
+        old = {}
+        if in_main:
+            old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+            signal.signal(signal.SIGHUP, self.request_reload)
+            old_wakeup = signal.set_wakeup_fd(self._wake_w)
+        self._control = None
         try:
-            from .control import ControlServer
-
-            control = ControlServer(self.config.service.control_socket, control_handler(self),
-                                    self.config.service.admin_group)
+            self._start_control()
             while not self._stop:
                 if self._reload:
                     self._do_reload()
@@ -224,15 +226,22 @@ class Gatekeeper:
             self.notifier.send(STOPPING="1", STATUS="stopping: closing the link")
             self._close_session(close_gate=True)
             self._fail_requests()
-            if control is not None:
-                control.close(timeout=5)
-            signal.set_wakeup_fd(old_wakeup)
+            if self._control is not None:
+                self._control.close(timeout=5)
+            if in_main:
+                signal.set_wakeup_fd(old_wakeup)
             for s, handler in old.items():
                 signal.signal(s, handler)
             self._selector.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
         return 0
+
+    def _start_control(self) -> None:
+        from .control import ControlServer
+
+        self._control = ControlServer(self.config.service.control_socket, control_handler(self),
+                                      self.config.service.admin_group)
 
     def _check_interval(self) -> float:
         interval = self.config.service.check_interval
@@ -273,6 +282,9 @@ class Gatekeeper:
         self.gateway = gateway
         try:
             gateway.start()
+            # Whatever an earlier session (or an earlier mtcd) left up outside
+            # the modem comes down before anything is decided.
+            gateway.datalink.release_without_modem()
             gateway.enable_sim_urcs()
             if self.modem_up is False:
                 log.info("modem is back")
@@ -305,6 +317,13 @@ class Gatekeeper:
 
     def _lose_modem(self, exc: MtcdError) -> None:
         log.warning("%s", exc)
+        if self.gateway is not None:
+            # The modem is gone, but a link managed outside it (the command
+            # backend's unit) must not outlive the gate.
+            try:
+                self.gateway.datalink.release_without_modem()
+            except MtcdError as down_exc:
+                log.warning("taking the link down: %s", down_exc)
         self._close_session(close_gate=False)  # nothing to send to: the port is gone
         self._modem_unavailable(exc)
 
@@ -315,30 +334,36 @@ class Gatekeeper:
         if gateway is None:
             return
         if close_gate and gateway.transport.alive:
+            gateway.close_gate()
             try:
-                gateway.close_gate()
+                gateway.ensure_radio_off()
             except MtcdError as exc:
-                log.warning("closing the gate: %s", exc)
+                log.error("the radio could not be switched off: %s", exc)
         gateway.transport.close()
         self._metric("set_link", False)
         self._write_metrics()
 
     # -- pairing and watching ---------------------------------------------------
     def _pair(self) -> None:
+        """Close the gate, take a decision, open it only for a paired SIM.
+        Raises (the caller drops the session) when the radio cannot be
+        confirmed off: pairing never goes on with it in an unknown state."""
         gw = self.gateway
+        self.outcome, self.signature = None, None
         if gw.link_up:
             gw.close_gate()
-        elif gw.modem.radio_on is not False:
-            gw.modem.switch_radio_off()
+        gw.ensure_radio_off()
         self._sim_event = False
         outcome = gw.pair()
-        self.outcome = outcome
         link_error = None
         if outcome.paired:
             try:
                 gw.bring_up(outcome)
             except DatalinkFailed as exc:
                 link_error = str(exc)
+        else:
+            gw.ensure_radio_off()
+        self.outcome = outcome
         self.signature = gw.sim_signature()
         self._announce(outcome, link_error)
 
@@ -346,6 +371,13 @@ class Gatekeeper:
         gw = self.gateway
         self._sim_event = False
         try:
+            if (gw.radio_level() == 1) != gw.link_up:
+                # A modem that browned out behind a port that stayed open comes
+                # back at its power-on CFUN=1 (and forgets ATE0, CMEE): start a
+                # new session, which switches the radio off first.
+                log.warning("the modem's radio is not where the gate left it (modem reset?): new session")
+                self._close_session(close_gate=True)
+                return
             signature = gw.sim_signature()
             if signature != self.signature:
                 lock, iccid = signature
@@ -359,6 +391,16 @@ class Gatekeeper:
                 self._retry_link()
         except ModemUnavailable as exc:
             self._lose_modem(exc)
+        except MtcdError as exc:
+            self._drop_session(exc)
+
+    def _drop_session(self, exc: MtcdError) -> None:
+        """Something other than the port failed (the radio would not switch
+        off, the keystore is damaged): close what can be closed and start
+        over with a new session after the backoff."""
+        log.error("%s; closing the gate and starting a new session", exc)
+        self._close_session(close_gate=True)
+        self._set_status(f"gate closed: {exc}")
 
     def _retry_link(self) -> None:
         try:
@@ -433,7 +475,22 @@ class Gatekeeper:
             return
         relevant = ("state_dir", "modem", "policy", "datalink", "keystore")
         changed = [name for name in relevant if getattr(new, name) != getattr(self.config, name)]
+        old = self.config
         self.config = new
+        if new.service != old.service or new.alerts != old.alerts:
+            self.events = EventLog(show_imsi=new.service.show_imsi)
+            self.metrics = Metrics(new.service.metrics_file)
+            self.alerts = SmsAlerts(new)
+            socket_of = (lambda c: (c.service.control_socket, c.service.admin_group))
+            if socket_of(new) != socket_of(old):
+                # Who may send a PUK through the socket changed: apply it now.
+                if self._control is not None:
+                    self._control.close(timeout=5)
+                    self._control = None
+                try:
+                    self._start_control()
+                except MtcdError as exc:
+                    log.error("control socket not restarted: %s", exc)
         if changed and self.gateway is not None:
             log.info("configuration changed (%s): closing the gate and pairing again", ", ".join(changed))
             self._close_session(close_gate=True)
@@ -565,7 +622,12 @@ def _with_gate_closed(gk: Gatekeeper, change) -> dict:
         result = change(gw)
         answer = _change_result(gw, result)
     finally:
-        gk._pair()
+        try:
+            gk._pair()
+        except ModemUnavailable as exc:
+            gk._lose_modem(exc)
+        except MtcdError as exc:
+            gk._drop_session(exc)
     return answer
 
 
@@ -578,21 +640,17 @@ def _unblock(gk: Gatekeeper, puk, new_pin, allow_last_attempt=False) -> dict:
 
 
 def _stage(gk: Gatekeeper, iccid, pin) -> dict:
-    from .keystore import STAGED
-    from .lifecycle import LifecycleRefused, check_change_allowed
+    from .journal import PairingJournal
+    from .lifecycle import stage
     from .sealers import open_keystore
 
-    check_change_allowed(gk.config.policy)
-    keystore = gk.gateway.keystore if gk.gateway is not None else open_keystore(
-        gk.config.state_dir, gk.config.keystore.sealer)[0]
-    if keystore.get(iccid) is None:
-        raise LifecycleRefused(f"no PIN is stored for {iccid}; store its current PIN first (mtcctl pin set)")
-    keystore.stage_pending(iccid, pin, STAGED)
-    journal = gk.gateway.journal if gk.gateway is not None else None
-    if journal is not None:
-        journal.append("pin-staged", iccid=str(iccid))
-    return {"iccid": str(iccid), "outcome": "staged",
-            "detail": f"staged the new PIN for {iccid}; change the SIM over the air now"}
+    if gk.gateway is not None:
+        keystore, journal = gk.gateway.keystore, gk.gateway.journal
+    else:
+        keystore = open_keystore(gk.config.state_dir, gk.config.keystore.sealer)[0]
+        journal = PairingJournal(gk.config.state_dir)
+    result = stage(keystore, journal, gk.config.policy, iccid, pin)
+    return {"iccid": str(iccid), "outcome": result.outcome, "detail": result.detail}
 
 
 def _compromise(gk: Gatekeeper) -> dict:

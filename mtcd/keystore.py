@@ -354,9 +354,14 @@ class Keystore:
             self._commit([replace(entry, last_imei=imei, updated=_now())])
 
     @_transaction
-    def record_rejected(self, iccid: Iccid, which: str = CURRENT) -> None:
-        """Set the persistent latch: this PIN is never presented again automatically."""
+    def record_rejected(self, iccid: Iccid, which: str = CURRENT, presented: Pin | None = None) -> None:
+        """Set the persistent latch: this PIN is never presented again
+        automatically.  With `presented`, only if that is still the stored
+        PIN: a person may have stored a new one meanwhile (mtcctl pin set),
+        which the card has not seen."""
         entry = self._require(iccid)
+        if presented is not None and entry.candidate(which) != presented:
+            return
         if which == PENDING:
             entry = replace(entry, pending_rejected=True)
         else:

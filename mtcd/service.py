@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from .at import commands, parsers
 from .config import Config
 from .datalink import Datalink, datalink_for
 from .errors import CommandFailed, MtcdError
@@ -119,6 +120,10 @@ class Gateway:
         self.urcs_enabled = bool(setup)
         return self.urcs_enabled
 
+    def radio_level(self) -> int:
+        """AT+CFUN? now (1 on, 4 or 0 off)."""
+        return parsers.parse_cfun(self.modem.run(commands.functionality_query()).lines)
+
     def sim_signature(self) -> tuple[SimLock, Iccid | None]:
         """What the slot holds now, cheaply: one AT+CPIN? and, when a card
         answers, its ICCID (a swap to a PIN-less card stays READY)."""
@@ -145,11 +150,15 @@ class Gateway:
         self.start()
         outcome = self.pair()
         if outcome.paired:
-            self.bring_up(outcome)
+            try:
+                self.bring_up(outcome)
+            except MtcdError:
+                # Half up is not up, whatever failed: close what may be open.
+                self.close_gate()
+                raise
             log.info("paired: ICCID %s, IMEI %s, link up (%s)", outcome.iccid, self.imei, self.datalink.name)
         else:
-            if self.modem.radio_on is not False:
-                self.modem.switch_radio_off()
+            self.ensure_radio_off()
             log.warning("refused: %s (%s); radio off", outcome.reason.value, outcome.decision.detail)
         return _report(outcome, self.link_up)
 
@@ -161,19 +170,36 @@ class Gateway:
         reason = rotation_due(entry, self.config.policy, now_utc())
         if reason is None:
             return
+        if entry.pending_pin is not None:
+            # An earlier change is not settled: changing again now could lose
+            # the PIN the card holds.  The next pairing of a locked SIM settles it.
+            log.info("PIN rotation (%s) waits until the pending PIN is settled", reason)
+            return
         try:
             result = self.lifecycle().rotate(reason)
             log.info("PIN rotation (%s): %s", reason, result.detail)
         except LifecycleRefused as exc:
             log.warning("PIN rotation (%s) not done: %s", reason, exc)
 
-    def close_gate(self) -> None:
-        """Link down and radio off (service stop)."""
+    def close_gate(self) -> bool:
+        """Link down and radio off.  True when the radio is known to be off;
+        False leaves `modem.radio_on` unknown, for the caller to act on."""
         try:
             self.datalink.down()
+            closed = True
         except MtcdError as exc:
             log.warning("closing the link: %s", exc)
+            self.modem.radio_on = None
+            closed = False
         self.link_up = False
+        return closed
+
+    def ensure_radio_off(self) -> None:
+        """After a refusal, or before pairing: raises unless the radio is
+        confirmed off (CFUN=4, else CFUN=0), so a caller that cannot switch
+        it off drops the session instead of carrying on with it on."""
+        if self.modem.radio_on is not False:
+            self.modem.switch_radio_off()
 
 
 def _journal_decision(journal: PairingJournal, outcome: PairingOutcome) -> None:

@@ -15,7 +15,7 @@ import time
 
 from . import apdu
 from .at import commands, parsers
-from .errors import CommandFailed, ModemProtocolError, ModemUnavailable
+from .errors import CommandFailed, ModemProtocolError, ModemUnavailable, MtcdError
 from .identity import Iccid, Imsi
 from .modem import Modem
 from .policy import PinOutcome
@@ -44,8 +44,9 @@ _CME_TO_LOCK = {
 _TRANSIENT = {SimLock.BUSY, SimLock.NOT_READY}
 
 
-class PresentationRefused(Exception):
-    """The UICC layer would not send the PIN: a bug above it, never a card state."""
+class PresentationRefused(MtcdError):
+    """The UICC layer would not send a secret: the card's state changed since
+    it was read (a URC crossed), or a caller skipped a step."""
 
 
 class Uicc:
@@ -142,6 +143,11 @@ class Uicc:
         the PUK (guarantee 2), and only when the card asks for exactly it."""
         self._require(SimLock.SIM_PUK, for_iccid, "the SIM is not asking for its PUK")
         return self._send_secret(commands.enter_puk(puk, new_pin))
+
+    def may_present(self, iccid: Iccid) -> bool:
+        """Whether present_pin() would send now: asked before anything is
+        recorded, so a refusal here leaves no false "attempt started"."""
+        return self._lock is SimLock.SIM_PIN and self._iccid is not None and self._iccid == iccid
 
     def _require(self, lock: SimLock, iccid: Iccid, why: str) -> None:
         if self._lock is not lock:

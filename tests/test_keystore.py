@@ -597,3 +597,17 @@ def test_set_pins_is_one_write_and_lookups_unseal_only_what_is_asked(state, monk
     assert ks.get(many[123][0]).pin.reveal() == "0123"
     assert ks.get(many[123][0]).pin.reveal() == "0123"
     assert unsealed == [many[123][0]]
+
+
+def test_a_rejection_never_latches_a_pin_stored_meanwhile(state):
+    """The service's card rejected PIN A while a person stored PIN B: B, which
+    the card never saw, must not be latched."""
+    service = Keystore.open(state)
+    service.set_pin(ICCID_A, Pin(PIN_A))
+    presented = service.get(ICCID_A).pin
+    Keystore.open(state).set_pin(ICCID_A, Pin(PIN_B))  # the person, meanwhile
+    service.record_rejected(ICCID_A, presented=presented)
+    entry = Keystore.open(state).get(ICCID_A)
+    assert entry.pin.reveal() == PIN_B and not entry.rejected
+    service.record_rejected(ICCID_A, presented=Pin(PIN_B))
+    assert Keystore.open(state).get(ICCID_A).rejected

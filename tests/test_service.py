@@ -206,8 +206,8 @@ def test_idle_service_sends_only_cheap_checks(gateway, notify_socket):
             time.sleep(4.5)
             idle = modem.commands[start:]
         assert idle, "the SIM is checked periodically"
-        assert set(c.split("=")[0] for c in idle) <= {"AT+CPIN?", "AT+CRSM"}
-        assert len(idle) <= 8  # two commands per 2-s check
+        assert set(c.split("=")[0] for c in idle) <= {"AT+CFUN?", "AT+CPIN?", "AT+CRSM"}
+        assert len(idle) <= 12  # three commands per 2-s check
         assert network_commands(idle) == []
 
 

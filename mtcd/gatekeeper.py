@@ -209,8 +209,9 @@ class Gatekeeper:
                 if self._reload:
                     self._do_reload()
                 if self.gateway is None:
+                    port_was_there = os.path.exists(self.config.modem.port)
                     if not self._connect():
-                        self._sleep(self.backoff)
+                        self._sleep(self.backoff, port_missing=not port_was_there)
                         self.backoff = min(self.backoff * 2, self.config.service.backoff_max)
                         continue
                 self._serve_requests()
@@ -251,13 +252,20 @@ class Gatekeeper:
             interval = min(interval, self.notifier.watchdog_interval)
         return interval
 
-    def _sleep(self, seconds: float) -> None:
-        """Wait for a wake-up or the timeout; pet the watchdog either way."""
+    def _sleep(self, seconds: float, port_missing: bool = False) -> None:
+        """Wait for a wake-up or the timeout; pet the watchdog either way.
+        `port_missing`: also end the wait as soon as the modem's port comes
+        back (a modem that re-enumerated may have attached by itself: the
+        sooner a session switches its radio off, the better)."""
         deadline = time.monotonic() + seconds
         while not (self._stop or self._reload or self._sim_event or self._port_failed or not self._requests.empty()):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
+            if port_missing:
+                if os.path.exists(self.config.modem.port):
+                    break
+                left = min(left, 0.5)
             if self.notifier.watchdog_interval is not None:
                 left = min(left, self.notifier.watchdog_interval)
             for key, _ in self._selector.select(left):

@@ -185,3 +185,20 @@ def _server_of(modem):
         if isinstance(obj, PtyModemServer) and obj.modem is modem:
             return obj
     raise AssertionError("no server for this modem")
+
+
+def test_a_returning_modem_is_taken_at_once_not_after_the_backoff(gateway, tmp_path):
+    card = make_card(serial_number=2, pin_enabled=False)  # would attach by itself at CFUN=1
+    link = tmp_path / "ttyMODEM"
+    with sim_modem(card, link=link) as (modem, port):
+        gateway.configure(str(link), modem="timeout = 1", service="backoff_max = 60")
+        server = _server_of(modem)
+        with RunningGatekeeper(gateway) as gk:
+            wait_until(lambda: gk.outcome is not None, 15, "first decision")
+            server.close_port()
+            time.sleep(8)  # the backoff has grown to several seconds by now
+            modem.power_loss()
+            server.reopen()
+            start = time.monotonic()
+            wait_until(lambda: modem.radio == 4, 5, "radio off soon after the port came back")
+            assert time.monotonic() - start < 2.5

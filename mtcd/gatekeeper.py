@@ -373,7 +373,7 @@ class Gatekeeper:
             gw.ensure_radio_off()
         self.outcome = outcome
         self.signature = gw.sim_signature()
-        self._announce(outcome, link_error)
+        self._announce(outcome, link_error, new_decision=True)
 
     def _check_sim(self) -> None:
         gw = self.gateway
@@ -413,11 +413,14 @@ class Gatekeeper:
     def _retry_link(self) -> None:
         try:
             self.gateway.bring_up(self.outcome)
-            self._announce(self.outcome, None)
+            self._announce(self.outcome, None, new_decision=False)
         except DatalinkFailed as exc:
             log.warning("%s", exc)
 
-    def _announce(self, outcome: PairingOutcome, link_error: str | None) -> None:
+    def _announce(self, outcome: PairingOutcome, link_error: str | None, new_decision: bool) -> None:
+        """Tell the journal, metrics, systemd and (for a new association) the
+        operator.  A link retried for the same decision is no new decision:
+        counted once, and no second alert."""
         gw = self.gateway
         iccid = str(outcome.iccid) if outcome.iccid else None
         imei = str(outcome.imei)
@@ -437,13 +440,13 @@ class Gatekeeper:
                 self._emit("PIN_REJECTED", f"the stored PIN of SIM {iccid} is rejected; a person must replace it",
                            state="refused", reason=reason, **fields)
             status = f"refused: {reason}"
-        change = self._association_change()
+        change = gw.association_change if new_decision else None
         if change is not None:
             self._emit("ASSOCIATION_CHANGED", change["message"], iccid=iccid, imei=imei, state="association-changed")
             # Only a paired SIM with the radio on can send it (guarantee 3).
             if outcome.paired and gw.link_up:
                 self.alerts.association_changed(gw, change, outcome.imsi)
-        if not self._decision_recorded(outcome):
+        if new_decision:
             self._metric("record_decision", "paired" if outcome.paired else "refused",
                          outcome.reason.value if outcome.reason else None, outcome.pin_retries)
         self._metric("set_link", gw.link_up)
@@ -451,25 +454,6 @@ class Gatekeeper:
         self._write_metrics()
         self._set_status(status)
         self._first_ready()
-
-    def _decision_recorded(self, outcome: PairingOutcome) -> bool:
-        """A link retried for the same decision is not a new decision."""
-        seen = getattr(self, "_counted", None)
-        self._counted = outcome
-        return seen is outcome
-
-    def _association_change(self) -> dict | None:
-        """The association-changed event the gateway journalled just now, if any."""
-        events = self.gateway.journal.events()
-        if len(events) >= 2 and events[-1].get("event") == "association-changed":
-            ev = events[-1]
-            parts = []
-            if ev.get("change") in ("sim", "both"):
-                parts.append(f"ICCID {ev.get('old_iccid')} -> {ev.get('new_iccid')}")
-            if ev.get("change") in ("imei", "both"):
-                parts.append(f"IMEI {ev.get('old_imei')} -> {ev.get('new_imei')}")
-            return {**ev, "message": "association changed: " + ", ".join(parts)}
-        return None
 
     # -- reload, requests ------------------------------------------------------
     def _do_reload(self) -> None:

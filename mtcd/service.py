@@ -78,6 +78,7 @@ class Gateway:
         self.datalink: Datalink = datalink_for(config.datalink, self.modem)
         self.link_up = False
         self.urcs_enabled = False
+        self.association_change: dict | None = None  # from the last pair()
 
     def _unsolicited(self, line: str) -> None:
         event = self.modem.dialect.sim_event(line)
@@ -140,7 +141,7 @@ class Gateway:
     def pair(self) -> PairingOutcome:
         """One pairing decision, journalled; the link is not touched."""
         outcome = pair(self.uicc, self.keystore, policy_settings(self.config), self.imei, self.imeisv)
-        _journal_decision(self.journal, outcome)
+        self.association_change = _journal_decision(self.journal, outcome)
         return outcome
 
     def lifecycle(self) -> Lifecycle:
@@ -202,7 +203,9 @@ class Gateway:
             self.modem.switch_radio_off()
 
 
-def _journal_decision(journal: PairingJournal, outcome: PairingOutcome) -> None:
+def _journal_decision(journal: PairingJournal, outcome: PairingOutcome) -> dict | None:
+    """Journal the decision, and an association change when there is one;
+    return that change (with a one-line `message`) or None."""
     iccid = str(outcome.iccid) if outcome.iccid else None
     imei = str(outcome.imei)
     # Compared with what the gateway saw last time, paired or not, so that a
@@ -237,7 +240,11 @@ def _journal_decision(journal: PairingJournal, outcome: PairingOutcome) -> None:
             parts.append(f"ICCID {old_iccid} -> {iccid}")
         if imei_changed:
             parts.append(f"IMEI {old_imei} -> {imei}")
-        log.warning("association changed: %s", ", ".join(parts))
+        message = "association changed: " + ", ".join(parts)
+        log.warning("%s", message)
+        return {"change": change, "old_iccid": old_iccid, "new_iccid": iccid,
+                "old_imei": old_imei, "new_imei": imei, "message": message}
+    return None
 
 
 def _report(outcome: PairingOutcome, link_up: bool) -> Report:

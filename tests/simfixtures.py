@@ -160,3 +160,24 @@ def sim(sim_card) -> Iterator[tuple[SimulatedModem, str]]:
     """(modem, port) of a generic simulated modem holding `sim_card`."""
     with sim_modem(sim_card) as pair:
         yield pair
+
+
+def wait_until(condition, timeout: float, what: str) -> float:
+    """Poll `condition` until true; the seconds it took, or AssertionError."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def server_of(modem: SimulatedModem) -> PtyModemServer:
+    """The PtyModemServer serving `modem` (sim_modem keeps it private), for
+    tests that make the port vanish and come back."""
+    import gc
+
+    for obj in gc.get_objects():
+        if isinstance(obj, PtyModemServer) and obj.modem is modem:
+            return obj
+    raise AssertionError("no server for this modem")

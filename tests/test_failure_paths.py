@@ -11,7 +11,7 @@ import threading
 import time
 
 from conftest import network_commands, pin_presentations
-from simfixtures import TEST_PIN, make_card, sim_modem
+from simfixtures import make_card, server_of, sim_modem, wait_until
 
 from mtcd.config import load_config
 from mtcd.events import EventLog
@@ -19,12 +19,6 @@ from mtcd.gatekeeper import Gatekeeper, Notifier
 from mtcd.service import Gateway
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
 
 
 class RunningGatekeeper:
@@ -109,7 +103,7 @@ def test_link_outside_the_modem_comes_down_when_the_modem_vanishes(gateway, tmp_
             datalink=f'backend = "command"\nup = ["touch", "{flag}"]\ndown = ["rm", "-f", "{flag}"]',
         )
         gateway.store_pin(str(card.iccid))
-        server = _server_of(modem)
+        server = server_of(modem)
         with RunningGatekeeper(gateway):
             wait_until(flag.exists, 15, "link up (flag written)")
             server.close_port()
@@ -156,8 +150,6 @@ def test_urc_crossing_the_attempts_query_leaves_no_false_marker(gateway):
 
 
 def test_reload_applies_a_new_control_socket(gateway, tmp_path):
-    import signal as _signal  # noqa: F401 - the loop runs without handlers here
-
     card = make_card()
     with sim_modem(card) as (modem, port):
         gateway.configure(port)
@@ -176,15 +168,6 @@ def test_reload_applies_a_new_control_socket(gateway, tmp_path):
             assert modem.pdp_active  # nothing the link depends on changed
 
 
-def _server_of(modem):
-    import gc
-
-    from mtcd.sim import PtyModemServer
-
-    for obj in gc.get_objects():
-        if isinstance(obj, PtyModemServer) and obj.modem is modem:
-            return obj
-    raise AssertionError("no server for this modem")
 
 
 def test_a_returning_modem_is_taken_at_once_not_after_the_backoff(gateway, tmp_path):
@@ -192,7 +175,7 @@ def test_a_returning_modem_is_taken_at_once_not_after_the_backoff(gateway, tmp_p
     link = tmp_path / "ttyMODEM"
     with sim_modem(card, link=link) as (modem, port):
         gateway.configure(str(link), modem="timeout = 1", service="backoff_max = 60")
-        server = _server_of(modem)
+        server = server_of(modem)
         with RunningGatekeeper(gateway) as gk:
             wait_until(lambda: gk.outcome is not None, 15, "first decision")
             server.close_port()

@@ -15,18 +15,11 @@ from pathlib import Path
 import pytest
 
 from conftest import network_commands, pin_presentations
-from simfixtures import make_card, sim_modem
+from simfixtures import make_card, server_of, sim_modem, wait_until
 
 GATE_CLOSES_WITHIN = 5.0
 
 
-def wait_until(condition, timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
-    return time.monotonic() - start
 
 
 @contextlib.contextmanager
@@ -180,7 +173,7 @@ def test_modem_loss_and_return(gateway, notify_socket, tmp_path):
     with sim_modem(card, link=link) as (modem, port):
         gateway.configure(str(link), modem='timeout = 2')
         gateway.store_pin(str(card.iccid))
-        server = _server_of(modem)
+        server = server_of(modem)
         with service(gateway, notify_socket):
             notify_socket.wait_for("READY", "1")
             server.close_port()  # USB re-enumeration: the tty vanishes
@@ -211,40 +204,6 @@ def test_idle_service_sends_only_cheap_checks(gateway, notify_socket):
         assert network_commands(idle) == []
 
 
-def _server_of(modem):
-    """The PtyModemServer serving `modem` (the fixture keeps it private)."""
-    import gc
-
-    from mtcd.sim import PtyModemServer
-
-    for obj in gc.get_objects():
-        if isinstance(obj, PtyModemServer) and obj.modem is modem:
-            return obj
-    raise AssertionError("no server for this modem")
-
-
-# --- mtcctl through the service's control socket --------------------------------------
-
-def test_mtcctl_goes_through_the_running_service(gateway, notify_socket):
-    card = make_card()
-    with sim_modem(card) as (modem, port):
-        gateway.configure(port)
-        gateway.store_pin(str(card.iccid))
-        with service(gateway, notify_socket):
-            notify_socket.wait_for("READY", "1")
-            status = json.loads(gateway.mtcctl("status", "--json").stdout)
-            assert status["service"]["state"] == "paired" and status["service"]["link"] == "up"
-            assert status["service"]["iccid"] == str(card.iccid)
-            old_pin = card.pin
-            run = gateway.mtcctl("pin", "rotate", "--json")
-            assert run.returncode == 0, run.stderr
-            assert json.loads(run.stdout)["outcome"] == "done"
-            assert card.pin != old_pin and card.pin not in run.stdout + run.stderr
-            assert modem.pdp_active, "a rotation on an unlocked SIM keeps the link"
-            # The service's keystore and mtcctl's agree: the next pairing works.
-            modem.remove_card()
-            modem.insert_card(card)
-            wait_until(lambda: modem.pdp_active and card.pin_attempts == 3 and card.verified, 15, "paired with the new PIN")
 
 
 def test_unblock_through_the_service(gateway, notify_socket):

@@ -148,11 +148,8 @@ def _pin_list(config, args) -> int:
 
 
 def _result(args, iccid, outcome: str, detail: str) -> int:
-    if args.json:
-        print_json({"iccid": str(iccid) if iccid else None, "outcome": outcome, "detail": detail})
-    else:
-        print(detail)
-    return EXIT_OK
+    """A change made here, printed as the service would answer it."""
+    return _print_result(args, {"iccid": str(iccid) if iccid else None, "outcome": outcome, "detail": detail})
 
 
 def _running_service(config):

@@ -20,8 +20,6 @@ from simfixtures import make_card, server_of, sim_modem, wait_until
 GATE_CLOSES_WITHIN = 5.0
 
 
-
-
 @contextlib.contextmanager
 def service(gateway, notify_socket=None, **env):
     full_env = dict(gateway.env, **env)
@@ -204,6 +202,28 @@ def test_idle_service_sends_only_cheap_checks(gateway, notify_socket):
         assert network_commands(idle) == []
 
 
+# --- mtcctl through the service's control socket --------------------------------------
+
+def test_mtcctl_goes_through_the_running_service(gateway, notify_socket):
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        gateway.store_pin(str(card.iccid))
+        with service(gateway, notify_socket):
+            notify_socket.wait_for("READY", "1")
+            status = json.loads(gateway.mtcctl("status", "--json").stdout)
+            assert status["service"]["state"] == "paired" and status["service"]["link"] == "up"
+            assert status["service"]["iccid"] == str(card.iccid)
+            old_pin = card.pin
+            run = gateway.mtcctl("pin", "rotate", "--json")
+            assert run.returncode == 0, run.stderr
+            assert json.loads(run.stdout)["outcome"] == "done"
+            assert card.pin != old_pin and card.pin not in run.stdout + run.stderr
+            assert modem.pdp_active, "a rotation on an unlocked SIM keeps the link"
+            # The service's keystore and mtcctl's agree: the next pairing works.
+            modem.remove_card()
+            modem.insert_card(card)
+            wait_until(lambda: modem.pdp_active and card.pin_attempts == 3 and card.verified, 15, "paired with the new PIN")
 
 
 def test_unblock_through_the_service(gateway, notify_socket):

@@ -6,13 +6,24 @@ STAMP  := $(VENV)/.installed
 # Debian packages the test suite needs.  Installed by `make deps` when they are
 # missing and we run as root; otherwise we say what is missing.
 DEB_PACKAGES ?= systemd swtpm swtpm-tools build-essential pkg-config libtss2-dev libtss2-tcti-swtpm0 libsystemd-dev strace udev
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# What `make deb` needs: the Debian build tools, lintian, and pip to fetch
+# python-gsmmodem-new's sdist (Debian has no package of it).
+DEB_BUILD_PACKAGES ?= git debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-setuptools-scm python3-pip lintian
+GSMMODEM_VERSION ?= 0.13.0
+DEB_WORK := build/deb
+# Debian's tools with Debian's python3 only: no pyenv shim, no venv, no
+# /usr/local python shadowing /usr/bin/python3 in a package build.
+DEB_ENV := env -u PYTHONPATH -u VIRTUAL_ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
-.PHONY: all deps venv test test-long demo bench hw-test install clean
+.PHONY: all deps venv test test-long demo bench hw-test install clean deb deb-deps test-bookworm test-deb-install
 
 all: test
 
-deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+# $(call apt_ensure,PACKAGES): install the Debian packages missing from this
+# machine when we run as root; otherwise name them and fail only if $(2).
+define apt_ensure
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -20,9 +31,13 @@ deps:
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else \
-	    echo "missing Debian packages:$$missing (run 'make deps' as root)"; \
+	    echo "missing Debian packages:$$missing (run 'make $@' as root)"; $(if $(2),exit 1,:); \
 	  fi; \
 	fi
+endef
+
+deps:
+	$(call apt_ensure,$(DEB_PACKAGES))
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -72,6 +87,34 @@ install:
 	  fi; \
 	  journalctl --update-catalog; systemctl daemon-reload || true; udevadm control --reload || true; \
 	fi
+
+# Debian packages (Debian 12 bookworm / Raspberry Pi OS), into dist/:
+#   mtcd_$(VERSION)_all.deb                    the service, mtcctl, unit, udev rule, catalog
+#   mtcd-sim_$(VERSION)_all.deb                the simulator and the demo (not for gateways)
+#   python3-gsmmodem-new_$(GSMMODEM_VERSION)-1_all.deb  for SMS alerts (Debian lacks it)
+# Built from a copy of the tree (tracked and new files, not .venv or build/),
+# so dpkg-buildpackage writes nothing next to the repository.
+deb-deps:
+	$(call apt_ensure,$(DEB_BUILD_PACKAGES),fail)
+
+deb: deb-deps
+	rm -rf $(DEB_WORK) && mkdir -p $(DEB_WORK)/mtcd-$(VERSION) dist
+	git ls-files -z --cached --others --exclude-standard | \
+	  xargs -0 sh -c 'for f; do [ -e "$$f" ] && printf "%s\0" "$$f"; done' sh | \
+	  tar --null -T - -cf - | tar -xf - -C $(DEB_WORK)/mtcd-$(VERSION)
+	@test "$$(cd $(DEB_WORK)/mtcd-$(VERSION) && dpkg-parsechangelog -S Version)" = "$(VERSION)" || \
+	  { echo "debian/changelog's version is not pyproject.toml's $(VERSION)"; exit 1; }
+	cd $(DEB_WORK)/mtcd-$(VERSION) && $(DEB_ENV) dpkg-buildpackage -b -us -uc
+	/usr/bin/python3 -m pip download -q --no-deps --no-binary :all: -d $(DEB_WORK)/gsmmodem \
+	  python-gsmmodem-new==$(GSMMODEM_VERSION)
+	tar -xzf $(DEB_WORK)/gsmmodem/python-gsmmodem-new-$(GSMMODEM_VERSION).tar.gz -C $(DEB_WORK)/gsmmodem
+	cp -r debian/gsmmodem $(DEB_WORK)/gsmmodem/python-gsmmodem-new-$(GSMMODEM_VERSION)/debian
+	cd $(DEB_WORK)/gsmmodem/python-gsmmodem-new-$(GSMMODEM_VERSION) && $(DEB_ENV) dpkg-buildpackage -b -us -uc
+	cp $(DEB_WORK)/*.deb $(DEB_WORK)/gsmmodem/*.deb dist/
+	$(DEB_ENV) lintian --fail-on error --info --suppress-tags-from-file debian/lintian-suppressed \
+	  dist/mtcd_$(VERSION)_all.deb dist/mtcd-sim_$(VERSION)_all.deb \
+	  dist/python3-gsmmodem-new_$(GSMMODEM_VERSION)-1_all.deb
+	@ls -l dist/*.deb
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -63,21 +63,43 @@ bench: venv
 hw-test: venv
 	$(PY) -m pytest -q hw-tests --modem=$(MODEM)
 
-# make install DESTDIR=/tmp/stage: the package under /usr, the units, the
-# udev rule, the journal catalog and the example configuration.  The
-# configuration is 0644: it holds no secret (PINs live sealed in
+# make install DESTDIR=/tmp/stage: for machines that do not take the .deb
+# (`make deb`, which is the recommended way on Debian and Raspberry Pi OS).
+# The package with Debian's own python3 in Debian's layout (/usr/bin/mtcd,
+# the unit's ExecStart; /usr/lib/python3/dist-packages), the units, the udev
+# rule, the journal catalog, the man pages and the example configuration.
+# Not the simulator nor the demo (WITH_SIM=yes installs them too).
+# Its dependencies are Debian's packages, installed when run as root onto
+# this system (INSTALL_DEPS=no skips that); SMS alerts also need
+# python3-gsmmodem-new, which Debian lacks: `make deb` builds it.
+# The configuration is 0644: it holds no secret (PINs live sealed in
 # /var/lib/mtcd), and mtcctl run by a technician reads it as well.
 # An existing /etc/mtcd/mtcd.toml is kept.  --ignore-installed: without it
-# pip first uninstalls an mtcd it finds in $(PYTHON)'s own environment (a
-# development venv), whatever --root says.
+# pip first uninstalls an mtcd it finds in an environment of its own.
+# --no-build-isolation: built with Debian's setuptools, nothing downloaded.
+INSTALL_PYTHON ?= /usr/bin/python3
+INSTALL_DEPS ?= yes
+WITH_SIM ?= no
+RUNTIME_DEB_PACKAGES ?= python3 python3-serial python3-cryptography python3-systemd systemd procps
+INSTALL_BUILD_PACKAGES ?= python3-pip python3-setuptools python3-wheel
+SITE := /usr/lib/python3/dist-packages
+
 install:
-	$(PYTHON) -m pip install -q --root "$(or $(DESTDIR),/)" --prefix /usr --no-deps --ignore-installed --no-warn-script-location .
+	$(call apt_ensure,$(INSTALL_BUILD_PACKAGES) $(if $(and $(filter yes,$(INSTALL_DEPS)),$(if $(DESTDIR),,y)),$(RUNTIME_DEB_PACKAGES)),fail)
+	DEB_PYTHON_INSTALL_LAYOUT=deb $(INSTALL_PYTHON) -m pip install -q --root-user-action=ignore --root "$(or $(DESTDIR),/)" --prefix /usr \
+	  --no-deps --ignore-installed --no-build-isolation --no-warn-script-location .
+	@# pip records where it was built from: a path of this machine, not the gateway's business.
+	rm -f $(DESTDIR)$(SITE)/mtcd-$(VERSION).dist-info/direct_url.json
+	$(if $(filter yes,$(WITH_SIM)),,rm -rf $(DESTDIR)/usr/bin/mtcd-sim $(DESTDIR)$(SITE)/mtcd/sim $(DESTDIR)$(SITE)/mtcd/demo.py $(DESTDIR)$(SITE)/mtcd/__pycache__/demo.*)
 	install -D -m 0644 systemd/mtcd.service $(DESTDIR)/usr/lib/systemd/system/mtcd.service
 	install -D -m 0644 systemd/mtcd-datalink.service $(DESTDIR)/usr/lib/systemd/system/mtcd-datalink.service
 	install -D -m 0644 -t $(DESTDIR)/usr/share/doc/mtcd/examples/mtcd.service.d systemd/mtcd.service.d/*.conf.example
 	install -D -m 0644 systemd/90-mtcd-modem.rules $(DESTDIR)/usr/lib/udev/rules.d/90-mtcd-modem.rules
 	install -D -m 0644 systemd/mtcd.catalog $(DESTDIR)/usr/lib/systemd/catalog/mtcd.catalog
 	install -D -m 0644 README.md $(DESTDIR)/usr/share/doc/mtcd/README.md
+	install -D -m 0644 -t $(DESTDIR)/usr/share/man/man8 debian/man/mtcd.8 debian/man/mtcctl.8
+	install -D -m 0644 debian/completion/mtcd $(DESTDIR)/usr/share/bash-completion/completions/mtcd
+	ln -sf mtcd $(DESTDIR)/usr/share/bash-completion/completions/mtcctl
 	test -e $(DESTDIR)/etc/mtcd/mtcd.toml || install -D -m 0644 config/mtcd.toml $(DESTDIR)/etc/mtcd/mtcd.toml
 	@# Installing onto this very system: let systemd, udev and journald see the new files.
 	@# A TPM owned by group tss (tpm-udev) opens for cap-less root only through that group.
@@ -86,6 +108,8 @@ install:
 	    install -D -m 0644 systemd/mtcd.service.d/tpm.conf.example /etc/systemd/system/mtcd.service.d/tpm.conf; \
 	  fi; \
 	  journalctl --update-catalog; systemctl daemon-reload || true; udevadm control --reload || true; \
+	  $(INSTALL_PYTHON) -c 'import gsmmodem' 2>/dev/null || \
+	    echo "note: SMS alerts ([alerts] sms_to) need python3-gsmmodem-new: make deb && apt-get install ./dist/python3-gsmmodem-new_*_all.deb"; \
 	fi
 
 # Debian packages (Debian 12 bookworm / Raspberry Pi OS), into dist/:
@@ -115,6 +139,13 @@ deb: deb-deps
 	  dist/mtcd_$(VERSION)_all.deb dist/mtcd-sim_$(VERSION)_all.deb \
 	  dist/python3-gsmmodem-new_$(GSMMODEM_VERSION)-1_all.deb
 	@ls -l dist/*.deb
+
+# The .deb on a clean Debian bookworm root (mmdebstrap, cached in .cache/):
+# apt-get install, the installed commands against the simulator, the unit
+# verified.  Needs root and Debian's mirror; CI runs it (.ci/run).
+test-deb: deb venv
+	$(call apt_ensure,mmdebstrap util-linux groff-base,fail)
+	MTCD_PACKAGE_TEST=1 $(PY) -m pytest -q -p no:cacheprovider -s tests/test_package.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

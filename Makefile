@@ -16,7 +16,7 @@ DEB_WORK := build/deb
 # /usr/local python shadowing /usr/bin/python3 in a package build.
 DEB_ENV := env -u PYTHONPATH -u VIRTUAL_ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
-.PHONY: all deps venv test test-long demo bench hw-test install clean deb deb-deps test-bookworm test-deb-install
+.PHONY: all deps venv test test-long demo bench hw-test install clean deb deb-deps test-bookworm test-deb
 
 all: test
 
@@ -140,6 +140,28 @@ deb: deb-deps
 	  dist/python3-gsmmodem-new_$(GSMMODEM_VERSION)-1_all.deb
 	@ls -l dist/*.deb
 
+# The test suite on exactly Debian bookworm's library versions: a venv of
+# Debian's /usr/bin/python3 that sees Debian's python3-* packages, with only
+# the test tools and what Debian lacks (python-gsmmodem-new) from pip.
+BOOKWORM_VENV ?= .venv-bookworm
+BOOKWORM_PY := $(BOOKWORM_VENV)/bin/python
+BOOKWORM_LIBS ?= python3-venv python3-pip python3-setuptools python3-wheel python3-serial python3-cryptography python3-keyring python3-systemd python3-tpm2-pytss
+
+test-bookworm: deps
+	$(call apt_ensure,$(BOOKWORM_LIBS),fail)
+	test -x $(BOOKWORM_PY) || /usr/bin/python3 -m venv --system-site-packages $(BOOKWORM_VENV)
+	$(BOOKWORM_PY) -m pip install -q pytest hypothesis
+	$(BOOKWORM_PY) -m pip install -q --no-deps python-gsmmodem-new==$(GSMMODEM_VERSION)
+	$(BOOKWORM_PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@# Fail if pip put its own copy of a library Debian provides into the venv.
+	$(BOOKWORM_PY) -c 'import importlib.metadata as m, serial, cryptography, keyring, systemd, tpm2_pytss; \
+	  mods = (serial, cryptography, keyring, systemd, tpm2_pytss); \
+	  [print(f"{x.__name__:13} {x.__file__}") for x in mods]; \
+	  bad = [x.__name__ for x in mods if not x.__file__.startswith("/usr/lib/python3/dist-packages/")]; \
+	  print("versions:", *(f"{d}={m.version(d)}" for d in ("pyserial", "cryptography", "keyring", "systemd-python", "tpm2-pytss"))); \
+	  raise SystemExit(bad and f"not Debian'"'"'s: {bad}")'
+	$(BOOKWORM_PY) -m pytest -q -p no:cacheprovider tests
+
 # The .deb on a clean Debian bookworm root (mmdebstrap, cached in .cache/):
 # apt-get install, the installed commands against the simulator, the unit
 # verified.  Needs root and Debian's mirror; CI runs it (.ci/run).
@@ -148,4 +170,4 @@ test-deb: deb venv
 	MTCD_PACKAGE_TEST=1 $(PY) -m pytest -q -p no:cacheprovider -s tests/test_package.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(BOOKWORM_VENV) build *.egg-info .pytest_cache .hypothesis

@@ -79,7 +79,13 @@ def test_man_pages_name_every_subcommand():
 DEBIAN_PYTHON = Path("/usr/bin/python3")
 
 
+def _debian_pip() -> bool:
+    return subprocess.run([str(DEBIAN_PYTHON), "-m", "pip", "--version"], capture_output=True).returncode == 0
+
+
 @pytest.mark.skipif(not DEBIAN_PYTHON.exists(), reason="needs Debian's /usr/bin/python3")
+@pytest.mark.skipif(os.geteuid() != 0 and not _debian_pip(),
+                    reason="needs python3-pip (`make install` installs it when run as root)")
 def test_make_install_puts_commands_where_the_unit_looks(tmp_path):
     """`make install DESTDIR=...` with Debian's python3: /usr/bin/mtcd (the
     unit's ExecStart), the package in /usr/lib/python3/dist-packages, no

@@ -161,7 +161,10 @@ test-bookworm: deps
 	  print("versions:", *(f"{d}={m.version(d)}" for d in ("pyserial", "cryptography", "keyring", "systemd-python", "tpm2-pytss"))); \
 	  raise SystemExit(f"not Debian'"'"'s: {bad}" if bad else None)'
 	@# Every failure at once, a module that fails to import included.
-	$(BOOKWORM_PY) -m pytest -q -p no:cacheprovider --continue-on-collection-errors tests
+	@# -p tpm2_pytss: tpm2-pytss 1.2 turns itself into a documentation stub
+	@# when imported after unittest.mock, which hypothesis imports; loaded
+	@# first, it is real.  mtcd itself never imports unittest.mock.
+	$(BOOKWORM_PY) -m pytest -q -p no:cacheprovider -p tpm2_pytss --continue-on-collection-errors tests
 
 # The .deb on a clean Debian bookworm root (mmdebstrap, cached in .cache/):
 # apt-get install, the installed commands against the simulator, the unit

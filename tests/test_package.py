@@ -231,6 +231,9 @@ def test_installed_unit_verifies_and_is_not_enabled(installed):
     # Not enabled on installation: with no PIN stored it would switch the radio off.
     run = installed.sh("systemctl is-enabled mtcd.service")
     assert run.stdout.strip() == "disabled", run.stdout + run.stderr
+    # The README's command, once a PIN is stored, works on the installed unit.
+    run = installed.sh("systemctl enable mtcd.service && systemctl is-enabled mtcd.service && systemctl disable mtcd.service")
+    assert run.returncode == 0 and run.stdout.splitlines()[-1] == "enabled", run.stdout + run.stderr
     run = installed.sh("dpkg-query -W -f='${Conffiles}' mtcd")
     assert "/etc/mtcd/mtcd.toml" in run.stdout
 

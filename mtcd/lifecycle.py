@@ -134,10 +134,11 @@ class Lifecycle:
         attempt marker is written before, and settled after by the answer,
         or by the counter when the answer was lost or said nothing (a plain
         ERROR).  Unsettled, the marker blocks automatic attempts on a modem
-        without counters until a person acts."""
+        without counters until a person acts.  A counter that fell also
+        overrules an OK: some modems answer OK whatever the card said."""
         self.keystore.begin_attempt(iccid, attempts_before=attempts_before, which=CURRENT)
         outcome = send()
-        if outcome is PinOutcome.UNKNOWN and attempts_before is not None:
+        if outcome is not PinOutcome.REJECTED and attempts_before is not None:
             attempts = self.uicc.attempts()
             after = attempts.pin1 if attempts is not None else None
             if after is not None and after < attempts_before:

@@ -158,3 +158,16 @@ def test_a_blocked_sim_is_reported_with_its_iccid(gateway):
         assert run.last_json["reason"] == "sim-blocked"
         assert run.last_json["iccid"] == str(card.iccid)
         assert puk_commands(modem.commands) == [] and pin_presentations(modem.commands) == []
+
+
+def test_ok_to_a_pin_change_the_card_refused_is_caught_by_the_counter(gateway):
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        _unlocked_with_a_wrong_stored_pin(gateway, modem, port, card)
+        modem.fail_after("AT+CPWD", "ok")
+        run = gateway.mtcctl("pin", "rotate", "--json", timeout=60)
+        assert run.returncode == 1, run.stdout + run.stderr
+        entry = gateway.keystore().get(card.iccid)
+        # The new PIN was never promoted over the one the card still holds.
+        assert entry.pin.reveal() == WRONG_PIN and entry.pending_pin is None and entry.rejected
+        assert card.pin == TEST_PIN and card.pin_attempts == 2

@@ -147,6 +147,8 @@ VECTORS = [
      [resp(ENTER_PIN, result=FinalResult("CME ERROR", 16, "Wrong password"))], {}),
     ("cme-verbose-puk1", ENTER_PIN, b'\r\n+CME ERROR: "SIM PUK1 required"\r\n',
      [resp(ENTER_PIN, result=FinalResult("CME ERROR", 12, "SIM PUK1 required"))], {}),
+    ("cme-verbose-unbalanced-quote", ENTER_PIN, b'\r\n+CME ERROR: "SIM PUK required\r\n',
+     [resp(ENTER_PIN, result=FinalResult("CME ERROR", 12, "SIM PUK required"))], {}),
     ("cme-blank-before-colon", ENTER_PIN, b"\r\n+CME ERROR : 16\r\n",
      [resp(ENTER_PIN, result=FinalResult("CME ERROR", 16))], {}),
     ("cme-verbose-hyphen-dropped", CPIN, b"\r\n+CME ERROR: PH SIM PIN required\r\n",

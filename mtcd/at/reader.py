@@ -89,8 +89,10 @@ _ERROR_WORDS = frozenset({"COMMAND NOT SUPPORT", "NOT SUPPORT", "TOO MANY PARAME
 
 # +CME ERROR verbose texts (TS 27.007 §9.2), for modems that answer in
 # words even after AT+CMEE=1.  Keys are normalised by `_cme_key`: lower
-# case, hyphens as blanks, no dots, commas or quotes, single blanks.  Beside the
-# spec's wording, the variants real firmware uses.
+# case, hyphens as blanks, no dots, commas or quotes, single blanks.  Beside
+# the spec's wording, a few rewordings that cannot mean anything else
+# (British spelling, "PUK1", "wrong password"), so a vendor's variant of
+# 16 or 12 still reaches the PIN logic as 16 or 12.
 CME_TEXTS: dict[str, int] = {
     "phone failure": 0,
     "no connection to phone": 1,

@@ -26,8 +26,9 @@ Rules (V.250 §5, TS 27.007 §9), applied to each line in order:
    so once a later command has ended, the secret command's echoes are past;
    the second is slack for a doubled echo.
 3. A final result code (OK, ERROR, +CME ERROR, ... see `parse_final`)
-   ends the pending command's `Response`.  With no command pending it is stray (e.g. the
-   late OK of an abandoned command): dropped and counted in `stray_results`.
+   ends the pending command's `Response`.  With no command pending it is
+   stray (e.g. the late OK of an abandoned command): dropped and counted in
+   `stray_results`.
 4. RING and the other bare notifications in `BARE_URCS` are `Unsolicited`.
 5. While a command is pending, a line starting with one of its prefixes
    belongs to it; any other `+X:` `^X:` `#X:` `*X:` `$X:` `%X:` line is
@@ -70,8 +71,8 @@ _NOISE = "".join(chr(c) for c in range(0x21)) + "\x7f\ufffd"
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
 
 # Final result codes without parameters (V.250 §5.7.1, TS 27.007 §9.1),
-# and the vendors' own: "NO DIAL TONE" (spelt apart), "ABORTED" (a command
-# cut short by a character, u-blox and Telit).
+# and variants modules use: "NO DIAL TONE" spelt apart, "ABORTED" for a
+# command cut short by a character.
 _PLAIN_FINALS = {
     "OK": "OK",
     "ERROR": "ERROR",

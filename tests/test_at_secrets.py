@@ -12,6 +12,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mtcd import apdu
 from mtcd.at import commands, parsers
@@ -318,3 +320,39 @@ def test_mtcd_once_vv_never_shows_a_pin_the_modem_repeats(gateway):
     assert "+CPIN: <redacted>" in run.stderr
     assert any(c.startswith("AT+CPIN=") for c in modem.commands)
     assert pin_traces(run.stdout + run.stderr) == []
+
+
+# --- any noise around any form, cut anywhere ------------------------------------------
+
+NOT_HEX_OR_DIGIT = st.binary(max_size=30).map(
+    lambda b: bytes(c for c in b if not chr(c).isalnum())
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    forms=st.lists(st.sampled_from([f[1] for f in FORMS]), min_size=1, max_size=4),
+    noise=st.lists(NOT_HEX_OR_DIGIT, min_size=5, max_size=5),
+    phase=st.sampled_from(["pending", "late", "next"]),
+    split=st.integers(min_value=1, max_value=23),
+)
+def test_no_form_of_the_pin_survives_noise_and_any_chunking(forms, noise, phase, split):
+    body = noise[0] + noise[1].join(framed(f) for f in forms) + noise[2]
+    if phase == "pending":
+        data = body + b"\r\nOK\r\n"
+    elif phase == "late":
+        data = b"\r\nOK\r\n" + body
+    else:
+        data = b"\r\nOK\r\n"
+    reader = AtReader()
+    reader.start(ENTER)
+    chunks = [data[i : i + split] for i in range(0, len(data), split)]
+    events = feed(reader, chunks)
+    if phase == "next":
+        reader.start(QUERY)
+        data = body + b"\r\n+CPIN: READY\r\n\r\nOK\r\n"
+        events += feed(reader, [data[i : i + split] for i in range(0, len(data), split)])
+    assert pin_traces(shown(events)) == []
+    # Whatever the noise, each command still ended.
+    assert reader.pending is None
+    assert sum(isinstance(e, Response) for e in events) == (2 if phase == "next" else 1)

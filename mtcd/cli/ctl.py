@@ -9,7 +9,7 @@
     mtcctl compromise [--json]           presume every stored PIN known; rotate them
     mtcctl sim unblock [--allow-last-attempt]  PUK and new PIN on stdin, two lines
     mtcctl status [--json]               last decision, stored PINs, sealer
-    mtcctl history [--json]              the pairing journal
+    mtcctl history [--limit N] [--since WHEN] [--json]  the pairing journal, newest N events
 (all take --config PATH)
 
 Exit codes: 0 done, 1 refused (the SIM or the store is not in a state for
@@ -79,8 +79,12 @@ def _parser() -> ArgumentParser:
     unblock.add_argument("--json", action="store_true")
     status = sub.add_parser("status", help="last pairing decision and keystore summary")
     status.add_argument("--json", action="store_true")
-    history = sub.add_parser("history", help="the pairing journal")
+    history = sub.add_parser("history", help="the pairing journal (the newest events, oldest first)")
     history.add_argument("--json", action="store_true")
+    history.add_argument("--limit", type=_history_limit, default=50, metavar="N",
+                         help="at most N events, the newest (default 50; 0: all)")
+    history.add_argument("--since", type=_history_since, metavar="WHEN",
+                         help='only events at or after WHEN: an ISO date or time (UTC unless given), or a duration such as "7d", "12h"')
     return parser
 
 
@@ -259,7 +263,10 @@ def _unblock(config, args) -> int:
 
 def _status(config, args) -> int:
     keystore, sealer = open_keystore(config.state_dir, config.keystore.sealer)
+    # From the journal's summary file; None when unknown (never an error).
     last = PairingJournal(config.state_dir).last("decision")
+    if last is not None:
+        last = _imsi_shown(last, config.service.show_imsi)
     status = {
         "state_dir": str(config.state_dir),
         "modem_port": config.modem.port,
@@ -289,8 +296,51 @@ def _status(config, args) -> int:
     return EXIT_OK
 
 
+def _history_limit(text: str) -> int:
+    import argparse
+
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"--limit must be a whole number >= 0 (got {text!r})")
+    return int(text)
+
+
+def _history_since(text: str):
+    """An ISO date or time (UTC when no zone is given), or a duration back from now."""
+    import argparse
+    from datetime import datetime, timedelta, timezone
+
+    from ..config import _Bad, _duration
+
+    try:
+        seconds = _duration(text) if text != "off" else None
+    except _Bad:
+        seconds = None
+    if seconds is not None:
+        return datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'--since must be an ISO date or time, or a duration such as "7d" or "12h" (got {text!r})'
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _imsi_shown(record: dict, show_imsi: bool) -> dict:
+    """A record as it may be shown: an IMSI journaled in full (before
+    show_imsi was honoured, or with it on) is masked unless show_imsi."""
+    from ..events import masked_imsi
+
+    imsi = record.get("imsi")
+    if show_imsi or not isinstance(imsi, str) or "*" in imsi:
+        return record
+    return {**record, "imsi": masked_imsi(imsi)}
+
+
 def _history(config, args) -> int:
-    events = PairingJournal(config.state_dir).events()
+    journal = PairingJournal(config.state_dir)
+    events = [_imsi_shown(ev, config.service.show_imsi)
+              for ev in journal.recent(args.limit or None, args.since)]
     if args.json:
         print_json(events)
         return EXIT_OK

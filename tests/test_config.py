@@ -230,8 +230,8 @@ def test_missing_file(tmp_path):
 
 def test_unreadable_file(tmp_path):
     path = tmp_path / "mtcd.toml"
-    path.mkdir()  # a directory: unreadable as a file even for root
-    with pytest.raises(ConfigError, match=r"mtcd.toml: cannot read: Is a directory$"):
+    path.mkdir()  # a directory: never read as a configuration, even by root
+    with pytest.raises(ConfigError, match=r"mtcd.toml: not a regular file$"):
         load_config(path)
 
 

@@ -90,12 +90,20 @@ def _iccid(text: str) -> Iccid:
         raise BadInput(f"invalid ICCID: {exc}") from None
 
 
+_MAX_SECRET_LINE = 1024
+
+
 def read_secret(kind, prompt: str):
     """One PIN or PUK from a no-echo prompt on a terminal, else one line of stdin."""
-    if sys.stdin.isatty():
-        text = getpass.getpass(prompt)
-    else:
-        text = sys.stdin.readline()
+    stdin = sys.stdin  # None when started with file descriptor 0 closed
+    try:
+        if stdin is not None and stdin.isatty():
+            text = getpass.getpass(prompt)
+        else:
+            # Bounded: a PIN is short, and `< /dev/zero` must not eat memory.
+            text = stdin.readline(_MAX_SECRET_LINE) if stdin is not None else ""
+    except (OSError, ValueError, UnicodeDecodeError):
+        text = ""
     text = text.strip()
     if not text:
         raise BadInput(f"no {kind.kind} given on standard input")

@@ -130,12 +130,12 @@ class _Bad(Exception):
     """The complaint about one value, completed with file and key by the caller."""
 
 
-def _show(value: Any) -> str:
+def _show(value: Any, limit: int = 40) -> str:
     """A value as it looked in the file, for '(got ...)'."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        text = value if len(value) <= 40 else value[:37] + "..."
+        text = value if len(value) <= limit else value[:limit - 3] + "..."
         return '"' + text.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
     if isinstance(value, dict):
         return "a table"
@@ -456,7 +456,7 @@ def _outside_state_dir(state_dir: Path, fail, *paths: tuple[str, Path | None]) -
             continue
         for place in {Path(os.path.normpath(path)), _resolved(path)}:
             if any(place == home or place.is_relative_to(home) for home in homes):
-                fail(key, f"must be outside state_dir {state_dir} (got {_show(str(path))})")
+                fail(key, f"must be outside state_dir {state_dir} (got {_show(str(path), 4096)})")
 
 
 def _resolved(path: Path) -> Path:

@@ -384,3 +384,15 @@ def test_a_pin_on_the_command_line_is_redacted_and_explained(gateway):
     assert stray.returncode == 64
     assert "unrecognized arguments: extra" in one_line(stray.stderr, "mtcctl")
     assert json.loads(gateway.mtcctl("pin", "list", "--json").stdout) == []
+
+
+def test_a_metrics_file_over_the_keystore_is_78_and_the_store_is_untouched(gateway):
+    gateway.configure("/dev/null", service=f'metrics_file = "{gateway.state_dir}/keystore.json"')
+    gateway.config.write_text(gateway.config.read_text().replace("metrics_file", "#metrics_file"))
+    gateway.store_pin(ICCID)
+    before = gateway.every_state_file()
+    gateway.config.write_text(gateway.config.read_text().replace("#metrics_file", "metrics_file"))
+    for run in (gateway.mtcd("once"), gateway.mtcctl("pin", "list")):
+        assert run.returncode == 78
+        assert "service.metrics_file must be outside state_dir" in one_line(run.stderr, run.stderr.split(":")[0])
+    assert gateway.every_state_file() == before

@@ -14,8 +14,9 @@
 
 Exit codes: 0 done, 1 refused (the SIM or the store is not in a state for
 it; the reason is printed), 64 usage, 65 bad PIN/ICCID input or damaged
-keystore, 69 modem unavailable, 74 state directory not writable,
-77 not allowed on the service's control socket, 78 configuration error.
+keystore, 69 modem unavailable, 74 state directory not writable or stdout
+not writable, 77 not allowed on the service's control socket or in root's
+state directory, 78 configuration error, 141 stdout's reader went away.
 While `mtcd run` holds the modem, commands that need it go through the
 service's control socket; otherwise mtcctl opens the modem itself.
 A PIN is never taken from argv or the environment: those are visible to

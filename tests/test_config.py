@@ -304,12 +304,14 @@ def test_bad_service_values(tmp_path, section, line, key):
     ("service", "metrics_file", "{state}"),
     ("service", "control_socket", "{state}/control.sock"),
     ("service", "metrics_file", "{link}/mtcd.prom"),  # through a symbolic link
+    ("service", "metrics_file", "{planted}"),  # a link planted where the metrics go
 ])
 def test_a_path_inside_the_state_directory_is_refused(tmp_path, section, key, value):
     state = tmp_path / "state"
     state.mkdir()
     (tmp_path / "link").symlink_to(state)
-    value = value.format(state=state, link=tmp_path / "link")
+    (tmp_path / "planted.prom").symlink_to(state / "keystore.json")
+    value = value.format(state=state, link=tmp_path / "link", planted=tmp_path / "planted.prom")
     path = write(tmp_path, f'state_dir = "{state}"\n{MINIMAL}[{section}]\n{key} = "{value}"\n')
     with pytest.raises(ConfigError) as caught:
         load_config(path)

@@ -6,7 +6,9 @@ them without parsing text:
     0   paired / success          64  usage error (EX_USAGE)
     1   refused (pairing failed)  65  damaged data on disk (EX_DATAERR)
     69  modem unavailable         70  internal error (EX_SOFTWARE)
-    74  I/O error (EX_IOERR)      77  not permitted (EX_NOPERM)
+    74  I/O error (EX_IOERR)      75  the card's answer to a PIN change was
+                                      lost; settled at the next pairing (EX_TEMPFAIL)
+    77  not permitted (EX_NOPERM)
     78  configuration error (EX_CONFIG)
 
 No message built by this module or its callers may contain a PIN or PUK:
@@ -22,6 +24,7 @@ EXIT_DATAERR = 65
 EXIT_UNAVAILABLE = 69
 EXIT_SOFTWARE = 70
 EXIT_IOERR = 74
+EXIT_TEMPFAIL = 75
 EXIT_NOPERM = 77
 EXIT_CONFIG = 78
 

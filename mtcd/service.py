@@ -141,6 +141,8 @@ class Gateway:
     def pair(self) -> PairingOutcome:
         """One pairing decision, journalled; the link is not touched."""
         outcome = pair(self.uicc, self.keystore, policy_settings(self.config), self.imei, self.imeisv)
+        for event, fields in outcome.pin_events:
+            self.journal.append(event, **fields)
         self.association_change = _journal_decision(self.journal, outcome)
         return outcome
 

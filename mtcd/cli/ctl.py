@@ -15,8 +15,9 @@
 Exit codes: 0 done, 1 refused (the SIM or the store is not in a state for
 it; the reason is printed), 64 usage, 65 bad PIN/ICCID input or damaged
 keystore, 69 modem unavailable, 74 state directory not writable or stdout
-not writable, 77 not allowed on the service's control socket or in root's
-state directory, 78 configuration error, 141 stdout's reader went away.
+not writable, 75 the card's answer to a PIN change was lost (the next
+pairing settles it), 77 not allowed on the service's control socket or in
+root's state directory, 78 configuration error, 141 stdout's reader went away.
 While `mtcd run` holds the modem, commands that need it go through the
 service's control socket; otherwise mtcctl opens the modem itself.
 A PIN is never taken from argv or the environment: those are visible to
@@ -28,7 +29,7 @@ from __future__ import annotations
 import getpass
 import sys
 
-from ..errors import EXIT_DATAERR, EXIT_OK, ModemUnavailable, MtcdError, UsageError
+from ..errors import EXIT_DATAERR, EXIT_OK, EXIT_TEMPFAIL, ModemUnavailable, MtcdError, UsageError
 from ..identity import Iccid
 from ..journal import PairingJournal
 from ..sealers import open_keystore
@@ -173,7 +174,9 @@ def _print_result(args, result: dict) -> int:
         print_json(result)
     else:
         print(result.get("detail") or result)
-    return EXIT_OK
+    # A change whose answer was lost is not done: the agent tries again
+    # after the next pairing has settled which PIN the card holds.
+    return EXIT_TEMPFAIL if result.get("outcome") == "interrupted" else EXIT_OK
 
 
 def _pin_stage(config, args) -> int:

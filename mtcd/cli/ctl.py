@@ -14,9 +14,10 @@
 
 Exit codes: 0 done, 1 refused (the SIM or the store is not in a state for
 it; the reason is printed), 64 usage, 65 bad PIN/ICCID input or damaged
-keystore, 69 modem unavailable, 74 state directory not writable,
-75 the card's answer to a PIN change was lost (the next pairing settles it),
-77 not allowed on the service's control socket, 78 configuration error.
+keystore, 69 modem unavailable, 74 state directory not writable or stdout
+not writable, 75 the card's answer to a PIN change was lost (the next
+pairing settles it), 77 not allowed on the service's control socket or in
+root's state directory, 78 configuration error, 141 stdout's reader went away.
 While `mtcd run` holds the modem, commands that need it go through the
 service's control socket; otherwise mtcctl opens the modem itself.
 A PIN is never taken from argv or the environment: those are visible to
@@ -95,12 +96,20 @@ def _iccid(text: str) -> Iccid:
         raise BadInput(f"invalid ICCID: {exc}") from None
 
 
+_MAX_SECRET_LINE = 1024
+
+
 def read_secret(kind, prompt: str):
     """One PIN or PUK from a no-echo prompt on a terminal, else one line of stdin."""
-    if sys.stdin.isatty():
-        text = getpass.getpass(prompt)
-    else:
-        text = sys.stdin.readline()
+    stdin = sys.stdin  # None when started with file descriptor 0 closed
+    try:
+        if stdin is not None and stdin.isatty():
+            text = getpass.getpass(prompt)
+        else:
+            # Bounded: a PIN is short, and `< /dev/zero` must not eat memory.
+            text = stdin.readline(_MAX_SECRET_LINE) if stdin is not None else ""
+    except (OSError, ValueError, UnicodeDecodeError):
+        text = ""
     text = text.strip()
     if not text:
         raise BadInput(f"no {kind.kind} given on standard input")

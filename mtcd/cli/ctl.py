@@ -27,6 +27,7 @@ from __future__ import annotations
 import getpass
 import sys
 
+from ..events import masked_imsi
 from ..errors import EXIT_DATAERR, EXIT_OK, ModemUnavailable, MtcdError, UsageError
 from ..identity import Iccid
 from ..journal import PairingJournal
@@ -257,6 +258,8 @@ def _unblock(config, args) -> int:
 def _status(config, args) -> int:
     keystore, sealer = open_keystore(config.state_dir, config.keystore.sealer)
     last = PairingJournal(config.state_dir).last("decision")
+    if last and last.get("imsi") and not config.service.show_imsi:
+        last["imsi"] = masked_imsi(last["imsi"])  # as the service's journal events show it
     status = {
         "state_dir": str(config.state_dir),
         "modem_port": config.modem.port,

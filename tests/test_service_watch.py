@@ -1,0 +1,336 @@
+"""`mtcd run` against the simulator, for what an operator does around a
+running service: storing a PIN (the service pairs without a restart),
+asking it things while the modem is gone (answered at once, nothing run
+later), clients that give up, idle connections, and what it leaves behind
+for node_exporter when it stops."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import pin_presentations
+from simfixtures import TEST_PIN, make_card, server_of, sim_modem, wait_until
+from test_service import _metrics, service
+
+WRONG_PIN = "11112222"
+TRANSPORT_PIN = "1234"
+PAIRS_WITHIN = 5.0
+
+
+def _status(gateway) -> dict:
+    run = gateway.mtcctl("status", "--json")
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def _refused_with_a_wrong_pin(gateway, notify_socket, modem, card) -> int:
+    """The service has presented the wrong stored PIN once and latched it."""
+    notify_socket.wait_for("STATUS", "refused: pin-rejected")
+    assert card.pin_attempts == 2 and modem.radio != 1
+    return len(pin_presentations(modem.commands))
+
+
+def _drain(notify_socket, seconds: float) -> None:
+    """Read what the service tells "systemd" for a while, as systemd would
+    (a notification socket nobody reads fills up and blocks the sender)."""
+    try:
+        notify_socket.wait_until(lambda m: False, seconds, start=len(notify_socket.messages))
+    except AssertionError:
+        pass
+
+
+# --- ITEM 7: a newly stored PIN is taken without a restart ----------------------------
+
+@pytest.mark.parametrize("nudge", ["none", "sighup"])
+def test_a_pin_stored_while_refused_is_used_at_once(gateway, notify_socket, nudge):
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        gateway.store_pin(str(card.iccid), WRONG_PIN)
+        with service(gateway, notify_socket) as proc:
+            presented = _refused_with_a_wrong_pin(gateway, notify_socket, modem, card)
+            time.sleep(2.5)  # several loop ticks: the latched PIN is not tried again
+            assert len(pin_presentations(modem.commands)) == presented
+            gateway.store_pin(str(card.iccid), TEST_PIN)
+            if nudge == "sighup":
+                proc.send_signal(signal.SIGHUP)
+            took = wait_until(lambda: modem.pdp_active and card.verified, PAIRS_WITHIN, "paired without a restart")
+            notify_socket.wait_for("STATUS", f"paired ICCID {card.iccid}, link up")
+            assert proc.poll() is None
+            # Exactly one more presentation: the new PIN, once.
+            assert len(pin_presentations(modem.commands)) == presented + 1
+            assert card.pin_attempts == 3
+    print(f"paired {took:.1f} s after mtcctl pin set ({nudge})")
+
+
+def test_sighup_storms_and_other_sims_never_free_a_latched_pin(gateway, notify_socket):
+    card, other = make_card(serial_number=1), make_card(serial_number=2)
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        gateway.store_pin(str(card.iccid), WRONG_PIN)
+        with service(gateway, notify_socket) as proc:
+            presented = _refused_with_a_wrong_pin(gateway, notify_socket, modem, card)
+            for _ in range(20):
+                proc.send_signal(signal.SIGHUP)
+                _drain(notify_socket, 0.05)
+            gateway.store_pin(str(other.iccid), TEST_PIN)  # a keystore change, not for this SIM
+            _drain(notify_socket, 3)
+            assert len(pin_presentations(modem.commands)) == presented
+            assert card.pin_attempts == 2 and not modem.pdp_active and modem.radio != 1
+            assert _status(gateway)["service"]["reason"] == "pin-rejected"
+
+
+def test_a_pin_stored_for_an_unknown_sim_pairs_it(gateway, notify_socket):
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        with service(gateway, notify_socket):
+            notify_socket.wait_for("STATUS", "refused: unknown-sim")
+            assert pin_presentations(modem.commands) == []
+            gateway.store_pin(str(card.iccid), TEST_PIN)
+            wait_until(lambda: modem.pdp_active, PAIRS_WITHIN, "paired after mtcctl pin set")
+
+
+def test_storing_the_pin_of_the_paired_sim_again_keeps_the_link(gateway, notify_socket):
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        gateway.store_pin(str(card.iccid), TEST_PIN)
+        with service(gateway, notify_socket):
+            notify_socket.wait_for("READY", "1")
+            before = len(modem.commands)
+            gateway.store_pin(str(card.iccid), TEST_PIN)
+            time.sleep(2.5)
+            assert modem.pdp_active
+            assert not any(c.startswith(("AT+CFUN=4", "AT+CGACT=0")) for c in modem.commands[before:])
+
+
+def test_forgetting_the_paired_sims_pin_closes_the_gate(gateway, notify_socket):
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        gateway.store_pin(str(card.iccid), TEST_PIN)
+        with service(gateway, notify_socket):
+            notify_socket.wait_for("READY", "1")
+            assert gateway.mtcctl("pin", "forget", str(card.iccid)).returncode == 0
+            wait_until(lambda: not modem.pdp_active and modem.radio == 4, PAIRS_WITHIN, "gate closed")
+            notify_socket.wait_for("STATUS", "refused: unknown-sim")
+
+
+def test_pair_after_the_service_adopted_the_sim_itself_is_a_success(gateway, notify_socket):
+    card = make_card(pin=TRANSPORT_PIN)
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        with service(gateway, notify_socket):
+            notify_socket.wait_for("STATUS", "refused: unknown-sim")
+            run = gateway.mtcctl("pin", "set", str(card.iccid), "--transport", stdin=TRANSPORT_PIN + "\n")
+            assert run.returncode == 0, run.stderr
+            # The service pairs with the transport PIN and replaces it (rotate_on_adopt).
+            wait_until(lambda: modem.pdp_active and card.pin != TRANSPORT_PIN, 10, "adopted by the service")
+            unique = card.pin
+            changes = len([c for c in modem.commands if c.startswith("AT+CPWD")])
+            presented = len(pin_presentations(modem.commands))
+            again = gateway.mtcctl("pair", "--json", stdin=TRANSPORT_PIN + "\n")
+            assert again.returncode == 0, again.stderr
+            result = json.loads(again.stdout)
+            assert result["outcome"] == "already-adopted" and result["iccid"] == str(card.iccid)
+            assert "already adopted and paired" in result["detail"]
+            assert card.pin == unique and card.pin_attempts == 3 and modem.pdp_active
+            assert len([c for c in modem.commands if c.startswith("AT+CPWD")]) == changes
+            assert len(pin_presentations(modem.commands)) == presented
+            assert gateway.keystore().get(card.iccid).pin.reveal() == unique
+
+
+# --- ITEM 8: the service while the modem is gone --------------------------------------
+
+def _cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_the_service_answers_at_once_while_the_modem_is_gone(gateway, notify_socket, tmp_path):
+    card = make_card()
+    link = tmp_path / "ttyMODEM"
+    with sim_modem(card, link=link) as (modem, port):
+        gateway.configure(str(link), modem="timeout = 2")
+        gateway.store_pin(str(card.iccid))
+        server = server_of(modem)
+        with service(gateway, notify_socket) as proc:
+            notify_socket.wait_for("READY", "1")
+            server.close_port()  # the tty vanishes (USB re-enumeration)
+            notify_socket.wait_until(lambda m: m.get("STATUS", "").startswith("modem unavailable"), 10,
+                                     what="modem loss reported")
+            start = time.monotonic()
+            status = _status(gateway)["service"]
+            assert time.monotonic() - start < 5
+            assert status["modem"] in ("lost", "reconnecting") and status["link"] == "down"
+            assert status["state"] == "modem-unavailable" and status["retry_in"] is not None
+            start = time.monotonic()
+            rotate = gateway.mtcctl("pin", "rotate")
+            assert time.monotonic() - start < 5
+            assert rotate.returncode == 69
+            assert rotate.stderr.startswith("mtcctl: the modem is not connected: ")
+            assert "retrying in" in rotate.stderr and len(rotate.stderr.strip().splitlines()) == 1
+            # A whole backoff cycle and more with the modem gone: no busy loop.
+            cpu_before, wall_before = _cpu_seconds(proc.pid), time.monotonic()
+            time.sleep(20)
+            share = (_cpu_seconds(proc.pid) - cpu_before) / (time.monotonic() - wall_before)
+            print(f"service CPU while the modem is gone: {share:.1%} of a core")
+            assert share < 0.30
+            server.reopen()
+            wait_until(lambda: modem.pdp_active, 30, "link back after the modem returned")
+            time.sleep(1)
+        # The refused rotation was never run, not even once the modem was back.
+        assert not any(c.startswith("AT+CPWD") for c in modem.commands)
+
+
+def _raw_request(path, line: bytes) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(path))
+    sock.sendall(line)
+    return sock
+
+
+def test_a_request_whose_client_left_is_never_run(gateway, notify_socket):
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        gateway.store_pin(str(card.iccid))
+        with service(gateway, notify_socket):
+            notify_socket.wait_for("READY", "1")
+            modem.latency = 0.3  # every AT command slow: the loop is busy for seconds
+            first = subprocess.Popen(
+                [sys.executable, "-m", "mtcd.cli.ctl", "--config", str(gateway.config), "pin", "rotate", "--json"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=gateway.env)
+            try:
+                before = len(modem.commands)
+                wait_until(lambda: len(modem.commands) > before + 1, 10, "the first rotation under way")
+                # One client hangs up right after its request; another gives up
+                # after a second (as mtcctl does after its timeout).
+                _raw_request(gateway.control_socket, b'{"command":"rotate"}\n').close()
+                impatient = _raw_request(gateway.control_socket, b'{"command":"compromise"}\n')
+                time.sleep(1.0)
+                impatient.close()
+                out, err = first.communicate(timeout=60)
+            finally:
+                if first.poll() is None:
+                    first.kill()
+            assert first.returncode == 0, err
+            assert json.loads(out)["outcome"] == "done"
+            modem.latency = 0
+            time.sleep(3)  # time enough for the loop to run anything still queued
+            assert len([c for c in modem.commands if c.startswith("AT+CPWD")]) == 1
+            assert gateway.keystore().get(card.iccid).state == "active"  # compromise never ran
+
+
+def test_idle_connections_cannot_lock_out_mtcctl(gateway, notify_socket):
+    from mtcd.control import MAX_CONNECTIONS
+
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        gateway.store_pin(str(card.iccid))
+        with service(gateway, notify_socket):
+            notify_socket.wait_for("READY", "1")
+            idle = []
+            try:
+                for _ in range(MAX_CONNECTIONS):
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    sock.connect(str(gateway.control_socket))
+                    idle.append(sock)
+                time.sleep(0.3)
+                start = time.monotonic()
+                status = _status(gateway)
+                assert time.monotonic() - start < 5
+                assert status["service"]["state"] == "paired"
+            finally:
+                for sock in idle:
+                    sock.close()
+
+
+# --- ITEM 10: status --json and the IMSI; metrics after a stop --------------------------
+
+@pytest.mark.parametrize("show_imsi", [False, True])
+def test_status_json_honours_show_imsi(gateway, notify_socket, show_imsi):
+    from mtcd.events import masked_imsi
+
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port, service=f"show_imsi = {str(show_imsi).lower()}")
+        gateway.store_pin(str(card.iccid))
+        with service(gateway, notify_socket):
+            notify_socket.wait_for("READY", "1")
+            run = gateway.mtcctl("status", "--json")
+    assert run.returncode == 0, run.stderr
+    status = json.loads(run.stdout)
+    if show_imsi:
+        assert status["last_decision"]["imsi"] == str(card.imsi)
+    else:
+        assert str(card.imsi) not in run.stdout
+        assert status["last_decision"]["imsi"] == masked_imsi(str(card.imsi))
+
+
+def test_metrics_say_stopped_after_sigterm(gateway, notify_socket):
+    card = make_card()
+    prom = gateway.root / "mtcd.prom"
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port, service=f'metrics_file = "{prom}"')
+        gateway.store_pin(str(card.iccid))
+        with service(gateway, notify_socket) as proc:
+            notify_socket.wait_for("READY", "1")
+            running = _metrics(prom)
+            assert running["mtcd_up"] == 1 and running["mtcd_paired"] == 1 and running["mtcd_link_up"] == 1
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+        stopped = _metrics(prom)
+        assert stopped["mtcd_up"] == 0
+        assert stopped["mtcd_paired"] == 0 and stopped["mtcd_link_up"] == 0
+        assert not [p for p in prom.parent.iterdir() if p.name.startswith(".mtcd.prom")], "no temporary file left"
+
+
+def test_metrics_say_stopped_after_an_error_exit(gateway, notify_socket):
+    """The service dies of an error it does not handle (a bug, injected
+    below): the file must not go on saying "paired, link up"."""
+    card = make_card()
+    prom = gateway.root / "mtcd.prom"
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port, service=f'metrics_file = "{prom}"')
+        gateway.store_pin(str(card.iccid))
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _DIES_AFTER_PAIRING, str(gateway.config)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=gateway.env)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 70, err
+        stopped = _metrics(prom)
+        assert stopped["mtcd_up"] == 0 and stopped["mtcd_paired"] == 0 and stopped["mtcd_link_up"] == 0
+        assert modem.radio == 4 and not modem.pdp_active
+
+
+# The real service, with one fault injected after the first decision: the
+# notifier's status call raises once the link is up, as a bug would.
+_DIES_AFTER_PAIRING = """
+import sys
+from pathlib import Path
+from mtcd.cli.common import run_main
+from mtcd.config import load_config
+from mtcd.gatekeeper import Gatekeeper, Notifier
+
+class Broken(Notifier):
+    def status(self, text):
+        if text.startswith("paired"):
+            raise RuntimeError("a bug")
+
+def body(argv):
+    path = Path(argv[0])
+    return Gatekeeper(path, load_config(path), notifier=Broken()).run()
+
+sys.exit(run_main("mtcd", body, sys.argv[1:]))
+"""

@@ -334,3 +334,46 @@ def body(argv):
 
 sys.exit(run_main("mtcd", body, sys.argv[1:]))
 """
+
+
+# --- the re-evaluation rule itself (pure) -----------------------------------------------
+
+def _outcome(decision, presented=None, **obs):
+    from mtcd.gate import PairingOutcome
+    from mtcd.identity import Iccid, Imei
+    from mtcd.policy import Observations
+
+    from simfixtures import make_iccid, make_imei
+
+    imei = Imei(make_imei())
+    base = dict(imei=imei, iccid=Iccid(make_iccid()), pin_enabled=True, attempts=2)
+    base.update(obs)
+    return PairingOutcome(decision=decision, observations=Observations(presented=presented, **base), imei=imei,
+                          imeisv=None, iccid=base["iccid"], imsi=None, pin_retries=2)
+
+
+def test_decision_may_change_only_when_the_policy_would_act_otherwise():
+    from mtcd.gatekeeper import decision_may_change
+    from mtcd.policy import Paired, PinOutcome, PolicySettings, Reason, Refused, StoredPin
+    from mtcd.simlock import SimLock
+
+    settings = PolicySettings()
+    rejected = _outcome(Refused(Reason.PIN_REJECTED, "x"), PinOutcome.REJECTED, lock=SimLock.SIM_PIN,
+                        stored=StoredPin(rejected=True))
+    # Latched, nothing new: stays refused (never presented again).
+    assert not decision_may_change(rejected, StoredPin(rejected=True), settings)
+    # A person stored a PIN (the latch is lifted): a new run may present it.
+    assert decision_may_change(rejected, StoredPin(), settings)
+    # Or staged one the card may hold: the pending PIN may be tried.
+    assert decision_may_change(rejected, StoredPin(rejected=True, has_pending=True), settings)
+    # Below the guard, a new PIN changes nothing: nothing is presented.
+    guarded = _outcome(Refused(Reason.RETRY_GUARD, "x"), lock=SimLock.SIM_PIN, stored=StoredPin(), attempts=1)
+    assert not decision_may_change(guarded, StoredPin(), settings)
+    # Unknown SIM, then a PIN for it: look again.
+    unknown = _outcome(Refused(Reason.UNKNOWN_SIM, "x"), lock=SimLock.SIM_PIN, stored=None)
+    assert decision_may_change(unknown, StoredPin(), settings)
+    assert not decision_may_change(unknown, None, settings)
+    # Paired: a stored PIN replaced keeps the link; a forgotten one closes the gate.
+    paired = _outcome(Paired(), PinOutcome.ACCEPTED, lock=SimLock.READY, stored=StoredPin())
+    assert not decision_may_change(paired, StoredPin(), settings)
+    assert decision_may_change(paired, None, settings)

@@ -71,6 +71,25 @@ def test_a_pin_stored_while_refused_is_used_at_once(gateway, notify_socket, nudg
     print(f"paired {took:.1f} s after mtcctl pin set ({nudge})")
 
 
+def test_a_sighup_storm_during_the_new_pairing_presents_once(gateway, notify_socket):
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        gateway.store_pin(str(card.iccid), WRONG_PIN)
+        with service(gateway, notify_socket) as proc:
+            presented = _refused_with_a_wrong_pin(gateway, notify_socket, modem, card)
+            modem.latency = 0.1  # the new pairing takes a while: the storm lands in it
+            gateway.store_pin(str(card.iccid), TEST_PIN)
+            for _ in range(30):
+                proc.send_signal(signal.SIGHUP)
+                _drain(notify_socket, 0.05)
+            modem.latency = 0
+            wait_until(lambda: modem.pdp_active, 15, "paired")
+            _drain(notify_socket, 2)
+            assert len(pin_presentations(modem.commands)) == presented + 1
+            assert card.pin_attempts == 3 and modem.pdp_active
+
+
 def test_sighup_storms_and_other_sims_never_free_a_latched_pin(gateway, notify_socket):
     card, other = make_card(serial_number=1), make_card(serial_number=2)
     with sim_modem(card) as (modem, port):
@@ -182,8 +201,9 @@ def test_the_service_answers_at_once_while_the_modem_is_gone(gateway, notify_soc
             # A whole backoff cycle and more with the modem gone: no busy loop.
             cpu_before, wall_before = _cpu_seconds(proc.pid), time.monotonic()
             time.sleep(20)
-            share = (_cpu_seconds(proc.pid) - cpu_before) / (time.monotonic() - wall_before)
-            print(f"service CPU while the modem is gone: {share:.1%} of a core")
+            used, wall = _cpu_seconds(proc.pid) - cpu_before, time.monotonic() - wall_before
+            share = used / wall
+            print(f"service CPU while the modem is gone: {used * 1000:.0f} ms in {wall:.1f} s ({share:.2%} of a core)")
             assert share < 0.30
             server.reopen()
             wait_until(lambda: modem.pdp_active, 30, "link back after the modem returned")
@@ -229,6 +249,32 @@ def test_a_request_whose_client_left_is_never_run(gateway, notify_socket):
             time.sleep(3)  # time enough for the loop to run anything still queued
             assert len([c for c in modem.commands if c.startswith("AT+CPWD")]) == 1
             assert gateway.keystore().get(card.iccid).state == "active"  # compromise never ran
+
+
+def test_many_rotations_at_once_each_run_once(gateway, notify_socket):
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        gateway.store_pin(str(card.iccid))
+        with service(gateway, notify_socket):
+            notify_socket.wait_for("READY", "1")
+            argv = [sys.executable, "-m", "mtcd.cli.ctl", "--config", str(gateway.config)]
+            procs = [subprocess.Popen(argv + (["pin", "rotate"] if i % 2 else ["status", "--json"]),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=gateway.env)
+                     for i in range(8)]
+            results = [(p.args[-2:], p.wait(timeout=120), p.stderr.read()) for p in procs]
+            for p in procs:
+                p.stdout.close()
+                p.stderr.close()
+            done = [r for r in results if r[0] == ["pin", "rotate"] and r[1] == 0]
+            assert all(code == 0 for _, code, _ in results), results
+            # Each rotation answered done ran exactly once: one PIN change each.
+            assert len([c for c in modem.commands if c.startswith("AT+CPWD")]) == len(done) == 4
+            assert gateway.keystore().get(card.iccid).pin.reveal() == card.pin
+            modem.remove_card()
+            modem.insert_card(card)
+            wait_until(lambda: modem.pdp_active and card.verified and card.pin_attempts == 3, 15,
+                       "paired with the last PIN")
 
 
 def test_idle_connections_cannot_lock_out_mtcctl(gateway, notify_socket):

@@ -37,7 +37,6 @@ import selectors
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Config, load_config
@@ -222,6 +221,7 @@ class Gatekeeper:
         os.set_blocking(self._wake_w, False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._publish()  # status has an answer from the first request on
 
     # -- waking the main loop (safe from other threads and signal handlers) --
     def _wake(self) -> None:

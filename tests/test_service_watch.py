@@ -423,3 +423,43 @@ def test_decision_may_change_only_when_the_policy_would_act_otherwise():
     paired = _outcome(Paired(), PinOutcome.ACCEPTED, lock=SimLock.READY, stored=StoredPin())
     assert not decision_may_change(paired, StoredPin(), settings)
     assert decision_may_change(paired, None, settings)
+
+
+def test_a_request_is_run_once_or_not_at_all(gateway):
+    """The hand-over between a control thread and the loop, with the loop
+    held still: a request past its deadline or whose client left is never
+    run afterwards; one still wanted is run exactly once."""
+    import threading
+
+    from mtcd.config import load_config
+    from mtcd.events import EventLog
+    from mtcd.gatekeeper import ClientGone, Gatekeeper, Notifier
+
+    gateway.configure(str(gateway.root / "no-modem"))
+    gk = Gatekeeper(gateway.config, load_config(gateway.config), notifier=Notifier({}), events=EventLog(journal=False))
+    ran = []
+    with pytest.raises(ClientGone, match="dropped, not run"):
+        gk.submit(lambda g: ran.append("late"), timeout=0.3)
+    gone = threading.Event()
+    errors = []
+
+    def impatient():
+        try:
+            gk.submit(lambda g: ran.append("left"), client_left=gone.is_set)
+        except ClientGone as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=impatient)
+    thread.start()
+    wait_until(lambda: gk._requests.qsize() == 2, 5, "queued")
+    gone.set()
+    thread.join(5)
+    assert errors and errors[0].exit_code == 69
+    answers = []
+    wanted = threading.Thread(target=lambda: answers.append(gk.submit(lambda g: ran.append("wanted") or {"ok": 1})))
+    wanted.start()
+    wait_until(lambda: gk._requests.qsize() == 3, 5, "queued")
+    gk._serve_requests()
+    gk._serve_requests()
+    wanted.join(5)
+    assert ran == ["wanted"] and answers == [{"ok": 1}]

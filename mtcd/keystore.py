@@ -192,6 +192,7 @@ class Keystore:
         # Keystore: reads notice a newer file, writes are transactions under
         # a lock file, so neither overwrites what the other wrote.
         self._signature = _file_signature(self.path)
+        self.reloads = 0  # how often another process's write was loaded (the service watches this)
         self._lock_fd: int | None = None
         self._lock_depth = 0
 
@@ -404,6 +405,7 @@ class Keystore:
         self._sealed = _load_sealed(self.path, self._key)
         self._cache.clear()
         self._signature = signature
+        self.reloads += 1
 
     @contextlib.contextmanager
     def _locked(self):

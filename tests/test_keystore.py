@@ -147,7 +147,8 @@ def test_one_file_write_per_mutation(state, monkeypatch):
     ks.record_rejected(ICCID_A)
     ks.set_pin(ICCID_A, Pin(PIN_B))
     ks.forget(ICCID_A)
-    assert writes == [state / "keystore.json"] * 5
+    # Each mutation: the store once, then its rollback witness.
+    assert writes == [state / "keystore.json", state / "keystore.witness"] * 5
 
 
 # --- nothing in clear at rest ---
@@ -160,7 +161,7 @@ def test_no_pin_in_clear_in_any_file(state):
     ks.record_accepted(ICCID_A, "490154203237518")
     ks.record_rejected(ICCID_B)
     files = [p for p in state.rglob("*") if p.is_file()]
-    assert {p.name for p in files} == {"keystore.json", "keystore.key", "keystore.lock"}
+    assert {p.name for p in files} == {"keystore.json", "keystore.key", "keystore.lock", "keystore.witness"}
     assert (state / "keystore.lock").read_bytes() == b""  # only ever locked, never written
     for pin in (PIN_A, PIN_B):
         forms = [
@@ -282,7 +283,7 @@ def test_truncated_file(filled, keep):
 @pytest.mark.parametrize(
     "doc, complaint",
     [
-        ({"format": "mtcd-keystore/2", "entries": {}}, "unknown format"),
+        ({"format": "mtcd-keystore/9", "entries": {}}, "unknown format"),
         ({"entries": {}}, "unknown format"),
         ([1, 2, 3], "unknown format"),
         ({"format": "mtcd-keystore/1"}, "unexpected layout"),

@@ -206,6 +206,8 @@ class Keystore:
         self._raw: bytes | None = None
         self._generation = 0  # of `_raw`
         self._witnessed = 0  # the witness's generation when last read or written
+        self._counted: int | None = None  # the TPM counter's value in `_raw`, if any
+        self._counter = None  # the sealer's rollback counter (TPM2), once the key exists
         # The file `_raw` was read from, kept open: its inode cannot be reused
         # while we hold it, so a read outside a transaction may trust "same
         # inode, size and times as when read" to mean "same bytes".
@@ -440,21 +442,53 @@ class Keystore:
         be newer than a store that is not an older copy."""
         if self._key is None:
             self._key = self._sealer.load_key()
+        counter = self._rollback_counter()
+        count = counter.read() if counter is not None else None
         witnessed = _read_witness(self.witness_path, self._key) if self._key is not None else None
         raw, held = _read_store(self.path)
         if raw is None or raw != self._raw:
-            sealed, generation = _load_sealed(self.path, raw, self._key)
+            sealed, generation, counted = _load_sealed(self.path, raw, self._key)
         else:
-            sealed, generation = self._sealed, self._generation
+            sealed, generation, counted = self._sealed, self._generation, self._counted
         if raw is not None and self._key is not None:
+            if counter is not None:
+                self._check_counter(counter, counted, count)
             self._check_not_rolled_back(generation, witnessed)
         if raw != self._raw:
             self._sealed = sealed
             self._cache.clear()
             self._raw = raw
             self._generation = generation
+            self._counted = counted
         self._held = held
         self._witnessed = witnessed or 0
+
+    def _rollback_counter(self):
+        """The sealer's monotonic counter outside the state directory (a
+        TPM2 NV counter), when it has one and the key exists."""
+        if self._counter is None and self._key is not None:
+            make = getattr(self._sealer, "rollback_counter", None)
+            self._counter = make() if make is not None else None
+        return self._counter
+
+    def _check_counter(self, counter, counted: int | None, count: int | None) -> None:
+        """Each write records the counter's value and then advances it, so
+        the newest store holds the value just below the counter's (or equal
+        to it, when the power failed before the increment).  Stores written
+        before the counter was in use hold none: only the witness checks them."""
+        if counted is None:
+            return
+        if count is None:
+            why = f"the {counter.describe()} it was counted on is gone"
+        elif counted < count - 1:
+            why = f"the {counter.describe()} is at {count}, the store was counted at {counted}"
+        else:
+            return
+        raise KeystoreError(
+            f"{self.path} is an older copy put back ({why}) and may bring back a PIN the "
+            f"card rejected; it is not used: move it aside, then store each SIM's PIN "
+            f"again with `mtcctl pin set ICCID` once you have checked it"
+        )
 
     def _check_not_rolled_back(self, generation: int, witnessed: int | None) -> None:
         """A store older than the last one written (by the witness, or by what
@@ -527,18 +561,29 @@ class Keystore:
         if self._key is None:
             self._key = self._sealer.load_key() or self._sealer.create_key()
         generation = max(self._generation, self._witnessed) + 1
+        counter = self._rollback_counter()
+        counted = None
+        if counter is not None:
+            # Its first increment is what starts a TPM counter (at the
+            # highest value any counter there ever had), so start it first.
+            counted = counter.read()
+            if counted is None:
+                counted = counter.advance()
         doc = {
             "format": FORMAT,
             "generation": generation,
             "entries": _entries_doc(sealed),
-            "mac": _b64(_file_mac(self._key, sealed, generation)),
+            "mac": _b64(_file_mac(self._key, sealed, generation, counted)),
         }
+        if counted is not None:
+            doc["counter"] = counted
         raw = (json.dumps(doc, indent=1) + "\n").encode()
         atomic_write(self.path, raw, 0o600)
         # Memory follows the disk only once the disk has it.
         self._sealed = sealed
         self._raw = raw
         self._generation = generation
+        self._counted = counted
         self._held = _HeldFile.open(self.path)  # ours: the lock keeps others from replacing it
         for entry in entries:
             self._cache[entry.iccid] = entry
@@ -549,6 +594,8 @@ class Keystore:
         # catches up); the other order would leave a store that refuses to.
         _write_witness(self.witness_path, self._key, generation)
         self._witnessed = generation
+        if counter is not None:
+            counter.advance()  # last, for the same reason
 
 
 class _HeldFile:
@@ -583,23 +630,24 @@ def _signature(st: os.stat_result) -> tuple[int, ...]:
 
 
 def _load_sealed(path: Path, raw: bytes | None,
-                 key: bytes | None) -> tuple[dict[Iccid, tuple[bytes, bytes]], int]:
-    """The sealed entries and the generation of the store file's bytes `raw`
-    (None: no file), authenticated when the key is known."""
+                 key: bytes | None) -> tuple[dict[Iccid, tuple[bytes, bytes]], int, int | None]:
+    """The sealed entries, the generation and the rollback counter's value
+    (if any) of the store file's bytes `raw` (None: no file), authenticated
+    when the key is known."""
     if raw is None:
-        return {}, 0
-    sealed, generation, mac = _parse_store(path, raw)
+        return {}, 0, None
+    sealed, generation, counted, mac = _parse_store(path, raw)
     if sealed and key is None:
         raise KeystoreError(
             f"{path} holds {len(sealed)} sealed entries but the key is missing"
         )
-    if key is not None and not hmac.compare_digest(mac, _file_mac(key, sealed, generation)):
+    if key is not None and not hmac.compare_digest(mac, _file_mac(key, sealed, generation, counted)):
         # Name the entry at fault when one is; otherwise the file as a whole
         # was altered (an entry removed, or an old copy of one put back).
         for iccid, blob in sealed.items():
             _unseal(path, key, iccid, blob)
         raise KeystoreError(f"{path} is damaged: the file fails authentication")
-    return sealed, generation or 0
+    return sealed, generation or 0, counted
 
 
 def _is_rejected(entry: PinEntry, which: str) -> bool:
@@ -625,7 +673,8 @@ def _entries_doc(sealed: dict[Iccid, tuple[bytes, bytes]]) -> dict:
     }
 
 
-def _file_mac(key: bytes, sealed: dict[Iccid, tuple[bytes, bytes]], generation: int | None) -> bytes:
+def _file_mac(key: bytes, sealed: dict[Iccid, tuple[bytes, bytes]], generation: int | None,
+              counted: int | None = None) -> bytes:
     """HMAC-SHA256 over the generation and every entry, under a key derived
     from the data key: catches an entry removed, an older sealed copy of one
     put back, or the generation changed.  None: a LEGACY_FORMAT file."""
@@ -635,6 +684,7 @@ def _file_mac(key: bytes, sealed: dict[Iccid, tuple[bytes, bytes]], generation: 
     else:
         h = hmac.new(mac_key, FORMAT.encode(), hashlib.sha256)
         h.update(generation.to_bytes(8, "big"))
+        h.update(b"\0" if counted is None else b"\1" + counted.to_bytes(8, "big"))
     for iccid, (nonce, blob) in sorted(sealed.items(), key=lambda kv: kv[0].value):
         for part in (iccid.value.encode(), nonce, blob):
             h.update(len(part).to_bytes(4, "big"))
@@ -729,10 +779,13 @@ def _parse_store(path: Path, raw: bytes) -> tuple[dict[Iccid, tuple[bytes, bytes
         raise KeystoreError(f"{path} is damaged: unknown format (expected {FORMAT})")
     layout = {"format", "entries", "mac"} | ({"generation"} if doc["format"] == FORMAT else set())
     entries = doc.get("entries")
-    if not isinstance(entries, dict) or set(doc) != layout:
+    if not isinstance(entries, dict) or set(doc) - {"counter"} != layout:
         raise KeystoreError(f"{path} is damaged: unexpected layout")
-    generation = doc.get("generation")
+    generation, counted = doc.get("generation"), doc.get("counter")
     if doc["format"] == FORMAT and (type(generation) is not int or not 0 < generation < 2**63):
+        raise KeystoreError(f"{path} is damaged: unexpected layout")
+    if "counter" in doc and (doc["format"] != FORMAT or type(counted) is not int
+                             or not 0 <= counted < 2**64):
         raise KeystoreError(f"{path} is damaged: unexpected layout")
     try:
         mac = base64.b64decode(doc["mac"], validate=True)
@@ -754,7 +807,7 @@ def _parse_store(path: Path, raw: bytes) -> tuple[dict[Iccid, tuple[bytes, bytes
         if len(nonce) != NONCE_BYTES:
             raise KeystoreError(f"{path} is damaged: entry {iccid} is malformed")
         out[iccid] = (nonce, blob)
-    return out, generation, mac
+    return out, generation, counted, mac
 
 
 def _unseal(path: Path, key: bytes, iccid: Iccid, sealed: tuple[bytes, bytes]) -> PinEntry:

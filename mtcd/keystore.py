@@ -22,9 +22,10 @@ wrote, and only then writes: no write is ever made from a stale copy.
 
 Rollback: the file carries a generation, raised by every write and covered
 by its MAC, and keystore.witness (written right after the store, MACed under
-the same key) remembers the last one.  A keystore.json older than its
-witness is an older copy put back, which could bring back a PIN the card
-rejected: it is refused.
+the same key) remembers the last one; with a TPM2 sealer, the TPM's NV
+counter (advanced after both) remembers it outside the state directory.  A
+keystore.json older than these is an older copy put back, which could bring
+back a PIN the card rejected: it is refused.
 """
 
 from __future__ import annotations
@@ -225,7 +226,7 @@ class Keystore:
             check_private_dir(state_dir)
         keystore = cls(state_dir, sealer)
         keystore._key = sealer.load_key()
-        keystore._reload()
+        keystore._reload_unlocked()
         return keystore
 
     # --- reading ---
@@ -433,7 +434,19 @@ class Keystore:
             return
         if st is not None and self._held is not None and self._held.unchanged(st):
             return
-        self._reload()
+        self._reload_unlocked()
+
+    def _reload_unlocked(self) -> None:
+        try:
+            self._reload()
+            return
+        except RolledBack:
+            pass
+        # Without the lock, writes landing between our reads of the witness
+        # and the store can look like a rollback (a new store's first witness
+        # appearing meanwhile); under it, the verdict stands.
+        with self._locked():
+            pass
 
     def _reload(self) -> None:
         """Read the witness, then the store, and take the store's bytes as the
@@ -484,11 +497,7 @@ class Keystore:
             why = f"the {counter.describe()} is at {count}, the store was counted at {counted}"
         else:
             return
-        raise KeystoreError(
-            f"{self.path} is an older copy put back ({why}) and may bring back a PIN the "
-            f"card rejected; it is not used: move it aside, then store each SIM's PIN "
-            f"again with `mtcctl pin set ICCID` once you have checked it"
-        )
+        raise RolledBack(self.path, why)
 
     def _check_not_rolled_back(self, generation: int, witnessed: int | None) -> None:
         """A store older than the last one written (by the witness, or by what
@@ -502,11 +511,7 @@ class Keystore:
             why = f"{WITNESS_NAME}, written with every change, is missing"
         else:
             return
-        raise KeystoreError(
-            f"{self.path} is an older copy put back ({why}) and may bring back a PIN the "
-            f"card rejected; it is not used: move it aside, then store each SIM's PIN "
-            f"again with `mtcctl pin set ICCID` once you have checked it"
-        )
+        raise RolledBack(self.path, why)
 
     @contextlib.contextmanager
     def _locked(self):
@@ -596,6 +601,17 @@ class Keystore:
         self._witnessed = generation
         if counter is not None:
             counter.advance()  # last, for the same reason
+
+
+class RolledBack(KeystoreError):
+    """keystore.json is older than the last one written."""
+
+    def __init__(self, path: Path, why: str):
+        super().__init__(
+            f"{path} is an older copy put back ({why}) and may bring back a PIN the "
+            f"card rejected; it is not used: move it aside, then store each SIM's PIN "
+            f"again with `mtcctl pin set ICCID` once you have checked it"
+        )
 
 
 class _HeldFile:

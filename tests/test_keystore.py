@@ -764,3 +764,22 @@ def test_first_write_cut_before_its_witness_opens(state, monkeypatch):
     monkeypatch.undo()
     assert not (state / "keystore.witness").exists()
     assert Keystore.open(state).get(ICCID_A).pin.reveal() == PIN_A
+
+
+def test_a_witness_appearing_between_two_reads_is_no_rollback(filled, monkeypatch):
+    """Without the lock, a reader may read "no witness" and then a store two
+    writes newer (the first ones of a new store landing in between): it must
+    look again under the lock rather than refuse a good store."""
+    import mtcd.keystore as keystore_module
+
+    real = keystore_module._read_witness
+    calls = []
+
+    def first_read_before_the_witness_existed(path, key):
+        calls.append(path)
+        return None if len(calls) == 1 else real(path, key)
+
+    monkeypatch.setattr(keystore_module, "_read_witness", first_read_before_the_witness_existed)
+    assert store_doc(filled)["generation"] == 2
+    assert Keystore.open(filled).get(ICCID_A).pin.reveal() == PIN_A
+    assert len(calls) == 2

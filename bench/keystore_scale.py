@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mtcd.identity import Iccid, luhn_check_digit  # noqa: E402
-from mtcd.keystore import ROTATION, Keystore  # noqa: E402
+from mtcd.keystore import ROTATION, STAGED, Keystore  # noqa: E402
 from mtcd.secret import Pin  # noqa: E402
 
 
@@ -76,7 +76,7 @@ def main() -> int:
         other = Keystore.open(state)
 
         def after_another_writer():
-            other.stage_pending(target, Pin.generate(), ROTATION)
+            other.stage_pending(target, Pin.generate(), STAGED)  # an over-the-air change
             ks.note_paired(target, "490154203237518")  # reloads, writes nothing
 
         rows.append(("other's write + transaction (reload)", median_time(after_another_writer)))

@@ -312,7 +312,15 @@ class Keystore:
             raise TypeError("stage_pending needs a Pin")
         if origin not in (ROTATION, STAGED):
             raise ValueError("origin must be rotation or staged")
-        entry = replace(self._require(iccid), pending_pin=pin, pending_origin=origin,
+        entry = self._require(iccid)
+        if origin == ROTATION and entry.pending_pin is not None:
+            # The rotation checked before it began, outside this lock; a PIN
+            # staged meanwhile may be on its way to the card: never lose it.
+            raise KeystoreError(
+                f"a pending PIN of ICCID {iccid} is not settled yet; "
+                "the rotation is not started (it is settled when the SIM is next unlocked)"
+            )
+        entry = replace(entry, pending_pin=pin, pending_origin=origin,
                         pending_rejected=False, updated=_now())
         self._commit([entry])
         return entry

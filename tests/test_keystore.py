@@ -783,3 +783,17 @@ def test_a_witness_appearing_between_two_reads_is_no_rollback(filled, monkeypatc
     assert store_doc(filled)["generation"] == 2
     assert Keystore.open(filled).get(ICCID_A).pin.reveal() == PIN_A
     assert len(calls) == 2
+
+
+def test_a_rotation_never_replaces_a_pending_pin(filled):
+    """The rotation looks for a pending PIN before it starts, outside the
+    lock; a technician's stage landing meanwhile (the card is about to get
+    that PIN over the air) must not be overwritten by the rotation's."""
+    rotation = Keystore.open(filled)
+    assert rotation.get(ICCID_A).pending_pin is None  # its check passes...
+    Keystore.open(filled).stage_pending(ICCID_A, Pin(PIN_B), "staged")  # ...then this lands
+    with pytest.raises(KeystoreError, match="not settled") as exc:
+        rotation.stage_pending(ICCID_A, Pin("99887766"), "rotation")
+    assert_one_line(exc)
+    entry = Keystore.open(filled).get(ICCID_A)
+    assert entry.pending_pin.reveal() == PIN_B and entry.pending_origin == "staged"

@@ -306,21 +306,25 @@ class Keystore:
             self._commit(entries)
 
     @_transaction
-    def stage_pending(self, iccid: Iccid, pin: Pin, origin: str) -> PinEntry:
+    def stage_pending(self, iccid: Iccid, pin: Pin, origin: str, *, over_rotation: bool = True) -> PinEntry:
         """Keep `pin` as the PIN the card may hold next.  Written (and fsynced)
         before the card is asked to change, so no power cut can leave the card
-        with a PIN the gateway does not have."""
+        with a PIN the gateway does not have.  `over_rotation=False`: refuse
+        to replace the pending PIN of a rotation of ours (an OTA staging; a
+        person's unblock may replace it, the card's PUK decides)."""
         if not isinstance(pin, Pin):
             raise TypeError("stage_pending needs a Pin")
         if origin not in (ROTATION, STAGED):
             raise ValueError("origin must be rotation or staged")
         entry = self._require(iccid)
-        if origin == ROTATION and entry.pending_pin is not None:
+        if entry.pending_pin is not None and (
+            origin == ROTATION or (entry.pending_origin == ROTATION and not over_rotation)
+        ):
             # The rotation checked before it began, outside this lock; a PIN
             # staged meanwhile may be on its way to the card: never lose it.
             raise KeystoreError(
                 f"a pending PIN of ICCID {iccid} is not settled yet; "
-                "the rotation is not started (it is settled when the SIM is next unlocked)"
+                f"the {origin} PIN is not stored (it is settled when the SIM is next unlocked)"
             )
         entry = replace(entry, pending_pin=pin, pending_origin=origin,
                         pending_rejected=False, updated=_now())

@@ -73,7 +73,8 @@ def stage(keystore: Keystore, journal: PairingJournal | None, policy: PolicyConf
         raise LifecycleRefused(
             f"a PIN change of {iccid} by this gateway is not settled yet; stage after the SIM is next unlocked"
         )
-    keystore.stage_pending(iccid, pin, STAGED)
+    # Checked again under the keystore's lock: a rotation may start meanwhile.
+    keystore.stage_pending(iccid, pin, STAGED, over_rotation=False)
     if journal is not None:
         journal.append("pin-staged", iccid=str(iccid))
     return ChangeResult("staged", f"staged the new PIN for {iccid}; change the SIM over the air now")

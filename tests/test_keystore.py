@@ -797,3 +797,20 @@ def test_a_rotation_never_replaces_a_pending_pin(filled):
     assert_one_line(exc)
     entry = Keystore.open(filled).get(ICCID_A)
     assert entry.pending_pin.reveal() == PIN_B and entry.pending_origin == "staged"
+
+
+def test_an_ota_staging_never_replaces_a_rotations_pending_pin(filled):
+    """The reverse race: `pin stage` checked for a rotation outside the lock,
+    and a rotation staged its PIN meanwhile (the card may be changing to it
+    right now)."""
+    staging = Keystore.open(filled)
+    assert staging.get(ICCID_A).pending_pin is None  # its check passes...
+    Keystore.open(filled).stage_pending(ICCID_A, Pin("99887766"), "rotation")  # ...then this lands
+    with pytest.raises(KeystoreError, match="not settled") as exc:
+        staging.stage_pending(ICCID_A, Pin(PIN_B), "staged", over_rotation=False)
+    assert_one_line(exc)
+    entry = Keystore.open(filled).get(ICCID_A)
+    assert entry.pending_pin.reveal() == "99887766" and entry.pending_origin == "rotation"
+    # A person's unblock (the PUK decides) may still replace it.
+    Keystore.open(filled).stage_pending(ICCID_A, Pin(PIN_B), "staged")
+    assert Keystore.open(filled).get(ICCID_A).pending_origin == "staged"

@@ -6,6 +6,9 @@ key per open: a systemd-creds or TPM call):
 - first lookup of one SIM (one AES-GCM unseal) and a repeated one;
 - one rotation's two writes (seal pending, promote): each rewrites the
   store once, re-sealing only the changed entry;
+- a transaction that changes nothing (lock, read the file, compare its
+  bytes with the ones last loaded) and one after another process wrote
+  (the same plus parsing and authenticating the new file);
 - the file's size.
 Prints a table; asserts nothing about time (machines are shared).
 
@@ -24,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mtcd.identity import Iccid, luhn_check_digit  # noqa: E402
-from mtcd.keystore import ROTATION, Keystore  # noqa: E402
+from mtcd.keystore import ROTATION, STAGED, Keystore  # noqa: E402
 from mtcd.secret import Pin  # noqa: E402
 
 
@@ -68,10 +71,19 @@ def main() -> int:
             ks.promote_pending(target)
 
         rows.append(("rotation: seal pending + promote", median_time(rotation_writes)))
+        ks.note_paired(target, "490154203237518")
+        rows.append(("transaction, file unchanged", median_time(lambda: ks.note_paired(target, "490154203237518"))))
+        other = Keystore.open(state)
+
+        def after_another_writer():
+            other.stage_pending(target, Pin.generate(), STAGED)  # an over-the-air change
+            ks.note_paired(target, "490154203237518")  # reloads, writes nothing
+
+        rows.append(("other's write + transaction (reload)", median_time(after_another_writer)))
         size = (state / "keystore.json").stat().st_size
     print(f"{'keystore, ' + str(args.sims) + ' SIMs':<36} {'median':>10}")
     for name, seconds in rows:
-        print(f"{name:<36} {seconds * 1000:>8.2f} ms")
+        print(f"{name:<36} {seconds * 1000:>8.3f} ms")
     print(f"{'file size':<36} {size / 1e6:>8.2f} MB")
     return 0
 

@@ -42,7 +42,9 @@ fall back to its default.
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,12 +130,12 @@ class _Bad(Exception):
     """The complaint about one value, completed with file and key by the caller."""
 
 
-def _show(value: Any) -> str:
+def _show(value: Any, limit: int = 40) -> str:
     """A value as it looked in the file, for '(got ...)'."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        text = value if len(value) <= 40 else value[:37] + "..."
+        text = value if len(value) <= limit else value[:limit - 3] + "..."
         return '"' + text.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
     if isinstance(value, dict):
         return "a table"
@@ -218,6 +220,21 @@ def _optional_path(value):
     return None if value == "" else _path(value)
 
 
+def _port(value):
+    # Kept exactly as written: /dev/serial/by-id names are case-sensitive.
+    value = _text(value)
+    if not value.isprintable():
+        raise _Bad(f"must be a device path without control characters (got {_show(value)})")
+    return value
+
+
+def _state_dir(value):
+    value = _text(value)
+    if not value.isprintable():
+        raise _Bad(f"must be a path without control characters (got {_show(value)})")
+    return Path(value)
+
+
 def _group(value):
     if not isinstance(value, str) or (value and not re.fullmatch(r"[a-z_][a-z0-9_-]*\$?", value)):
         raise _Bad(f"must be a group name or \"\" (got {_show(value)})")
@@ -240,14 +257,16 @@ def _check_interval(value):
 def _argv(value):
     if not isinstance(value, list) or not all(isinstance(a, str) and a for a in value):
         raise _Bad(f"must be a list of non-empty strings (got {_show(value)})")
+    if any("\0" in a for a in value):  # no program can receive one
+        raise _Bad("must not contain NUL characters")
     return tuple(value)
 
 
-_TOP = {"state_dir": _text, "modem": None, "policy": None, "datalink": None, "keystore": None,
+_TOP = {"state_dir": _state_dir, "modem": None, "policy": None, "datalink": None, "keystore": None,
         "service": None, "alerts": None}
 _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "modem": {
-        "port": _text,
+        "port": _port,
         "baudrate": _integer(1),
         "timeout": _seconds,
         "rtscts": _boolean,
@@ -286,24 +305,57 @@ _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
 }
 
 
+# A configuration is a few hundred bytes; a bigger "file" is a mistake
+# (`--config /dev/zero`) and must not be read into memory.
+MAX_CONFIG_BYTES = 1 << 20
+_BOM = "\ufeff"
+
+
 def load_config(path: Path = DEFAULT_CONFIG_PATH) -> Config:
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    raw = _read_config(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError(f"{path}: line {line}: not UTF-8 text") from None
+    # Editors on some systems start UTF-8 files with a byte order mark; TOML
+    # does not allow one, but it carries no meaning, so it is dropped.
+    text = text.removeprefix(_BOM)
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {_where(text, str(exc))}") from None
+    except RecursionError:  # tomllib recurses once per nested array or table
+        raise ConfigError(f"{path}: arrays or tables nested too deeply") from None
     return _build(path, doc)
+
+
+def _read_config(path: Path) -> bytes:
+    """The file's bytes: a regular file of at most MAX_CONFIG_BYTES.  Opened
+    without blocking, so a FIFO with no writer is refused, not waited on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL byte in the path
+        raise ConfigError(f"{_show(str(path))}: not a valid path") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"{path}: not a regular file")
+        chunks, size = [], 0
+        while chunk := os.read(fd, 65536):
+            size += len(chunk)
+            if size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; not a configuration file")
+            chunks.append(chunk)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
 
 
 def _where(text: str, message: str) -> str:
@@ -363,12 +415,20 @@ def _build(path: Path, doc: dict) -> Config:
     state_dir = DEFAULT_STATE_DIR
     if "state_dir" in doc:
         try:
-            state_dir = Path(_text(doc["state_dir"]))
+            state_dir = _state_dir(doc["state_dir"])
         except _Bad as bad:
             fail("state_dir", str(bad))
         # Relative to the configuration file, not to whatever the cwd is (systemd: /).
         if not state_dir.is_absolute():
             state_dir = (path.parent / state_dir).absolute()
+
+    _outside_state_dir(
+        state_dir, fail,
+        ("service.metrics_file", service.get("metrics_file")),
+        ("service.control_socket", service.get("control_socket", ServiceConfig.control_socket)),
+        ("datalink.up", _program(datalink.get("up", ()))),
+        ("datalink.down", _program(datalink.get("down", ()))),
+    )
 
     return Config(
         state_dir=state_dir,
@@ -379,6 +439,31 @@ def _build(path: Path, doc: dict) -> Config:
         service=ServiceConfig(**service),
         alerts=AlertsConfig(**alerts),
     )
+
+
+def _program(argv) -> Path | None:
+    return Path(argv[0]) if argv and argv[0].startswith("/") else None
+
+
+def _outside_state_dir(state_dir: Path, fail, *paths: tuple[str, Path | None]) -> None:
+    """The state directory is the keystore's alone: a metrics file or socket
+    there would be written over the sealed PINs (metrics_file =
+    state_dir/keystore.json), a program there would run from root's secrets.
+    Compared as written and with symbolic links resolved."""
+    homes = {Path(os.path.normpath(state_dir)), _resolved(state_dir)}
+    for key, path in paths:
+        if path is None:
+            continue
+        for place in {Path(os.path.normpath(path)), _resolved(path)}:
+            if any(place == home or place.is_relative_to(home) for home in homes):
+                fail(key, f"must be outside state_dir {state_dir} (got {_show(str(path), 4096)})")
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: compare as written
+        return Path(os.path.normpath(path))
 
 
 def _unknown(path: Path, key: str):

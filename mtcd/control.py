@@ -38,6 +38,7 @@ import logging
 import os
 import pwd
 import re
+import select
 import selectors
 import socket
 import stat
@@ -46,7 +47,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -70,8 +71,15 @@ EX_NOPERM = 77
 MAX_REQUEST = 64 * 1024  # bytes in a request line, newline included
 MAX_RESPONSE = 1024 * 1024  # bytes in an answer (status and lists stay far below)
 DEFAULT_TIMEOUT = 120.0  # seconds a client waits: long enough for a PIN rotation
-REQUEST_TIMEOUT = 10.0  # seconds the service waits for a connected client's request
+# Seconds the service waits for a connected client's request line.  mtcctl
+# sends it right after connect(), so a connection that stays silent this long
+# is idle or hostile and must not hold a slot others need.
+REQUEST_TIMEOUT = 3.0
 MAX_CONNECTIONS = 16  # served at once; more are told the service is busy
+# Per peer, so that one process (or one user) opening idle connections
+# cannot take every slot: a real mtcctl from elsewhere still gets one.
+MAX_PER_PROCESS = 8
+MAX_PER_USER = 12
 
 # Fields that carry a secret, and the type it becomes on either side.
 SECRET_FIELDS: Mapping[str, type[Secret]] = MappingProxyType(
@@ -152,6 +160,9 @@ class Request:
     command: str
     args: Mapping[str, Any]
     peer: PeerCredentials
+    # Whether the client has hung up (set by the server): a request whose
+    # client left is dropped, never run later.
+    client_left: Callable[[], bool] = field(default=lambda: False, compare=False, repr=False)
 
 
 # -- the commands and their fields (data, not code) ---------------------------
@@ -231,12 +242,32 @@ def _named(name: str, what: str) -> str:
 
 # -- the wire format (pure) ------------------------------------------------------
 
+class _DuplicateField(ValueError):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    # json.loads keeps the last of two equal keys: {"command":"status",
+    # "command":"compromise"} would look like a status request to a reader
+    # that keeps the first, and run compromise.  Ambiguity is refused.
+    obj: dict = {}
+    for name, value in pairs:
+        if name in obj:
+            raise _DuplicateField(name)
+        obj[name] = value
+    return obj
+
+
 def parse_request(line: bytes, peer: PeerCredentials) -> Request:
     """One request line -> a validated Request, or BadRequest."""
     try:
-        obj = json.loads(line.decode("utf-8"))
+        obj = json.loads(line.decode("utf-8"), object_pairs_hook=_refuse_duplicates)
     except UnicodeDecodeError:
         raise BadRequest("malformed request: not UTF-8") from None
+    except _DuplicateField as dup:
+        raise BadRequest(f"malformed request: {_named(dup.name, 'object key')} appears twice") from None
     except (ValueError, RecursionError):
         raise BadRequest("malformed request: not valid JSON") from None
     if not isinstance(obj, dict):
@@ -425,6 +456,18 @@ def _read_line(sock: socket.socket, limit: int, deadline: float | None = None) -
             raise _TooLong
 
 
+def _hung_up(sock: socket.socket) -> bool:
+    """Has the client closed its end?  POLLHUP on a Unix stream socket means
+    the peer is gone for good (a client that only shut down its writing
+    side still waits for the answer and is not "gone")."""
+    poller = select.poll()
+    try:
+        poller.register(sock, 0)  # no events asked: hang-up and error are always reported
+        return any(flags & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, flags in poller.poll(0))
+    except (OSError, ValueError):
+        return True
+
+
 def _send(sock: socket.socket, data: bytes) -> None:
     sock.sendall(data, socket.MSG_NOSIGNAL)
 
@@ -507,6 +550,8 @@ class ControlServer:
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._conversations: set[threading.Thread] = set()
         self._conversations_lock = threading.Lock()
+        self._per_pid: dict[int, int] = {}
+        self._per_uid: dict[int, int] = {}
         self._listener = _claim(self.path)
         try:
             self._inode = os.stat(self.path).st_ino
@@ -572,42 +617,64 @@ class ControlServer:
                         conn, _ = self._listener.accept()
                     except OSError:
                         continue  # the client gave up before we got to it
-                    if not self._slots.acquire(blocking=False):
-                        self._turn_away(conn)
-                        continue
-                    thread = threading.Thread(target=self._converse, args=(conn,), name="mtcd-control-request",
-                                              daemon=True)
-                    with self._conversations_lock:
-                        self._conversations.add(thread)
-                    thread.start()
+                    self._admit(conn)
 
-    def _turn_away(self, conn: socket.socket) -> None:
+    def _admit(self, conn: socket.socket) -> None:
+        """A slot for this connection, or a busy answer: at most
+        MAX_PER_PROCESS from one process and MAX_PER_USER from one uid, so
+        idle connections from one peer cannot lock the others out."""
+        try:
+            peer = peer_credentials(conn)
+        except OSError as exc:
+            log.warning("control: cannot read the peer's credentials (%s); connection dropped", exc.strerror)
+            conn.close()
+            return
+        with self._conversations_lock:
+            crowded = None
+            if self._per_pid.get(peer.pid, 0) >= MAX_PER_PROCESS:
+                crowded = f"pid {peer.pid} has {MAX_PER_PROCESS} control connections open already"
+            elif self._per_uid.get(peer.uid, 0) >= MAX_PER_USER:
+                crowded = f"uid {peer.uid} has {MAX_PER_USER} control connections open already"
+            elif not self._slots.acquire(blocking=False):
+                crowded = "too many control connections"
+            if crowded is None:
+                self._per_pid[peer.pid] = self._per_pid.get(peer.pid, 0) + 1
+                self._per_uid[peer.uid] = self._per_uid.get(peer.uid, 0) + 1
+        if crowded is not None:
+            log.info("control: turned pid %d uid %d away: %s", peer.pid, peer.uid, crowded)
+            self._turn_away(conn, crowded)
+            return
+        thread = threading.Thread(target=self._converse, args=(conn, peer), name="mtcd-control-request", daemon=True)
+        with self._conversations_lock:
+            self._conversations.add(thread)
+        thread.start()
+
+    def _turn_away(self, conn: socket.socket, why: str) -> None:
         try:
             conn.settimeout(1.0)
-            _send(conn, encode_error("the service is busy (too many control connections); try again", EXIT_UNAVAILABLE))
+            _send(conn, encode_error(f"the service is busy ({why}); try again", EXIT_UNAVAILABLE))
         except OSError:
             pass
         finally:
             conn.close()
 
-    def _converse(self, conn: socket.socket) -> None:
+    def _converse(self, conn: socket.socket, peer: PeerCredentials) -> None:
         """One connection: check the peer, read one request, answer, close."""
         try:
             with conn:
-                self._answer_connection(conn)
+                self._answer_connection(conn, peer)
         except Exception as exc:  # noqa: BLE001 - no traceback: its text could show a request's value
             log.error("control: connection failed with %s", type(exc).__name__)
         finally:
             self._slots.release()
             with self._conversations_lock:
                 self._conversations.discard(threading.current_thread())
+                for counts, key in ((self._per_pid, peer.pid), (self._per_uid, peer.uid)):
+                    counts[key] -= 1
+                    if counts[key] <= 0:
+                        del counts[key]
 
-    def _answer_connection(self, conn: socket.socket) -> None:
-        try:
-            peer = peer_credentials(conn)
-        except OSError as exc:
-            log.warning("control: cannot read the peer's credentials (%s); connection dropped", exc.strerror)
-            return
+    def _answer_connection(self, conn: socket.socket, peer: PeerCredentials) -> None:
         why = refusal(peer, self.admin, self._service_uid)
         if why is not None:
             # Refused before a byte of the request is read.
@@ -634,6 +701,7 @@ class ControlServer:
             self._bad(conn, peer, exc)
             return
         del line  # the raw bytes may hold a PIN; only the Request goes on
+        request = replace(request, client_left=lambda: _hung_up(conn))
         self._reply(conn, self._run(request), peer, request.command)
 
     def _bad(self, conn: socket.socket, peer: PeerCredentials, exc: BadRequest) -> None:

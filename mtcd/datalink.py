@@ -121,7 +121,22 @@ class CommandDatalink(Datalink):
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise DatalinkFailed(f"datalink {what} command {argv[0]!r} failed: {_why(exc)}") from None
         if done.returncode != 0:
-            raise DatalinkFailed(f"datalink {what} command {argv[0]!r} exited with {done.returncode}")
+            said = _last_line(done.stderr)
+            raise DatalinkFailed(f"datalink {what} command {argv[0]!r} exited with {done.returncode}"
+                                 + (f": {said}" if said else ""))
+
+
+# The command's own last word on stderr (pppd, qmicli...), as one bounded
+# line: it goes into a one-line error, the journal and the status.
+MAX_STDERR_SHOWN = 200
+
+
+def _last_line(stderr: bytes) -> str:
+    for line in reversed(stderr[-16384:].decode("utf-8", "replace").splitlines()):
+        text = "".join(c if c.isprintable() else " " for c in line).strip()
+        if text:
+            return text if len(text) <= MAX_STDERR_SHOWN else text[: MAX_STDERR_SHOWN - 3] + "..."
+    return ""
 
 
 def _why(exc: BaseException) -> str:

@@ -6,7 +6,10 @@ them without parsing text:
     0   paired / success          64  usage error (EX_USAGE)
     1   refused (pairing failed)  65  damaged data on disk (EX_DATAERR)
     69  modem unavailable         70  internal error (EX_SOFTWARE)
-    74  I/O error (EX_IOERR)      78  configuration error (EX_CONFIG)
+    74  I/O error (EX_IOERR)      75  the card's answer to a PIN change was
+                                      lost; settled at the next pairing (EX_TEMPFAIL)
+    77  not permitted (EX_NOPERM)
+    78  configuration error (EX_CONFIG)
 
 No message built by this module or its callers may contain a PIN or PUK:
 secrets are `mtcd.secret.Secret` objects, which refuse to print themselves.
@@ -21,6 +24,8 @@ EXIT_DATAERR = 65
 EXIT_UNAVAILABLE = 69
 EXIT_SOFTWARE = 70
 EXIT_IOERR = 74
+EXIT_TEMPFAIL = 75
+EXIT_NOPERM = 77
 EXIT_CONFIG = 78
 
 
@@ -89,5 +94,17 @@ class KeystoreError(MtcdError):
 class StateError(MtcdError):
     """A file under the state directory (journal, lock) is damaged or cannot
     be written."""
+
+    exit_code = EXIT_IOERR
+
+
+class NotPermitted(MtcdError):
+    """This user may not do it: root's state directory, the service's socket."""
+
+    exit_code = EXIT_NOPERM
+
+
+class OutputFailed(MtcdError):
+    """Standard output cannot be written (a full disk, a dead terminal)."""
 
     exit_code = EXIT_IOERR

@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from .errors import ModemUnavailable
 from .identity import Iccid, Imei, Imeisv, Imsi
 from .keystore import CURRENT, PENDING, Keystore
+from .simlock import SimLock
 from .policy import (
     Decision,
     Observations,
@@ -40,6 +42,9 @@ class PairingOutcome:
     iccid: Iccid | None
     imsi: Imsi | None
     pin_retries: int | None  # PIN1 attempts left as last reported
+    # Journal events for every step that changed what is known of a PIN
+    # (an attempt rejected, a pending PIN promoted), in order.
+    pin_events: tuple[tuple[str, dict], ...] = ()
 
     @property
     def paired(self) -> bool:
@@ -52,6 +57,7 @@ class PairingOutcome:
 
 def pair(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei, imeisv: Imeisv | None) -> PairingOutcome:
     obs = Observations(imei=imei)
+    events: list[tuple[str, dict]] = []
     retries: int | None = None
     rereads = 0
     while True:
@@ -71,6 +77,7 @@ def pair(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei, i
             which = keystore.get(obs.iccid).attempt
             log.warning("the PIN attempt lost in a power cut was rejected (%s PIN); latched", which)
             keystore.record_rejected(obs.iccid, which)
+            events.append(("pin-attempt-rejected", {"iccid": str(obs.iccid), "pin": which, "settled": "by counter"}))
             obs = obs.with_(stored=_stored_view(keystore, obs.iccid))
         elif decision in (Step.PRESENT_PIN, Step.PRESENT_PENDING_PIN):
             if not uicc.may_present(obs.iccid):
@@ -83,7 +90,7 @@ def pair(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei, i
                 obs = Observations(imei=imei, presented=obs.presented, presented_pending=obs.presented_pending)
                 continue
             which = CURRENT if decision is Step.PRESENT_PIN else PENDING
-            obs = _present(uicc, keystore, obs, which)
+            obs = _present(uicc, keystore, obs, which, events)
             if PinOutcome.ACCEPTED in (obs.presented, obs.presented_pending):
                 retries = None  # the card reset its counter to its maximum
             elif PinOutcome.UNKNOWN in (obs.presented, obs.presented_pending):
@@ -107,6 +114,7 @@ def pair(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei, i
         iccid=obs.iccid or None,
         imsi=imsi,
         pin_retries=retries,
+        pin_events=tuple(events),
     )
 
 
@@ -130,20 +138,41 @@ def _stored_view(keystore: Keystore, iccid: Iccid) -> StoredPin | None:
     )
 
 
-def _present(uicc: Uicc, keystore: Keystore, obs: Observations, which: str) -> Observations:
+def _present(uicc: Uicc, keystore: Keystore, obs: Observations, which: str,
+             events: list[tuple[str, dict]]) -> Observations:
     pin = keystore.get(obs.iccid).candidate(which)
     keystore.begin_attempt(obs.iccid, attempts_before=obs.attempts, which=which)
     outcome = uicc.present_pin(pin, obs.iccid)
+    # What the card asks for now (READY, SIM PIN again, or SIM PUK after its
+    # last attempt): the UICC layer sends nothing more without a fresh reading.
+    try:
+        lock = uicc.lock()
+    except ModemUnavailable:
+        if outcome is not PinOutcome.UNKNOWN:
+            raise
+        lock = obs.lock  # the modem went quiet: the marker stays for the next run
+    if lock is SimLock.READY and outcome is PinOutcome.UNKNOWN:
+        # The answer was lost but the card unlocked: it took this PIN.
+        outcome = PinOutcome.ACCEPTED
+    elif outcome is PinOutcome.ACCEPTED and lock is not SimLock.READY:
+        # Some modems answer OK whatever the card said.  Only a card seen
+        # READY has accepted; until then the marker stays and the counter
+        # (now, or at the next run) settles it.
+        log.warning("the modem accepted the %s PIN but the SIM reports %s; outcome unknown", which, lock.value)
+        outcome = PinOutcome.UNKNOWN
+    if outcome is PinOutcome.UNKNOWN and lock is SimLock.SIM_PIN and obs.attempts is not None:
+        after = _pin1(uicc)
+        if after is not None and after < obs.attempts:
+            outcome = PinOutcome.REJECTED  # the counter fell: the card refused it
     log.info("%s PIN presented for ICCID %s: %s", which, obs.iccid, outcome.value)
     field = "presented" if which == CURRENT else "presented_pending"
     if outcome is PinOutcome.REJECTED:
         keystore.record_rejected(obs.iccid, which, presented=pin)
-        # What the card asks for now (SIM PIN, or SIM PUK after its last
-        # attempt): the UICC layer sends nothing more without a fresh reading.
-        obs = obs.with_(lock=uicc.lock())
+        events.append(("pin-attempt-rejected", {"iccid": str(obs.iccid), "pin": which}))
     elif outcome is PinOutcome.ACCEPTED:
+        entry = keystore.get(obs.iccid)
         keystore.record_accepted(obs.iccid, obs.imei.value if obs.imei else None, which)
-        # The card is now initialising (SIM busy for a while); wait for READY.
-        obs = obs.with_(lock=uicc.lock())
+        if which == PENDING:
+            events.append(("pin-promoted", {"iccid": str(obs.iccid), "origin": entry.pending_origin}))
     # Unknown: the marker stays, and the next run settles it by the counter.
-    return obs.with_(**{field: outcome}, stored=_stored_view(keystore, obs.iccid))
+    return obs.with_(**{field: outcome}, lock=lock, stored=_stored_view(keystore, obs.iccid))

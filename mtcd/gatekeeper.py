@@ -12,7 +12,13 @@ then sleeps on a wake-up pipe until something happens:
   depends on changed;
 - SIGTERM: link down, radio off, exit 0;
 - a control-socket request (mtcctl), run here so that one thread talks to
-  the modem.
+  the modem.  `status` is answered from the state this loop publishes, at
+  once, whatever the loop is doing; a request that needs the modem is
+  refused at once (69) while there is none; a request whose client hung up
+  or whose deadline passed before the loop got to it is dropped, never run;
+- a keystore change made by another process (mtcctl pin set/forget, the
+  keyring backend): see _store_moved; the pairing policy is asked again
+  whether it would decide otherwise now, and a new pairing runs if so.
 
 systemd is told the truth through sd_notify: READY=1 once the first decision
 is taken (paired, refused, or the modem not there: in each case the gate is
@@ -22,14 +28,15 @@ while a bounded AT command is awaited, RELOADING=1 and STOPPING=1.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
 import queue
 import selectors
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Config, load_config
@@ -37,15 +44,26 @@ from .datalink import DatalinkFailed
 from .errors import ConfigError, ModemUnavailable, MtcdError
 from .events import Event, EventLog
 from .metrics import Metrics
-from .gate import PairingOutcome
-from .policy import Reason
-from .service import Gateway
+from .gate import PairingOutcome, _stored_view
+from .identity import Iccid
+from .policy import Observations, Paired, PolicySettings, Reason, Refused, StoredPin, decide
+from .service import Gateway, policy_settings
 from .simlock import SimEvent, SimLock
 
 log = logging.getLogger("mtcd")
 
 # With SIM-state URCs the periodic check is only a safety net.
 URC_SAFETY_CHECK = 30.0
+# How often the idle loop looks for another process's keystore write: one
+# stat() of keystore.json, nothing sent to the modem.
+STORE_POLL = 1.0
+# How long a control request may wait for the loop before it is dropped
+# (below the client's 120 s, so mtcctl hears the service's own answer).
+REQUEST_DEADLINE = 100.0
+# How often a waiting control thread looks whether its client hung up.
+CLIENT_POLL = 0.2
+# Commands that talk to the modem: refused at once while there is none.
+NEEDS_MODEM = frozenset({"rotate", "adopt", "compromise", "unblock"})
 
 
 class Notifier:
@@ -71,7 +89,15 @@ class Notifier:
             from systemd import daemon
 
             with self._lock:
-                daemon.notify(text)
+                # libsystemd's send is not retried after a signal (SIGHUP
+                # during a notification): a lost READY=1 would leave
+                # `systemctl reload` waiting.
+                for _ in range(10):
+                    try:
+                        daemon.notify(text)
+                        break
+                    except InterruptedError:
+                        continue
         except (OSError, ImportError, ValueError) as exc:
             if not self._warned:
                 log.warning("cannot notify systemd (%s); carrying on without it", exc)
@@ -93,12 +119,44 @@ class Notifier:
             self.send(WATCHDOG="1")
 
 
-@dataclass
+class ClientGone(ModemUnavailable):
+    """The client hung up or its deadline passed before the loop got to its
+    request: dropped without being run."""
+
+
 class _Request:
-    action: object
-    done: threading.Event
-    result: object = None
-    error: BaseException | None = None
+    """One control request on its way to the main loop.  It is run at most
+    once, and only if it is still wanted when the loop picks it up: the
+    waiting thread may cancel it while it is queued, never once it runs."""
+
+    def __init__(self, action, client_left):
+        self.action = action
+        self.client_left = client_left
+        self.done = threading.Event()
+        self.result = None
+        self.error: BaseException | None = None
+        self._state = "queued"  # -> running -> done, or -> cancelled
+        self._lock = threading.Lock()
+
+    def _move(self, to: str) -> bool:
+        with self._lock:
+            if self._state != "queued":
+                return False
+            self._state = to
+            return True
+
+    def claim(self) -> bool:
+        """The loop takes it: False when it was cancelled meanwhile."""
+        return self._move("running")
+
+    def cancel(self) -> bool:
+        """Withdraw it: False when the loop has taken it already."""
+        return self._move("cancelled")
+
+    def fail(self, error: BaseException) -> None:
+        if self.cancel():
+            self.error = error
+            self.done.set()
 
 
 class SmsAlerts:
@@ -149,12 +207,21 @@ class Gatekeeper:
         self._reload = False
         self._sim_event = False
         self._port_failed = False
+        self._store_dirty = False
+        self._store_reloads_seen = 0
+        self._closing = False
+        self._metrics_owned = False  # written at least once: ours to mark stopped
+        self.modem_state = "starting"  # connected | lost (port gone) | reconnecting
+        self._modem_why = "the service is starting"
+        self._next_attempt: float | None = None
+        self._snapshot: dict = {}
         self._requests: queue.Queue[_Request] = queue.Queue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._publish()  # status has an answer from the first request on
 
     # -- waking the main loop (safe from other threads and signal handlers) --
     def _wake(self) -> None:
@@ -177,18 +244,65 @@ class Gatekeeper:
     def request_reload(self, *_) -> None:
         self._reload = True
 
-    def submit(self, action, timeout: float = 100.0):
+    def submit(self, action, client_left=lambda: False, timeout: float = REQUEST_DEADLINE):
         """Run `action(gatekeeper)` in the main loop and return its result
-        (called from the control socket's thread).  The timeout stays below
-        the client's (120 s), so mtcctl hears the service's own answer."""
-        req = _Request(action, threading.Event())
+        (called from the control socket's thread).  Until the loop takes it,
+        the request is withdrawn when its client hangs up or after `timeout`
+        seconds: a rotation nobody waits for any more is never run later.
+        Once taken it runs to its end (a PIN change is not cut short)."""
+        req = _Request(action, client_left)
         self._requests.put(req)
         self._wake()
-        if not req.done.wait(timeout):
-            raise ModemUnavailable("the service did not answer in time")
+        deadline = time.monotonic() + timeout
+        while not req.done.wait(CLIENT_POLL):
+            if self._closing and req.cancel():
+                raise ModemUnavailable("the service is stopping; the request was not run")
+            if client_left() and req.cancel():
+                raise ClientGone("the client hung up before its request was run; dropped")
+            if time.monotonic() >= deadline and req.cancel():
+                raise ClientGone(f"the service was busy for {timeout:g} s; the request was dropped, not run")
         if req.error is not None:
             raise req.error
         return req.result
+
+    # -- what the control thread may read without the loop -------------------
+    def status_now(self) -> dict:
+        """The state the loop last published, with the time to the next
+        connection attempt when the modem is away."""
+        snap = dict(self._snapshot)
+        next_attempt = snap.pop("_next_attempt", None)
+        snap["retry_in"] = (max(0, math.ceil(next_attempt - time.monotonic()))
+                            if next_attempt is not None and snap.get("modem") != "connected" else None)
+        return snap
+
+    def not_connected(self) -> str:
+        """Why a request that needs the modem cannot run now (one line)."""
+        snap = self.status_now()
+        retry = snap["retry_in"]
+        when = f"; retrying in {retry} s" if retry is not None else ""
+        return f"the modem is not connected: {snap['modem_why']}{when}"
+
+    def _publish(self) -> None:
+        """A consistent copy of the state for status_now (one assignment,
+        so a reader sees the old copy or the new one, never half)."""
+        out, gw = self.outcome, self.gateway
+        if gw is None:
+            state = "modem-unavailable" if self.modem_state in ("lost", "reconnecting") else "starting"
+        else:
+            state = "paired" if out is not None and out.paired else ("refused" if out is not None else "pairing")
+        self._snapshot = {
+            "state": state,
+            "status": self.status_text,
+            "modem": "connected" if gw is not None else self.modem_state,
+            "modem_why": None if gw is not None else self._modem_why,
+            "reason": out.reason.value if out is not None and out.reason else None,
+            "iccid": str(out.iccid) if out is not None and out.iccid else None,
+            "imei": str(out.imei) if out is not None else None,
+            "pin_retries": out.pin_retries if out is not None else None,
+            "link": "up" if gw is not None and gw.link_up else "down",
+            "sealer": gw.sealer.describe() if gw is not None and hasattr(gw, "sealer") else None,
+            "_next_attempt": self._next_attempt,
+        }
 
     # -- the loop ------------------------------------------------------------
     def run(self) -> int:
@@ -211,11 +325,11 @@ class Gatekeeper:
                 if self.gateway is None:
                     port_was_there = os.path.exists(self.config.modem.port)
                     if not self._connect():
-                        self._sleep(self.backoff, port_missing=not port_was_there)
+                        self._wait_for_modem(self.backoff, port_missing=not port_was_there)
                         self.backoff = min(self.backoff * 2, self.config.service.backoff_max)
                         continue
                 self._serve_requests()
-                self._sleep(self._check_interval())
+                self._sleep(self._check_interval(), watch_store=True)
                 if self._stop:
                     break
                 self._serve_requests()
@@ -223,10 +337,17 @@ class Gatekeeper:
                     self._lose_modem(ModemUnavailable(f"{self.config.modem.port}: the modem port went away"))
                 elif self.gateway is not None and not self._reload:
                     self._check_sim()
+                    if self._store_dirty and self.gateway is not None:
+                        self._reevaluate("the keystore changed")
         finally:
+            self._closing = True
             self.notifier.send(STOPPING="1", STATUS="stopping: closing the link")
-            self._close_session(close_gate=True)
             self._fail_requests()
+            try:
+                self._close_session(close_gate=True)
+            finally:
+                self._fail_requests()
+                self._mark_stopped()
             if self._control is not None:
                 self._control.close(timeout=5)
             if in_main:
@@ -241,8 +362,11 @@ class Gatekeeper:
     def _start_control(self) -> None:
         from .control import ControlServer
 
+        # No lock around the handler: each request waits for this loop on
+        # its own thread (the loop runs them one at a time), so a request
+        # waiting for the modem never keeps `status` or others waiting.
         self._control = ControlServer(self.config.service.control_socket, control_handler(self),
-                                      self.config.service.admin_group)
+                                      self.config.service.admin_group, lock=contextlib.nullcontext())
 
     def _check_interval(self) -> float:
         interval = self.config.service.check_interval
@@ -252,13 +376,15 @@ class Gatekeeper:
             interval = min(interval, self.notifier.watchdog_interval)
         return interval
 
-    def _sleep(self, seconds: float, port_missing: bool = False) -> None:
+    def _sleep(self, seconds: float, port_missing: bool = False, watch_store: bool = False) -> None:
         """Wait for a wake-up or the timeout; pet the watchdog either way.
         `port_missing`: also end the wait as soon as the modem's port comes
         back (a modem that re-enumerated may have attached by itself: the
-        sooner a session switches its radio off, the better)."""
+        sooner a session switches its radio off, the better).
+        `watch_store`: also end it when another process wrote the keystore."""
         deadline = time.monotonic() + seconds
-        while not (self._stop or self._reload or self._sim_event or self._port_failed or not self._requests.empty()):
+        while not (self._stop or self._reload or self._sim_event or self._port_failed or self._store_dirty
+                   or not self._requests.empty()):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -266,6 +392,10 @@ class Gatekeeper:
                 if os.path.exists(self.config.modem.port):
                     break
                 left = min(left, 0.5)
+            if watch_store:
+                if self._store_moved():
+                    break
+                left = min(left, STORE_POLL)
             if self.notifier.watchdog_interval is not None:
                 left = min(left, self.notifier.watchdog_interval)
             for key, _ in self._selector.select(left):
@@ -276,6 +406,69 @@ class Gatekeeper:
                     pass
             self.notifier.watchdog()
         self.notifier.watchdog()
+
+    def _wait_for_modem(self, seconds: float, port_missing: bool) -> None:
+        """The backoff between connection attempts.  Requests are served all
+        along (status from the published state; those that need the modem
+        are refused at once), and nothing is left to make the loop spin."""
+        deadline = time.monotonic() + seconds
+        self._next_attempt = deadline
+        self._publish()
+        while not (self._stop or self._reload):
+            # No session: a URC or port failure reported by a reader thread
+            # that is going away has nothing left to act on, and the next
+            # session reads the keystore anyway.
+            self._sim_event = self._port_failed = self._store_dirty = False
+            if time.monotonic() >= deadline or (port_missing and os.path.exists(self.config.modem.port)):
+                return
+            self._sleep(deadline - time.monotonic(), port_missing=port_missing)
+            self._serve_requests()
+
+    # -- the keystore, as other processes change it ------------------------------
+    # Why a poll of the file rather than a message from mtcctl: every writer
+    # is caught (mtcctl, the keyring backend, a restore by hand), none of them
+    # has to know the service exists, and nothing can be missed because a
+    # notification was lost: the next look at the file sees the change.
+    # Keystore.reloads counts the writes of *other* processes that this
+    # process loaded (its own writes never count), including those loaded in
+    # the middle of a pairing or a rotation, so a change that raced one of
+    # those is still looked at afterwards.  Cost: one stat() a second.
+    def _store_moved(self) -> bool:
+        gw = self.gateway
+        if gw is None or getattr(gw, "keystore", None) is None:
+            return False
+        try:
+            len(gw.keystore)  # reloads the file if another process replaced it
+        except MtcdError:
+            self._store_dirty = True  # damaged: _reevaluate meets the error and closes the gate
+            return True
+        if gw.keystore.reloads != self._store_reloads_seen:
+            self._store_dirty = True
+        return self._store_dirty
+
+    def _reevaluate(self, why: str) -> None:
+        """Ask the pairing policy whether it would decide otherwise with the
+        keystore as it is now; pair again only if so.  The policy decides
+        what is presented (a latched PIN stays latched): this only triggers it."""
+        gw, outcome = self.gateway, self.outcome
+        self._store_dirty = False
+        if gw is None or outcome is None:
+            return
+        try:
+            self._store_reloads_seen = gw.keystore.reloads
+            iccid = outcome.observations.iccid
+            if not isinstance(iccid, Iccid):
+                return  # no card identity was read: no stored PIN can matter
+            fresh = _stored_view(gw.keystore, iccid)
+            if not decision_may_change(outcome, fresh, policy_settings(self.config)):
+                log.debug("%s; the decision for %s stands", why, iccid)
+                return
+            log.info("%s: the pairing policy may decide otherwise for SIM %s; pairing again", why, iccid)
+            self._pair()
+        except ModemUnavailable as exc:
+            self._lose_modem(exc)
+        except MtcdError as exc:
+            self._drop_session(exc)
 
     # -- sessions ------------------------------------------------------------
     def _connect(self) -> bool:
@@ -290,6 +483,8 @@ class Gatekeeper:
         self.gateway = gateway
         try:
             gateway.start()
+            self._store_reloads_seen = gateway.keystore.reloads
+            self._store_dirty = False
             # Whatever an earlier session (or an earlier mtcd) left up outside
             # the modem comes down before anything is decided.
             gateway.datalink.release_without_modem()
@@ -306,6 +501,7 @@ class Gatekeeper:
             # A damaged keystore or journal: the gate stays closed and the
             # service stays up, so status can say why.
             log.error("%s", exc)
+            self.modem_state, self._modem_why = "reconnecting", f"the session could not start: {exc}"
             self._set_status(f"gate closed: {exc}")
             self._first_ready()
             self._close_session(close_gate=True)
@@ -317,6 +513,9 @@ class Gatekeeper:
         if self.modem_up is not False:
             self._emit("MODEM_LOST", f"modem unavailable: {exc}")
         self.modem_up = False
+        self.modem_state = "reconnecting" if os.path.exists(self.config.modem.port) else "lost"
+        self._modem_why = str(exc)
+        self._next_attempt = time.monotonic() + self.backoff
         self._metric("set_modem", False)
         self._metric("set_link", False)
         self._write_metrics()
@@ -338,9 +537,10 @@ class Gatekeeper:
     def _close_session(self, close_gate: bool) -> None:
         gateway, self.gateway = self.gateway, None
         self.outcome, self.signature = None, None
-        self._sim_event = self._port_failed = False
+        self._sim_event = self._port_failed = self._store_dirty = False
         if gateway is None:
             return
+        self._publish()
         if close_gate and gateway.transport.alive:
             gateway.close_gate()
             try:
@@ -487,8 +687,11 @@ class Gatekeeper:
             log.info("configuration changed (%s): closing the gate and pairing again", ", ".join(changed))
             self._close_session(close_gate=True)
             self._connect()
-        else:
+        elif self.gateway is not None:
             log.info("configuration reloaded; the link is kept")
+            # systemctl reload is also how a person says "look again": the
+            # keystore may have changed in a way no poll saw yet.
+            self._reevaluate("reload")
         self.notifier.ready(self.status_text)
 
     def _serve_requests(self) -> None:
@@ -497,6 +700,11 @@ class Gatekeeper:
                 req = self._requests.get_nowait()
             except queue.Empty:
                 return
+            if req.client_left() and req.cancel():
+                log.info("control: a request whose client hung up was dropped, not run")
+                continue
+            if not req.claim():
+                continue  # withdrawn while queued (client gone, deadline passed)
             try:
                 req.result = req.action(self)
             except BaseException as exc:  # noqa: BLE001 - handed back to the caller's thread
@@ -510,12 +718,12 @@ class Gatekeeper:
                 req = self._requests.get_nowait()
             except queue.Empty:
                 return
-            req.error = ModemUnavailable("the service is stopping")
-            req.done.set()
+            req.fail(ModemUnavailable("the service is stopping; the request was not run"))
 
     # -- reporting -------------------------------------------------------------
     def _set_status(self, text: str) -> None:
         self.status_text = text
+        self._publish()
         self.notifier.status(text)
 
     def _first_ready(self) -> None:
@@ -532,6 +740,15 @@ class Gatekeeper:
 
     def _write_metrics(self) -> None:
         if self.metrics is not None:
+            self._metrics_owned = self.metrics.write() or self._metrics_owned
+
+    def _mark_stopped(self) -> None:
+        """Leave a file that says the service is gone (mtcd_up 0, gate
+        closed), not the last "paired, link up": only when this service
+        wrote the file (an instance that found another one running and
+        gave up must not overwrite that one's metrics)."""
+        if self.metrics is not None and self._metrics_owned:
+            self.metrics.mark_stopped()
             self.metrics.write()
 
 
@@ -552,36 +769,49 @@ def control_handler(gatekeeper: Gatekeeper):
     }
 
     def handle(request):
+        if request.command == "status":
+            # From the published state: answered at once, even while the
+            # loop waits for the modem or runs a long PIN change.
+            return gatekeeper.status_now()
+        if request.command in NEEDS_MODEM and gatekeeper.gateway is None:
+            raise ModemUnavailable(gatekeeper.not_connected())
         action = actions[request.command]
-        return gatekeeper.submit(lambda gk: action(gk, **request.args))
+        return gatekeeper.submit(lambda gk: action(gk, **request.args), request.client_left)
 
     return handle
 
 
 def _status(gk: Gatekeeper) -> dict:
-    out = gk.outcome
-    gw = gk.gateway
-    if gw is None:
-        state = "modem-unavailable" if gk.modem_up is False else "starting"
-    else:
-        state = "paired" if out is not None and out.paired else "refused"
-    return {
-        "state": state,
-        "status": gk.status_text,
-        "reason": out.reason.value if out is not None and out.reason else None,
-        "iccid": str(out.iccid) if out is not None and out.iccid else None,
-        "imei": str(out.imei) if out is not None else None,
-        "pin_retries": out.pin_retries if out is not None else None,
-        "link": "up" if gw is not None and gw.link_up else "down",
-        "sealer": gw.sealer.describe() if gw is not None else None,
-    }
+    return gk.status_now()
+
+
+def decision_may_change(outcome: PairingOutcome, stored: StoredPin | None, settings: PolicySettings) -> bool:
+    """Would the pairing policy, given what it saw of the card and the
+    keystore entry as it is now, decide something other than `outcome`?
+    Pure.  A refusal is looked at as a new run would: nothing presented yet
+    (a rejected PIN is latched in `stored` itself, so it stays refused).
+    A step (the policy wants to read or present) counts as "may change":
+    only a real pairing run can tell."""
+    obs: Observations = outcome.observations.with_(stored=stored)
+    if not outcome.paired:
+        obs = obs.with_(presented=None, presented_pending=None)
+    again = decide(obs, settings)
+    if isinstance(again, Paired):
+        return not outcome.paired
+    if isinstance(again, Refused):
+        return outcome.paired or again.reason is not outcome.reason
+    return True
+
+
+def _no_modem(gk: Gatekeeper) -> ModemUnavailable:
+    return ModemUnavailable(gk.not_connected())
 
 
 def _paired_gateway(gk: Gatekeeper) -> Gateway:
     from .lifecycle import LifecycleRefused
 
     if gk.gateway is None:
-        raise ModemUnavailable(f"the service has no modem right now: {gk.status_text}")
+        raise _no_modem(gk)
     if gk.outcome is None or not gk.outcome.paired:
         raise LifecycleRefused(f"the inserted SIM is not paired ({gk.status_text})")
     return gk.gateway
@@ -606,7 +836,7 @@ def _rotate(gk: Gatekeeper, length=None) -> dict:
 def _with_gate_closed(gk: Gatekeeper, change) -> dict:
     """Run a SIM change with the link down, then pair again as usual."""
     if gk.gateway is None:
-        raise ModemUnavailable(f"the service has no modem right now: {gk.status_text}")
+        raise _no_modem(gk)
     gw = gk.gateway
     if gw.link_up:
         gw.close_gate()
@@ -624,7 +854,29 @@ def _with_gate_closed(gk: Gatekeeper, change) -> dict:
 
 
 def _adopt(gk: Gatekeeper, transport_pin) -> dict:
+    done = _already_adopted(gk)
+    if done is not None:
+        return done
     return _with_gate_closed(gk, lambda gw: gw.lifecycle().adopt(transport_pin, gw.pair))
+
+
+def _already_adopted(gk: Gatekeeper) -> dict | None:
+    """The service may have adopted the SIM itself a moment ago (its
+    transport PIN was stored, the service paired it and replaced the PIN):
+    asking again is then answered as done, not refused.  Only when the gate
+    paired exactly the SIM in the slot, unlocked with a PIN of this
+    gateway's own (no transport PIN, nothing latched or pending).  Nothing
+    is presented: the transport PIN given is not needed."""
+    gw, out = gk.gateway, gk.outcome
+    if gw is None or out is None or not out.paired or not out.iccid:
+        return None
+    entry = gw.keystore.get(out.iccid)
+    if entry is None or entry.transport or entry.rejected or entry.compromised or entry.pending_pin is not None:
+        return None
+    if gw.sim_signature() != (SimLock.READY, out.iccid):
+        return None  # the slot changed since: adopt as usual
+    return {"iccid": str(out.iccid), "outcome": "already-adopted",
+            "detail": "already adopted and paired with this gateway (the SIM is unlocked with this gateway's own PIN)"}
 
 
 def _unblock(gk: Gatekeeper, puk, new_pin, allow_last_attempt=False) -> dict:
@@ -642,6 +894,9 @@ def _stage(gk: Gatekeeper, iccid, pin) -> dict:
         keystore = open_keystore(gk.config.state_dir, gk.config.keystore.sealer)[0]
         journal = PairingJournal(gk.config.state_dir)
     result = stage(keystore, journal, gk.config.policy, iccid, pin)
+    # A person's change to the store, made through the socket rather than by
+    # another process: the policy may want to try the staged PIN now.
+    gk._store_dirty = gk.gateway is not None
     return {"iccid": str(iccid), "outcome": result.outcome, "detail": result.detail}
 
 
@@ -650,7 +905,7 @@ def _compromise(gk: Gatekeeper) -> dict:
 
     gw = gk.gateway
     if gw is None:
-        raise ModemUnavailable(f"the service has no modem right now: {gk.status_text}")
+        raise _no_modem(gk)
     marked = gw.keystore.mark_compromised()
     gw.journal.append("pins-compromised", count=marked)
     gw = _paired_gateway(gk)

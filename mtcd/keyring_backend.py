@@ -13,9 +13,16 @@ reading it through keyring would be exactly such an automatism.
 
 The state directory comes from the mtcd configuration ($MTCD_CONFIG, else
 /etc/mtcd/mtcd.toml). keyring discovers this backend through the
-`keyring.backends` entry point; it is viable only for root with a
-configuration file present, and then outranks the desktop keyrings. The
-service skips discovery with `use_directly()`.
+`keyring.backends` entry point, but never chooses it by itself: its priority
+is below keyring's "fail" backend, so neither the default keyring nor the
+chainer ever hands it another program's secrets. It is used only when named:
+
+    python -m keyring -b mtcd.keyring_backend.MtcdKeyring get mtcd ICCID
+    PYTHON_KEYRING_BACKEND=mtcd.keyring_backend.MtcdKeyring python -m keyring ...
+
+and then only for root with a configuration file present. It holds service
+"mtcd" alone. The service skips discovery with `use_directly()`. Works with
+keyring 23.9 (Debian bookworm) and later: no keyring-internal helpers.
 
 Errors never contain the password: a bad PIN is named by its rule only.
 """
@@ -26,7 +33,6 @@ import os
 from pathlib import Path
 
 from keyring import backend, errors
-from keyring.compat import properties
 
 from .config import DEFAULT_CONFIG_PATH, load_config
 from .errors import MtcdError
@@ -41,9 +47,20 @@ CONFIG_ENV = "MTCD_CONFIG"
 PIN_REVEALED = "pin-revealed"  # journal event: a PIN left mtcd through get_password
 _VIA = "keyring"
 
-# Above the desktop keyrings (SecretService, KWallet, macOS: about 5), so it
-# is root's default on a gateway that runs mtcd.
-_PRIORITY = 10
+# Below keyring's "fail" backend (0) and the chainer's floor (> 0): never
+# chosen by discovery, only by name.
+_PRIORITY = -1
+
+
+class _classproperty:
+    """A read-only property of the class, as keyring reads `priority`
+    (keyring's own helper moved between versions)."""
+
+    def __init__(self, fget):
+        self.fget = fget
+
+    def __get__(self, instance, owner):
+        return self.fget(owner)
 
 
 class NotOurService(errors.PasswordSetError, errors.PasswordDeleteError, NotImplementedError):
@@ -68,7 +85,7 @@ class MtcdKeyring(backend.KeyringBackend):
         # sealer the store already uses.
         self._sealer = sealer
 
-    @properties.classproperty
+    @_classproperty
     def priority(cls) -> float:
         if os.geteuid() != 0:
             raise RuntimeError("the mtcd keyring is for root only")

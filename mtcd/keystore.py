@@ -15,8 +15,17 @@ Each record also carries the persistent "rejected" latch and the
 is never presented again automatically, and a presentation whose outcome was
 lost (power cut between AT+CPIN and its reply) is visible at the next boot.
 
-Writers are expected to be serialised by the service's state lock: every
-mutation rewrites the whole file from this object's memory.
+Several processes hold a Keystore at once (the service, mtcctl, the keyring
+backend).  Every mutation is a transaction under keystore.lock that reads the
+file's bytes, reloads when they differ from the ones this object last read or
+wrote, and only then writes: no write is ever made from a stale copy.
+
+Rollback: the file carries a generation, raised by every write and covered
+by its MAC, and keystore.witness (written right after the store, MACed under
+the same key) remembers the last one; with a TPM2 sealer, the TPM's NV
+counter (advanced after both) remembers it outside the state directory.  A
+keystore.json older than these is an older copy put back, which could bring
+back a PIN the card rejected: it is refused.
 """
 
 from __future__ import annotations
@@ -45,10 +54,14 @@ from .fsutil import atomic_write, check_private_dir, ensure_private_dir
 from .identity import Iccid
 from .secret import Pin
 
-FORMAT = "mtcd-keystore/1"
+FORMAT = "mtcd-keystore/2"
+LEGACY_FORMAT = "mtcd-keystore/1"  # before the generation: read as generation 0
+ENTRY_FORMAT = "mtcd-keystore/1"  # in each entry's associated data; unchanged by /2
+WITNESS_FORMAT = "mtcd-keystore-witness/1"
 STORE_NAME = "keystore.json"
 KEY_NAME = "keystore.key"
 LOCK_NAME = "keystore.lock"
+WITNESS_NAME = "keystore.witness"
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12  # 96-bit GCM nonce, random per write of an entry
 
@@ -180,18 +193,27 @@ class Keystore:
     rewrites the file once.
     """
 
-    def __init__(self, state_dir: Path, sealer: Sealer, key: bytes | None,
-                 sealed: dict[Iccid, tuple[bytes, bytes]]):
+    def __init__(self, state_dir: Path, sealer: Sealer):
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / STORE_NAME
+        self.witness_path = self.state_dir / WITNESS_NAME
         self._sealer = sealer
-        self._key = key
-        self._sealed = sealed  # ICCID -> (nonce, ciphertext), as on disk
+        self._key: bytes | None = None
+        self._sealed: dict[Iccid, tuple[bytes, bytes]] = {}  # ICCID -> (nonce, ciphertext)
         self._cache: dict[Iccid, PinEntry] = {}
-        # The service and mtcctl (or the keyring backend) may both hold a
-        # Keystore: reads notice a newer file, writes are transactions under
-        # a lock file, so neither overwrites what the other wrote.
-        self._signature = _file_signature(self.path)
+        # Exactly the bytes `_sealed` came from (None: there was no file).
+        # A transaction compares them with the file's bytes, never a stat
+        # signature: inode numbers are reused and mtimes are coarse.
+        self._raw: bytes | None = None
+        self._generation = 0  # of `_raw`
+        self._witnessed = 0  # the witness's generation when last read or written
+        self._counted: int | None = None  # the TPM counter's value in `_raw`, if any
+        self._counter = None  # the sealer's rollback counter (TPM2), once the key exists
+        # The file `_raw` was read from, kept open: its inode cannot be reused
+        # while we hold it, so a read outside a transaction may trust "same
+        # inode, size and times as when read" to mean "same bytes".
+        self._held: _HeldFile | None = None
+        self.reloads = 0  # how often another process's write was loaded (the service watches this)
         self._lock_fd: int | None = None
         self._lock_depth = 0
 
@@ -201,16 +223,21 @@ class Keystore:
         the key is created on the first write."""
         state_dir = Path(state_dir)
         sealer = sealer if sealer is not None else FileSealer(state_dir)
-        path = state_dir / STORE_NAME
         if state_dir.exists():
             check_private_dir(state_dir)
-        key = sealer.load_key()
-        return cls(state_dir, sealer, key, _load_sealed(path, key))
+        keystore = cls(state_dir, sealer)
+        keystore._key = sealer.load_key()
+        keystore._reload_unlocked()
+        keystore.reloads = 0  # the first load is no change
+        return keystore
 
     # --- reading ---
 
     def get(self, iccid: Iccid) -> PinEntry | None:
         self._refresh()
+        return self._entry(iccid)
+
+    def _entry(self, iccid: Iccid) -> PinEntry | None:
         entry = self._cache.get(iccid)
         if entry is None and iccid in self._sealed:
             entry = _unseal(self.path, self._key, iccid, self._sealed[iccid])
@@ -219,9 +246,10 @@ class Keystore:
 
     def entries(self) -> list[PinEntry]:
         self._refresh()
-        return [self.get(i) for i in sorted(self._sealed, key=lambda i: i.value)]
+        return [self._entry(i) for i in sorted(self._sealed, key=lambda i: i.value)]
 
     def iccids(self) -> list[Iccid]:
+        self._refresh()
         return sorted(self._sealed, key=lambda i: i.value)
 
     def __len__(self) -> int:
@@ -229,6 +257,7 @@ class Keystore:
         return len(self._sealed)
 
     def __contains__(self, iccid: Iccid) -> bool:
+        self._refresh()
         return iccid in self._sealed
 
     def __repr__(self) -> str:
@@ -277,15 +306,27 @@ class Keystore:
             self._commit(entries)
 
     @_transaction
-    def stage_pending(self, iccid: Iccid, pin: Pin, origin: str) -> PinEntry:
+    def stage_pending(self, iccid: Iccid, pin: Pin, origin: str, *, over_rotation: bool = True) -> PinEntry:
         """Keep `pin` as the PIN the card may hold next.  Written (and fsynced)
         before the card is asked to change, so no power cut can leave the card
-        with a PIN the gateway does not have."""
+        with a PIN the gateway does not have.  `over_rotation=False`: refuse
+        to replace the pending PIN of a rotation of ours (an OTA staging; a
+        person's unblock may replace it, the card's PUK decides)."""
         if not isinstance(pin, Pin):
             raise TypeError("stage_pending needs a Pin")
         if origin not in (ROTATION, STAGED):
             raise ValueError("origin must be rotation or staged")
-        entry = replace(self._require(iccid), pending_pin=pin, pending_origin=origin,
+        entry = self._require(iccid)
+        if entry.pending_pin is not None and (
+            origin == ROTATION or (entry.pending_origin == ROTATION and not over_rotation)
+        ):
+            # The rotation checked before it began, outside this lock; a PIN
+            # staged meanwhile may be on its way to the card: never lose it.
+            raise KeystoreError(
+                f"a pending PIN of ICCID {iccid} is not settled yet; "
+                f"the {origin} PIN is not stored (it is settled when the SIM is next unlocked)"
+            )
+        entry = replace(entry, pending_pin=pin, pending_origin=origin,
                         pending_rejected=False, updated=_now())
         self._commit([entry])
         return entry
@@ -387,23 +428,105 @@ class Keystore:
             return False
         sealed = dict(self._sealed)
         del sealed[iccid]
-        self._write(sealed)
-        self._sealed = sealed
-        self._cache.pop(iccid, None)
+        self._write(sealed, forgotten=iccid)
         return True
 
     # --- internals ---
 
     def _refresh(self) -> None:
-        """Reload when another process replaced the file since we read it."""
-        signature = _file_signature(self.path)
-        if signature == self._signature:
+        """Before a read outside a transaction: reload when the file is not
+        the one we read (inside one, `_locked` has just compared the bytes)."""
+        if self._lock_depth:
             return
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            raise StateError(f"cannot read {self.path}: {exc.strerror}") from None
+        if st is None and self._raw is None:
+            return
+        if st is not None and self._held is not None and self._held.unchanged(st):
+            return
+        self._reload_unlocked()
+
+    def _reload_unlocked(self) -> None:
+        try:
+            self._reload()
+            return
+        except RolledBack:
+            pass
+        # Without the lock, writes landing between our reads of the witness
+        # and the store can look like a rollback (a new store's first witness
+        # appearing meanwhile); under it, the verdict stands.
+        with self._locked():
+            pass
+
+    def _reload(self) -> None:
+        """Read the witness, then the store, and take the store's bytes as the
+        new state when they differ from ours.  The witness first: it is
+        written after the store, so a witness read before the store can never
+        be newer than a store that is not an older copy."""
         if self._key is None:
             self._key = self._sealer.load_key()
-        self._sealed = _load_sealed(self.path, self._key)
-        self._cache.clear()
-        self._signature = signature
+        counter = self._rollback_counter()
+        count = counter.read() if counter is not None else None
+        witnessed = _read_witness(self.witness_path, self._key) if self._key is not None else None
+        raw, held = _read_store(self.path)
+        if raw is None or raw != self._raw:
+            sealed, generation, counted = _load_sealed(self.path, raw, self._key)
+        else:
+            sealed, generation, counted = self._sealed, self._generation, self._counted
+        if raw is not None and self._key is not None:
+            if counter is not None:
+                self._check_counter(counter, counted, count)
+            self._check_not_rolled_back(generation, witnessed)
+        if raw != self._raw:
+            self.reloads += 1  # our own writes set _raw: this is another process's
+            self._sealed = sealed
+            self._cache.clear()
+            self._raw = raw
+            self._generation = generation
+            self._counted = counted
+        self._held = held
+        self._witnessed = witnessed or 0
+
+    def _rollback_counter(self):
+        """The sealer's monotonic counter outside the state directory (a
+        TPM2 NV counter), when it has one and the key exists."""
+        if self._counter is None and self._key is not None:
+            make = getattr(self._sealer, "rollback_counter", None)
+            self._counter = make() if make is not None else None
+        return self._counter
+
+    def _check_counter(self, counter, counted: int | None, count: int | None) -> None:
+        """Each write records the counter's value and then advances it, so
+        the newest store holds the value just below the counter's (or equal
+        to it, when the power failed before the increment).  Stores written
+        before the counter was in use hold none: only the witness checks them."""
+        if counted is None:
+            return
+        if count is None:
+            why = f"the {counter.describe()} it was counted on is gone"
+        elif counted < count - 1:
+            why = f"the {counter.describe()} is at {count}, the store was counted at {counted}"
+        else:
+            return
+        raise RolledBack(self.path, why)
+
+    def _check_not_rolled_back(self, generation: int, witnessed: int | None) -> None:
+        """A store older than the last one written (by the witness, or by what
+        this object itself saw) is an older copy put back: it may hold a PIN
+        the card rejected as active again."""
+        last = max(witnessed or 0, self._generation if self._raw is not None else 0)
+        if generation < last:
+            why = f"it is generation {generation}, the last one written was {last}"
+        elif witnessed is None and generation > 1:
+            # The first write may be cut before its witness; later ones find it.
+            why = f"{WITNESS_NAME}, written with every change, is missing"
+        else:
+            return
+        raise RolledBack(self.path, why)
 
     @contextlib.contextmanager
     def _locked(self):
@@ -411,14 +534,19 @@ class Keystore:
             ensure_private_dir(self.state_dir)
             try:
                 fd = os.open(self.state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise StateError(f"cannot lock {self.state_dir / LOCK_NAME}: {exc.strerror}") from None
+            try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             except OSError as exc:
+                os.close(fd)
                 raise StateError(f"cannot lock {self.state_dir / LOCK_NAME}: {exc.strerror}") from None
             self._lock_fd = fd
         self._lock_depth += 1
         try:
             if self._lock_depth == 1:
-                self._refresh()
+                # Always the bytes on disk now, whatever stat says.
+                self._reload()
             yield
         finally:
             self._lock_depth -= 1
@@ -443,51 +571,114 @@ class Keystore:
             nonce = secrets.token_bytes(NONCE_BYTES)
             plain = json.dumps(_record(entry), sort_keys=True).encode()
             sealed[entry.iccid] = (nonce, aead.encrypt(nonce, plain, _associated_data(entry.iccid)))
-        self._write(sealed)
-        # Memory follows the disk only once the disk has it.
-        self._sealed = sealed
-        for entry in entries:
-            self._cache[entry.iccid] = entry
+        self._write(sealed, entries)
 
-    def _write(self, sealed: dict[Iccid, tuple[bytes, bytes]]) -> None:
+    def _write(self, sealed: dict[Iccid, tuple[bytes, bytes]], entries: list[PinEntry] = (),
+               forgotten: Iccid | None = None) -> None:
+        """Only ever called in a transaction, after `_locked` reloaded."""
+        assert self._lock_depth > 0, "keystore writes happen in a transaction"
         ensure_private_dir(self.state_dir)
         if self._key is None:
             self._key = self._sealer.load_key() or self._sealer.create_key()
+        generation = max(self._generation, self._witnessed) + 1
+        counter = self._rollback_counter()
+        counted = None
+        if counter is not None:
+            # Its first increment is what starts a TPM counter (at the
+            # highest value any counter there ever had), so start it first.
+            counted = counter.read()
+            if counted is None:
+                counted = counter.advance()
         doc = {
             "format": FORMAT,
+            "generation": generation,
             "entries": _entries_doc(sealed),
-            "mac": _b64(_file_mac(self._key, sealed)),
+            "mac": _b64(_file_mac(self._key, sealed, generation, counted)),
         }
-        atomic_write(self.path, (json.dumps(doc, indent=1) + "\n").encode(), 0o600)
-        self._signature = _file_signature(self.path)
+        if counted is not None:
+            doc["counter"] = counted
+        raw = (json.dumps(doc, indent=1) + "\n").encode()
+        atomic_write(self.path, raw, 0o600)
+        # Memory follows the disk only once the disk has it.
+        self._sealed = sealed
+        self._raw = raw
+        self._generation = generation
+        self._counted = counted
+        self._held = _HeldFile.open(self.path)  # ours: the lock keeps others from replacing it
+        for entry in entries:
+            self._cache[entry.iccid] = entry
+        if forgotten is not None:
+            self._cache.pop(forgotten, None)
+        # The witness second: a power cut between the two leaves a store one
+        # generation ahead of its witness, which opens (the next write
+        # catches up); the other order would leave a store that refuses to.
+        _write_witness(self.witness_path, self._key, generation)
+        self._witnessed = generation
+        if counter is not None:
+            counter.advance()  # last, for the same reason
 
 
-def _file_signature(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise StateError(f"cannot read {path}: {exc.strerror}") from None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
+class RolledBack(KeystoreError):
+    """keystore.json is older than the last one written."""
+
+    def __init__(self, path: Path, why: str):
+        super().__init__(
+            f"{path} is an older copy put back ({why}) and may bring back a PIN the "
+            f"card rejected; it is not used: move it aside, then store each SIM's PIN "
+            f"again with `mtcctl pin set ICCID` once you have checked it"
+        )
 
 
-def _load_sealed(path: Path, key: bytes | None) -> dict[Iccid, tuple[bytes, bytes]]:
-    raw = _read_store(path)
+class _HeldFile:
+    """An open descriptor on the store file as read, and its fstat then."""
+
+    def __init__(self, fd: int, st: os.stat_result):
+        self.fd = fd
+        self.signature = _signature(st)
+
+    @classmethod
+    def open(cls, path: Path) -> "_HeldFile | None":
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"cannot read {path}: {exc.strerror}") from None
+        return cls(fd, os.fstat(fd))
+
+    def unchanged(self, st: os.stat_result) -> bool:
+        return _signature(st) == self.signature
+
+    def __del__(self):
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+def _signature(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _load_sealed(path: Path, raw: bytes | None,
+                 key: bytes | None) -> tuple[dict[Iccid, tuple[bytes, bytes]], int, int | None]:
+    """The sealed entries, the generation and the rollback counter's value
+    (if any) of the store file's bytes `raw` (None: no file), authenticated
+    when the key is known."""
     if raw is None:
-        return {}
-    sealed, mac = _parse_store(path, raw)
+        return {}, 0, None
+    sealed, generation, counted, mac = _parse_store(path, raw)
     if sealed and key is None:
         raise KeystoreError(
             f"{path} holds {len(sealed)} sealed entries but the key is missing"
         )
-    if key is not None and not hmac.compare_digest(mac, _file_mac(key, sealed)):
+    if key is not None and not hmac.compare_digest(mac, _file_mac(key, sealed, generation, counted)):
         # Name the entry at fault when one is; otherwise the file as a whole
         # was altered (an entry removed, or an old copy of one put back).
         for iccid, blob in sealed.items():
             _unseal(path, key, iccid, blob)
         raise KeystoreError(f"{path} is damaged: the file fails authentication")
-    return sealed
+    return sealed, generation or 0, counted
 
 
 def _is_rejected(entry: PinEntry, which: str) -> bool:
@@ -499,7 +690,7 @@ def _now() -> str:
 
 
 def _associated_data(iccid: Iccid) -> bytes:
-    return f"{FORMAT}|{iccid.value}".encode()
+    return f"{ENTRY_FORMAT}|{iccid.value}".encode()
 
 
 def _b64(data: bytes) -> str:
@@ -513,11 +704,18 @@ def _entries_doc(sealed: dict[Iccid, tuple[bytes, bytes]]) -> dict:
     }
 
 
-def _file_mac(key: bytes, sealed: dict[Iccid, tuple[bytes, bytes]]) -> bytes:
-    """HMAC-SHA256 over every entry, under a key derived from the data key:
-    catches an entry removed, or an older sealed copy of one put back."""
+def _file_mac(key: bytes, sealed: dict[Iccid, tuple[bytes, bytes]], generation: int | None,
+              counted: int | None = None) -> bytes:
+    """HMAC-SHA256 over the generation and every entry, under a key derived
+    from the data key: catches an entry removed, an older sealed copy of one
+    put back, or the generation changed.  None: a LEGACY_FORMAT file."""
     mac_key = hmac.new(key, b"mtcd-keystore/1 file mac", hashlib.sha256).digest()
-    h = hmac.new(mac_key, FORMAT.encode(), hashlib.sha256)
+    if generation is None:
+        h = hmac.new(mac_key, LEGACY_FORMAT.encode(), hashlib.sha256)
+    else:
+        h = hmac.new(mac_key, FORMAT.encode(), hashlib.sha256)
+        h.update(generation.to_bytes(8, "big"))
+        h.update(b"\0" if counted is None else b"\1" + counted.to_bytes(8, "big"))
     for iccid, (nonce, blob) in sorted(sealed.items(), key=lambda kv: kv[0].value):
         for part in (iccid.value.encode(), nonce, blob):
             h.update(len(part).to_bytes(4, "big"))
@@ -543,30 +741,82 @@ def _record(entry: PinEntry) -> dict:
     }
 
 
-def _read_store(path: Path) -> bytes | None:
+def _read_store(path: Path) -> tuple[bytes | None, "_HeldFile | None"]:
+    """The store file's bytes (None: no file) and the open file they came
+    from, its fstat taken on the same descriptor."""
+    held = _HeldFile.open(path)
+    if held is None:
+        return None, None
+    chunks, size = [], 0
     try:
-        with open(path, "rb") as f:
-            raw = f.read(_MAX_STORE_BYTES + 1)
+        while chunk := os.read(held.fd, 1 << 20):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > _MAX_STORE_BYTES:
+                raise KeystoreError(f"{path} is damaged: far too large for a keystore")
+    except OSError as exc:
+        raise StateError(f"cannot read {path}: {exc.strerror}") from None
+    return b"".join(chunks), held
+
+
+def _witness_mac(key: bytes, generation: int) -> bytes:
+    mac_key = hmac.new(key, b"mtcd-keystore witness mac", hashlib.sha256).digest()
+    return hmac.new(mac_key, f"{WITNESS_FORMAT}|{generation}".encode(), hashlib.sha256).digest()
+
+
+def _read_witness(path: Path, key: bytes) -> int | None:
+    """The generation the witness vouches for; None when there is none."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise StateError(f"cannot read {path}: {exc.strerror}") from None
-    if len(raw) > _MAX_STORE_BYTES:
-        raise KeystoreError(f"{path} is damaged: far too large for a keystore")
-    return raw
+    try:
+        raw = os.read(fd, 4096)
+    except OSError as exc:
+        raise StateError(f"cannot read {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+        if not isinstance(doc, dict) or set(doc) != {"format", "generation", "mac"}:
+            raise ValueError
+        generation = doc["generation"]
+        if doc["format"] != WITNESS_FORMAT or type(generation) is not int or generation < 0:
+            raise ValueError
+        mac = base64.b64decode(doc["mac"], validate=True)
+    except (UnicodeDecodeError, ValueError, TypeError, binascii.Error):
+        raise KeystoreError(f"{path} is damaged: not a {WITNESS_FORMAT} file") from None
+    if not hmac.compare_digest(mac, _witness_mac(key, generation)):
+        raise KeystoreError(f"{path} is damaged: it fails authentication")
+    return generation
 
 
-def _parse_store(path: Path, raw: bytes) -> tuple[dict[Iccid, tuple[bytes, bytes]], bytes]:
-    """The sealed entries of the file and its MAC, checked for shape (not yet
-    authenticity)."""
+def _write_witness(path: Path, key: bytes, generation: int) -> None:
+    doc = {"format": WITNESS_FORMAT, "generation": generation,
+           "mac": _b64(_witness_mac(key, generation))}
+    atomic_write(path, (json.dumps(doc) + "\n").encode(), 0o600)
+
+
+def _parse_store(path: Path, raw: bytes) -> tuple[dict[Iccid, tuple[bytes, bytes]], int | None, bytes]:
+    """The sealed entries of the file, its generation (None: LEGACY_FORMAT)
+    and its MAC, checked for shape (not yet authenticity)."""
     try:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise KeystoreError(f"{path} is damaged: it is not valid JSON") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+    if not isinstance(doc, dict) or doc.get("format") not in (FORMAT, LEGACY_FORMAT):
         raise KeystoreError(f"{path} is damaged: unknown format (expected {FORMAT})")
+    layout = {"format", "entries", "mac"} | ({"generation"} if doc["format"] == FORMAT else set())
     entries = doc.get("entries")
-    if not isinstance(entries, dict) or set(doc) != {"format", "entries", "mac"}:
+    if not isinstance(entries, dict) or set(doc) - {"counter"} != layout:
+        raise KeystoreError(f"{path} is damaged: unexpected layout")
+    generation, counted = doc.get("generation"), doc.get("counter")
+    if doc["format"] == FORMAT and (type(generation) is not int or not 0 < generation < 2**63):
+        raise KeystoreError(f"{path} is damaged: unexpected layout")
+    if "counter" in doc and (doc["format"] != FORMAT or type(counted) is not int
+                             or not 0 <= counted < 2**64):
         raise KeystoreError(f"{path} is damaged: unexpected layout")
     try:
         mac = base64.b64decode(doc["mac"], validate=True)
@@ -588,7 +838,7 @@ def _parse_store(path: Path, raw: bytes) -> tuple[dict[Iccid, tuple[bytes, bytes
         if len(nonce) != NONCE_BYTES:
             raise KeystoreError(f"{path} is damaged: entry {iccid} is malformed")
         out[iccid] = (nonce, blob)
-    return out, mac
+    return out, generation, counted, mac
 
 
 def _unseal(path: Path, key: bytes, iccid: Iccid, sealed: tuple[bytes, bytes]) -> PinEntry:

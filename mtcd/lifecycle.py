@@ -73,7 +73,8 @@ def stage(keystore: Keystore, journal: PairingJournal | None, policy: PolicyConf
         raise LifecycleRefused(
             f"a PIN change of {iccid} by this gateway is not settled yet; stage after the SIM is next unlocked"
         )
-    keystore.stage_pending(iccid, pin, STAGED)
+    # Checked again under the keystore's lock: a rotation may start meanwhile.
+    keystore.stage_pending(iccid, pin, STAGED, over_rotation=False)
     if journal is not None:
         journal.append("pin-staged", iccid=str(iccid))
     return ChangeResult("staged", f"staged the new PIN for {iccid}; change the SIM over the air now")
@@ -119,13 +120,31 @@ class Lifecycle:
             raise LifecycleRefused(
                 f"a PIN from {origin} of {iccid} is not settled yet; it is settled when the SIM is next unlocked"
             )
-        self._guard(iccid)
+        left = self._guard(iccid)
         new = Pin.generate(length or self.policy.pin_length)
         # Sealed and fsynced before the card hears of it (guarantee 5).
         self.keystore.stage_pending(iccid, new, ROTATION)
         self.journal.append("pin-rotation-started", iccid=str(iccid), reason=reason)
-        outcome = self.uicc.change_pin(entry.pin, new, iccid)
+        # AT+CPWD carries the current PIN: a wrong one costs an attempt, so
+        # it is marked like a presentation and settled the same way.
+        outcome = self._spend(iccid, left, lambda: self.uicc.change_pin(entry.pin, new, iccid))
         return self._settle_change(iccid, outcome, reason)
+
+    def _spend(self, iccid: Iccid, attempts_before: int | None, send) -> PinOutcome:
+        """Send a command that carries the current PIN to the card: the
+        attempt marker is written before, and settled after by the answer,
+        or by the counter when the answer was lost or said nothing (a plain
+        ERROR).  Unsettled, the marker blocks automatic attempts on a modem
+        without counters until a person acts.  A counter that fell also
+        overrules an OK: some modems answer OK whatever the card said."""
+        self.keystore.begin_attempt(iccid, attempts_before=attempts_before, which=CURRENT)
+        outcome = send()
+        if outcome is not PinOutcome.REJECTED and attempts_before is not None:
+            attempts = self.uicc.attempts()
+            after = attempts.pin1 if attempts is not None else None
+            if after is not None and after < attempts_before:
+                outcome = PinOutcome.REJECTED
+        return outcome
 
     def _settle_change(self, iccid: Iccid, outcome: PinOutcome, reason: str) -> ChangeResult:
         if outcome is PinOutcome.ACCEPTED:
@@ -139,7 +158,8 @@ class Lifecycle:
             self.keystore.record_rejected(iccid, CURRENT)
             self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason, why="old PIN rejected")
             raise LifecycleRefused(f"the SIM {iccid} rejected its stored PIN; the change was not made")
-        # Lost answer: both PINs stay; the next pairing settles which one the card has.
+        # Lost answer: both PINs and the attempt marker stay; the next
+        # pairing settles which one the card has.
         self.journal.append("pin-rotation-interrupted", iccid=str(iccid), reason=reason)
         log.warning("the SIM's answer to the PIN change was lost; the next pairing settles it")
         return ChangeResult("interrupted", "the card's answer was lost; the next pairing settles it")
@@ -162,6 +182,22 @@ class Lifecycle:
                 f"{iccid} is already paired with this gateway; to adopt it again, "
                 "forget its PIN first (mtcctl pin forget) — only if the SIM holds the transport PIN again"
             )
+        try:
+            self._take_transport_pin(lock, iccid, transport_pin, pair)
+            result = self.rotate(ADOPTED)
+        except MtcdError:
+            # A failed adoption leaves no entry behind, unless a change of the
+            # card's PIN started: then the pending PIN may be the card's.
+            entry = self.keystore.get(iccid)
+            if existing is None and entry is not None and entry.pending_pin is None:
+                self.keystore.forget(iccid)
+                self.journal.append("pin-forgotten", iccid=str(iccid), why="adoption failed")
+            raise
+        self.journal.append("sim-adopted", iccid=str(iccid), imei=self.imei.value, outcome=result.outcome)
+        return result
+
+    def _take_transport_pin(self, lock: SimLock, iccid: Iccid, transport_pin: Pin, pair) -> None:
+        """Store the transport PIN and get the card unlocked with its PIN enabled."""
         if lock is SimLock.SIM_PIN:
             self.keystore.set_pin(iccid, transport_pin, transport=True)
             self.journal.append("pin-set", iccid=str(iccid), replaced=False, transport=True)
@@ -180,15 +216,11 @@ class Lifecycle:
             raise LifecycleRefused("the SIM is PUK-blocked; unblock it first (mtcctl sim unblock)")
         else:
             raise LifecycleRefused(f"the SIM reports {lock.value}; it cannot be adopted")
-        result = self.rotate(ADOPTED)
-        self.journal.append("sim-adopted", iccid=str(iccid), imei=self.imei.value, outcome=result.outcome)
-        return result
 
     def _enable(self, iccid: Iccid, pin: Pin) -> None:
         attempts = self._guard(iccid)
         # A wrong PIN here costs an attempt: mark it like a presentation.
-        self.keystore.begin_attempt(iccid, attempts_before=attempts, which=CURRENT)
-        outcome = self.uicc.enable_pin(pin, iccid)
+        outcome = self._spend(iccid, attempts, lambda: self.uicc.enable_pin(pin, iccid))
         if outcome is PinOutcome.ACCEPTED:
             self.keystore.record_accepted(iccid, self.imei.value)
             self.journal.append("pin-enabled", iccid=str(iccid))

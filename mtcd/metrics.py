@@ -10,6 +10,7 @@ a restart, and sparing the SD card matters more.
 
 Exposition format 0.0.4 (text).  Families:
 
+    mtcd_up                              gauge   1 while the service runs; 0 once it stopped
     mtcd_paired                          gauge   1 while the SIM is paired
     mtcd_link_up                         gauge   1 while the data link is up
     mtcd_modem_up                        gauge   1 while the modem answers
@@ -25,6 +26,11 @@ than NaN: an absent series is what Prometheus rules expect for "unknown"
 shows up as a value in dashboards).  The same for the timestamp before
 the first decision.  A paired decision has `reason=""`, which Prometheus
 treats as the label being absent.
+
+node_exporter serves the last file it read for as long as it exists, so a
+stopped service must not leave "paired, link up" behind: `mark_stopped()`
+sets mtcd_up, mtcd_paired, mtcd_link_up and mtcd_modem_up to 0 and the
+service writes that (atomically, like every write) on its way out.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ OUTCOMES = ("paired", "refused")
 
 # name, type, help: in the order they are written.
 _FAMILIES = (
+    ("mtcd_up", "gauge", "Whether the mtcd service is running (1) or has stopped (0)."),
     ("mtcd_paired", "gauge", "Whether the inserted SIM is paired with this gateway (1) or not (0)."),
     ("mtcd_link_up", "gauge", "Whether the data link is up (1) or down (0)."),
     ("mtcd_modem_up", "gauge", "Whether the modem is open and answering (1) or not (0)."),
@@ -80,6 +87,7 @@ class Metrics:
     def __init__(self, path: Path | None):
         self.path = Path(path) if path is not None else None
         self._lock = threading.Lock()
+        self._up = True
         self._paired = False
         self._link_up = False
         self._modem_up = False
@@ -124,6 +132,12 @@ class Metrics:
         with self._lock:
             self._sim_present = bool(present)
 
+    def mark_stopped(self) -> None:
+        """The service is going away: nothing it reported holds any more."""
+        with self._lock:
+            self._up = False
+            self._paired = self._link_up = self._modem_up = False
+
     def set_pin_retries(self, retries: int | None) -> None:
         with self._lock:
             self._pin_retries = _retries(retries)
@@ -134,6 +148,7 @@ class Metrics:
         """The whole file, in the text exposition format."""
         with self._lock:
             samples: dict[str, list[tuple[str, float]]] = {
+                "mtcd_up": [("", self._up)],
                 "mtcd_paired": [("", self._paired)],
                 "mtcd_link_up": [("", self._link_up)],
                 "mtcd_modem_up": [("", self._modem_up)],

@@ -7,7 +7,8 @@ gateway from blocking its own SIM):
 1. The IMEI is read before anything else; with on_imei_change = "refuse"
    a SIM last paired with another IMEI is refused (`imei-changed`).
 2. No SIM, a SIM in failure, or any lock other than `SIM PIN`/`READY` is
-   refused: a PUK-blocked SIM (`sim-blocked`) is for a person to unblock;
+   refused: a PUK-blocked SIM (`sim-blocked`, its ICCID read for the
+   report) is for a person to unblock;
    PH-SIM, PIN2 and network locks are never answered with PIN1.
 3. The ICCID is read before any PIN is chosen, and only the PIN stored for
    exactly that ICCID may be presented (`unknown-sim` otherwise).
@@ -156,7 +157,10 @@ def decide(obs: Observations, settings: PolicySettings) -> Decision:
     if obs.lock in _ABSENT:
         return Refused(Reason.NO_SIM, f"SIM reports {obs.lock.value}")
     if obs.lock in _BLOCKED:
-        return Refused(Reason.SIM_BLOCKED, "SIM asks for its PUK; a person must unblock it")
+        if obs.iccid is NOT_READ:
+            # EF.ICCID is readable in PUK state: the report names the card.
+            return Step.READ_ICCID
+        return Refused(Reason.SIM_BLOCKED, "SIM asks for its PUK; a person must unblock it (mtcctl sim unblock)")
     if obs.lock not in (SimLock.SIM_PIN, SimLock.READY):
         return Refused(Reason.SIM_ERROR, f"SIM asks for {obs.lock.value}, which mtcd never answers")
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 import secrets
@@ -205,6 +206,16 @@ class Tpm2Sealer:
             raise KeystoreError(f"{self.path} does not hold a {KEY_BYTES}-byte key")
         return key
 
+    def rollback_counter(self) -> "Tpm2Counter | None":
+        """The TPM's monotonic NV counter that witnesses this store's writes
+        (None until the key exists): restoring the state directory, key and
+        all, cannot wind it back."""
+        raw = _read_sealed(self.path)
+        if raw is None:
+            return None
+        _parent, public, _private = _parse_tpm2_file(self.path, raw)
+        return Tpm2Counter(self.tcti, public)
+
     def create_key(self) -> bytes:
         if os.path.lexists(self.path):
             raise KeystoreError(f"{self.path} already exists; refusing to replace the key")
@@ -220,6 +231,109 @@ class Tpm2Sealer:
         }
         atomic_write(self.path, (json.dumps(doc, indent=1) + "\n").encode(), 0o600)
         return key
+
+
+class Tpm2Counter:
+    """An NV counter index in the owner range, chosen from the sealed key's
+    public area (so each store on a TPM has its own).  A TPM counter only
+    ever goes up, and on its first increment starts at the highest value
+    any counter of that TPM ever had: deleting and re-creating it does not
+    wind it back either."""
+
+    _BASE = 0x01300000  # owner-defined NV indices
+
+    def __init__(self, tcti: str, key_public: bytes):
+        self.tcti = tcti
+        self.index = self._BASE + int.from_bytes(hashlib.sha256(key_public).digest()[:2], "big")
+
+    def describe(self) -> str:
+        return f"TPM2 NV counter {self.index:#010x} on {self.tcti}"
+
+    def read(self) -> int | None:
+        """The counter's value; None when it was never advanced."""
+        t = _tpm2_pytss()
+        with _TpmContext(self.tcti) as ectx:
+            handle = self._handle(t, ectx)
+            if handle is None:
+                return None
+            try:
+                public, _name = ectx.nv_read_public(handle)
+                if not public.nvPublic.attributes & t.TPMA_NV.WRITTEN:
+                    return None
+                data = ectx.nv_read(handle, 8, 0, auth_handle=t.ESYS_TR.OWNER)
+            except Exception as exc:
+                raise _tpm_error(self.tcti, "cannot read the rollback counter on", exc) from None
+            return int.from_bytes(bytes(data), "big")
+
+    def advance(self) -> int:
+        """Increment (defining the index on first use); the new value."""
+        t = _tpm2_pytss()
+        with _TpmContext(self.tcti) as ectx:
+            try:
+                handle = self._handle(t, ectx)
+                if handle is None:
+                    public = t.TPM2B_NV_PUBLIC(nvPublic=t.TPMS_NV_PUBLIC(
+                        nvIndex=self.index, nameAlg=t.TPM2_ALG.SHA256,
+                        attributes=_counter_attributes(t), dataSize=8))
+                    handle = ectx.nv_define_space(None, public, auth_handle=t.ESYS_TR.OWNER)
+                ectx.nv_increment(handle, auth_handle=t.ESYS_TR.OWNER)
+                data = ectx.nv_read(handle, 8, 0, auth_handle=t.ESYS_TR.OWNER)
+            except KeystoreError:
+                raise
+            except Exception as exc:
+                raise _tpm_error(self.tcti, "cannot advance the rollback counter on", exc) from None
+            return int.from_bytes(bytes(data), "big")
+
+    def _handle(self, t, ectx):
+        """The index's ESYS handle; None when it is not defined.  Listed
+        first, so a missing index is no TPM error (the TSS logs those)."""
+        try:
+            more, data = ectx.get_capability(t.TPM2_CAP.HANDLES, self.index, 1)
+            defined = [h for h in data.data.handles if int(h) == self.index]
+            if not defined:
+                return None
+            handle = ectx.tr_from_tpmpublic(self.index)
+            public, _name = ectx.nv_read_public(handle)
+        except Exception as exc:
+            raise _tpm_error(self.tcti, "cannot read the rollback counter on", exc) from None
+        written = int(t.TPMA_NV.WRITTEN)
+        if int(public.nvPublic.attributes) & ~written != int(_counter_attributes(t)):
+            raise KeystoreError(
+                f"TPM2 NV index {self.index:#010x} on {self.tcti} is not mtcd's rollback counter; "
+                "undefine it or use another sealer"
+            )
+        return handle
+
+
+def _counter_attributes(t):
+    return (t.TPMA_NV.OWNERWRITE | t.TPMA_NV.OWNERREAD | t.TPMA_NV.NO_DA
+            | (t.TPM2_NT.COUNTER << t.TPMA_NV.TPM2_NT_SHIFT))
+
+
+class _TpmContext:
+    """A bare ESAPI connection, closed on exit."""
+
+    def __init__(self, tcti: str):
+        self.tcti = tcti
+
+    def __enter__(self):
+        t = _tpm2_pytss()
+        try:
+            self.ectx = t.ESAPI(self.tcti)
+        except Exception as exc:
+            raise _tpm_error(self.tcti, "cannot open", exc) from None
+        return self.ectx
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            self.ectx.close()
+        except Exception:
+            pass
+
+
+def _tpm_error(tcti: str, doing: str, exc: Exception) -> KeystoreError:
+    reason = " ".join(str(exc).split()) or exc.__class__.__name__
+    return KeystoreError(f"{doing} TPM2 {tcti}: {reason[:200]}")
 
 
 def sealed_key_files(state_dir: Path) -> dict[str, Path]:
@@ -514,6 +628,11 @@ def _tpm2_pytss():
         TPM2B_PRIVATE = types.TPM2B_PRIVATE
         TPM2B_SENSITIVE_CREATE = types.TPM2B_SENSITIVE_CREATE
         TPM2B_SENSITIVE_DATA = types.TPM2B_SENSITIVE_DATA
+        TPMA_NV = constants.TPMA_NV
+        TPM2_NT = constants.TPM2_NT
+        TPM2_CAP = constants.TPM2_CAP
+        TPM2B_NV_PUBLIC = types.TPM2B_NV_PUBLIC
+        TPMS_NV_PUBLIC = types.TPMS_NV_PUBLIC
         TPMS_SENSITIVE_CREATE = types.TPMS_SENSITIVE_CREATE
         TPMT_SYM_DEF = types.TPMT_SYM_DEF
         TPMU_SYM_KEY_BITS = types.TPMU_SYM_KEY_BITS

@@ -1,8 +1,9 @@
 """Secrets (PIN, PUK) as types that refuse to show their value.
 
-A secret only leaves this type through `reveal()`, which has exactly two
-kinds of callers: the code that encodes the AT command or APDU carrying it
-(marked sensitive, never logged) and the keystore that seals it.
+A secret only leaves this type through `reveal()`, whose callers are few:
+the code that encodes the AT command or APDU carrying it (marked sensitive,
+never logged), the keystore that seals it, and the AT reader's redaction
+(mtcd.at.redact), which looks for it in the modem's replies to take it out.
 `str()`, `repr()`, f-strings, pickling and JSON all see a placeholder or fail.
 """
 

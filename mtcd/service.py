@@ -10,6 +10,7 @@ from .at import commands, parsers
 from .config import Config
 from .datalink import Datalink, datalink_for
 from .errors import CommandFailed, MtcdError
+from .events import masked_imsi
 from .gate import PairingOutcome, pair
 from .journal import PairingJournal
 from .lifecycle import Lifecycle, LifecycleRefused, now_utc, rotation_due
@@ -141,7 +142,9 @@ class Gateway:
     def pair(self) -> PairingOutcome:
         """One pairing decision, journalled; the link is not touched."""
         outcome = pair(self.uicc, self.keystore, policy_settings(self.config), self.imei, self.imeisv)
-        self.association_change = _journal_decision(self.journal, outcome)
+        for event, fields in outcome.pin_events:
+            self.journal.append(event, **fields)
+        self.association_change = _journal_decision(self.journal, outcome, self.config.service.show_imsi)
         return outcome
 
     def lifecycle(self) -> Lifecycle:
@@ -203,13 +206,15 @@ class Gateway:
             self.modem.switch_radio_off()
 
 
-def _journal_decision(journal: PairingJournal, outcome: PairingOutcome) -> dict | None:
+def _journal_decision(journal: PairingJournal, outcome: PairingOutcome, show_imsi: bool = False) -> dict | None:
     """Journal the decision, and an association change when there is one;
-    return that change (with a one-line `message`) or None."""
+    return that change (with a one-line `message`) or None.  The IMSI is
+    masked as in the systemd journal unless `show_imsi`."""
     iccid = str(outcome.iccid) if outcome.iccid else None
     imei = str(outcome.imei)
     # Compared with what the gateway saw last time, paired or not, so that a
     # foreign SIM left in the slot is reported once, not at every boot.
+    # From the journal's summary, not a scan; {} when unknown.
     last = journal.last("decision") or {}
     old_iccid, old_imei = last.get("iccid"), last.get("imei")
     journal.append(
@@ -220,7 +225,7 @@ def _journal_decision(journal: PairingJournal, outcome: PairingOutcome) -> dict 
         imei=imei,
         imeisv=str(outcome.imeisv) if outcome.imeisv else None,
         iccid=iccid,
-        imsi=str(outcome.imsi) if outcome.imsi else None,
+        imsi=None if not outcome.imsi else str(outcome.imsi) if show_imsi else masked_imsi(outcome.imsi),
         pin_retries=outcome.pin_retries,
     )
     sim_changed = old_iccid is not None and iccid is not None and iccid != old_iccid

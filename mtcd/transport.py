@@ -10,7 +10,9 @@ is opened exclusively, so a second holder of the modem fails at once.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import queue
 import threading
 import time
@@ -21,6 +23,7 @@ import serial
 from .at.commands import AtCommand
 from .at.reader import NEED_DATA, AtReader, Prompt, Response, Unsolicited
 from .errors import ModemUnavailable
+from .portholder import describe_holder
 
 log = logging.getLogger("mtcd.at")
 
@@ -75,7 +78,8 @@ class SerialTransport:
                 exclusive=True,
             )
         except (serial.SerialException, OSError, ValueError) as exc:
-            raise ModemUnavailable(f"{self.port}: cannot open the modem port: {_why(exc)}") from None
+            holder = describe_holder(self.port) if getattr(exc, "errno", None) == errno.EAGAIN else ""
+            raise ModemUnavailable(f"{self.port}: cannot open the modem port: {holder or _why(exc)}") from None
         # Whatever waited in the port (URCs from before we came, a reply to an
         # earlier holder) must not be taken for an answer to our commands.
         try:
@@ -283,8 +287,10 @@ def _result_text(resp: Response) -> str:
 
 
 def _why(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower() if exc.strerror else str(exc)
+    if isinstance(exc, OSError) and exc.errno:
+        # The errno's own text: pyserial's wraps it with the port, which must
+        # never be lower-cased (/dev/serial/by-id/usb-Quectel_...).
+        return os.strerror(exc.errno).lower()
     text = str(exc) or type(exc).__name__
     # pyserial embeds "[Errno N] text: 'path'"; keep it to one line.
     return text.splitlines()[0]

@@ -11,6 +11,7 @@ from mtcd.at import commands
 from mtcd.at.commands import AtCommand
 from mtcd.at.reader import (
     MAX_LINE,
+    MAX_LINES,
     NEED_DATA,
     AtReader,
     FinalResult,
@@ -121,6 +122,51 @@ VECTORS = [
     ("csim-verify-echo", VERIFY_CSIM,
      b'AT+CSIM=26,"00200001083930383137323633"\r\r\n+CSIM: 4,"63C2"\r\n\r\nOK\r\n',
      [resp(VERIFY_CSIM, '+CSIM: 4,"63C2"')], {}),
+    # Vendor words that end a command like ERROR (Huawei, ZTE, some Quectel).
+    ("command-not-support", AT, b"\r\nCOMMAND NOT SUPPORT\r\n",
+     [resp(AT, result=FinalResult("ERROR", text="COMMAND NOT SUPPORT"))], {}),
+    ("not-support", CPINR, b"\r\nNOT SUPPORT\r\n",
+     [resp(CPINR, result=FinalResult("ERROR", text="NOT SUPPORT"))], {}),
+    ("not-support-lower-case-echo", CPINR, b'AT+CPINR="SIM PIN"\r\r\nNot  Support\r\n',
+     [resp(CPINR, result=FinalResult("ERROR", text="NOT SUPPORT"))], {}),
+    ("too-many-parameters", AT, b"\r\nTOO MANY PARAMETERS\r\n",
+     [resp(AT, result=FinalResult("ERROR", text="TOO MANY PARAMETERS"))], {}),
+    ("aborted", CPIN, b"\r\nABORTED\r\n",
+     [resp(CPIN, result=FinalResult("ABORTED"))], {}),
+    ("busy", DIAL, b"\r\nBUSY\r\n", [resp(DIAL, result=FinalResult("BUSY"))], {}),
+    ("no-answer", DIAL, b"\r\nNO ANSWER\r\n", [resp(DIAL, result=FinalResult("NO ANSWER"))], {}),
+    ("no-dial-tone-spelt-apart", DIAL, b"\r\nNO DIAL TONE\r\n",
+     [resp(DIAL, result=FinalResult("NO DIALTONE"))], {}),
+    # Verbose +CME ERROR when the modem ignored AT+CMEE=1: the codes the
+    # PIN logic decides on (16 rejected, 12 PUK wanted) must come through.
+    ("cme-verbose-puk-required", ENTER_PIN, b"\r\n+CME ERROR: SIM PUK required\r\n",
+     [resp(ENTER_PIN, result=FinalResult("CME ERROR", 12, "SIM PUK required"))], {}),
+    ("cme-verbose-upper-case", ENTER_PIN, b"\r\n+CME ERROR: INCORRECT PASSWORD\r\n",
+     [resp(ENTER_PIN, result=FinalResult("CME ERROR", 16, "INCORRECT PASSWORD"))], {}),
+    ("cme-verbose-wrong-password", ENTER_PIN, b"\r\n+CME ERROR: Wrong password\r\n",
+     [resp(ENTER_PIN, result=FinalResult("CME ERROR", 16, "Wrong password"))], {}),
+    ("cme-verbose-puk1", ENTER_PIN, b'\r\n+CME ERROR: "SIM PUK1 required"\r\n',
+     [resp(ENTER_PIN, result=FinalResult("CME ERROR", 12, "SIM PUK1 required"))], {}),
+    ("cme-verbose-unbalanced-quote", ENTER_PIN, b'\r\n+CME ERROR: "SIM PUK required\r\n',
+     [resp(ENTER_PIN, result=FinalResult("CME ERROR", 12, "SIM PUK required"))], {}),
+    ("cme-blank-before-colon", ENTER_PIN, b"\r\n+CME ERROR : 16\r\n",
+     [resp(ENTER_PIN, result=FinalResult("CME ERROR", 16))], {}),
+    ("cme-verbose-hyphen-dropped", CPIN, b"\r\n+CME ERROR: PH SIM PIN required\r\n",
+     [resp(CPIN, result=FinalResult("CME ERROR", 5, "PH SIM PIN required"))], {}),
+    ("cme-verbose-emergency-only", CPIN,
+     b"\r\n+CME ERROR: network not allowed, emergency calls only\r\n",
+     [resp(CPIN, result=FinalResult("CME ERROR", 32, "network not allowed, emergency calls only"))], {}),
+    ("cms-error-blank-before-colon", CMGS, b"\r\n+CMS ERROR : 304\r\n",
+     [resp(CMGS, result=FinalResult("CMS ERROR", 304))], {}),
+    # Line ends and noise.
+    ("cr-cr-lf-everywhere", CPIN, b"\r\r\n+CPIN: READY\r\r\n\r\r\nOK\r\r\n",
+     [resp(CPIN, "+CPIN: READY")], {}),
+    ("doubled-echo", CPIN, b"AT+CPIN?\r\r\nAT+CPIN?\r\r\n+CPIN: READY\r\n\r\nOK\r\n",
+     [resp(CPIN, "+CPIN: READY")], {}),
+    ("nul-inside-lines", CPIN, b"\x00\r\n+CPIN: RE\x00ADY\r\n\x00\x00\r\nO\x00K\r\n",
+     [resp(CPIN, "+CPIN: READY")], {}),
+    ("bytes-after-the-final-result", AT, b"\r\nOK\r\n\x00\xff\x1b",
+     [resp(AT)], {}),
     ("idle-urc", None, b"\r\n+CPIN: READY\r\n\r\n+QUSIM: 1\r\nSMS Ready\r\n",
      [Unsolicited("+CPIN: READY"), Unsolicited("+QUSIM: 1"), Unsolicited("SMS Ready")], {}),
     ("idle-stray-result", None, b"\r\nOK\r\n\r\n+CME ERROR: 14\r\n",
@@ -252,6 +298,18 @@ def test_over_long_line_keeps_memory_bounded():
     assert reader.discarded_lines == 1
 
 
+def test_a_reply_that_never_ends_keeps_memory_bounded():
+    # A modem that sends information lines for ever (and no final result):
+    # the reply keeps its first MAX_LINES lines, the rest are counted.
+    reader = started(IMEI)
+    for _ in range(MAX_LINES + 50):
+        assert feed(reader, [b"490154203237518\r\n"]) == []
+    events = feed(reader, [b"OK\r\n"])
+    assert len(events[0].lines) == MAX_LINES
+    assert reader.discarded_lines == 50
+    assert len(reader._buf) == 0
+
+
 def test_over_long_line_ending_at_the_front_of_new_data():
     reader = started(AT)
     feed(reader, [b"z" * (MAX_LINE + 1)])
@@ -277,6 +335,16 @@ def test_over_long_line_ending_at_the_front_of_new_data():
         ("+CME ERROR: SIM PIN2 required", FinalResult("CME ERROR", 17, "SIM PIN2 required")),
         ("+CME ERROR: SIM PUK2 required", FinalResult("CME ERROR", 18, "SIM PUK2 required")),
         ("+CME ERROR: unknown", FinalResult("CME ERROR", 100, "unknown")),
+        ("+CME ERROR: Incorrect parameters", FinalResult("CME ERROR", 50, "Incorrect parameters")),
+        ("+CME ERROR: phone adapter link reserved", FinalResult("CME ERROR", 2, "phone adapter link reserved")),
+        ("+CME ERROR: network personalisation PIN required",
+         FinalResult("CME ERROR", 40, "network personalisation PIN required")),
+        ("+CME ERROR: PDP authentication failure", FinalResult("CME ERROR", 149, "PDP authentication failure")),
+        ("+CME ERROR: operation not support", FinalResult("CME ERROR", 4, "operation not support")),
+        ("COMMAND NOT SUPPORT", FinalResult("ERROR", text="COMMAND NOT SUPPORT")),
+        ("NOT SUPPORTED", None),
+        ("ABORTED", FinalResult("ABORTED")),
+        ("+CMEE: 1", None),
         ("+CME ERROR: ３", FinalResult("CME ERROR", None, "３")),
         ("+CME ERROR: " + "9" * 5000, FinalResult("CME ERROR", None, "9" * 5000)),
         ("+CPIN: READY", None),

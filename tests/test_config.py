@@ -230,8 +230,8 @@ def test_missing_file(tmp_path):
 
 def test_unreadable_file(tmp_path):
     path = tmp_path / "mtcd.toml"
-    path.mkdir()  # a directory: unreadable as a file even for root
-    with pytest.raises(ConfigError, match=r"mtcd.toml: cannot read: Is a directory$"):
+    path.mkdir()  # a directory: never read as a configuration, even by root
+    with pytest.raises(ConfigError, match=r"mtcd.toml: not a regular file$"):
         load_config(path)
 
 
@@ -294,3 +294,75 @@ def test_bad_service_values(tmp_path, section, line, key):
     p.write_text(f'[modem]\nport = "/dev/ttyUSB2"\n[{section}]\n{line}\n')
     with pytest.raises(ConfigError, match=key.replace(".", r"\.") + " must be"):
         load_config(p)
+
+
+# --- nothing configured may land in the state directory -------------------------
+
+@pytest.mark.parametrize("section, key, value", [
+    ("service", "metrics_file", "{state}/keystore.json"),  # would overwrite the sealed PINs
+    ("service", "metrics_file", "{state}/../state/mtcd.prom"),
+    ("service", "metrics_file", "{state}"),
+    ("service", "control_socket", "{state}/control.sock"),
+    ("service", "metrics_file", "{link}/mtcd.prom"),  # through a symbolic link
+    ("service", "metrics_file", "{planted}"),  # a link planted where the metrics go
+])
+def test_a_path_inside_the_state_directory_is_refused(tmp_path, section, key, value):
+    state = tmp_path / "state"
+    state.mkdir()
+    (tmp_path / "link").symlink_to(state)
+    (tmp_path / "planted.prom").symlink_to(state / "keystore.json")
+    value = value.format(state=state, link=tmp_path / "link", planted=tmp_path / "planted.prom")
+    path = write(tmp_path, f'state_dir = "{state}"\n{MINIMAL}[{section}]\n{key} = "{value}"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f'{path}: {section}.{key} must be outside state_dir {state} (got "{value}")'
+
+
+def test_a_datalink_program_inside_the_state_directory_is_refused(tmp_path):
+    text = (f'state_dir = "state"\n{MINIMAL}[datalink]\nbackend = "command"\n'
+            f'up = ["{tmp_path}/state/up.sh"]\ndown = ["/usr/sbin/ifdown", "wwan0"]\n')
+    with pytest.raises(ConfigError, match="datalink.up must be outside state_dir"):
+        load_config(write(tmp_path, text))
+
+
+def test_paths_beside_the_state_directory_are_fine(tmp_path):
+    text = (f'state_dir = "{tmp_path}/state"\n{MINIMAL}[service]\n'
+            f'metrics_file = "{tmp_path}/state-metrics/mtcd.prom"\ncontrol_socket = "{tmp_path}/statesock"\n')
+    config = load_config(write(tmp_path, text))
+    assert config.service.metrics_file == tmp_path / "state-metrics" / "mtcd.prom"
+
+
+# --- the file itself ----------------------------------------------------------------
+
+def test_a_byte_order_mark_is_dropped(tmp_path):
+    assert load_config(write(tmp_path, "\ufeff" + MINIMAL)).modem.port == "/dev/ttyUSB2"
+
+
+def test_a_byte_order_mark_only_at_the_start(tmp_path):
+    with pytest.raises(ConfigError, match="line 3: Invalid statement"):
+        load_config(write(tmp_path, MINIMAL + "\ufeff"))
+
+
+@pytest.mark.parametrize("open_, close", [("[", "]"), ("{a=", "}")])
+def test_nesting_too_deep_for_the_parser(tmp_path, open_, close):
+    path = write(tmp_path, MINIMAL + "x = " + open_ * 50_000 + close * 50_000 + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}: arrays or tables nested too deeply"
+
+
+def test_the_port_is_kept_exactly(tmp_path):
+    port = "/dev/serial/by-id/usb-Quectel_EG25-G_0123ABcd-if02-port0"
+    assert load_config(write(tmp_path, f'[modem]\nport = "{port}"\n')).modem.port == port
+
+
+@pytest.mark.parametrize("value", ["/dev/tty\\u0000USB2", "/dev/tty\\nUSB2", "/dev/tty\\u001bUSB2"])
+def test_a_port_with_control_characters_is_refused(tmp_path, value):
+    with pytest.raises(ConfigError, match="modem.port must be a device path without control characters"):
+        load_config(write(tmp_path, f'[modem]\nport = "{value}"\n'))
+
+
+def test_a_config_over_a_mebibyte_is_refused(tmp_path):
+    path = write(tmp_path, MINIMAL + "#" * (1 << 20) + "\n")
+    with pytest.raises(ConfigError, match="larger than 1024 KiB"):
+        load_config(path)

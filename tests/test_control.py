@@ -726,3 +726,107 @@ def test_client_without_a_service(sockdir):
             client.call("status")
         assert caught.value.exit_code == 69
         assert str(path) in str(caught.value)
+
+
+# -- hardening: ambiguous requests, idle peers, clients that leave ---------------------------
+
+@pytest.mark.parametrize("line", [
+    b'{"command":"status","command":"compromise"}',
+    b'{"command":"compromise","command":"status"}',
+    b'{"command":"rotate","length":8,"length":4}',
+    b'{"command":"stage","iccid":"%s","pin":"1234","pin":"5678"}' % ICCID.encode(),
+])
+def test_duplicate_keys_are_refused(line):
+    # json.loads keeps the last of two equal keys: a reader (a log, a proxy,
+    # a person) that takes the first would see another request than the one run.
+    with pytest.raises(BadRequest) as caught:
+        parse_request(line, ROOT_PEER)
+    assert caught.value.exit_code == 64
+    assert "appears twice" in str(caught.value) and "\n" not in str(caught.value)
+    assert "1234" not in str(caught.value) and "5678" not in str(caught.value)
+
+
+def test_duplicate_keys_never_reach_the_handler(sockdir):
+    with serving(sockdir / "control.sock") as (server, handler):
+        answer, _ = exchange(server.path, b'{"command":"status","command":"compromise"}\n')
+        assert answer["ok"] is False and answer["exit_code"] == 64
+        assert answer["error"] == "malformed request: object key 'command' appears twice"
+    assert handler.requests == []
+
+
+def test_idle_connections_from_one_process_cannot_lock_others_out(sockdir):
+    from mtcd.control import MAX_CONNECTIONS
+
+    with serving(sockdir / "control.sock") as (server, handler):
+        idle = []
+        try:
+            for _ in range(MAX_CONNECTIONS):  # every slot there is, from this one process
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(str(server.path))
+                idle.append(sock)
+            time.sleep(0.3)
+            # Another process (a real client elsewhere) is still served, at once.
+            child = _in_child(lambda: ControlClient(server.path, timeout=5).call("status")["state"])
+            assert child == "paired"
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def test_a_silent_connection_is_closed_within_a_few_seconds(sockdir):
+    from mtcd.control import REQUEST_TIMEOUT
+
+    assert REQUEST_TIMEOUT <= 5
+    with serving(sockdir / "control.sock") as (server, handler):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(server.path))
+            start = time.monotonic()
+            answer = json.loads(sock.recv(4096))
+            assert time.monotonic() - start < REQUEST_TIMEOUT + 2
+        assert answer["exit_code"] == 64 and "no request within" in answer["error"]
+
+
+def test_the_handler_can_tell_that_its_client_left(sockdir):
+    seen = []
+
+    def handler(request):
+        deadline = time.monotonic() + 5
+        while not request.client_left() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        seen.append(request.client_left())
+        return {}
+
+    with serving(sockdir / "control.sock", handler) as (server, _):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(str(server.path))
+            sock.sendall(b'{"command":"rotate"}\n')
+            time.sleep(0.2)
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # A client that only ends its request with EOF still waits: not gone.
+        answer, _ = exchange(server.path, b'{"command":"reload"}', then_eof=True)
+    assert seen[0] is True
+    assert answer["ok"] is True and seen[1] is False
+
+
+def _in_child(work):
+    """Run `work()` in a forked child (another pid); return its result."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read_end)
+            with os.fdopen(write_end, "w") as out:
+                out.write(json.dumps(work()))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as f:
+        text = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    return json.loads(text)

@@ -149,7 +149,21 @@ def test_command_link_failure_output_stays_out_of_the_message(tmp_path):
         with pytest.raises(DatalinkFailed) as failed:
             CommandDatalink(modem, [noisy], ["true"]).up(Paired())
     message = str(failed.value)
-    assert "exited with 3" in message and "\n" not in message
+    assert message.endswith("exited with 3: line two") and "\n" not in message
+
+
+@pytest.mark.parametrize("stderr, said", [
+    # one endless line: its head, bounded
+    ("printf 'first\\n' >&2; head -c 100000 /dev/zero | tr '\\0' 'x' >&2", "x" * 197 + "..."),
+    # control bytes never reach the one-line error; trailing blank lines are skipped
+    ("printf 'ok\\n\\033[31mqmicli: error\\007\\r\\n\\n\\n' >&2", "[31mqmicli: error"),
+])
+def test_command_link_failure_says_the_last_stderr_line_bounded_and_printable(tmp_path, stderr, said):
+    noisy, _ = script(tmp_path, "noisy", f"{stderr}\nexit 4")
+    with sim_link() as (sim, modem, sent):
+        with pytest.raises(DatalinkFailed) as failed:
+            CommandDatalink(modem, [noisy], ["true"]).up(Paired())
+    assert str(failed.value) == f"datalink up command {noisy!r} exited with 4: {said}"
 
 
 def test_missing_program_is_datalink_failed(tmp_path):

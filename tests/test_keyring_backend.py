@@ -19,7 +19,7 @@ import keyring.errors
 import pytest
 
 from mtcd.identity import Iccid, luhn_check_digit
-from mtcd.keyring_backend import MtcdKeyring, NotOurService, use_directly
+from mtcd.keyring_backend import PIN_REVEALED, MtcdKeyring, NotOurService, use_directly
 from mtcd.keystore import Keystore
 from mtcd.sealers import FileSealer, sealed_key_files
 from mtcd.secret import Pin
@@ -74,20 +74,25 @@ def journal(config: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def keyring_cli(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+BACKEND_NAME = "mtcd.keyring_backend.MtcdKeyring"
+
+
+def keyring_cli(config: Path, *args: str, stdin: str = "", named: bool = True) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("MTCD", "PYTHON_KEYRING", "KEYRING_"))}
     env["MTCD_CONFIG"] = str(config)
     env["SYSTEMD_CREDENTIAL_SECRET"] = str(config.parent / "no-such-dir" / "secret")
     # keyring's own configuration file could name another backend: keep it out.
     env["XDG_CONFIG_HOME"] = str(config.parent / "xdg")
+    if named:  # discovery never picks it: root names it to use it
+        args = ("-b", BACKEND_NAME, *args)
     return subprocess.run([sys.executable, "-m", "keyring", *args], input=stdin,
                           capture_output=True, text=True, timeout=60, env=env)
 
 
 # --- through keyring's CLI, with discovery through the entry point ---
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the backend is root's default only")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the backend is for root only")
 
 
 @needs_root
@@ -99,10 +104,66 @@ def test_cli_get_reads_the_pin_through_the_entry_point(gateway):
 
 
 @needs_root
-def test_cli_lists_the_backend_first(gateway):
-    done = keyring_cli(gateway, "--list-backends")
+def test_cli_lists_the_backend_below_every_default(gateway):
+    done = keyring_cli(gateway, "--list-backends", named=False)
     assert done.returncode == 0, done.stderr
-    assert "mtcd.keyring_backend.MtcdKeyring (priority: 10)" in done.stdout
+    assert f"{BACKEND_NAME} (priority: -1)" in done.stdout
+
+
+@needs_root
+def test_discovery_never_chooses_it_even_where_it_is_viable(gateway):
+    """keyring's default for root (and the chainer behind it) must not be
+    the PIN store: another program's secrets must never land there, and
+    `keyring get mtcd ICCID` must not reveal a PIN unless the backend is named."""
+    Keystore.open(state_of(gateway)).set_pin(ICCID, Pin(PIN))
+    probe = ("import keyring, keyring.backend\n"
+             "ring = keyring.get_keyring()\n"
+             "chained = getattr(type(ring), 'backends', [])\n"
+             "names = [type(ring).__module__] + [type(b).__module__ for b in chained]\n"
+             "print(' '.join(names))\n"
+             "print(any(type(b).__name__ == 'MtcdKeyring' for b in keyring.backend.get_all_keyring()))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MTCD", "PYTHON_KEYRING", "KEYRING_"))}
+    env.update(MTCD_CONFIG=str(gateway), XDG_CONFIG_HOME=str(gateway.parent / "xdg"))
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    chosen, discovered = done.stdout.splitlines()
+    assert discovered == "True"  # installed and viable here...
+    assert "mtcd" not in chosen  # ...and still never chosen or chained
+    revealed = keyring_cli(gateway, "get", "mtcd", str(ICCID), named=False)
+    assert PIN not in revealed.stdout + revealed.stderr
+    keyring_cli(gateway, "set", "example-service", "alice", stdin="hunter2\n", named=False)
+    assert "hunter2" not in (state_of(gateway) / "keystore.json").read_text()
+    assert not any(e["event"] == PIN_REVEALED for e in journal(gateway))
+
+
+@needs_root
+def test_named_through_the_environment(gateway):
+    Keystore.open(state_of(gateway)).set_pin(ICCID, Pin(PIN))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MTCD", "PYTHON_KEYRING", "KEYRING_"))}
+    env.update(MTCD_CONFIG=str(gateway), XDG_CONFIG_HOME=str(gateway.parent / "xdg"),
+               PYTHON_KEYRING_BACKEND=BACKEND_NAME)
+    done = subprocess.run([sys.executable, "-m", "keyring", "get", "mtcd", str(ICCID)],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert (done.returncode, done.stdout) == (0, PIN + "\n"), done.stderr
+    assert [e["event"] for e in journal(gateway)][-1] == PIN_REVEALED
+
+
+def test_only_keyring_api_that_bookworms_keyring_has():
+    """Debian bookworm ships keyring 23.9, which has no keyring.compat
+    (its helper lived in keyring._compat, later jaraco.classes): the backend
+    may import only what 23.9 and today's keyring both have."""
+    import ast
+
+    import mtcd.keyring_backend as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    used = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "keyring":
+            used |= {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            used |= {alias.name for alias in node.names if alias.name.split(".")[0] == "keyring"}
+    assert used <= {"keyring", "keyring.backend", "keyring.errors"}, used
 
 
 @needs_root
@@ -139,9 +200,11 @@ def test_not_viable_without_a_configuration(tmp_path, monkeypatch):
 
 
 @needs_root
-def test_viable_and_high_for_root_with_a_configuration(gateway):
+def test_viable_for_root_with_a_configuration_but_below_keyrings_fail_backend(gateway):
+    import keyring.backends.fail
+
     assert MtcdKeyring.viable
-    assert MtcdKeyring.priority == 10
+    assert MtcdKeyring.priority == -1 < keyring.backends.fail.Keyring.priority
 
 
 # --- through keyring's API ---

@@ -147,7 +147,8 @@ def test_one_file_write_per_mutation(state, monkeypatch):
     ks.record_rejected(ICCID_A)
     ks.set_pin(ICCID_A, Pin(PIN_B))
     ks.forget(ICCID_A)
-    assert writes == [state / "keystore.json"] * 5
+    # Each mutation: the store once, then its rollback witness.
+    assert writes == [state / "keystore.json", state / "keystore.witness"] * 5
 
 
 # --- nothing in clear at rest ---
@@ -160,7 +161,7 @@ def test_no_pin_in_clear_in_any_file(state):
     ks.record_accepted(ICCID_A, "490154203237518")
     ks.record_rejected(ICCID_B)
     files = [p for p in state.rglob("*") if p.is_file()]
-    assert {p.name for p in files} == {"keystore.json", "keystore.key", "keystore.lock"}
+    assert {p.name for p in files} == {"keystore.json", "keystore.key", "keystore.lock", "keystore.witness"}
     assert (state / "keystore.lock").read_bytes() == b""  # only ever locked, never written
     for pin in (PIN_A, PIN_B):
         forms = [
@@ -282,7 +283,7 @@ def test_truncated_file(filled, keep):
 @pytest.mark.parametrize(
     "doc, complaint",
     [
-        ({"format": "mtcd-keystore/2", "entries": {}}, "unknown format"),
+        ({"format": "mtcd-keystore/9", "entries": {}}, "unknown format"),
         ({"entries": {}}, "unknown format"),
         ([1, 2, 3], "unknown format"),
         ({"format": "mtcd-keystore/1"}, "unexpected layout"),
@@ -611,3 +612,205 @@ def test_a_rejection_never_latches_a_pin_stored_meanwhile(state):
     assert entry.pin.reveal() == PIN_B and not entry.rejected
     service.record_rejected(ICCID_A, presented=Pin(PIN_B))
     assert Keystore.open(state).get(ICCID_A).rejected
+
+
+# --- rollback: an older copy of the store put back ---
+
+def test_older_copy_of_the_whole_store_put_back_is_refused(filled):
+    """Restoring yesterday's keystore.json would lift the rejection latch:
+    the card's refused PIN would be presented again."""
+    store = filled / "keystore.json"
+    before = store.read_bytes()
+    Keystore.open(filled).record_rejected(ICCID_A)
+    store.write_bytes(before)
+    with pytest.raises(KeystoreError, match="older copy put back") as exc:
+        Keystore.open(filled)
+    assert_one_line(exc)
+    assert "mtcctl pin set" in str(exc.value) and "move it aside" in str(exc.value)
+
+
+def test_a_holder_notices_an_older_copy_put_back(filled):
+    store = filled / "keystore.json"
+    before = store.read_bytes()
+    service = Keystore.open(filled)
+    service.record_rejected(ICCID_A)
+    store.write_bytes(before)
+    for read in (lambda: service.get(ICCID_A), lambda: service.begin_attempt(ICCID_A)):
+        with pytest.raises(KeystoreError, match="older copy put back"):
+            read()
+
+
+def test_the_generation_is_authenticated(filled):
+    doc = store_doc(filled)
+    doc["generation"] += 10
+    write_doc(filled, doc)
+    with pytest.raises(KeystoreError, match="the file fails authentication"):
+        Keystore.open(filled)
+
+
+def test_a_removed_witness_is_refused(filled):
+    (filled / "keystore.witness").unlink()
+    with pytest.raises(KeystoreError, match="keystore.witness.*is missing"):
+        Keystore.open(filled)
+
+
+def test_a_witness_from_elsewhere_is_refused(filled, tmp_path):
+    other = tmp_path / "other"
+    Keystore.open(other).set_pin(ICCID_A, Pin(PIN_A))
+    (filled / "keystore.witness").write_bytes((other / "keystore.witness").read_bytes())
+    with pytest.raises(KeystoreError, match="keystore.witness is damaged: it fails authentication"):
+        Keystore.open(filled)
+
+
+def test_recovery_from_a_rollback_as_the_message_says(filled):
+    store = filled / "keystore.json"
+    before = store.read_bytes()
+    Keystore.open(filled).record_rejected(ICCID_A)
+    store.write_bytes(before)
+    with pytest.raises(KeystoreError):
+        Keystore.open(filled)
+    store.rename(filled / "keystore.json.rolled-back")  # "move it aside"
+    ks = Keystore.open(filled)
+    assert len(ks) == 0  # no PIN at all: nothing can be presented
+    ks.set_pin(ICCID_A, Pin(PIN_B))  # "store each SIM's PIN again"
+    assert Keystore.open(filled).get(ICCID_A).pin.reveal() == PIN_B
+    # Numbering goes on from the witness, so the old copy stays refused.
+    (filled / "keystore.json.rolled-back").rename(store)
+    with pytest.raises(KeystoreError, match="older copy put back"):
+        Keystore.open(filled)
+
+
+def test_a_store_from_before_generations_opens_and_is_upgraded(filled):
+    """mtcd-keystore/1 files (no generation, no witness) still open."""
+    import mtcd.keystore as keystore_module
+
+    key = (filled / "keystore.key").read_bytes()
+    ks = Keystore.open(filled)
+    doc = store_doc(filled)
+    legacy = {"format": "mtcd-keystore/1", "entries": doc["entries"],
+              "mac": base64.b64encode(keystore_module._file_mac(key, ks._sealed, None)).decode()}
+    write_doc(filled, legacy)
+    (filled / "keystore.witness").unlink()
+    assert Keystore.open(filled).get(ICCID_A).pin.reveal() == PIN_A
+    Keystore.open(filled).record_rejected(ICCID_B)
+    doc = store_doc(filled)
+    assert doc["format"] == "mtcd-keystore/2" and doc["generation"] == 1
+    assert json.loads((filled / "keystore.witness").read_text())["generation"] == 1
+    assert Keystore.open(filled).get(ICCID_B).rejected
+
+
+class PowerCut(Exception):
+    pass
+
+
+def cut_before(name: str, monkeypatch):
+    """The power fails as `name` is about to be renamed into place: the file
+    is left as it was, its temporary copy gone with the page cache."""
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(dst).name == name:
+            os.unlink(src)
+            raise PowerCut
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def test_power_cut_between_the_store_and_its_witness(filled, monkeypatch):
+    """The store is new, the witness one generation behind: it opens, with
+    the change, and the next write brings the witness up."""
+    store = filled / "keystore.json"
+    two_back = store.read_bytes()
+    Keystore.open(filled).set_pin(ICCID_B, Pin(PIN_A))
+    one_back = store.read_bytes()
+    cut_before("keystore.witness", monkeypatch)
+    with pytest.raises(PowerCut):
+        Keystore.open(filled).record_rejected(ICCID_A)
+    monkeypatch.undo()
+    after_cut = store.read_bytes()
+    witnessed = json.loads((filled / "keystore.witness").read_text())["generation"]
+    assert store_doc(filled)["generation"] == witnessed + 1
+    assert Keystore.open(filled).get(ICCID_A).rejected  # the new state, and it opens
+    # Two generations back is still caught; one back is the gap a cut leaves.
+    store.write_bytes(two_back)
+    with pytest.raises(KeystoreError, match="older copy put back"):
+        Keystore.open(filled)
+    store.write_bytes(one_back)
+    assert not Keystore.open(filled).get(ICCID_A).rejected
+    # Back to the store the cut left; its next write catches the witness up.
+    store.write_bytes(after_cut)
+    Keystore.open(filled).set_pin(ICCID_B, Pin(PIN_B))
+    assert json.loads((filled / "keystore.witness").read_text())["generation"] == store_doc(filled)["generation"]
+    store.write_bytes(after_cut)
+    with pytest.raises(KeystoreError, match="older copy put back"):
+        Keystore.open(filled)
+
+
+def test_power_cut_before_the_store_is_replaced(filled, monkeypatch):
+    before = {p.name: p.read_bytes() for p in filled.iterdir()}
+    cut_before("keystore.json", monkeypatch)
+    with pytest.raises(PowerCut):
+        Keystore.open(filled).record_rejected(ICCID_A)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in filled.iterdir()} == before
+    assert not Keystore.open(filled).get(ICCID_A).rejected
+
+
+def test_first_write_cut_before_its_witness_opens(state, monkeypatch):
+    cut_before("keystore.witness", monkeypatch)
+    with pytest.raises(PowerCut):
+        Keystore.open(state).set_pin(ICCID_A, Pin(PIN_A))
+    monkeypatch.undo()
+    assert not (state / "keystore.witness").exists()
+    assert Keystore.open(state).get(ICCID_A).pin.reveal() == PIN_A
+
+
+def test_a_witness_appearing_between_two_reads_is_no_rollback(filled, monkeypatch):
+    """Without the lock, a reader may read "no witness" and then a store two
+    writes newer (the first ones of a new store landing in between): it must
+    look again under the lock rather than refuse a good store."""
+    import mtcd.keystore as keystore_module
+
+    real = keystore_module._read_witness
+    calls = []
+
+    def first_read_before_the_witness_existed(path, key):
+        calls.append(path)
+        return None if len(calls) == 1 else real(path, key)
+
+    monkeypatch.setattr(keystore_module, "_read_witness", first_read_before_the_witness_existed)
+    assert store_doc(filled)["generation"] == 2
+    assert Keystore.open(filled).get(ICCID_A).pin.reveal() == PIN_A
+    assert len(calls) == 2
+
+
+def test_a_rotation_never_replaces_a_pending_pin(filled):
+    """The rotation looks for a pending PIN before it starts, outside the
+    lock; a technician's stage landing meanwhile (the card is about to get
+    that PIN over the air) must not be overwritten by the rotation's."""
+    rotation = Keystore.open(filled)
+    assert rotation.get(ICCID_A).pending_pin is None  # its check passes...
+    Keystore.open(filled).stage_pending(ICCID_A, Pin(PIN_B), "staged")  # ...then this lands
+    with pytest.raises(KeystoreError, match="not settled") as exc:
+        rotation.stage_pending(ICCID_A, Pin("99887766"), "rotation")
+    assert_one_line(exc)
+    entry = Keystore.open(filled).get(ICCID_A)
+    assert entry.pending_pin.reveal() == PIN_B and entry.pending_origin == "staged"
+
+
+def test_an_ota_staging_never_replaces_a_rotations_pending_pin(filled):
+    """The reverse race: `pin stage` checked for a rotation outside the lock,
+    and a rotation staged its PIN meanwhile (the card may be changing to it
+    right now)."""
+    staging = Keystore.open(filled)
+    assert staging.get(ICCID_A).pending_pin is None  # its check passes...
+    Keystore.open(filled).stage_pending(ICCID_A, Pin("99887766"), "rotation")  # ...then this lands
+    with pytest.raises(KeystoreError, match="not settled") as exc:
+        staging.stage_pending(ICCID_A, Pin(PIN_B), "staged", over_rotation=False)
+    assert_one_line(exc)
+    entry = Keystore.open(filled).get(ICCID_A)
+    assert entry.pending_pin.reveal() == "99887766" and entry.pending_origin == "rotation"
+    # A person's unblock (the PUK decides) may still replace it.
+    Keystore.open(filled).stage_pending(ICCID_A, Pin(PIN_B), "staged")
+    assert Keystore.open(filled).get(ICCID_A).pending_origin == "staged"

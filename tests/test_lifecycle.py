@@ -129,7 +129,8 @@ def test_power_cut_after_ok_before_promote(gateway, monkeypatch):
         paired_after_power_loss(gateway, modem, card)
 
 
-@pytest.mark.parametrize("failing_write", [1, 2])  # 1: sealing the pending PIN, 2: promoting it
+# 1: sealing the pending PIN, 2: the attempt marker for AT+CPWD, 3: promoting it
+@pytest.mark.parametrize("failing_write", [1, 2, 3])
 def test_power_cut_during_the_keystore_write(gateway, monkeypatch, failing_write):
     card = make_card()
     with sim_modem(card) as (modem, port):
@@ -150,8 +151,9 @@ def test_power_cut_during_the_keystore_write(gateway, monkeypatch, failing_write
             _rotate_in_process(gateway, monkeypatch, lambda: monkeypatch.setattr(os, "replace", replace))
         monkeypatch.undo()
         cpwd = [c for c in modem.commands if c.startswith("AT+CPWD")]
-        if failing_write == 1:
-            assert cpwd == [] and card.pin == TEST_PIN  # never sent without the new PIN sealed
+        if failing_write < 3:
+            # never sent without the new PIN sealed and the attempt marked
+            assert cpwd == [] and card.pin == TEST_PIN
         else:
             assert len(cpwd) == 1 and card.pin != TEST_PIN
         paired_after_power_loss(gateway, modem, card)
@@ -193,8 +195,10 @@ def test_adopting_with_a_wrong_transport_pin_costs_one_attempt_once(gateway):
         run = gateway.mtcctl("pair", stdin="9999\n")
         assert run.returncode == 1 and "pin-rejected" in run.stderr
         assert card.pin_attempts == 2
+        # A failed adoption leaves no entry behind: nothing to present.
+        assert gateway.keystore().get(card.iccid) is None
         again = gateway.mtcd("once", "--json")
-        assert again.last_json["reason"] == "pin-rejected"
+        assert again.last_json["reason"] == "unknown-sim"
         assert card.pin_attempts == 2
 
 

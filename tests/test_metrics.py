@@ -17,6 +17,7 @@ from hypothesis import given, strategies as st
 from mtcd.metrics import Metrics, escape_label_value, format_value
 
 FAMILIES = {
+    "mtcd_up": "gauge",
     "mtcd_paired": "gauge",
     "mtcd_link_up": "gauge",
     "mtcd_modem_up": "gauge",
@@ -82,6 +83,7 @@ def test_initial_file(tmp_path):
     assert types == FAMILIES
     assert set(helps) == set(FAMILIES) and all(helps.values())
     assert samples == {
+        ("mtcd_up", ()): 1,
         ("mtcd_paired", ()): 0,
         ("mtcd_link_up", ()): 0,
         ("mtcd_modem_up", ()): 0,
@@ -106,6 +108,7 @@ def test_values_after_decisions(tmp_path):
     m.write()
     _, _, samples = read(path)
     assert samples == {
+        ("mtcd_up", ()): 1,
         ("mtcd_paired", ()): 1,
         ("mtcd_link_up", ()): 1,
         ("mtcd_modem_up", ()): 1,
@@ -302,3 +305,19 @@ def test_updates_from_two_threads(tmp_path):
     _, _, samples = parse(m.render())
     assert samples[("mtcd_decisions_total", (("outcome", "paired"), ("reason", "")))] == 500
     assert samples[("mtcd_decisions_total", (("outcome", "refused"), ("reason", "no-sim")))] == 500
+
+
+def test_a_stopped_service_leaves_no_paired_gateway_behind(tmp_path):
+    path = tmp_path / "mtcd.prom"
+    m = Metrics(path)
+    m.set_modem(True)
+    m.record_decision("paired", None, 3, when=1714560000.0)
+    m.set_link(True)
+    m.mark_stopped()
+    assert m.write()
+    _, _, samples = read(path)
+    assert samples[("mtcd_up", ())] == 0
+    assert samples[("mtcd_paired", ())] == 0 and samples[("mtcd_link_up", ())] == 0
+    assert samples[("mtcd_modem_up", ())] == 0
+    # What was counted stays: a restart starts its own counters anyway.
+    assert samples[("mtcd_decisions_total", (("outcome", "paired"), ("reason", "")))] == 1

@@ -70,7 +70,8 @@ def test_accepted_pin_then_ready_is_paired():
     [
         (Observations(lock=SimLock.NOT_INSERTED), DEFAULT, Reason.NO_SIM),
         (Observations(lock=SimLock.NOT_READY), DEFAULT, Reason.NO_SIM),
-        (Observations(lock=SimLock.SIM_PUK), DEFAULT, Reason.SIM_BLOCKED),
+        (Observations(lock=SimLock.SIM_PUK, iccid=ICCID), DEFAULT, Reason.SIM_BLOCKED),
+        (Observations(lock=SimLock.SIM_PUK, iccid=None), DEFAULT, Reason.SIM_BLOCKED),
         (Observations(lock=SimLock.PH_SIM_PIN), DEFAULT, Reason.SIM_ERROR),
         (Observations(lock=SimLock.SIM_PIN2), DEFAULT, Reason.SIM_ERROR),
         (Observations(lock=SimLock.SIM_PUK2), DEFAULT, Reason.SIM_ERROR),
@@ -271,8 +272,12 @@ def test_paired_only_for_a_known_unlocked_sim(obs, policy):
 def test_blocked_or_foreign_locks_are_always_refused(obs, policy):
     decision = decide(obs, policy)
     if obs.lock is SimLock.SIM_PUK:
-        assert decision == Refused(Reason.SIM_BLOCKED, decision.detail)
-    if obs.lock not in (NOT_READ, SimLock.SIM_PIN, SimLock.READY):
+        # Only the ICCID is read first, for the report; never a presentation.
+        if obs.iccid is NOT_READ:
+            assert decision is Step.READ_ICCID
+        else:
+            assert decision == Refused(Reason.SIM_BLOCKED, decision.detail)
+    elif obs.lock not in (NOT_READ, SimLock.SIM_PIN, SimLock.READY):
         assert isinstance(decision, Refused)
 
 

@@ -145,6 +145,21 @@ def test_urc_between_information_lines_is_taken_out_of_the_reply():
     assert urcs == ["+CPIN: NOT INSERTED", "RING"]
 
 
+@pytest.mark.parametrize("word", [b"COMMAND NOT SUPPORT", b"NOT SUPPORT", b"TOO MANY PARAMETERS"])
+def test_a_vendor_word_for_error_ends_the_command_at_once(word):
+    # Huawei/ZTE firmware answers an unknown command with these instead of
+    # ERROR: the command must end now, not at its timeout.
+    with PtyPeer(lambda line: b"\r\n" + word + b"\r\n", echo=True) as peer:
+        with SerialTransport(peer.port, timeout=5) as t:
+            started = time.monotonic()
+            response = t.execute(commands.pin_retries())
+            took = time.monotonic() - started
+            assert t.execute(commands.imei()).result.kind == "ERROR"  # still in step
+    assert took < 1.0
+    assert response.result.kind == "ERROR" and not response.result.ok
+    assert response.result.text == word.decode()
+
+
 def test_a_failing_urc_callback_does_not_kill_the_reader():
     def explode(line):
         raise RuntimeError("handler bug")

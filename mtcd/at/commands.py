@@ -3,16 +3,16 @@ wait, and whether the text carries a secret.
 
 A sensitive command's text is only ever turned into bytes for the port;
 everything that logs, raises or prints uses `loggable`, which hides the
-arguments.
+arguments.  A command built from a `Secret` carries it in `secrets`, so the
+reader can take every form of it out of what the modem sends back.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..secret import Pin, Puk
-
-REDACTED = "<redacted>"
+from ..secret import Pin, Puk, Secret
+from .redact import REDACTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +26,14 @@ class AtCommand:
     # Commands such as +CMGS answer with a '> ' prompt before the final result.
     expects_prompt: bool = False
     name: str = field(default="", compare=False)  # short label for logs/benchmarks
+    # The secrets inside `text`: while the command runs and for a while
+    # after, the reader redacts them from every line (see mtcd.at.reader).
+    secrets: tuple[Secret, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self):
+        if self.secrets:
+            # A command carrying a secret is sensitive, whatever the caller said.
+            object.__setattr__(self, "sensitive", True)
         if not self.text.upper().startswith("AT"):
             raise ValueError("an AT command must start with AT")
         if any(c in self.text for c in "\r\n\x1a\x1b"):
@@ -99,7 +105,9 @@ def sim_lock_query() -> AtCommand:
 
 def enter_pin(pin: Pin) -> AtCommand:
     # Verification can take a while on slow cards.
-    return AtCommand(f'AT+CPIN="{pin.reveal()}"', timeout=20.0, sensitive=True, name="cpin")
+    return AtCommand(
+        f'AT+CPIN="{pin.reveal()}"', timeout=20.0, sensitive=True, name="cpin", secrets=(pin,)
+    )
 
 
 def enter_puk(puk: Puk, new_pin: Pin) -> AtCommand:
@@ -108,6 +116,7 @@ def enter_puk(puk: Puk, new_pin: Pin) -> AtCommand:
         timeout=20.0,
         sensitive=True,
         name="cpin-puk",
+        secrets=(puk, new_pin),
     )
 
 
@@ -117,6 +126,7 @@ def change_pin(old: Pin, new: Pin) -> AtCommand:
         timeout=20.0,
         sensitive=True,
         name="cpwd",
+        secrets=(old, new),
     )
 
 
@@ -131,7 +141,11 @@ def pin_enabled_query() -> AtCommand:
 def set_pin_enabled(enabled: bool, pin: Pin) -> AtCommand:
     mode = 1 if enabled else 0
     return AtCommand(
-        f'AT+CLCK="SC",{mode},"{pin.reveal()}"', timeout=20.0, sensitive=True, name="clck"
+        f'AT+CLCK="SC",{mode},"{pin.reveal()}"',
+        timeout=20.0,
+        sensitive=True,
+        name="clck",
+        secrets=(pin,),
     )
 
 
@@ -151,16 +165,43 @@ def read_imsi_file() -> AtCommand:
     return restricted_sim_access(176, 0x6F07, 0, 0, 9)
 
 
+# PIN commands of TS 102 221 §11.1.9-13: VERIFY, CHANGE, DISABLE, ENABLE,
+# UNBLOCK PIN.  With data they carry PIN or PUK blocks.
+_PIN_INSTRUCTIONS = frozenset({0x20, 0x24, 0x26, 0x28, 0x2C})
+_PIN_BLOCK = 8
+
+
 def generic_sim_access(apdu: bytes, *, sensitive: bool = False) -> AtCommand:
-    """AT+CSIM (27.007 §8.17): a raw APDU, length given in hex characters."""
+    """AT+CSIM (27.007 §8.17): a raw APDU (as sent over T=0: header, P3,
+    data), length given in hex characters.  A PIN command with data is
+    sensitive and carries its PIN blocks as secrets, whatever the caller said."""
     hexapdu = apdu.hex().upper()
+    secrets = _pin_blocks(apdu)
     return AtCommand(
         f'AT+CSIM={len(hexapdu)},"{hexapdu}"',
         prefixes=("+CSIM:",),
         timeout=10.0,
-        sensitive=sensitive,
+        sensitive=sensitive or secrets is not None,
         name="csim",
+        secrets=secrets or (),
     )
+
+
+def _pin_blocks(tpdu: bytes) -> tuple[Secret, ...] | None:
+    """The secrets in the data of a PIN command, or None if it is not one.
+    Blocks are 8 bytes, the digits in ASCII padded with FF (TS 102 221
+    §9.5.1); digits in BCD padded with F are taken too."""
+    if len(tpdu) <= 5 or tpdu[1] not in _PIN_INSTRUCTIONS:
+        return None
+    found = []
+    data = tpdu[5:]
+    for start in range(0, len(data), _PIN_BLOCK):
+        block = data[start : start + _PIN_BLOCK].rstrip(b"\xff")
+        for digits in (block.decode("latin-1"), block.hex().rstrip("f")):
+            if digits.isascii() and digits.isdigit():
+                found.append(Secret(digits))
+                break
+    return tuple(found)
 
 
 def imsi() -> AtCommand:

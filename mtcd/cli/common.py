@@ -1,19 +1,26 @@
 """What both commands share: argument errors as exit 64, one-line errors,
-logging to stderr, and the config file."""
+logging to stderr, standard output that fails politely, and the config file."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
-import re
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from ..config import DEFAULT_CONFIG_PATH, Config, load_config
-from ..errors import EXIT_SOFTWARE, EXIT_USAGE, MtcdError, UsageError
+from ..errors import (
+    EXIT_SOFTWARE, EXIT_USAGE, KeystoreError, MtcdError, NotPermitted, OutputFailed, StateError, UsageError,
+)
 
+# A reader that went away (`mtcctl history | head -1`): what a shell reports
+# for a command killed by SIGPIPE, and no message, as cat or ls would do.
+EXIT_READER_GONE = 128 + 13
 
 # A mistyped command line may carry a PIN or PUK (4 to 8 digits) where it
 # does not belong; argparse would echo it back in its error message.
@@ -25,9 +32,10 @@ class ArgumentParser(argparse.ArgumentParser):
     never repeats anything that looks like a PIN or PUK."""
 
     def error(self, message: str):
-        if message.startswith("unrecognized arguments"):
+        extra = re.fullmatch(r"unrecognized arguments: (.*)", message, re.S)
+        if extra and any(_SECRET_LOOKING.fullmatch(a) for a in extra[1].split()):
             message = "unexpected extra arguments (PINs and PUKs are read from standard input, never from the command line)"
-        message = _SECRET_LOOKING.sub("<redacted>", message)
+        message = _SECRET_LOOKING.sub("<redacted>", " ".join(message.split()))
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
@@ -45,20 +53,102 @@ def setup_logging(prog: str, verbose: int) -> None:
 
 
 def config_from(args) -> Config:
-    return load_config(args.config)
+    config = load_config(args.config)
+    check_state_dir_place(config.state_dir)
+    return config
+
+
+def check_state_dir_place(state_dir: Path) -> None:
+    """A state directory that can never be created (a path through a regular
+    file) is an I/O problem of this machine, said before anything opens it."""
+    for place in (state_dir, *state_dir.parents):
+        try:
+            if place.is_dir():
+                return
+            if place.exists() or place.is_symlink():
+                raise StateError(f"state directory {state_dir}: {place} is not a directory")
+        except OSError as exc:
+            raise StateError(f"state directory {state_dir}: {exc.strerror or exc}") from None
 
 
 def print_json(obj) -> None:
     print(json.dumps(obj, sort_keys=False), flush=True)
 
 
+class _ReaderGone(Exception):
+    """Standard output is a pipe nobody reads any more."""
+
+
+class _GuardedOutput:
+    """sys.stdout, turning a failed write into an error mtcd can name: a
+    closed pipe ends the command quietly, anything else (ENOSPC on
+    /dev/full) is one line and exit 74."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _guard(self, call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            raise _ReaderGone() from None
+        except OSError as exc:
+            raise OutputFailed(f"cannot write standard output: {exc.strerror or exc}") from None
+
+    def write(self, text):
+        return self._guard(self._stream.write, text)
+
+    def flush(self):
+        return self._guard(self._stream.flush)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _silence_stdout() -> None:
+    # Output still buffered for a dead pipe or a full disk would be retried,
+    # and fail loudly, at interpreter exit.
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.__stdout__.fileno())
+        os.close(null)
+    except (OSError, AttributeError, ValueError):
+        pass
+
+
+def _not_permitted(exc: MtcdError) -> MtcdError:
+    """Root's state directory read by another user: not damaged data (65)
+    but a permission (77), with what to do about it."""
+    if os.geteuid() != 0 and isinstance(exc, (KeystoreError, StateError)):
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, PermissionError) or (isinstance(cause, OSError) and cause.errno == errno.EACCES):
+            where = f" {cause.filename}" if cause.filename else ""
+            return NotPermitted(f"permission denied on{where}: run as root or in service.admin_group")
+    return exc
+
+
 def run_main(prog: str, body: Callable[[list[str]], int], argv: list[str] | None) -> int:
     """Run a command body; turn every expected error into one line on stderr
     and its documented exit code.  Anything else is a bug: still one line
     (no traceback, which could carry local values), exit 70."""
+    real_stdout = sys.stdout
+    if real_stdout is not None:  # None: started with file descriptor 1 closed
+        sys.stdout = _GuardedOutput(real_stdout)
     try:
-        return body(sys.argv[1:] if argv is None else argv)
+        try:
+            code = body(sys.argv[1:] if argv is None else argv)
+        except SystemExit as done:  # --help, --version: argparse's own exit
+            code = done.code if isinstance(done.code, int) else 0
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        return code
+    except _ReaderGone:
+        _silence_stdout()
+        return EXIT_READER_GONE
     except MtcdError as exc:
+        if isinstance(exc, OutputFailed):
+            _silence_stdout()
+        exc = _not_permitted(exc)
         print(f"{prog}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -67,6 +157,9 @@ def run_main(prog: str, body: Callable[[list[str]], int], argv: list[str] | None
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         print(f"{prog}: internal error: {type(exc).__name__} (please report)", file=sys.stderr)
         return EXIT_SOFTWARE
+    finally:
+        sys.stdout = real_stdout
 
 
-__all__ = ["ArgumentParser", "EXIT_USAGE", "add_config_option", "config_from", "print_json", "run_main", "setup_logging"]
+__all__ = ["ArgumentParser", "EXIT_READER_GONE", "EXIT_USAGE", "add_config_option", "check_state_dir_place",
+           "config_from", "print_json", "run_main", "setup_logging"]

@@ -9,13 +9,15 @@
     mtcctl compromise [--json]           presume every stored PIN known; rotate them
     mtcctl sim unblock [--allow-last-attempt]  PUK and new PIN on stdin, two lines
     mtcctl status [--json]               last decision, stored PINs, sealer
-    mtcctl history [--json]              the pairing journal
+    mtcctl history [--limit N] [--since WHEN] [--json]  the pairing journal, newest N events
 (all take --config PATH)
 
 Exit codes: 0 done, 1 refused (the SIM or the store is not in a state for
 it; the reason is printed), 64 usage, 65 bad PIN/ICCID input or damaged
-keystore, 69 modem unavailable, 74 state directory not writable,
-77 not allowed on the service's control socket, 78 configuration error.
+keystore, 69 modem unavailable, 74 state directory not writable or stdout
+not writable, 75 the card's answer to a PIN change was lost (the next
+pairing settles it), 77 not allowed on the service's control socket or in
+root's state directory, 78 configuration error, 141 stdout's reader went away.
 While `mtcd run` holds the modem, commands that need it go through the
 service's control socket; otherwise mtcctl opens the modem itself.
 A PIN is never taken from argv or the environment: those are visible to
@@ -27,7 +29,7 @@ from __future__ import annotations
 import getpass
 import sys
 
-from ..errors import EXIT_DATAERR, EXIT_OK, ModemUnavailable, MtcdError, UsageError
+from ..errors import EXIT_DATAERR, EXIT_OK, EXIT_TEMPFAIL, ModemUnavailable, MtcdError, UsageError
 from ..identity import Iccid
 from ..journal import PairingJournal
 from ..sealers import open_keystore
@@ -78,8 +80,12 @@ def _parser() -> ArgumentParser:
     unblock.add_argument("--json", action="store_true")
     status = sub.add_parser("status", help="last pairing decision and keystore summary")
     status.add_argument("--json", action="store_true")
-    history = sub.add_parser("history", help="the pairing journal")
+    history = sub.add_parser("history", help="the pairing journal (the newest events, oldest first)")
     history.add_argument("--json", action="store_true")
+    history.add_argument("--limit", type=_history_limit, default=50, metavar="N",
+                         help="at most N events, the newest (default 50; 0: all)")
+    history.add_argument("--since", type=_history_since, metavar="WHEN",
+                         help='only events at or after WHEN: an ISO date or time (UTC unless given), or a duration such as "7d", "12h"')
     return parser
 
 
@@ -90,12 +96,20 @@ def _iccid(text: str) -> Iccid:
         raise BadInput(f"invalid ICCID: {exc}") from None
 
 
+_MAX_SECRET_LINE = 1024
+
+
 def read_secret(kind, prompt: str):
     """One PIN or PUK from a no-echo prompt on a terminal, else one line of stdin."""
-    if sys.stdin.isatty():
-        text = getpass.getpass(prompt)
-    else:
-        text = sys.stdin.readline()
+    stdin = sys.stdin  # None when started with file descriptor 0 closed
+    try:
+        if stdin is not None and stdin.isatty():
+            text = getpass.getpass(prompt)
+        else:
+            # Bounded: a PIN is short, and `< /dev/zero` must not eat memory.
+            text = stdin.readline(_MAX_SECRET_LINE) if stdin is not None else ""
+    except (OSError, ValueError, UnicodeDecodeError):
+        text = ""
     text = text.strip()
     if not text:
         raise BadInput(f"no {kind.kind} given on standard input")
@@ -164,7 +178,9 @@ def _print_result(args, result: dict) -> int:
         print_json(result)
     else:
         print(result.get("detail") or result)
-    return EXIT_OK
+    # A change whose answer was lost is not done: the agent tries again
+    # after the next pairing has settled which PIN the card holds.
+    return EXIT_TEMPFAIL if result.get("outcome") == "interrupted" else EXIT_OK
 
 
 def _pin_stage(config, args) -> int:
@@ -256,7 +272,10 @@ def _unblock(config, args) -> int:
 
 def _status(config, args) -> int:
     keystore, sealer = open_keystore(config.state_dir, config.keystore.sealer)
+    # From the journal's summary file; None when unknown (never an error).
     last = PairingJournal(config.state_dir).last("decision")
+    if last is not None:
+        last = _imsi_shown(last, config.service.show_imsi)
     status = {
         "state_dir": str(config.state_dir),
         "modem_port": config.modem.port,
@@ -286,8 +305,51 @@ def _status(config, args) -> int:
     return EXIT_OK
 
 
+def _history_limit(text: str) -> int:
+    import argparse
+
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"--limit must be a whole number >= 0 (got {text!r})")
+    return int(text)
+
+
+def _history_since(text: str):
+    """An ISO date or time (UTC when no zone is given), or a duration back from now."""
+    import argparse
+    from datetime import datetime, timedelta, timezone
+
+    from ..config import _Bad, _duration
+
+    try:
+        seconds = _duration(text) if text != "off" else None
+    except _Bad:
+        seconds = None
+    if seconds is not None:
+        return datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'--since must be an ISO date or time, or a duration such as "7d" or "12h" (got {text!r})'
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _imsi_shown(record: dict, show_imsi: bool) -> dict:
+    """A record as it may be shown: an IMSI journaled in full (before
+    show_imsi was honoured, or with it on) is masked unless show_imsi."""
+    from ..events import masked_imsi
+
+    imsi = record.get("imsi")
+    if show_imsi or not isinstance(imsi, str) or "*" in imsi:
+        return record
+    return {**record, "imsi": masked_imsi(imsi)}
+
+
 def _history(config, args) -> int:
-    events = PairingJournal(config.state_dir).events()
+    journal = PairingJournal(config.state_dir)
+    events = [_imsi_shown(ev, config.service.show_imsi)
+              for ev in journal.recent(args.limit or None, args.since)]
     if args.json:
         print_json(events)
         return EXIT_OK

@@ -5,7 +5,8 @@
                                          SIM and the modem, close the gate on SIGTERM
 
 Exit codes: 0 paired, 1 refused, 64 usage, 65 damaged keystore/journal,
-69 modem unavailable or data link failed, 78 configuration error.
+69 modem unavailable or data link failed, 74 state directory or stdout not
+writable, 77 not permitted, 78 configuration error, 141 stdout's reader gone.
 """
 
 from __future__ import annotations

@@ -33,7 +33,10 @@ from .card import (
 
 REDACTED = "<redacted>"
 VENDORS = ("generic", "quectel", "huawei")
-FAULT_MODES = ("drop", "before")
+# "drop": applied, no answer (power cut after the card acted); "before":
+# neither applied nor answered; "ok" / "error": applied, then answered with
+# a plain OK / ERROR whatever the card said (modems that lie, seen in the field).
+FAULT_MODES = ("drop", "before", "ok", "error")
 
 _TAC = "35999900"
 _SERIAL = "000001"
@@ -306,9 +309,8 @@ class SimulatedModem:
                 self._urcs.append(f"+CPIN: {self._cpin_code(self.card)}")
 
     def fail_after(self, command_prefix: str, mode: str = "drop", times: int = 1) -> None:
-        """Break the next `times` commands starting with `command_prefix`:
-        "drop" applies the command but sends no reply (power cut after the
-        card acted), "before" neither applies nor answers it."""
+        """Break the next `times` commands starting with `command_prefix`
+        (modes: FAULT_MODES)."""
         if mode not in FAULT_MODES:
             raise ValueError(f"fault mode must be one of {', '.join(FAULT_MODES)}")
         with self._lock:
@@ -347,6 +349,8 @@ class SimulatedModem:
             if fault == "drop":
                 del self._urcs[queued:]  # power was cut: nothing goes out
                 return []
+            if fault in ("ok", "error"):
+                return lines[:-1] + (_FINAL_OK if fault == "ok" else _ERROR) if lines else lines
             return lines
 
     def _execute(self, line: str) -> list[str]:

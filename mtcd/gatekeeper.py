@@ -173,8 +173,13 @@ class SmsAlerts:
             return
         from datetime import datetime, timezone
 
-        from .alerts import AssociationChange, send_alert
-
+        try:
+            from .alerts import AssociationChange, send_alert
+        except ImportError as exc:
+            # A .deb installed without its Recommends: the journal event is
+            # written anyway; say what to install.
+            log.warning("association-change SMS not sent: %s (install python3-gsmmodem-new)", exc)
+            return
         try:
             alert = AssociationChange(
                 old_iccid=change.get("old_iccid"), new_iccid=change.get("new_iccid"),

@@ -373,3 +373,22 @@ def test_sms_refused_by_a_modem_without_service_sends_no_body():
             # The session is still in step: the next command answers normally.
             assert transport.execute(commands.sim_lock_query()).result.ok
         assert modem.sms_sent == []
+
+
+def test_a_missing_sms_library_is_a_warning_not_a_crash(tmp_path, monkeypatch, caplog):
+    """A .deb installed without its Recommends has no gsmmodem: the service
+    warns and goes on (the journal event is written anyway)."""
+    import sys
+
+    from mtcd.config import load_config
+    from mtcd.gatekeeper import SmsAlerts
+
+    config = tmp_path / "mtcd.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\n[modem]\nport = "/dev/null"\n'
+                      '[alerts]\nsms_to = "+491701234567"\n')
+    monkeypatch.setitem(sys.modules, "gsmmodem", None)  # import fails as when absent
+    monkeypatch.delitem(sys.modules, "mtcd.alerts", raising=False)
+    change = {"old_iccid": None, "new_iccid": "89490200000000000014", "old_imei": None, "new_imei": None}
+    with caplog.at_level("WARNING"):
+        SmsAlerts(load_config(config)).association_changed(None, change, None)
+    assert "install python3-gsmmodem-new" in caplog.text

@@ -220,3 +220,11 @@ def test_no_pin_in_argv_or_environment_of_the_service(gateway, notify_socket):
         assert LEAK_PIN not in out + err
         # Stopping the service closes the gate.
         assert modem.radio == 4
+
+
+@pytest.mark.parametrize("module, prog", [("mtcd.cli.daemon", "mtcd"), ("mtcd.cli.ctl", "mtcctl")])
+def test_version_option(module, prog):
+    import mtcd
+
+    run = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0 and run.stdout.strip() == f"{prog} {mtcd.__version__}", run.stdout + run.stderr

@@ -37,7 +37,7 @@ from ..lifecycle import COMPROMISED, REQUESTED, LifecycleRefused, check_change_a
 from ..secret import Pin, Puk
 from ..control import ControlClient
 from ..service import Gateway
-from .common import ArgumentParser, add_config_option, config_from, print_json, run_main, setup_logging
+from .common import ArgumentParser, add_version_option, add_config_option, config_from, print_json, run_main, setup_logging
 
 PROG = "mtcctl"
 
@@ -48,6 +48,7 @@ class BadInput(MtcdError):
 
 def _parser() -> ArgumentParser:
     parser = ArgumentParser(prog=PROG, description="mtcd maintenance")
+    add_version_option(parser)
     add_config_option(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -16,13 +16,14 @@ import sys
 from ..datalink import DatalinkFailed
 from ..errors import EXIT_OK, EXIT_REFUSED
 from ..service import Gateway
-from .common import ArgumentParser, add_config_option, config_from, print_json, run_main, setup_logging
+from .common import ArgumentParser, add_version_option, add_config_option, config_from, print_json, run_main, setup_logging
 
 PROG = "mtcd"
 
 
 def _parser() -> ArgumentParser:
     parser = ArgumentParser(prog=PROG, description="UICC-device pairing gate (3GPP TR 33.868 PIN verification pairing)")
+    add_version_option(parser)
     add_config_option(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -58,6 +58,7 @@ bench: venv
 	$(PY) bench/commands_to_pair.py
 	$(PY) bench/keystore_scale.py
 	$(PY) bench/idle_cpu.py
+	$(PY) bench/journal_scale.py
 
 # Real modem and SIM on the bench: make hw-test MODEM=/dev/ttyUSB2
 hw-test: venv

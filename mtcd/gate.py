@@ -140,7 +140,11 @@ def _stored_view(keystore: Keystore, iccid: Iccid) -> StoredPin | None:
 
 def _present(uicc: Uicc, keystore: Keystore, obs: Observations, which: str,
              events: list[tuple[str, dict]]) -> Observations:
-    pin = keystore.get(obs.iccid).candidate(which)
+    entry = keystore.get(obs.iccid)
+    pin = entry.candidate(which) if entry is not None else None
+    if pin is None:
+        # Forgotten (or replaced) by a person since it was looked up: look again.
+        return obs.with_(stored=_stored_view(keystore, obs.iccid))
     keystore.begin_attempt(obs.iccid, attempts_before=obs.attempts, which=which)
     outcome = uicc.present_pin(pin, obs.iccid)
     # What the card asks for now (READY, SIM PIN again, or SIM PUK after its

@@ -310,16 +310,14 @@ class Keystore:
         """Keep `pin` as the PIN the card may hold next.  Written (and fsynced)
         before the card is asked to change, so no power cut can leave the card
         with a PIN the gateway does not have.  `over_rotation=False`: refuse
-        to replace the pending PIN of a rotation of ours (an OTA staging; a
-        person's unblock may replace it, the card's PUK decides)."""
+        to replace any pending PIN (an OTA staging: the card may hold it
+        already; a person's unblock may replace it, the card's PUK decides)."""
         if not isinstance(pin, Pin):
             raise TypeError("stage_pending needs a Pin")
         if origin not in (ROTATION, STAGED):
             raise ValueError("origin must be rotation or staged")
         entry = self._require(iccid)
-        if entry.pending_pin is not None and (
-            origin == ROTATION or (entry.pending_origin == ROTATION and not over_rotation)
-        ):
+        if entry.pending_pin is not None and (origin == ROTATION or not over_rotation):
             # The rotation checked before it began, outside this lock; a PIN
             # staged meanwhile may be on its way to the card: never lose it.
             raise KeystoreError(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .config import PolicyConfig
-from .errors import MtcdError
+from .errors import EXIT_TEMPFAIL, MtcdError
 from .identity import Iccid, Imei
 from .journal import PairingJournal
 from .keystore import CURRENT, ROTATION, STAGED, Keystore, PinEntry
@@ -41,6 +41,13 @@ class LifecycleRefused(MtcdError):
     Example: a rotation asked for while an over-the-air PIN is staged."""
 
     exit_code = 1
+
+
+class ChangeLost(LifecycleRefused):
+    """The card's answer to a command changing its PIN state was lost:
+    a temporary failure, settled at the next pairing."""
+
+    exit_code = EXIT_TEMPFAIL
 
 
 @dataclass(frozen=True)
@@ -69,9 +76,13 @@ def stage(keystore: Keystore, journal: PairingJournal | None, policy: PolicyConf
     entry = keystore.get(iccid)
     if entry is None:
         raise LifecycleRefused(f"no PIN is stored for {iccid}; store its current PIN first (mtcctl pin set)")
-    if entry.pending_pin is not None and entry.pending_origin == ROTATION:
+    if entry.pending_pin is not None:
+        # The card may hold that PIN already (our rotation, a person's
+        # unblock, or an earlier OTA change that was delivered): replacing it
+        # could leave the card with a PIN nobody has.
         raise LifecycleRefused(
-            f"a PIN change of {iccid} by this gateway is not settled yet; stage after the SIM is next unlocked"
+            f"a pending PIN of {iccid} is not settled yet; stage after the SIM is next unlocked "
+            "(or, if that OTA change was never sent, mtcctl pin set with the current PIN)"
         )
     # Checked again under the keystore's lock: a rotation may start meanwhile.
     keystore.stage_pending(iccid, pin, STAGED, over_rotation=False)
@@ -182,14 +193,23 @@ class Lifecycle:
                 f"{iccid} is already paired with this gateway; to adopt it again, "
                 "forget its PIN first (mtcctl pin forget) — only if the SIM holds the transport PIN again"
             )
+        if existing is not None and existing.pending_pin is not None:
+            # An earlier adoption's change may have reached the card: storing
+            # the transport PIN again would drop the PIN the card may hold.
+            raise LifecycleRefused(
+                f"the PIN change of an earlier adoption of {iccid} is not settled yet; "
+                "it is settled when the SIM is next unlocked (power-cycle the modem, then mtcd pairs it)"
+            )
+        change_started = False
         try:
             self._take_transport_pin(lock, iccid, transport_pin, pair)
+            change_started = True  # from here on the card's PIN may change
             result = self.rotate(ADOPTED)
         except MtcdError:
             # A failed adoption leaves no entry behind, unless a change of the
-            # card's PIN started: then the pending PIN may be the card's.
+            # card's PIN started: then the entry may hold the card's PIN.
             entry = self.keystore.get(iccid)
-            if existing is None and entry is not None and entry.pending_pin is None:
+            if existing is None and entry is not None and not change_started:
                 self.keystore.forget(iccid)
                 self.journal.append("pin-forgotten", iccid=str(iccid), why="adoption failed")
             raise
@@ -228,7 +248,7 @@ class Lifecycle:
             self.keystore.record_rejected(iccid, CURRENT)
             raise LifecycleRefused("the SIM rejected the transport PIN")
         else:
-            raise LifecycleRefused("the SIM's answer to enabling its PIN was lost; run the adoption again")
+            raise ChangeLost("the SIM's answer to enabling its PIN was lost; run the adoption again")
 
     # -- unblocking, only ever for a person -----------------------------------
     def unblock(self, puk: Puk, new_pin: Pin, allow_last_attempt: bool = False) -> ChangeResult:

@@ -16,7 +16,7 @@ DEB_WORK := build/deb
 # /usr/local python shadowing /usr/bin/python3 in a package build.
 DEB_ENV := env -u PYTHONPATH -u VIRTUAL_ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
-.PHONY: all deps venv test test-long demo demo-deps test-demo bench hw-test install clean deb deb-deps test-bookworm test-deb
+.PHONY: all deps venv test test-long demo demo-deps bench hw-test install clean deb deb-deps test-bookworm test-deb
 
 all: test
 

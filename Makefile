@@ -16,7 +16,7 @@ DEB_WORK := build/deb
 # /usr/local python shadowing /usr/bin/python3 in a package build.
 DEB_ENV := env -u PYTHONPATH -u VIRTUAL_ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
-.PHONY: all deps venv test test-long demo bench hw-test install clean deb deb-deps test-bookworm test-deb
+.PHONY: all deps venv test test-long demo demo-deps bench hw-test install clean deb deb-deps test-bookworm test-deb
 
 all: test
 
@@ -51,7 +51,34 @@ venv: $(STAMP)
 test: deps venv
 	$(PY) -m pytest -q tests
 
-demo: venv
+# `make demo` on a fresh machine: the Debian packages that building the
+# runtime dependencies needs (systemd-python compiles against libsystemd;
+# Debian's own python3 also needs its venv and headers), then a venv with
+# mtcd and its runtime dependencies only, no test tools.  A venv `make test`
+# already made is used as it is; `make test` later completes a demo's venv.
+DEMO_STAMP := $(VENV)/.installed-runtime
+DEMO_DEB_PACKAGES ?= build-essential pkg-config libsystemd-dev \
+  $(if $(filter /usr,$(shell $(PYTHON) -c 'import sys; print(sys.base_prefix)' 2>/dev/null || echo /usr)),python3 python3-venv python3-dev)
+
+demo-deps:
+	@echo "== make demo: checking the Debian packages it needs"
+	$(call apt_ensure,$(DEMO_DEB_PACKAGES))
+
+$(DEMO_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "mtcd needs Python >= 3.11"; exit 1; }
+	@echo "== creating $(VENV) with $$($(PYTHON) -c 'import sys; print(sys.executable, sys.version.split()[0])')"
+	@$(PYTHON) -m venv $(VENV)
+	@echo "== installing mtcd and its runtime dependencies (building systemd-python takes a minute)"
+	@# pip's own progress, one line per package, without its noise; pip's exit status kept.
+	@{ $(PY) -m pip install --disable-pip-version-check -e . 2>&1; echo $$? > $(VENV)/.pip-status; } | \
+	  grep --line-buffered -E '^(Collecting|Building wheel|Successfully|ERROR|error)' | sed -u 's/^/   /'
+	@status=$$(cat $(VENV)/.pip-status); rm -f $(VENV)/.pip-status; \
+	  [ "$$status" = 0 ] || { echo "pip failed (exit $$status): $(PY) -m pip install -e . shows why"; exit 1; }
+	@touch $@
+
+demo: demo-deps $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
+	@echo "== running the demo (python -m mtcd.demo)"
 	$(PY) -m mtcd.demo
 
 bench: venv

@@ -3,7 +3,9 @@
 Every problem is a ConfigError with one line naming the file and the key,
 e.g. ``mtcd.toml: policy.min_retries must be an integer from 2 to 3 (got 7)``.
 Unknown keys are errors too: a misspelt safety setting must not silently
-fall back to its default.
+fall back to its default.  Drop-ins `<config>.d/*.toml` (for the default
+file, /etc/mtcd/mtcd.toml.d/) are read after the file in lexical order,
+tables merged key by key, a later value winning; each is checked as strictly.
 
     state_dir = "/var/lib/mtcd"    # relative paths are taken from the file's directory
     [modem]
@@ -312,7 +314,44 @@ _BOM = "\ufeff"
 
 
 def load_config(path: Path = DEFAULT_CONFIG_PATH) -> Config:
+    """The file at `path`, then its drop-ins `<path>.d/*.toml` in lexical
+    order, each over what came before: tables merged key by key, the later
+    file's value winning.  Every file is read and checked on its own, so a
+    complaint names the file that holds the key."""
     path = Path(path)
+    doc = _parse(path)
+    _check_keys(path, doc)
+    origins = {key: path for key in _keys_of(doc)}
+    for drop_in in drop_ins(path):
+        extra = _parse(drop_in)
+        _check_keys(drop_in, extra)
+        for name, value in extra.items():
+            if isinstance(value, dict) and isinstance(doc.get(name), dict):
+                doc[name] = {**doc[name], **value}
+            else:
+                doc[name] = value
+        origins.update({key: drop_in for key in _keys_of(extra)})
+    return _build(path, doc, origins)
+
+
+def drop_ins(path: Path) -> list[Path]:
+    """`<path>.d/*.toml`, sorted by name; none when the directory is absent.
+    Names starting with a dot (editors' temporary files) are skipped."""
+    where = Path(f"{path}.d")
+    try:
+        names = [e.name for e in os.scandir(where)]
+    except FileNotFoundError:
+        return []
+    except NotADirectoryError:
+        raise ConfigError(f"{where}: not a directory") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL byte in the path
+        raise ConfigError(f"{_show(str(where))}: not a valid path") from None
+    return [where / name for name in sorted(names) if name.endswith(".toml") and not name.startswith(".")]
+
+
+def _parse(path: Path) -> dict:
     raw = _read_config(path)
     try:
         text = raw.decode("utf-8")
@@ -323,12 +362,21 @@ def load_config(path: Path = DEFAULT_CONFIG_PATH) -> Config:
     # does not allow one, but it carries no meaning, so it is dropped.
     text = text.removeprefix(_BOM)
     try:
-        doc = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {_where(text, str(exc))}") from None
     except RecursionError:  # tomllib recurses once per nested array or table
         raise ConfigError(f"{path}: arrays or tables nested too deeply") from None
-    return _build(path, doc)
+
+
+def _keys_of(doc: dict) -> list[str]:
+    """The dotted keys a document sets ("modem.port", "state_dir")."""
+    keys = []
+    for name, value in doc.items():
+        keys.append(name)
+        if name in _SECTIONS and isinstance(value, dict):
+            keys.extend(f"{name}.{key}" for key in value)
+    return keys
 
 
 def _read_config(path: Path) -> bytes:
@@ -369,20 +417,27 @@ def _where(text: str, message: str) -> str:
     return message
 
 
-def _build(path: Path, doc: dict) -> Config:
-    def fail(key: str, complaint: str):
-        raise ConfigError(f"{path}: {key} {complaint}") from None
-
-    # Unknown keys first: a typo is the likeliest cause of any other complaint.
+def _check_keys(path: Path, doc: dict) -> None:
+    """Unknown keys first: a typo is the likeliest cause of any other complaint."""
     for key in doc:
         if key not in _TOP:
             _unknown(path, key)
     for name in _SECTIONS:
         if name in doc and not isinstance(doc[name], dict):
-            fail(name, f"must be a table ([{name}]) (got {_show(doc[name])})")
+            raise ConfigError(f"{path}: {name} must be a table ([{name}]) (got {_show(doc[name])})")
         for key in doc.get(name, {}):
             if key not in _SECTIONS[name]:
                 _unknown(path, f"{name}.{key}")
+
+
+def _build(path: Path, doc: dict, origins: dict[str, Path] | None = None) -> Config:
+    origins = origins or {}
+
+    def fail(key: str, complaint: str, cause: str | None = None):
+        # The file that set the key (or the key that makes it needed);
+        # for a missing key, the main file.
+        where = origins.get(key) or origins.get(cause or "") or path
+        raise ConfigError(f"{where}: {key} {complaint}") from None
 
     def take(section: str) -> dict:
         out = {}
@@ -407,7 +462,8 @@ def _build(path: Path, doc: dict) -> Config:
     for key in ("up", "down"):
         given = datalink.get(key, ())
         if backend == "command" and not given:
-            fail(f"datalink.{key}", 'is required (a non-empty argv list) when backend = "command"')
+            fail(f"datalink.{key}", 'is required (a non-empty argv list) when backend = "command"',
+                 "datalink.backend")
         if backend != "command" and given:
             fail(f"datalink.{key}",
                  f'is only used with backend = "command" (backend is "{backend}")')
@@ -420,7 +476,7 @@ def _build(path: Path, doc: dict) -> Config:
             fail("state_dir", str(bad))
         # Relative to the configuration file, not to whatever the cwd is (systemd: /).
         if not state_dir.is_absolute():
-            state_dir = (path.parent / state_dir).absolute()
+            state_dir = (origins.get("state_dir", path).parent / state_dir).absolute()
 
     _outside_state_dir(
         state_dir, fail,

@@ -38,6 +38,16 @@ class ArgumentParser(argparse.ArgumentParser):
         message = _SECRET_LOOKING.sub("<redacted>", " ".join(message.split()))
         raise UsageError(f"{message} (see {self.prog} --help)")
 
+    def parse_args(self, args=None, namespace=None):
+        # Only the top parser's parse_args runs: subcommands are parsed with
+        # parse_known_args.  So here the global options join every
+        # subcommand, and what was said before and after is combined.
+        _share_global_options(self)
+        parsed = super().parse_args(args, namespace)
+        if hasattr(parsed, "verbose"):
+            _settle_global_options(self, parsed)
+        return parsed
+
 
 def add_version_option(parser: argparse.ArgumentParser) -> None:
     from .. import __version__
@@ -45,12 +55,75 @@ def add_version_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
 
+# Names the configuration file for every command (mtcd, mtcctl, the keyring
+# backend) when --config does not.
+CONFIG_ENV = "MTCD_CONFIG"
+_CONFIG_HELP = f"configuration file (default ${CONFIG_ENV}, else {DEFAULT_CONFIG_PATH}; drop-ins in PATH.d/*.toml)"
+_VERBOSE_HELP = "more log output (repeat for AT traces)"
+_JSON_HELP = "print the result as JSON (commands that have a JSON form)"
+
+
 def add_config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG_PATH, metavar="PATH",
-        help=f"configuration file (default {DEFAULT_CONFIG_PATH})",
-    )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeat for AT traces)")
+    """The global options --config, -v and --json.  Accepted before the
+    subcommand and after it (`mtcctl --json pin list`, `mtcctl pin list
+    --json`); the subcommands get their copies when the top parser parses."""
+    parser.add_argument("--config", type=Path, default=None, metavar="PATH", help=_CONFIG_HELP)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help=_VERBOSE_HELP)
+    parser.add_argument("--json", action="store_true", help=_JSON_HELP)
+
+
+def _leaves(parser: argparse.ArgumentParser):
+    """(command words, parser) of every subcommand that takes no further subcommand."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield (), parser
+    for action in subs:
+        for name, child in action.choices.items():
+            for words, leaf in _leaves(child):
+                yield (name, *words), leaf
+
+
+def _share_global_options(top: argparse.ArgumentParser) -> None:
+    """Give every subcommand --config, -v and --json.  Their defaults are
+    SUPPRESS: argparse copies a subcommand's namespace over the top one, so
+    a default there would undo `mtcctl --json pin list`.  A subcommand that
+    declared --json itself has a JSON form; its flag is made to match."""
+    if getattr(top, "_globals_shared", False) or not any(a.dest == "verbose" for a in top._actions):
+        return
+    top._globals_shared = True
+    for words, leaf in _leaves(top):
+        if leaf is top:
+            continue
+        own_json = [a for a in leaf._actions if "--json" in a.option_strings]
+        for action in own_json:
+            action.default = argparse.SUPPRESS
+            action.help = action.help or "print the result as JSON"
+        leaf.set_defaults(_json_form=bool(own_json))
+        leaf.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="PATH", help=_CONFIG_HELP)
+        leaf.add_argument("-v", "--verbose", dest="_verbose_after", action="count", default=argparse.SUPPRESS,
+                          help=_VERBOSE_HELP)
+        if not own_json:
+            leaf.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def _settle_global_options(top: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--config after the subcommand wins over one before it, either over
+    $MTCD_CONFIG, that over the default; -v counts wherever it stands;
+    --json on a subcommand without a JSON form is a usage error, not ignored."""
+    args.verbose += vars(args).pop("_verbose_after", 0)
+    if args.config is None:
+        args.config = Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+    if args.json and not vars(args).pop("_json_form", True):
+        words = [getattr(args, a.dest) for a in _subcommand_actions(top, args)]
+        top.error(f"--json: '{' '.join(words)}' has no JSON output")
+    vars(args).pop("_json_form", None)
+
+
+def _subcommand_actions(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and getattr(args, action.dest, None) in action.choices:
+            yield action
+            yield from _subcommand_actions(action.choices[getattr(args, action.dest)], args)
 
 
 def setup_logging(prog: str, verbose: int) -> None:

@@ -19,6 +19,9 @@ Without journald (no socket, systemd-python missing, or the send fails) an
 event is one line on stderr instead, never a traceback:
 
     mtcd: SIM refused [state=refused reason=unknown-sim iccid=8949...]
+
+and when that stderr is itself the journal's stream (JOURNAL_STREAM), the
+line starts with the event's priority, `<4>mtcd: SIM refused [...]`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from .identity import Imsi
+from .logsetup import stderr_is_journal, with_priority
 from .secret import Secret
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
@@ -212,7 +216,12 @@ class EventLog:
                 return fields
             except (OSError, ValueError, TypeError):
                 pass  # a stale socket nobody reads (ECONNREFUSED), a full queue
-        self._print(stderr_line(fields))
+        line = stderr_line(fields)
+        if self._stream is None and stderr_is_journal():
+            # journald reads this line from our stderr: give it the event's
+            # priority, not the stream's default (info).
+            line = with_priority(int(fields["PRIORITY"]), line)
+        self._print(line)
         return fields
 
     def _print(self, line: str) -> None:

@@ -11,6 +11,8 @@ then sleeps on a wake-up pipe until something happens:
 - SIGHUP: the configuration is read again; the link is kept when nothing it
   depends on changed;
 - SIGTERM: link down, radio off, exit 0;
+- SIGUSR1: log one step more (warning, info, debug with the AT traces);
+  SIGUSR2: back to the level it started with (mtcd.logsetup);
 - a control-socket request (mtcctl), run here so that one thread talks to
   the modem.  `status` is answered from the state this loop publishes, at
   once, whatever the loop is doing; a request that needs the modem is
@@ -43,9 +45,11 @@ from .config import Config, load_config
 from .datalink import DatalinkFailed
 from .errors import ConfigError, ModemUnavailable, MtcdError
 from .events import Event, EventLog
+from . import logsetup
 from .metrics import Metrics
 from .gate import PairingOutcome, _stored_view
 from .identity import Iccid
+from .sdnotify import sd_notify
 from .policy import Observations, Paired, PolicySettings, Reason, Refused, StoredPin, decide
 from .service import Gateway, policy_settings
 from .simlock import SimEvent, SimLock
@@ -67,10 +71,12 @@ NEEDS_MODEM = frozenset({"rotate", "adopt", "compromise", "unblock"})
 
 
 class Notifier:
-    """sd_notify through systemd-python.  Never raises: a NOTIFY_SOCKET that
-    points nowhere is logged once and otherwise ignored."""
+    """sd_notify over the standard library (mtcd.sdnotify), so READY=1
+    reaches systemd even without python3-systemd.  Never raises: a
+    NOTIFY_SOCKET that points nowhere is logged once and otherwise ignored."""
 
     def __init__(self, environ=os.environ):
+        self._environ = environ
         self.enabled = bool(environ.get("NOTIFY_SOCKET"))
         usec = environ.get("WATCHDOG_USEC")
         pid = environ.get("WATCHDOG_PID")
@@ -79,26 +85,14 @@ class Notifier:
         self.watchdog_interval = int(usec) / 2e6 if usec and usec.isdigit() and mine and int(usec) > 0 else None
         self._last_ping = 0.0
         self._warned = False
-        self._lock = threading.Lock()
 
     def send(self, **fields: str) -> None:
         if not self.enabled:
             return
         text = "\n".join(f"{k}={v}" for k, v in fields.items())
         try:
-            from systemd import daemon
-
-            with self._lock:
-                # libsystemd's send is not retried after a signal (SIGHUP
-                # during a notification): a lost READY=1 would leave
-                # `systemctl reload` waiting.
-                for _ in range(10):
-                    try:
-                        daemon.notify(text)
-                        break
-                    except InterruptedError:
-                        continue
-        except (OSError, ImportError, ValueError) as exc:
+            sd_notify(text, self._environ)
+        except OSError as exc:
             if not self._warned:
                 log.warning("cannot notify systemd (%s); carrying on without it", exc)
                 self._warned = True
@@ -316,10 +310,15 @@ class Gatekeeper:
         in_main = threading.current_thread() is threading.main_thread()
         old = {}
         if in_main:
-            old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+            old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
+                                                     signal.SIGUSR1, signal.SIGUSR2)}
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
             signal.signal(signal.SIGHUP, self.request_reload)
+            # The level changes in the handler itself, not at the loop's next
+            # turn: the traces are wanted for an exchange that is hanging now.
+            signal.signal(signal.SIGUSR1, lambda *_: logsetup.more_verbose())
+            signal.signal(signal.SIGUSR2, lambda *_: logsetup.configured_verbosity())
             old_wakeup = signal.set_wakeup_fd(self._wake_w)
         self._control = None
         try:

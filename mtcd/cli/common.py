@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import logging
 import os
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import logsetup
 from ..config import DEFAULT_CONFIG_PATH, Config, load_config
 from ..errors import (
     EXIT_SOFTWARE, EXIT_USAGE, KeystoreError, MtcdError, NotPermitted, OutputFailed, StateError, UsageError,
@@ -127,8 +127,8 @@ def _subcommand_actions(parser: argparse.ArgumentParser, args: argparse.Namespac
 
 
 def setup_logging(prog: str, verbose: int) -> None:
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, stream=sys.stderr, format=f"{prog}: %(levelname)s: %(message)s")
+    # With the journal on stderr each line carries its priority (mtcd.logsetup).
+    logsetup.setup(prog, verbose)
 
 
 def config_from(args) -> Config:
@@ -228,13 +228,13 @@ def run_main(prog: str, body: Callable[[list[str]], int], argv: list[str] | None
         if isinstance(exc, OutputFailed):
             _silence_stdout()
         exc = _not_permitted(exc)
-        print(f"{prog}: {exc}", file=sys.stderr)
+        print(logsetup.error_line(prog, str(exc)), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        print(logsetup.error_line(prog, "interrupted"), file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence
-        print(f"{prog}: internal error: {type(exc).__name__} (please report)", file=sys.stderr)
+        print(logsetup.error_line(prog, f"internal error: {type(exc).__name__} (please report)"), file=sys.stderr)
         return EXIT_SOFTWARE
     finally:
         sys.stdout = real_stdout

@@ -31,12 +31,18 @@ fall back to its default.
     [alerts]
     sms_to = ""                    # operator number for association-change SMS
     [datalink]
-    backend = "at"                 # "at" | "command" | "none"
+    backend = "at"                 # "at" | "ecm" | "ppp" | "command" | "none"
     apn = "internet"
     pdp_type = "IP"
     cid = 1
     up = []                        # argv lists, backend "command" only
     down = []
+    interface = ""                 # ecm: "usb0" by default; ppp: "ppp0"
+    networkctl = true              # ecm: networkctl up/reconfigure/down IFACE when installed
+    ppp_port = ""                  # ppp: the modem's data port (not modem.port), required
+    pppd = "/usr/sbin/pppd"        # ppp only
+    run_dir = "/run/mtcd/ppp"      # ppp only: generated peer file and chat script
+    up_timeout = 60                # ppp only: seconds until the interface is up
 """
 
 from __future__ import annotations
@@ -59,7 +65,7 @@ VENDORS = ("auto", "generic", "quectel", "simcom", "ublox", "huawei", "telit", "
 IMEI_CHANGE_ACTIONS = ("report", "refuse")
 SEALERS = ("auto", "systemd-creds", "tpm2", "file")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-DATALINK_BACKENDS = ("at", "command", "none")
+DATALINK_BACKENDS = ("at", "ecm", "ppp", "command", "none")
 PDP_TYPES = ("IP", "IPV6", "IPV4V6")
 MAX_APN_LENGTH = 100  # TS 23.003 §9.1
 
@@ -111,6 +117,12 @@ class DatalinkConfig:
     cid: int = 1
     up: tuple[str, ...] = ()
     down: tuple[str, ...] = ()
+    interface: str = ""  # "": the backend's usual one
+    networkctl: bool = True
+    ppp_port: str = ""
+    pppd: str = "/usr/sbin/pppd"
+    run_dir: Path = Path("/run/mtcd/ppp")
+    up_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -262,6 +274,28 @@ def _argv(value):
     return tuple(value)
 
 
+_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # Linux IFNAMSIZ - 1
+# Written into pppd's options file: one word, no quotes or blanks.
+_PPP_WORD = re.compile(r"/[A-Za-z0-9/._:+@-]+")
+
+
+def _interface(value):
+    if value == "":
+        return value
+    if not isinstance(value, str) or not _IFNAME.fullmatch(value) or value in (".", ".."):
+        raise _Bad(f"must be a network interface name of at most 15 letters, digits, '_', '.' or '-' "
+                   f"(got {_show(value)})")
+    return value
+
+
+def _ppp_path(value):
+    if value == "":
+        return value
+    if not isinstance(value, str) or not _PPP_WORD.fullmatch(value):
+        raise _Bad(f"must be an absolute path without blanks or quotes (got {_show(value)})")
+    return value
+
+
 _TOP = {"state_dir": _state_dir, "modem": None, "policy": None, "datalink": None, "keystore": None,
         "service": None, "alerts": None}
 _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
@@ -301,6 +335,12 @@ _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "cid": _integer(1, 255),
         "up": _argv,
         "down": _argv,
+        "interface": _interface,
+        "networkctl": _boolean,
+        "ppp_port": _ppp_path,
+        "pppd": _ppp_path,
+        "run_dir": lambda value: Path(_ppp_path(value)) if value != "" else _ppp_path(value),
+        "up_timeout": _seconds,
     },
 }
 
@@ -411,6 +451,7 @@ def _build(path: Path, doc: dict) -> Config:
         if backend != "command" and given:
             fail(f"datalink.{key}",
                  f'is only used with backend = "command" (backend is "{backend}")')
+    _datalink_backend_keys(datalink, backend, modem["port"], fail)
 
     state_dir = DEFAULT_STATE_DIR
     if "state_dir" in doc:
@@ -428,6 +469,8 @@ def _build(path: Path, doc: dict) -> Config:
         ("service.control_socket", service.get("control_socket", ServiceConfig.control_socket)),
         ("datalink.up", _program(datalink.get("up", ()))),
         ("datalink.down", _program(datalink.get("down", ()))),
+        ("datalink.pppd", _program([datalink.get("pppd", DatalinkConfig.pppd)])),
+        ("datalink.run_dir", datalink.get("run_dir")),
     )
 
     return Config(
@@ -439,6 +482,26 @@ def _build(path: Path, doc: dict) -> Config:
         service=ServiceConfig(**service),
         alerts=AlertsConfig(**alerts),
     )
+
+
+# Keys that only one backend reads: given for another, they are a mistake.
+_BACKEND_KEYS = {"interface": ("ecm", "ppp"), "networkctl": ("ecm",), "ppp_port": ("ppp",),
+                 "pppd": ("ppp",), "run_dir": ("ppp",), "up_timeout": ("ppp",)}
+
+
+def _datalink_backend_keys(datalink: dict, backend: str, modem_port: str, fail) -> None:
+    for key, backends in _BACKEND_KEYS.items():
+        if key in datalink and backend not in backends:
+            fail(f"datalink.{key}", f'is only used with backend = {" or ".join(f"{b!r}" for b in backends)} '
+                                    f'(backend is "{backend}")'.replace("'", '"'))
+    if backend != "ppp":
+        return
+    if not datalink.get("ppp_port"):
+        fail("datalink.ppp_port", 'is required when backend = "ppp" (the modem\'s data port, e.g. "/dev/ttyUSB3")')
+    if datalink["ppp_port"] == modem_port:
+        fail("datalink.ppp_port", f"must not be modem.port {modem_port}: mtcd holds that port (got {_show(modem_port)})")
+    if datalink.get("pppd") == "" or datalink.get("run_dir") == "":
+        fail("datalink.pppd" if datalink.get("pppd") == "" else "datalink.run_dir", "must not be empty")
 
 
 def _program(argv) -> Path | None:

@@ -31,18 +31,20 @@ fall back to its default.
     [alerts]
     sms_to = ""                    # operator number for association-change SMS
     [datalink]
-    backend = "at"                 # "at" | "ecm" | "ppp" | "command" | "none"
+    backend = "at"                 # "at" | "ecm" | "qmi" | "ppp" | "command" | "none"
     apn = "internet"
     pdp_type = "IP"
     cid = 1
     up = []                        # argv lists, backend "command" only
     down = []
-    interface = ""                 # ecm: "usb0" by default; ppp: "ppp0"
-    networkctl = true              # ecm: networkctl up/reconfigure/down IFACE when installed
+    interface = ""                 # ecm: "usb0" by default; qmi: "wwan0"; ppp: "ppp0"
+    networkctl = true              # ecm, qmi: networkctl up/reconfigure/down IFACE when installed
+    qmi_device = "/dev/cdc-wdm0"   # qmi only
+    qmicli = "/usr/bin/qmicli"     # qmi only
     ppp_port = ""                  # ppp: the modem's data port (not modem.port), required
     pppd = "/usr/sbin/pppd"        # ppp only
     run_dir = "/run/mtcd/ppp"      # ppp only: generated peer file and chat script
-    up_timeout = 60                # ppp only: seconds until the interface is up
+    up_timeout = 60                # ppp: seconds until the interface is up; qmi: for each qmicli
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ VENDORS = ("auto", "generic", "quectel", "simcom", "ublox", "huawei", "telit", "
 IMEI_CHANGE_ACTIONS = ("report", "refuse")
 SEALERS = ("auto", "systemd-creds", "tpm2", "file")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-DATALINK_BACKENDS = ("at", "ecm", "ppp", "command", "none")
+DATALINK_BACKENDS = ("at", "ecm", "qmi", "ppp", "command", "none")
 PDP_TYPES = ("IP", "IPV6", "IPV4V6")
 MAX_APN_LENGTH = 100  # TS 23.003 §9.1
 
@@ -122,6 +124,8 @@ class DatalinkConfig:
     ppp_port: str = ""
     pppd: str = "/usr/sbin/pppd"
     run_dir: Path = Path("/run/mtcd/ppp")
+    qmi_device: str = "/dev/cdc-wdm0"
+    qmicli: str = "/usr/bin/qmicli"
     up_timeout: float = 60.0
 
 
@@ -341,6 +345,8 @@ _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "pppd": _ppp_path,
         "run_dir": lambda value: Path(_ppp_path(value)) if value != "" else _ppp_path(value),
         "up_timeout": _seconds,
+        "qmi_device": _ppp_path,
+        "qmicli": _ppp_path,
     },
 }
 
@@ -470,6 +476,7 @@ def _build(path: Path, doc: dict) -> Config:
         ("datalink.up", _program(datalink.get("up", ()))),
         ("datalink.down", _program(datalink.get("down", ()))),
         ("datalink.pppd", _program([datalink.get("pppd", DatalinkConfig.pppd)])),
+        ("datalink.qmicli", _program([datalink.get("qmicli", DatalinkConfig.qmicli)])),
         ("datalink.run_dir", datalink.get("run_dir")),
     )
 
@@ -485,8 +492,11 @@ def _build(path: Path, doc: dict) -> Config:
 
 
 # Keys that only one backend reads: given for another, they are a mistake.
-_BACKEND_KEYS = {"interface": ("ecm", "ppp"), "networkctl": ("ecm",), "ppp_port": ("ppp",),
-                 "pppd": ("ppp",), "run_dir": ("ppp",), "up_timeout": ("ppp",)}
+_SIM_CODE_OPTIONS = ("--uim-verify-pin", "--uim-unblock-pin", "--uim-change-pin", "--dms-uim-verify-pin",
+                     "--dms-uim-unblock-pin", "--dms-uim-change-pin")
+_BACKEND_KEYS = {"interface": ("ecm", "qmi", "ppp"), "networkctl": ("ecm", "qmi"), "ppp_port": ("ppp",),
+                 "pppd": ("ppp",), "run_dir": ("ppp",), "up_timeout": ("qmi", "ppp"),
+                 "qmi_device": ("qmi",), "qmicli": ("qmi",)}
 
 
 def _datalink_backend_keys(datalink: dict, backend: str, modem_port: str, fail) -> None:
@@ -494,6 +504,18 @@ def _datalink_backend_keys(datalink: dict, backend: str, modem_port: str, fail) 
         if key in datalink and backend not in backends:
             fail(f"datalink.{key}", f'is only used with backend = {" or ".join(f"{b!r}" for b in backends)} '
                                     f'(backend is "{backend}")'.replace("'", '"'))
+    # A PIN or PUK on a command line is readable by every local user
+    # (guarantee 4), and the SIM is mtcd's to unlock: refused outright.
+    for key in ("up", "down"):
+        for arg in datalink.get(key, ()):
+            if arg.lower().startswith(_SIM_CODE_OPTIONS):
+                fail(f"datalink.{key}", f"must not unlock the SIM itself; mtcd does (got {_show(arg.split('=')[0])})")
+    if backend == "qmi":
+        if "," in datalink.get("apn", DatalinkConfig.apn):  # qmicli's list separator
+            fail("datalink.apn", f'must not contain "," with backend = "qmi" (got {_show(datalink["apn"])})')
+        for key in ("qmi_device", "qmicli"):
+            if datalink.get(key) == "":
+                fail(f"datalink.{key}", "must not be empty")
     if backend != "ppp":
         return
     if not datalink.get("ppp_port"):

@@ -1,9 +1,13 @@
-"""Backends "ecm" and "ppp" against the simulated modem through a real pty.
+"""Backends "ecm", "qmi" and "ppp" against the simulated modem through a real pty.
 
 ECM: the simulator plays a Quectel EC25 (+QCFG "usbnet", +QNETDEVCTL) and a
 SIMCom SIM7600 (+DIALMODE, $QCRMCALL), including the danger of such modems:
 with auto-connect on they start their data call by themselves.  `networkctl`
 is a recorded stand-in script on PATH (no systemd-networkd in the test).
+
+QMI: qmicli is a recorded stand-in script, not the real program: there is
+no /dev/cdc-wdm0 (a USB QMI device) to run it against, and libqmi-utils is
+not installed where the suite runs.  It answers in qmicli's output format.
 
 PPP: pppd is a recorded stand-in script, not the real program: pppd needs
 /dev/ppp and root, and is not installed where the suite runs.  The stand-in
@@ -22,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from mtcd.config import load_config
-from mtcd.datalink import DatalinkFailed, EcmDatalink, PppDatalink, datalink_for
-from mtcd.datalink import ppp
+from mtcd.datalink import DatalinkFailed, EcmDatalink, PppDatalink, QmiDatalink, datalink_for
+from mtcd.datalink import ppp, qmi
 from mtcd.errors import ConfigError
 from mtcd.modem import Modem
 from mtcd.policy import Paired, Reason, Refused
@@ -179,6 +183,78 @@ def test_paired_ecm_link_comes_up_through_mtcd_once(gateway):
         assert sim.data_call and sim.data_call_starts == 1 and sim.autoconnect is False
 
 
+# --- QMI -------------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_qmicli(tmp_path, monkeypatch):
+    """A stand-in qmicli: appends its argv (and environment) to a record
+    and answers --wds-start-network as qmicli does."""
+    net = tmp_path / "net"
+    (net / "wwan0" / "qmi").mkdir(parents=True)
+    (net / "wwan0" / "qmi" / "raw_ip").write_text("N\n")
+    monkeypatch.setattr(qmi, "SYS_CLASS_NET", net)
+    record = tmp_path / "qmicli.record"
+    program = tmp_path / "qmicli"
+    program.write_text(f"""#!/bin/sh
+echo "argv $@" >> "{record}"
+env >> "{record}"
+case "$3" in
+  --wds-start-network=*)
+    printf "[/dev/cdc-wdm0] Network started\\n\\tPacket data handle: '2264924160'\\n"
+    printf "[/dev/cdc-wdm0] Client ID not released:\\n\\tService: 'wds'\\n\\t    CID: '20'\\n" ;;
+  --wds-stop-network=*) echo "[/dev/cdc-wdm0] Network stopped" ;;
+esac
+""")
+    program.chmod(0o755)
+    return program, record, net
+
+
+def qmi_calls(record: Path) -> list[str]:
+    return [line[5:] for line in record.read_text().splitlines() if line.startswith("argv ")]
+
+
+def test_qmi_call_comes_up_after_pairing_and_goes_down(tmp_path, fake_qmicli, networkctl):
+    program, record, net = fake_qmicli
+    with vendor_link("quectel") as (sim, modem, sent):
+        link = QmiDatalink(modem, apn="iot.example", qmicli=str(program))
+        link.up(Paired())
+        assert sent() == ["AT+CFUN=1"] and sim.radio == 1  # the APN goes with qmicli
+        assert qmi_calls(record) == [
+            "--device=/dev/cdc-wdm0 --device-open-proxy --wds-start-network=apn=iot.example,ip-type=4 "
+            "--client-no-release-cid"]
+        assert (net / "wwan0" / "qmi" / "raw_ip").read_text() == "Y\n"
+        assert networkctl.read_text().splitlines() == ["down wwan0", "up wwan0", "reconfigure wwan0"]
+        link.down()
+        assert qmi_calls(record)[1] == ("--device=/dev/cdc-wdm0 --device-open-proxy "
+                                        "--wds-stop-network=2264924160 --client-cid=20")
+        assert networkctl.read_text().splitlines()[-1] == "down wwan0"
+        assert sent()[1:] == ["AT+CFUN=4"] and sim.radio == 4
+    text = record.read_text()
+    assert TEST_PIN not in text and "pin" not in " ".join(qmi_calls(record)).lower()
+
+
+def test_qmi_modem_lost_stops_the_call(tmp_path, fake_qmicli, networkctl):
+    program, record, net = fake_qmicli
+    with vendor_link("quectel") as (sim, modem, sent):
+        link = QmiDatalink(modem, apn="iot.example", qmicli=str(program))
+        link.up(Paired())
+        link.release_without_modem()
+        assert "--wds-stop-network=2264924160" in qmi_calls(record)[-1] and link.session is None
+
+
+def test_qmi_failure_is_one_line_and_radio_off(tmp_path, fake_qmicli, networkctl):
+    failing = tmp_path / "failing-qmicli"
+    failing.write_text("#!/bin/sh\necho \"error: couldn't start network: QMI protocol error (14): 'CallFailed'\" >&2\n"
+                       "exit 1\n")
+    failing.chmod(0o755)
+    with vendor_link("quectel") as (sim, modem, sent):
+        with pytest.raises(DatalinkFailed) as failed:
+            QmiDatalink(modem, apn="iot.example", qmicli=str(failing)).up(Paired())
+        assert str(failed.value) == ("qmicli --wds-start-network=apn=iot.example,ip-type=4 exited with 1: "
+                                     "error: couldn't start network: QMI protocol error (14): 'CallFailed'")
+        assert sim.radio == 4
+
+
 # --- PPP -------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -271,7 +347,9 @@ def test_ppp_interface_never_up_is_cut_off(tmp_path, fake_pppd):
 def test_no_data_call_and_no_pppd_without_a_paired_decision(tmp_path, fake_pppd, networkctl, not_a_proof):
     program, record, net = fake_pppd
     with vendor_link("quectel") as (sim, modem, sent):
-        for link in (EcmDatalink(modem, apn="iot.example"), ppp_link(modem, tmp_path, program)):
+        qmicli = tmp_path / "qmicli-never"
+        for link in (EcmDatalink(modem, apn="iot.example"), ppp_link(modem, tmp_path, program),
+                     QmiDatalink(modem, apn="iot.example", qmicli=str(qmicli))):
             with pytest.raises(TypeError, match="paired"):
                 link.up(not_a_proof)
         assert sent() == [] and not record.exists() and not networkctl.exists()
@@ -294,6 +372,10 @@ def test_backends_are_built_from_configuration(tmp_path):
     config = load_config(_config(tmp_path, 'backend = "ecm"\ninterface = "eth1"\nnetworkctl = false'))
     link = datalink_for(config.datalink, modem=None)
     assert type(link) is EcmDatalink and (link.interface, link.networkctl) == ("eth1", False)
+    config = load_config(_config(tmp_path, 'backend = "qmi"\nqmi_device = "/dev/cdc-wdm1"\nup_timeout = 20'))
+    link = datalink_for(config.datalink, modem=None)
+    assert type(link) is QmiDatalink and (link.device, link.interface, link.qmicli, link.timeout) == (
+        "/dev/cdc-wdm1", "wwan0", "/usr/bin/qmicli", 20)
 
 
 @pytest.mark.parametrize("datalink, complaint", [
@@ -303,10 +385,18 @@ def test_backends_are_built_from_configuration(tmp_path):
     ('backend = "ppp"\nppp_port = "/dev/ttyUSB3"\npppd = "/usr/sbin/pppd call x"', "datalink.pppd must be an absolute path"),
     ('backend = "ecm"\ninterface = "usb0 up"', "datalink.interface must be a network interface name"),
     ('backend = "ecm"\ninterface = "a-very-long-ifname0"', "datalink.interface must be a network interface name"),
-    ('backend = "at"\ninterface = "usb0"', 'datalink.interface is only used with backend = "ecm" or "ppp"'),
+    ('backend = "at"\ninterface = "usb0"', 'datalink.interface is only used with backend = "ecm" or "qmi" or "ppp"'),
+    ('backend = "qmi"\napn = "a,ip-type=6"', 'datalink.apn must not contain "," with backend = "qmi"'),
+    ('backend = "ecm"\nqmicli = "/usr/bin/qmicli"', 'datalink.qmicli is only used with backend = "qmi"'),
     ('backend = "ecm"\nppp_port = "/dev/ttyUSB3"', 'datalink.ppp_port is only used with backend = "ppp"'),
+    # qmicli can unlock the SIM itself: never with a PIN on its command line.
+    ('backend = "command"\nup = ["/usr/bin/qmicli", "-d", "/dev/cdc-wdm0", "--uim-verify-pin=PIN1,1234"]\n'
+     'down = ["/bin/true"]', 'datalink.up must not unlock the SIM itself; mtcd does (got "--uim-verify-pin")'),
+    ('backend = "command"\nup = ["/bin/true"]\ndown = ["/usr/bin/qmicli", "--DMS-UIM-VERIFY-PIN=PIN,1234"]',
+     'datalink.down must not unlock the SIM itself'),
 ])
 def test_bad_datalink_settings_name_the_key(tmp_path, datalink, complaint):
     with pytest.raises(ConfigError) as failed:
         load_config(_config(tmp_path, datalink))
     assert complaint in str(failed.value) and "\n" not in str(failed.value)
+    assert "1234" not in str(failed.value)

@@ -3,7 +3,8 @@
 `up()` takes the `Paired` decision itself: there is no way to bring a link
 up without one (guarantee 3).  Every backend switches the radio on as part
 of `up()` and off as part of `down()`.  One module per backend that needs
-more than the modem: `ecm` (a USB network interface), `ppp` (pppd).
+more than the modem: `ecm` (a USB network interface), `qmi` (qmicli), `ppp`
+(pppd).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from ..modem import Modem
 from .base import AtDatalink, CommandDatalink, Datalink, DatalinkFailed
 from .ecm import EcmDatalink
 from .ppp import PppDatalink
+from .qmi import QmiDatalink
 
 __all__ = ["AtDatalink", "CommandDatalink", "Datalink", "DatalinkFailed", "EcmDatalink", "PppDatalink",
-           "datalink_for"]
+           "QmiDatalink", "datalink_for"]
 
 
 def datalink_for(config: DatalinkConfig, modem: Modem) -> Datalink:
@@ -26,6 +28,10 @@ def datalink_for(config: DatalinkConfig, modem: Modem) -> Datalink:
     if config.backend == "ecm":
         return EcmDatalink(modem, config.apn, config.pdp_type, config.cid,
                            interface=config.interface or "usb0", networkctl=config.networkctl)
+    if config.backend == "qmi":
+        return QmiDatalink(modem, config.apn, config.pdp_type, config.cid, device=config.qmi_device,
+                           interface=config.interface or "wwan0", qmicli=config.qmicli,
+                           networkctl=config.networkctl, timeout=config.up_timeout)
     if config.backend == "ppp":
         return PppDatalink(modem, config.apn, config.pdp_type, config.cid,
                            port=config.ppp_port, interface=config.interface or "ppp0",

@@ -19,7 +19,7 @@ import subprocess
 from ..at import commands
 from ..errors import CommandFailed
 from ..modem import Modem
-from .base import AtDatalink, DatalinkFailed
+from .base import AtDatalink, DatalinkFailed, _last_line
 
 log = logging.getLogger("mtcd.datalink")
 
@@ -75,22 +75,26 @@ class EcmDatalink(AtDatalink):
         self._networkctl("down")
 
     def _networkctl(self, verb: str) -> None:
-        """`networkctl <verb> IFACE` when asked for and installed; a failure
-        is a warning: networkd may not manage the interface (ifupdown, a
-        DHCP client of its own) and the data call stands without it."""
-        if not self.networkctl:
-            return
-        program = shutil.which("networkctl")
-        if program is None:
-            return
-        argv = [program, verb, self.interface]
-        try:
-            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=NETWORKCTL_TIMEOUT, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            log.warning("networkctl %s %s: %s", verb, self.interface, type(exc).__name__)
-            return
-        if done.returncode != 0:
-            said = done.stderr.decode("utf-8", "replace").strip().splitlines()
-            log.warning("networkctl %s %s exited with %d%s", verb, self.interface, done.returncode,
-                        f": {said[-1][:200]}" if said else "")
+        networkctl(verb, self.interface, self.networkctl)
+
+
+def networkctl(verb: str, interface: str, enabled: bool = True) -> None:
+    """`networkctl <verb> IFACE` when enabled and installed; a failure is a
+    warning: networkd may not manage the interface (ifupdown, a DHCP client
+    of its own) and the data call stands without it."""
+    if not enabled:
+        return
+    program = shutil.which("networkctl")
+    if program is None:
+        return
+    argv = [program, verb, interface]
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=NETWORKCTL_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("networkctl %s %s: %s", verb, interface, type(exc).__name__)
+        return
+    if done.returncode != 0:
+        said = _last_line(done.stderr)
+        log.warning("networkctl %s %s exited with %d%s", verb, interface, done.returncode,
+                    f": {said}" if said else "")

@@ -12,7 +12,6 @@ output in `run_dir`/pppd.log; the link is up when its interface appears.
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import time
 from pathlib import Path

@@ -33,12 +33,20 @@ tables merged key by key, a later value winning; each is checked as strictly.
     [alerts]
     sms_to = ""                    # operator number for association-change SMS
     [datalink]
-    backend = "at"                 # "at" | "command" | "none"
+    backend = "at"                 # "at" | "ecm" | "qmi" | "ppp" | "command" | "none"
     apn = "internet"
     pdp_type = "IP"
     cid = 1
     up = []                        # argv lists, backend "command" only
     down = []
+    interface = ""                 # ecm: "usb0" by default; qmi: "wwan0"; ppp: "ppp0"
+    networkctl = true              # ecm, qmi: networkctl up/reconfigure/down IFACE when installed
+    qmi_device = "/dev/cdc-wdm0"   # qmi only
+    qmicli = "/usr/bin/qmicli"     # qmi only
+    ppp_port = ""                  # ppp: the modem's data port (not modem.port), required
+    pppd = "/usr/sbin/pppd"        # ppp only
+    run_dir = "/run/mtcd/ppp"      # ppp only: generated peer file and chat script
+    up_timeout = 60                # ppp: seconds until the interface is up; qmi: for each qmicli
 """
 
 from __future__ import annotations
@@ -61,7 +69,7 @@ VENDORS = ("auto", "generic", "quectel", "simcom", "ublox", "huawei", "telit", "
 IMEI_CHANGE_ACTIONS = ("report", "refuse")
 SEALERS = ("auto", "systemd-creds", "tpm2", "file")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-DATALINK_BACKENDS = ("at", "command", "none")
+DATALINK_BACKENDS = ("at", "ecm", "qmi", "ppp", "command", "none")
 PDP_TYPES = ("IP", "IPV6", "IPV4V6")
 MAX_APN_LENGTH = 100  # TS 23.003 §9.1
 
@@ -113,6 +121,14 @@ class DatalinkConfig:
     cid: int = 1
     up: tuple[str, ...] = ()
     down: tuple[str, ...] = ()
+    interface: str = ""  # "": the backend's usual one
+    networkctl: bool = True
+    ppp_port: str = ""
+    pppd: str = "/usr/sbin/pppd"
+    run_dir: Path = Path("/run/mtcd/ppp")
+    qmi_device: str = "/dev/cdc-wdm0"
+    qmicli: str = "/usr/bin/qmicli"
+    up_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -264,6 +280,28 @@ def _argv(value):
     return tuple(value)
 
 
+_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # Linux IFNAMSIZ - 1
+# Written into pppd's options file: one word, no quotes or blanks.
+_PPP_WORD = re.compile(r"/[A-Za-z0-9/._:+@-]+")
+
+
+def _interface(value):
+    if value == "":
+        return value
+    if not isinstance(value, str) or not _IFNAME.fullmatch(value) or value in (".", ".."):
+        raise _Bad(f"must be a network interface name of at most 15 letters, digits, '_', '.' or '-' "
+                   f"(got {_show(value)})")
+    return value
+
+
+def _ppp_path(value):
+    if value == "":
+        return value
+    if not isinstance(value, str) or not _PPP_WORD.fullmatch(value):
+        raise _Bad(f"must be an absolute path without blanks or quotes (got {_show(value)})")
+    return value
+
+
 _TOP = {"state_dir": _state_dir, "modem": None, "policy": None, "datalink": None, "keystore": None,
         "service": None, "alerts": None}
 _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
@@ -303,6 +341,14 @@ _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "cid": _integer(1, 255),
         "up": _argv,
         "down": _argv,
+        "interface": _interface,
+        "networkctl": _boolean,
+        "ppp_port": _ppp_path,
+        "pppd": _ppp_path,
+        "run_dir": lambda value: Path(_ppp_path(value)) if value != "" else _ppp_path(value),
+        "up_timeout": _seconds,
+        "qmi_device": _ppp_path,
+        "qmicli": _ppp_path,
     },
 }
 
@@ -467,6 +513,7 @@ def _build(path: Path, doc: dict, origins: dict[str, Path] | None = None) -> Con
         if backend != "command" and given:
             fail(f"datalink.{key}",
                  f'is only used with backend = "command" (backend is "{backend}")')
+    _datalink_backend_keys(datalink, backend, modem["port"], fail)
 
     state_dir = DEFAULT_STATE_DIR
     if "state_dir" in doc:
@@ -484,6 +531,9 @@ def _build(path: Path, doc: dict, origins: dict[str, Path] | None = None) -> Con
         ("service.control_socket", service.get("control_socket", ServiceConfig.control_socket)),
         ("datalink.up", _program(datalink.get("up", ()))),
         ("datalink.down", _program(datalink.get("down", ()))),
+        ("datalink.pppd", _program([datalink.get("pppd", DatalinkConfig.pppd)])),
+        ("datalink.qmicli", _program([datalink.get("qmicli", DatalinkConfig.qmicli)])),
+        ("datalink.run_dir", datalink.get("run_dir")),
     )
 
     return Config(
@@ -495,6 +545,41 @@ def _build(path: Path, doc: dict, origins: dict[str, Path] | None = None) -> Con
         service=ServiceConfig(**service),
         alerts=AlertsConfig(**alerts),
     )
+
+
+# Keys that only one backend reads: given for another, they are a mistake.
+_SIM_CODE_OPTIONS = ("--uim-verify-pin", "--uim-unblock-pin", "--uim-change-pin", "--dms-uim-verify-pin",
+                     "--dms-uim-unblock-pin", "--dms-uim-change-pin")
+_BACKEND_KEYS = {"interface": ("ecm", "qmi", "ppp"), "networkctl": ("ecm", "qmi"), "ppp_port": ("ppp",),
+                 "pppd": ("ppp",), "run_dir": ("ppp",), "up_timeout": ("qmi", "ppp"),
+                 "qmi_device": ("qmi",), "qmicli": ("qmi",)}
+
+
+def _datalink_backend_keys(datalink: dict, backend: str, modem_port: str, fail) -> None:
+    for key, backends in _BACKEND_KEYS.items():
+        if key in datalink and backend not in backends:
+            fail(f"datalink.{key}", f'is only used with backend = {" or ".join(f"{b!r}" for b in backends)} '
+                                    f'(backend is "{backend}")'.replace("'", '"'))
+    # A PIN or PUK on a command line is readable by every local user
+    # (guarantee 4), and the SIM is mtcd's to unlock: refused outright.
+    for key in ("up", "down"):
+        for arg in datalink.get(key, ()):
+            if arg.lower().startswith(_SIM_CODE_OPTIONS):
+                fail(f"datalink.{key}", f"must not unlock the SIM itself; mtcd does (got {_show(arg.split('=')[0])})")
+    if backend == "qmi":
+        if "," in datalink.get("apn", DatalinkConfig.apn):  # qmicli's list separator
+            fail("datalink.apn", f'must not contain "," with backend = "qmi" (got {_show(datalink["apn"])})')
+        for key in ("qmi_device", "qmicli"):
+            if datalink.get(key) == "":
+                fail(f"datalink.{key}", "must not be empty")
+    if backend != "ppp":
+        return
+    if not datalink.get("ppp_port"):
+        fail("datalink.ppp_port", 'is required when backend = "ppp" (the modem\'s data port, e.g. "/dev/ttyUSB3")')
+    if datalink["ppp_port"] == modem_port:
+        fail("datalink.ppp_port", f"must not be modem.port {modem_port}: mtcd holds that port (got {_show(modem_port)})")
+    if datalink.get("pppd") == "" or datalink.get("run_dir") == "":
+        fail("datalink.pppd" if datalink.get("pppd") == "" else "datalink.run_dir", "must not be empty")
 
 
 def _program(argv) -> Path | None:

@@ -104,6 +104,9 @@ class Gateway:
         # would attach by itself with a SIM whose PIN is disabled.
         modem.switch_radio_off()
         modem.choose_dialect(self.config.modem.vendor)
+        # With the radio off and before any pairing: a vendor auto-connect
+        # the backend finds switched on is switched off.
+        self.datalink.prepare()
         self.imei = modem.imei()
         self.imeisv = modem.imeisv()
         self.keystore, self.sealer = open_keystore(self.config.state_dir, self.config.keystore.sealer)

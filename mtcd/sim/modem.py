@@ -32,7 +32,7 @@ from .card import (
 )
 
 REDACTED = "<redacted>"
-VENDORS = ("generic", "quectel", "huawei")
+VENDORS = ("generic", "quectel", "huawei", "simcom")
 # "drop": applied, no answer (power cut after the card acted); "before":
 # neither applied nor answered; "ok" / "error": applied, then answered with
 # a plain OK / ERROR whatever the card said (modems that lie, seen in the field).
@@ -70,6 +70,7 @@ _IDENTITY = {
     "generic": ("mtcd simulator", "SIM-1", "SIM-1.0.0"),
     "quectel": ("Quectel", "EC25", "EC25EFAR06A06M4G"),
     "huawei": ("huawei", "ME909s-120", "11.617.01.00.00"),
+    "simcom": ("SIMCOM INCORPORATED", "SIMCOM_SIM7600G-H", "LE20B04SIM7600G22"),
 }
 
 _FINAL_OK = ["OK"]
@@ -184,6 +185,7 @@ class SimulatedModem:
         ready_delay: float = 0.0,
         latency: float = 0.0,
         power_on_cfun: int = 1,
+        autoconnect: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ):
         if vendor not in VENDORS:
@@ -217,6 +219,11 @@ class SimulatedModem:
         self._urc_listeners: list[Callable[[], None]] = []
         self._faults: list[list] = []  # [prefix, mode, times left]
         self._lock = threading.RLock()
+        # USB network (ECM) data call: the vendor's stored auto-connect
+        # setting survives a reboot; the call itself does not.
+        self.autoconnect = autoconnect
+        self.usbnet = 1  # Quectel +QCFG "usbnet": 1 ECM
+        self.data_call_starts = 0  # data calls started on request, not by auto-connect
         self._reset_volatile()
 
     def _reset_volatile(self) -> None:
@@ -226,6 +233,7 @@ class SimulatedModem:
         self.pdp_active = False
         self.attached = False
         self.connected = False
+        self.data_call = False
         self._busy_until = 0.0
         self.cmgf = 0
 
@@ -273,6 +281,7 @@ class SimulatedModem:
                 "generic": ["+CPIN: NOT INSERTED"],
                 "quectel": ["+CPIN: NOT READY"],
                 "huawei": ["^SIMST: 255"],
+                "simcom": ["+SIMCARD: NOT AVAILABLE"],
             }[self.vendor]
         self._notify()
 
@@ -289,6 +298,7 @@ class SimulatedModem:
                 "generic": [f"+CPIN: {state}"],
                 "quectel": [f"+CPIN: {state}", "+QUSIM: 1"],
                 "huawei": ["^SIMST: 1"],
+                "simcom": [f"+CPIN: {state}"],
             }[self.vendor]
         self._notify()
 
@@ -346,6 +356,7 @@ class SimulatedModem:
                 lines = self._execute(line)
             except _Reply as r:
                 lines = r.lines
+            self._dial_by_itself()
             if fault == "drop":
                 del self._urcs[queued:]  # power was cut: nothing goes out
                 return []
@@ -358,7 +369,7 @@ class SimulatedModem:
         if body == "":
             return _FINAL_OK
         first = body[0].upper()
-        if first in "+^":
+        if first in "+^$":
             for i, ch in enumerate(body):
                 if ch in "=?":
                     name, rest = body[:i].upper(), body[i:]
@@ -414,6 +425,12 @@ class SimulatedModem:
         if self.vendor == "quectel":
             table["+QPINC"] = self._qpinc
             table["+QCCID"] = self._qccid
+        if self.vendor == "quectel":
+            table["+QCFG"] = self._qcfg
+            table["+QNETDEVCTL"] = self._qnetdevctl
+        if self.vendor == "simcom":
+            table["+DIALMODE"] = self._dialmode
+            table["$QCRMCALL"] = self._qcrmcall
         if self.vendor == "huawei":
             table["^CPIN"] = self._huawei_cpin
             table["^ICCID"] = self._huawei_iccid
@@ -521,6 +538,7 @@ class SimulatedModem:
         self.pdp_active = False
         self.attached = False
         self.connected = False
+        self.data_call = False
 
     # --- command handlers (form: exec | read | test | set) ------------------
 
@@ -941,6 +959,76 @@ class SimulatedModem:
         if form != "read":
             return _FINAL_OK if form == "test" else _ERROR
         return [f"^ICCID: {self._need_card().iccid.value}"] + _FINAL_OK
+
+
+# --- USB network (ECM/RNDIS) data calls: Quectel and SIMCom --------------
+
+    def _dial_by_itself(self) -> None:
+        """The danger of such modems: with auto-connect on, the data call
+        starts by itself as soon as the radio is on and the SIM unlocked."""
+        if self.autoconnect and self.radio == 1 and self._sim_ready() and not self.data_call:
+            self.attached = self.data_call = True
+
+    def _start_data_call(self, cid: int) -> None:
+        self._need_service()
+        if cid not in self.contexts:
+            self._fail(CME_NOT_ALLOWED)
+        self.attached = self.data_call = True
+        self.data_call_starts += 1
+
+    def _qcfg(self, form, args):
+        if form != "set":
+            return _FINAL_OK if form == "test" else _ERROR
+        f = fields(args)
+        if f[0].lower() != "usbnet":
+            return self._cme(CME_NOT_SUPPORTED)
+        if len(f) == 1:
+            return [f'+QCFG: "usbnet",{self.usbnet}'] + _FINAL_OK
+        (self.usbnet,) = self._ints(f[1], 1, 1)
+        return _FINAL_OK
+
+    def _qnetdevctl(self, form, args):
+        if form == "read":
+            if not (self.autoconnect or self.data_call):
+                return _FINAL_OK
+            return [f"+QNETDEVCTL: {3 if self.autoconnect else 1},1,1,{int(self.data_call)}"] + _FINAL_OK
+        if form != "set":
+            return _FINAL_OK if form == "test" else _ERROR
+        op, cid, _urc = self._ints(args, 3, 3)
+        if op == 0:
+            self.autoconnect = self.data_call = False
+        elif op in (1, 3):
+            self.autoconnect = op == 3
+            self._start_data_call(cid)
+        else:
+            return self._cme(CME_BAD_PARAMETERS)
+        return _FINAL_OK
+
+    def _dialmode(self, form, args):
+        if form == "read":
+            return [f"+DIALMODE: {0 if self.autoconnect else 1}"] + _FINAL_OK
+        if form != "set":
+            return _FINAL_OK if form == "test" else _ERROR
+        (mode,) = self._ints(args, 1, 1)
+        if mode not in (0, 1):
+            return self._cme(CME_BAD_PARAMETERS)
+        self.autoconnect = mode == 0
+        return _FINAL_OK
+
+    def _qcrmcall(self, form, args):
+        if form == "read":
+            return (["$QCRMCALL: 1,V4"] if self.data_call else []) + _FINAL_OK
+        if form != "set":
+            return _FINAL_OK if form == "test" else _ERROR
+        values = self._ints(args, 2, 5)
+        action, cid = values[0], values[4] if len(values) == 5 else 1
+        if action == 0:
+            self.data_call = False
+            return _FINAL_OK
+        if action != 1:
+            return self._cme(CME_BAD_PARAMETERS)
+        self._start_data_call(cid)
+        return ["$QCRMCALL: 1,V4"] + _FINAL_OK
 
 
 __all__ = ["DEFAULT_IMEI", "SimulatedModem", "redacted", "fields"]

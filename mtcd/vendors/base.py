@@ -209,6 +209,30 @@ class Dialect:
         """Commands that switch on SIM-state unsolicited result codes."""
         return []
 
+    # -- the USB network interface (datalink backend "ecm") ----------------
+    # Modems in ECM/RNDIS/NCM mode give the host an Ethernet-like interface;
+    # the data call behind it is started the vendor's way.  The generic
+    # answer is the 27.007 one: the PDP context itself (+CGACT).
+
+    def data_call(self, cid: int, on: bool) -> list[AtCommand]:
+        """Commands that start (on) or stop the data call behind the USB
+        network interface, for a context `cid` already defined."""
+        return [commands.activate_pdp_context(cid, on)]
+
+    def usbnet_queries(self) -> list[Query[str]]:
+        """Ways to read the USB network mode ("ecm", "rndis", "rmnet",
+        "mbim", "ncm"...); none when the vendor has no such setting."""
+        return []
+
+    def autoconnect_queries(self, cid: int) -> list[Query[bool]]:
+        """Ways to read whether the modem starts its data call by itself
+        (True: auto-connect is on); none when the vendor has no such setting."""
+        return []
+
+    def autoconnect_off(self, cid: int) -> list[AtCommand]:
+        """Commands that switch the vendor's auto-connect off."""
+        return []
+
     def sim_event(self, line: str) -> SimEvent | None:
         """Interpret an unsolicited line as a SIM-state change, or None."""
         body = after_prefix(line, "+CPIN:")

@@ -23,6 +23,18 @@ UPINCNT = AtCommand("AT+UPINCNT", prefixes=("+UPINCNT:",), name="upincnt")
 # <mode> is a bit mask: 1 = SIM initialisation states, 2 = phonebook,
 # 4 = toolkit REFRESH.  Only the card's state matters to us.
 USIMSTAT_ON = AtCommand("AT+USIMSTAT=1", name="usimstat")
+# TOBY/LARA networking mode behind the USB ECM interface: +UBMCONF: 1
+# router (the modem runs DHCP for the host), 2 bridge.  Either way the data
+# call is the PDP context (+CGACT), the generic one.
+UBMCONF_QUERY = AtCommand("AT+UBMCONF?", prefixes=("+UBMCONF:",), name="ubmconf")
+
+
+def parse_ubmconf(lines: Sequence[str]) -> str:
+    fields = reply_fields(lines, "+UBMCONF:")
+    mode = {"1": "ecm (router)", "2": "ecm (bridge)"}.get(fields[0])
+    if mode is None:
+        raise ModemProtocolError(f"+UBMCONF: unknown networking mode {fields[0]!r}")
+    return mode
 
 
 def parse_upincnt(lines: Sequence[str]) -> PinAttempts:
@@ -59,6 +71,9 @@ class UbloxDialect(Dialect):
 
     def urc_setup(self) -> list[AtCommand]:
         return [USIMSTAT_ON]
+
+    def usbnet_queries(self) -> list[Query[str]]:
+        return [Query(UBMCONF_QUERY, parse_ubmconf)]
 
     def sim_event(self, line: str) -> SimEvent | None:
         state = urc_number(line, "+UUSIMSTAT:")

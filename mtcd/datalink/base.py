@@ -1,4 +1,5 @@
-"""Data link backends, chosen by `[datalink] backend`.
+"""The data link's frame and the backends that need nothing outside the
+modem and a configured command: "none", "at" and "command".
 
 `up()` takes the `Paired` decision itself: there is no way to bring a link
 up without one (guarantee 3).  Every backend switches the radio on as part
@@ -11,11 +12,10 @@ import logging
 import subprocess
 from collections.abc import Sequence
 
-from .at import commands
-from .config import DatalinkConfig
-from .errors import EXIT_UNAVAILABLE, CommandFailed, MtcdError
-from .modem import Modem
-from .policy import Paired
+from ..at import commands
+from ..errors import EXIT_UNAVAILABLE, CommandFailed, MtcdError
+from ..modem import Modem
+from ..policy import Paired
 
 log = logging.getLogger("mtcd.datalink")
 
@@ -52,6 +52,11 @@ class Datalink:
     def down(self) -> None:
         self._take_down()
         self.modem.switch_radio_off()
+
+    def prepare(self) -> None:
+        """At session start, radio off, before any pairing: undo what the
+        modem would do by itself (a vendor auto-connect).  Reads and
+        switches off only; never starts anything."""
 
     def _bring_up(self) -> None:
         pass
@@ -143,11 +148,3 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, subprocess.TimeoutExpired):
         return f"no exit within {exc.timeout:g} s"
     return getattr(exc, "strerror", None) or type(exc).__name__
-
-
-def datalink_for(config: DatalinkConfig, modem: Modem) -> Datalink:
-    if config.backend == "at":
-        return AtDatalink(modem, config.apn, config.pdp_type, config.cid)
-    if config.backend == "command":
-        return CommandDatalink(modem, config.up, config.down)
-    return Datalink(modem)

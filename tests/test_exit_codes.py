@@ -157,7 +157,7 @@ def test_history_into_head_is_quiet(gateway):
     lines = journal.read_text().splitlines()
     journal.write_text("\n".join(lines * 600) + "\n")  # far longer than a pipe's buffer
     done = subprocess.run(
-        f"{sys.executable} -m mtcd.cli.ctl --config {gateway.config} history | head -1; echo \"rc=${{PIPESTATUS[0]}}\"",
+        f"{sys.executable} -m mtcd.cli.ctl --config {gateway.config} history --limit 0 | head -1; echo \"rc=${{PIPESTATUS[0]}}\"",
         shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=60, env=gateway.env)
     out = done.stdout.splitlines()
     assert len(out) == 2 and out[0] and out[-1] == "rc=141"

@@ -286,8 +286,14 @@ class Lifecycle:
         if lock is not SimLock.SIM_PUK:
             iccid = self.uicc.iccid() if lock in (SimLock.SIM_PIN, SimLock.READY) else None
             what = f"the SIM {iccid}" if iccid else "the SIM"
-            nxt = (f"; its PIN: `{_try_hint(self.uicc, self.policy.min_retries)}`" if lock is SimLock.SIM_PIN
-                   else "; `mtcctl repair` takes a pairing decision" if lock is SimLock.READY else "")
+            nxt = ""
+            if lock is SimLock.SIM_PIN and iccid is not None:
+                entry = self.keystore.get(iccid)
+                attempt = f"`{_try_hint(self.uicc, self.policy.min_retries)}`"
+                nxt = (f"; it asks for its PIN: {attempt}" if entry is not None and not entry.rejected
+                       else f"; it asks for its PIN: store the right one with `mtcctl pin set {iccid}`, then {attempt}")
+            elif lock is SimLock.READY:
+                nxt = "; `mtcctl repair` takes a pairing decision"
             raise LifecycleRefused(f"{what} is not blocked (it reports {lock.value}){nxt}")
         iccid = self.uicc.iccid()
         if iccid is None:

@@ -820,7 +820,9 @@ def _paired_gateway(gk: Gatekeeper) -> Gateway:
     if gk.gateway is None:
         raise _no_modem(gk)
     if gk.outcome is None or not gk.outcome.paired:
-        raise LifecycleRefused(f"the inserted SIM is not paired ({gk.status_text})")
+        out = gk.outcome
+        why = f"{out.reason.value}: {out.decision.detail}" if out is not None else gk.status_text
+        raise LifecycleRefused(f"the inserted SIM is not paired: {why}")
     return gk.gateway
 
 

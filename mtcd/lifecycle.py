@@ -252,11 +252,12 @@ class Lifecycle:
         why = f"the SIM {iccid} was not unlocked: {outcome.reason.value}"
         left = outcome.pin_retries
         if outcome.reason is Reason.PIN_REJECTED:
-            count = "an unknown number of" if left is None else str(left)
+            count = "an unknown number of PIN attempts" if left is None else \
+                f"{left} PIN attempt{'s' if left != 1 else ''}"
             if left is not None and left >= self.policy.min_retries:
-                return (f"{why}: it rejected the transport PIN ({count} PIN attempts left); "
+                return (f"{why}: it rejected the transport PIN ({count} left); "
                         "check the PIN and run `mtcctl pair` again")
-            return (f"{why}: it rejected the transport PIN ({count} PIN attempts left, guard "
+            return (f"{why}: it rejected the transport PIN ({count} left, guard "
                     f"{self.policy.min_retries}); with the right transport PIN: `mtcctl pin set {iccid} --transport`, "
                     f"then `{try_command(left, self.policy.min_retries)}`")
         if outcome.reason is Reason.RETRY_GUARD:

@@ -123,8 +123,8 @@ def plan_try(lock: SimLock, iccid: Iccid | None, stored: StoredPin | None, attem
         f"{attempts} PIN attempt{'s' if attempts != 1 else ''} left on SIM {iccid}"
     low = attempts is None or attempts < min_retries
     if low and not below_guard:
-        return refuse(BELOW_GUARD, f"{count}, below the guard of {min_retries} (or unknown); "
-                                   f"to present the stored PIN anyway: `{needed}`")
+        where = "" if attempts is None else f", below the guard of {min_retries}"
+        return refuse(BELOW_GUARD, f"{count}{where}; to present the stored PIN anyway: `{needed}`")
     if attempts == 1 and not last_attempt:
         return refuse(LAST_ATTEMPT, f"{count}: a wrong PIN would PUK-block the SIM; if you are sure the stored "
                                     f"PIN is right: `{needed}`")
@@ -173,9 +173,10 @@ def try_pin(uicc: Uicc, keystore: Keystore, journal: PairingJournal, settings: P
         _journal(journal, base, "refused", reason=SIM_CHANGED)
         raise refusal
     if plan.below_guard and not request.confirmed:
-        count = "an unknown number of" if attempts is None else str(attempts)
+        count = "an unknown number of PIN attempts" if attempts is None else \
+            f"{attempts} PIN attempt{'s' if attempts != 1 else ''}"
         return {**base, "outcome": "confirm",
-                "detail": f"SIM {iccid} has {count} PIN attempts left (guard {settings.min_retries}); "
+                "detail": f"SIM {iccid} has {count} left (guard {settings.min_retries}); "
                           f"presenting its stored {plan.which} PIN spends one if it is wrong"}
     if not uicc.may_present(iccid):
         raise TryRefused(SIM_ERROR, f"SIM {iccid} changed state while it was read; nothing presented: "

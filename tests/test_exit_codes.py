@@ -100,7 +100,7 @@ def test_a_byte_order_mark_is_accepted(gateway):
     gateway.configure("/dev/null")
     gateway.config.write_bytes(b"\xef\xbb\xbf" + gateway.config.read_bytes())
     run = gateway.mtcctl("pin", "list", "--json")
-    assert (run.returncode, run.stdout, run.stderr) == (0, "[]\n", "")
+    assert (run.returncode, run.stdout, run.stderr) == (0, '{"ok": true, "pins": []}\n', "")
 
 
 @pytest.mark.parametrize("special", ["/dev/zero", "/dev/urandom", "fifo", "directory"])
@@ -383,7 +383,7 @@ def test_a_pin_on_the_command_line_is_redacted_and_explained(gateway):
     stray = gateway.mtcctl("pin", "list", "extra")
     assert stray.returncode == 64
     assert "unrecognized arguments: extra" in one_line(stray.stderr, "mtcctl")
-    assert json.loads(gateway.mtcctl("pin", "list", "--json").stdout) == []
+    assert json.loads(gateway.mtcctl("pin", "list", "--json").stdout) == {"ok": True, "pins": []}
 
 
 def test_a_metrics_file_over_the_keystore_is_78_and_the_store_is_untouched(gateway):

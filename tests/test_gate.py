@@ -162,7 +162,7 @@ def test_imei_change_is_reported_or_refused(gateway):
     with sim_modem(card, imei=make_imei(2)) as (modem, port):
         gateway.configure(port)
         assert gateway.mtcd("once").returncode == 0
-        history = json.loads(gateway.mtcctl("history", "--json").stdout)
+        history = gateway.history()
         changes = [e for e in history if e["event"] == "association-changed"]
         assert changes and changes[-1]["change"] == "imei"
         assert changes[-1]["old_imei"] == make_imei(1) and changes[-1]["new_imei"] == make_imei(2)
@@ -187,7 +187,7 @@ def test_new_sim_is_an_association_change(gateway):
         modem.insert_card(two)
         assert gateway.mtcd("once").returncode == 0
         assert gateway.mtcd("once").returncode == 0  # same SIM again: no new change
-    events = json.loads(gateway.mtcctl("history", "--json").stdout)
+    events = gateway.history()
     changes = [e for e in events if e["event"] == "association-changed"]
     assert len(changes) == 1
     change = changes[-1]

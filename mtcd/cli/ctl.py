@@ -27,6 +27,7 @@ every user through /proc.
 from __future__ import annotations
 
 import getpass
+import json
 import sys
 
 from ..errors import EXIT_DATAERR, EXIT_OK, EXIT_TEMPFAIL, ModemUnavailable, MtcdError, UsageError
@@ -56,19 +57,22 @@ def _parser() -> ArgumentParser:
     pin_sub = pin.add_subparsers(dest="pin_command", metavar="ACTION")
     pin_sub.required = True
     pin_set = pin_sub.add_parser("set", help="store the PIN for a SIM (PIN read from stdin)")
-    pin_set.add_argument("iccid")
+    pin_set.add_argument("iccid", help=_ICCID_HELP)
     pin_set.add_argument("--transport", action="store_true",
                          help="it is the operator's transport PIN: replace it when the SIM is first paired")
+    pin_set.add_argument("--json", action="store_true")
     pin_list = pin_sub.add_parser("list", help="list SIMs with a stored PIN")
     pin_list.add_argument("--json", action="store_true")
     pin_stage = pin_sub.add_parser("stage", help="store the PIN an over-the-air change is about to set (stdin)")
-    pin_stage.add_argument("iccid")
+    pin_stage.add_argument("iccid", help=_ICCID_HELP)
     pin_stage.add_argument("--json", action="store_true")
     pin_rotate = pin_sub.add_parser("rotate", help="change the inserted SIM's PIN to a fresh random one")
-    pin_rotate.add_argument("--length", type=int, choices=range(4, 9), metavar="4..8")
+    pin_rotate.add_argument("--length", type=int, choices=range(4, 9), metavar="4..8",
+                            help="digits of the new PIN (default policy.pin_length)")
     pin_rotate.add_argument("--json", action="store_true")
     pin_forget = pin_sub.add_parser("forget", help="drop the PIN stored for a SIM")
-    pin_forget.add_argument("iccid")
+    pin_forget.add_argument("iccid", help=_ICCID_HELP)
+    pin_forget.add_argument("--json", action="store_true")
     adopt = sub.add_parser("pair", help="adopt the inserted SIM: transport PIN on stdin, replaced by a fresh one")
     adopt.add_argument("--json", action="store_true")
     compromise = sub.add_parser("compromise", help="presume every stored PIN known to an attacker; rotate them")
@@ -77,7 +81,8 @@ def _parser() -> ArgumentParser:
     sim_sub = sim.add_subparsers(dest="sim_command", metavar="ACTION")
     sim_sub.required = True
     unblock = sim_sub.add_parser("unblock", help="unblock with the PUK (PUK and new PIN on stdin, two lines)")
-    unblock.add_argument("--allow-last-attempt", action="store_true")
+    unblock.add_argument("--allow-last-attempt", action="store_true",
+                         help="send the PUK even when the card has one PUK attempt left")
     unblock.add_argument("--json", action="store_true")
     status = sub.add_parser("status", help="last pairing decision and keystore summary")
     status.add_argument("--json", action="store_true")
@@ -87,7 +92,12 @@ def _parser() -> ArgumentParser:
                          help="at most N events, the newest (default 50; 0: all)")
     history.add_argument("--since", type=_history_since, metavar="WHEN",
                          help='only events at or after WHEN: an ISO date or time (UTC unless given), or a duration such as "7d", "12h"')
+    history.add_argument("--follow", action="store_true",
+                         help="then keep printing new events as they are journaled, until interrupted")
     return parser
+
+
+_ICCID_HELP = "the SIM's ICCID (printed on the card, or read with AT+CCID)"
 
 
 def _iccid(text: str) -> Iccid:
@@ -131,7 +141,12 @@ def _pin_set(config, args) -> int:
     replaced = keystore.get(iccid) is not None
     keystore.set_pin(iccid, pin, transport=args.transport)
     PairingJournal(config.state_dir).append("pin-set", iccid=str(iccid), replaced=replaced, transport=args.transport)
-    print(f"stored the PIN for {iccid}" + (" (replaced the previous one)" if replaced else ""))
+    detail = f"stored the PIN for {iccid}" + (" (replaced the previous one)" if replaced else "")
+    if args.json:
+        print_json({"iccid": str(iccid), "outcome": "stored", "replaced": replaced, "transport": args.transport,
+                    "detail": detail})
+    else:
+        print(detail)
     return EXIT_OK
 
 
@@ -151,14 +166,18 @@ def _entry_view(entry) -> dict:
 def _pin_list(config, args) -> int:
     entries = [_entry_view(e) for e in open_keystore(config.state_dir, config.keystore.sealer)[0].entries()]
     if args.json:
-        print_json(entries)
+        # One object, as every --json output; the entries under "pins".
+        print_json({"pins": entries})
         return EXIT_OK
     if not entries:
         print("no PINs stored")
+    width = max((len(e["iccid"]) for e in entries), default=0)
     for e in entries:
         marks = [m for m, on in (("pending " + str(e["pending"]), e["pending"]), ("transport PIN", e["transport"])) if on]
         extra = f"  ({', '.join(marks)})" if marks else ""
-        print(f"{e['iccid']}  {e['state']:<11} created {e['created']}  changed {e['rotated']}{extra}")
+        created = f"created {e['created']}" if e["created"] else "created at an unknown time"
+        changed = f"changed {e['rotated']}" if e["rotated"] else "never changed"
+        print(f"{e['iccid']:<{width}}  {e['state']:<11} {created}  {changed}{extra}")
     return EXIT_OK
 
 
@@ -175,13 +194,19 @@ def _running_service(config):
 
 
 def _print_result(args, result: dict) -> int:
-    if args.json:
-        print_json(result)
-    else:
-        print(result.get("detail") or result)
     # A change whose answer was lost is not done: the agent tries again
     # after the next pairing has settled which PIN the card holds.
-    return EXIT_TEMPFAIL if result.get("outcome") == "interrupted" else EXIT_OK
+    code = EXIT_TEMPFAIL if result.get("outcome") == "interrupted" else EXIT_OK
+    if args.json:
+        print_json(result, code, error="change-lost")
+    else:
+        print(result.get("detail") or _said(result))
+    return code
+
+
+def _said(result: dict) -> str:
+    """A result without a detail, as words: its known fields, never "None"."""
+    return ", ".join(f"{k} {v}" for k, v in result.items() if v is not None and v != "") or "done"
 
 
 def _pin_stage(config, args) -> int:
@@ -199,11 +224,14 @@ def _pin_stage(config, args) -> int:
 def _pin_forget(config, args) -> int:
     iccid = _iccid(args.iccid)
     keystore = open_keystore(config.state_dir, config.keystore.sealer)[0]
-    if keystore.forget(iccid):
+    forgotten = keystore.forget(iccid)
+    if forgotten:
         PairingJournal(config.state_dir).append("pin-forgotten", iccid=str(iccid))
-        print(f"forgot the PIN of {iccid}")
+    detail = f"forgot the PIN of {iccid}" if forgotten else f"no PIN was stored for {iccid}"
+    if args.json:
+        print_json({"iccid": str(iccid), "outcome": "forgotten" if forgotten else "not-stored", "detail": detail})
     else:
-        print(f"no PIN was stored for {iccid}")
+        print(detail)
     return EXIT_OK
 
 
@@ -214,7 +242,10 @@ def _with_paired_sim(config, action):
         gateway.start()
         outcome = gateway.pair()
         if not outcome.paired:
-            raise LifecycleRefused(f"the inserted SIM is not paired: {outcome.reason.value}: {outcome.decision.detail}")
+            refused = LifecycleRefused(f"the inserted SIM is not paired: {outcome.reason.value}: {outcome.decision.detail}")
+            # For --json: what the gate said, and which SIM (mtcd/cli/jsonout.py).
+            refused.details = {"reason": outcome.reason.value, "iccid": str(outcome.iccid) if outcome.iccid else None}
+            raise refused
         return outcome.iccid, action(gateway)
 
 
@@ -250,11 +281,17 @@ def _compromise(config, args) -> int:
     try:
         iccid, result = _with_paired_sim(config, lambda g: g.lifecycle().rotate(COMPROMISED))
     except (ModemUnavailable, LifecycleRefused) as exc:
-        raise type(exc)(
-            f"{marked} stored PINs marked compromised (each is rotated when its SIM is next paired); "
+        again = type(exc)(
+            f"{_pins(marked)} marked compromised (each is rotated when its SIM is next paired); "
             f"the inserted SIM was not rotated now: {exc}"
-        ) from None
-    return _result(args, iccid, result.outcome, f"{marked} stored PINs marked compromised; inserted SIM: {result.detail}")
+        )
+        again.details = getattr(exc, "details", None)
+        raise again from None
+    return _result(args, iccid, result.outcome, f"{_pins(marked)} marked compromised; inserted SIM: {result.detail}")
+
+
+def _pins(count: int) -> str:
+    return f"{count} stored PIN" + ("" if count == 1 else "s")
 
 
 def _unblock(config, args) -> int:
@@ -291,19 +328,30 @@ def _status(config, args) -> int:
     if args.json:
         print_json(status)
         return EXIT_OK
-    print(f"modem port:   {status['modem_port']}")
-    print(f"state dir:    {status['state_dir']} (sealer: {status['sealer']})")
-    print(f"stored PINs:  {status['stored_pins']}")
     live = status["service"]
-    print(f"service:      {live['status'] if live else 'not running'}")
-    if last is None:
-        print("last decision: none yet")
-    else:
-        what = last.get("outcome")
-        if last.get("reason"):
-            what += f" ({last['reason']})"
-        print(f"last decision: {what} at {last.get('time')}, ICCID {last.get('iccid')}, IMEI {last.get('imei')}")
+    rows = [
+        ("modem port", status["modem_port"]),
+        ("state dir", f"{status['state_dir']} (sealer: {status['sealer']})"),
+        ("stored PINs", status["stored_pins"]),
+        ("service", (live.get("status") or "running") if live else "not running"),
+        ("last decision", _decision_line(last)),
+    ]
+    for label, value in rows:
+        print(f"{label + ':':<15}{value}")
     return EXIT_OK
+
+
+def _decision_line(last: dict | None) -> str:
+    """The last decision in words; a value the journal lacks is left out."""
+    if last is None:
+        return "none yet"
+    what = str(last.get("outcome") or "unknown")
+    if last.get("reason"):
+        what += f" ({last['reason']})"
+    if last.get("time"):
+        what += f" at {last['time']}"
+    known = [f"{name} {last[key]}" for name, key in (("ICCID", "iccid"), ("IMEI", "imei")) if last.get(key)]
+    return ", ".join([what, *known])
 
 
 def _history_limit(text: str) -> int:
@@ -349,15 +397,23 @@ def _imsi_shown(record: dict, show_imsi: bool) -> dict:
 
 def _history(config, args) -> int:
     journal = PairingJournal(config.state_dir)
-    events = [_imsi_shown(ev, config.service.show_imsi)
-              for ev in journal.recent(args.limit or None, args.since)]
-    if args.json:
-        print_json(events)
+
+    def show(ev: dict) -> None:
+        ev = _imsi_shown(ev, config.service.show_imsi)
+        if args.json:
+            # JSON lines: one event object per line, as journaled.
+            print(json.dumps(ev), flush=args.follow)
+        else:
+            rest = " ".join(f"{k}={v}" for k, v in ev.items() if k not in ("time", "event") and v is not None)
+            print(f"{ev.get('time') or '?':<29}  {ev.get('event') or '?':<24} {rest}".rstrip(), flush=args.follow)
+
+    if not args.follow:
+        for ev in journal.recent(args.limit or None, args.since):
+            show(ev)
         return EXIT_OK
-    for ev in events:
-        rest = " ".join(f"{k}={v}" for k, v in ev.items() if k not in ("time", "event") and v is not None)
-        print(f"{ev.get('time')}  {ev.get('event'):<20} {rest}")
-    return EXIT_OK
+    from .follow import follow_journal
+
+    return follow_journal(journal, lambda: journal.recent(args.limit or None, args.since), show, args.since)
 
 
 def _body(argv: list[str]) -> int:

@@ -28,18 +28,32 @@ def _parser() -> ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     once = sub.add_parser("once", help="take one pairing decision, bring the link up if paired, and exit")
-    once.add_argument("--json", action="store_true", help="print the decision as one JSON object on the last line")
-    sub.add_parser("run", help="run as a service: pair, then hold the link until stopped")
+    once.add_argument("--json", action="store_true",
+                      help="print the outcome as one JSON object (docs/json/mtcd-once.schema.json), errors included")
+    sub.add_parser("run", help="run as a service: pair, then hold the link until stopped",
+                   description="Run as a service: pair, then hold the link until stopped (systemd Type=notify).")
     return parser
+
+
+def _report_line(report) -> str:
+    """One line for a person; a value not read is left out, never "None"."""
+    if report.state == "paired":
+        known = [f"{name} {value}" for name, value in (("ICCID", report.iccid), ("IMEI", report.imei)) if value]
+        return f"paired: {', '.join([*known, f'link {report.link}'])}"
+    line = f"refused: {report.reason or 'unknown reason'}"
+    if report.detail:
+        line += f": {report.detail}"
+    if report.iccid and report.iccid not in line:
+        line += f" (ICCID {report.iccid})"
+    return line
 
 
 def _print_report(report, as_json: bool) -> None:
     if as_json:
-        print_json(report.as_json())
-    elif report.state == "paired":
-        print(f"paired: ICCID {report.iccid}, IMEI {report.imei}, link {report.link}")
+        code = EXIT_OK if report.state == "paired" else EXIT_REFUSED
+        print_json(report.as_json(), code, error="refused", message=_report_line(report))
     else:
-        print(f"refused: {report.reason}: {report.detail}")
+        print(_report_line(report))
 
 
 def _body(argv: list[str]) -> int:

@@ -94,10 +94,16 @@ class JournalTail:
                 os.close(fd)
 
     def _follow(self, fd: int, *, at_end: bool) -> None:
+        """Follow the file `fd` (locked) has open.  Through an open of its
+        own: a dup would share the lock, and hold off every writer."""
         self.close()
-        self._fd = os.dup(fd)
-        self._inode = os.fstat(fd).st_ino
-        self._offset = _complete_end(fd, os.fstat(fd).st_size) if at_end else 0
+        own = os.open(self.journal.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        if os.fstat(own).st_ino != os.fstat(fd).st_ino:  # cannot be: the lock holds rotations off
+            os.close(own)
+            raise StateError(f"cannot follow {self.journal.path}: it was replaced by something else than a rotation")
+        self._fd = own
+        self._inode = os.fstat(own).st_ino
+        self._offset = _complete_end(own, os.fstat(own).st_size) if at_end else 0
 
     def _is_current(self) -> bool:
         return _inode_at(self.journal.path) == self._inode

@@ -85,8 +85,8 @@ def validate(value, schema: dict, where: str = "$") -> list[str]:
     return problems
 
 
-def schema(name: str) -> dict | None:
-    path = SCHEMA_DIR / f"{name}.schema.json"
+def schema(name: str, schema_dir: Path | None = None) -> dict | None:
+    path = (schema_dir or SCHEMA_DIR) / f"{name}.schema.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -105,7 +105,7 @@ def _skipped(argv: list[str]) -> bool:
     return "--json" not in options or any(o in options for o in ("-h", "--help", "--version"))
 
 
-def check(prog: str, argv: list[str], stdout: str, returncode: int) -> list[str]:
+def check(prog: str, argv: list[str], stdout: str, returncode: int, schema_dir: Path | None = None) -> list[str]:
     """What is wrong with one run's JSON output; [] when it is right or
     when there was nothing to promise (killed by a signal, a reader gone)."""
     if _skipped(argv) or returncode < 0 or returncode == 141:
@@ -120,7 +120,7 @@ def check(prog: str, argv: list[str], stdout: str, returncode: int) -> list[str]
         if not objects or objects[-1] not in failed:
             return [f"exit {returncode} without the error object as the last line of stdout: {stdout[:200]!r}"]
         error = objects[-1]
-        problems = validate(error, schema("error"))
+        problems = validate(error, schema("error", schema_dir))
         if error.get("exit") != returncode:
             problems.append(f"\"exit\" {error.get('exit')} but the command exited {returncode}")
         return problems
@@ -129,7 +129,7 @@ def check(prog: str, argv: list[str], stdout: str, returncode: int) -> list[str]
     except Exception as exc:  # noqa: BLE001 - a success whose command line does not parse
         return [f"exit 0, but the command line does not parse ({exc})"]
     name = "-".join([prog, *words])
-    shape = schema(name)
+    shape = schema(name, schema_dir)
     if shape is None:
         return [f"no schema for `{prog} {' '.join(words)} --json`: add docs/json/{name}.schema.json "
                 "(and its line in README's table)"]
@@ -152,7 +152,7 @@ def _prog_and_argv(args) -> tuple[str, list[str]] | None:
     return None
 
 
-def watch(monkeypatch) -> list[str]:
+def watch(monkeypatch, schema_dir: Path | None = None) -> list[str]:
     """Check every mtcd/mtcctl run's --json output from now on; the list
     returned fills with what is wrong."""
     problems: list[str] = []
@@ -163,7 +163,7 @@ def watch(monkeypatch) -> list[str]:
         run = _prog_and_argv(self.args)
         if run is not None and out is not None and self.returncode is not None:
             text = out.decode("utf-8", "replace") if isinstance(out, bytes) else out
-            for problem in check(*run, text, self.returncode):
+            for problem in check(*run, text, self.returncode, schema_dir):
                 problems.append(f"{run[0]} {' '.join(run[1])} (exit {self.returncode}): {problem}")
         return out, err
 

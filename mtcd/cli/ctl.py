@@ -45,6 +45,7 @@ PROG = "mtcctl"
 
 class BadInput(MtcdError):
     exit_code = EXIT_DATAERR
+    code = "bad-input"
 
 
 def _parser() -> ArgumentParser:

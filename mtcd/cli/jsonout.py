@@ -60,13 +60,13 @@ def error_code(exc: BaseException, exit_code: int) -> str:
         return code
     table = _table()
     for cls in type(exc).__mro__:
+        if cls is MtcdError:
+            break  # its "internal" is for errors whose exit code says no more
         if cls in table:
             return table[cls] or _BY_EXIT.get(exit_code, "internal")
         own = vars(cls).get("code")
         if isinstance(own, str) and own:
             return own
-        if cls is MtcdError:
-            break
     return _BY_EXIT.get(exit_code, "internal")
 
 

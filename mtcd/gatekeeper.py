@@ -817,7 +817,11 @@ def _paired_gateway(gk: Gatekeeper) -> Gateway:
     if gk.gateway is None:
         raise _no_modem(gk)
     if gk.outcome is None or not gk.outcome.paired:
-        raise LifecycleRefused(f"the inserted SIM is not paired ({gk.status_text})")
+        refused = LifecycleRefused(f"the inserted SIM is not paired ({gk.status_text})")
+        out = gk.outcome  # for mtcctl --json: the gate's reason and the SIM
+        refused.details = {"reason": out.reason.value if out is not None and out.reason else None,
+                           "iccid": str(out.iccid) if out is not None and out.iccid else None}
+        raise refused
     return gk.gateway
 
 

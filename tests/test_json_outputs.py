@@ -14,6 +14,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -78,9 +79,10 @@ def test_once_json_success_carries_ok(gateway):
 def test_pair_json_failure_is_an_error_object_without_the_pin(gateway):
     with sim_modem(make_card()) as (_, port):
         gateway.configure(port)
-        run = gateway.mtcctl("pair", "--json", stdin="0000\n")  # not the card's PIN
+        run = gateway.mtcctl("pair", "--json", stdin="9753\n")  # not the card's PIN
     obj = error_object(run, "refused", 1)
-    assert "0000" not in run.stdout and TEST_PIN not in run.stdout
+    assert (obj["reason"], obj["iccid"]) == ("pin-rejected", ICCID)
+    assert "9753" not in run.stdout + run.stderr and TEST_PIN not in run.stdout
 
 
 def test_unblock_json_on_a_sim_that_is_not_blocked(gateway):
@@ -98,6 +100,32 @@ def test_rotate_json_refusal_from_the_gate_names_reason_and_iccid(gateway):
         gateway.configure(port)
         gateway.store_pin(FOREIGN)  # nothing for the inserted SIM: the gate refuses
         run = gateway.mtcctl("pin", "rotate", "--json")
+    obj = error_object(run, "refused", 1)
+    assert (obj["reason"], obj["iccid"]) == ("unknown-sim", ICCID)
+    assert f"SIM {ICCID} is not paired" in obj["message"]
+
+
+def test_a_refusal_through_the_service_keeps_its_code_reason_and_iccid(gateway, tmp_path):
+    """`mtcd run` holds the modem: the refusal comes back over the control socket."""
+    with sim_modem(make_card()) as (_, port):
+        gateway.configure(port)
+        gateway.store_pin(FOREIGN)
+        service = subprocess.Popen([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(gateway.config), "run"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=gateway.env)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                status = gateway.mtcctl("status", "--json")
+                live = json.loads(status.stdout).get("service") if status.returncode == 0 else None
+                if live and live.get("reason") == "unknown-sim":
+                    break
+                time.sleep(0.2)
+            else:
+                pytest.fail("the service never refused the SIM")
+            run = gateway.mtcctl("pin", "rotate", "--json")
+        finally:
+            service.terminate()
+            service.wait(timeout=30)
     obj = error_object(run, "refused", 1)
     assert (obj["reason"], obj["iccid"]) == ("unknown-sim", ICCID)
 

@@ -1,16 +1,18 @@
 """`mtcctl`: local maintenance for field technicians and device agents.
 
-    mtcctl pin set ICCID [--transport]   PIN from stdin (or a no-echo prompt on a TTY)
+    mtcctl pin set ICCID [--transport] [--json]  PIN from stdin (or a no-echo prompt on a TTY)
     mtcctl pin list [--json]             ICCIDs, states and dates, never PINs
     mtcctl pin stage ICCID [--json]      the PIN an over-the-air change will set (stdin)
     mtcctl pin rotate [--length N] [--json]  change the inserted SIM's PIN now
-    mtcctl pin forget ICCID              drop a stored PIN
+    mtcctl pin forget ICCID [--json]     drop a stored PIN
     mtcctl pair [--json]                 adopt the inserted SIM (transport PIN on stdin)
     mtcctl compromise [--json]           presume every stored PIN known; rotate them
     mtcctl sim unblock [--allow-last-attempt]  PUK and new PIN on stdin, two lines
     mtcctl status [--json]               last decision, stored PINs, sealer
-    mtcctl history [--limit N] [--since WHEN] [--json]  the pairing journal, newest N events
-(all take --config PATH)
+    mtcctl history [--limit N] [--since WHEN] [--follow] [--json]  the pairing journal, newest N
+                                         events (--json: one object a line), then new ones (--follow)
+(all take --config PATH; with --json every outcome, errors included, is one
+JSON object on stdout: docs/json/, mtcd/cli/jsonout.py)
 
 Exit codes: 0 done, 1 refused (the SIM or the store is not in a state for
 it; the reason is printed), 64 usage, 65 bad PIN/ICCID input or damaged
@@ -243,9 +245,9 @@ def _with_paired_sim(config, action):
         gateway.start()
         outcome = gateway.pair()
         if not outcome.paired:
-            refused = LifecycleRefused(f"the inserted SIM is not paired: {outcome.reason.value}: {outcome.decision.detail}")
-            # For --json: what the gate said, and which SIM (mtcd/cli/jsonout.py).
-            refused.details = {"reason": outcome.reason.value, "iccid": str(outcome.iccid) if outcome.iccid else None}
+            sim = f"SIM {outcome.iccid}" if outcome.iccid else "SIM"
+            refused = LifecycleRefused(f"the inserted {sim} is not paired: {outcome.reason.value}: {outcome.decision.detail}")
+            _refusal_details(refused, outcome)
             raise refused
         return outcome.iccid, action(gateway)
 
@@ -267,9 +269,26 @@ def _adopt(config, args) -> int:
         return _print_result(args, result)
     with Gateway(config) as gateway:
         gateway.start()
-        result = gateway.lifecycle().adopt(pin, gateway.pair)
+        tried = []
+
+        def pair():
+            tried.append(gateway.pair())
+            return tried[-1]
+
+        try:
+            result = gateway.lifecycle().adopt(pin, pair)
+        except LifecycleRefused as exc:
+            _refusal_details(exc, tried[-1] if tried else None)
+            raise
         iccid = gateway.uicc.iccid()
     return _result(args, iccid, result.outcome, f"adopted {iccid}: " + result.detail)
+
+
+def _refusal_details(exc: LifecycleRefused, outcome) -> None:
+    """For --json: the gate's reason and the SIM, when a pairing refused it."""
+    if outcome is not None and not outcome.paired and getattr(exc, "details", None) is None:
+        exc.details = {"reason": outcome.reason.value if outcome.reason else None,
+                       "iccid": str(outcome.iccid) if outcome.iccid else None}
 
 
 def _compromise(config, args) -> int:

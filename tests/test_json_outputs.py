@@ -290,3 +290,16 @@ def test_status_with_a_decision_that_lacks_fields(gateway):
     assert run.returncode == 0, run.stderr
     assert "None" not in run.stdout and "refused (no-sim) at " in run.stdout
     assert "None" not in gateway.mtcctl("history").stdout
+
+
+def test_the_schemas_are_valid_json_schema_where_jsonschema_is_installed():
+    """tests/jsoncheck.py knows a subset; the full validator (Debian bookworm's
+    python3-jsonschema 4.10 or later), where present, checks the files are
+    schemas at all and agrees with the subset on an output."""
+    jsonschema = pytest.importorskip("jsonschema")
+    for path in sorted(jsoncheck.SCHEMA_DIR.glob("*.schema.json")):
+        jsonschema.Draft202012Validator.check_schema(json.loads(path.read_text()))
+    good = {"ok": True, "iccid": ICCID, "outcome": "forgotten", "detail": "d"}
+    shape = jsoncheck.schema("mtcctl-pin-forget")
+    for value in (good, {**good, "outcome": "gone"}, {**good, "pin": "1"}):
+        assert jsonschema.Draft202012Validator(shape).is_valid(value) == (jsoncheck.validate(value, shape) == [])

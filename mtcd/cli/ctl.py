@@ -10,6 +10,7 @@
     mtcctl sim unblock [--allow-last-attempt]  PUK and new PIN on stdin, two lines
     mtcctl status [--json]               last decision, stored PINs, sealer
     mtcctl history [--limit N] [--since WHEN] [--json]  the pairing journal, newest N events
+    mtcctl doctor [--json]               read-only check; what to run next for each problem
 (all take --config PATH)
 
 Exit codes: 0 done, 1 refused (the SIM or the store is not in a state for
@@ -87,6 +88,9 @@ def _parser() -> ArgumentParser:
                          help="at most N events, the newest (default 50; 0: all)")
     history.add_argument("--since", type=_history_since, metavar="WHEN",
                          help='only events at or after WHEN: an ISO date or time (UTC unless given), or a duration such as "7d", "12h"')
+    doctor = sub.add_parser("doctor", help="read-only check of modem, SIM, port, service and keystore, "
+                                           "with what to run next for each problem (exit 1: problems found)")
+    doctor.add_argument("--json", action="store_true", help="one JSON object with stable keys")
     return parser
 
 
@@ -377,6 +381,11 @@ def _body(argv: list[str]) -> int:
         return _status(config, args)
     if args.command == "history":
         return _history(config, args)
+    if args.command == "doctor":
+        from .common import _leaves
+        from .doctor import doctor
+
+        return doctor(config, args, {" ".join(words) for words, _ in _leaves(_parser())})
     raise UsageError(f"unknown command {args.command}")
 
 

@@ -167,8 +167,21 @@ def findings(facts: Mapping, available: Iterable[str] = ()) -> list[Finding]:
         out.append(Finding("keystore-unreadable", f"the keystore cannot be read: {keystore['error']}",
                            "run as root (or in service.admin_group); a damaged store: README \"At rest\""))
     if modem["reachable"]:
-        out += _sim_findings(modem, keystore, config, available)
+        sim = _sim_findings(modem, keystore, config, available)
+        out += sim
+        if sim and modem.get("radio") == 1:
+            out.append(_radio_on(service))
     return out
+
+
+def _radio_on(service: Mapping) -> Finding:
+    """The radio on while the SIM is not in a state to be paired: the
+    modem's power-on default, or a gate that did not close."""
+    if service.get("running"):
+        nxt = "`systemctl restart mtcd` (a new session switches the radio off first)"
+    else:
+        nxt = "`mtcd once` (it switches the radio off when it refuses) or start the service"
+    return Finding("radio-on-unpaired", "the radio is on although the SIM is not paired by mtcd", nxt)
 
 
 def _holder_name(holder: Mapping) -> str:

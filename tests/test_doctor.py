@@ -18,8 +18,9 @@ ICCID = "8949020000000000014"
 KNOWN = {"generic": (), "quectel": ("quectel",), "ublox": ("u-blox", "ublox")}
 
 
-def healthy() -> dict:
-    """A paired gateway with nothing wrong."""
+def healthy(radio: int = 4) -> dict:
+    """A paired gateway with nothing wrong (the radio off, as for a SIM
+    that is not paired, so that each test sees only its own finding)."""
     return {
         "config": {"path": "/etc/mtcd/mtcd.toml", "port": "/dev/ttyMODEM", "vendor": "auto",
                    "state_dir": "/var/lib/mtcd", "min_retries": 2, "require_pin_enabled": True,
@@ -32,7 +33,7 @@ def healthy() -> dict:
                   "firmware": "EC25EFAR06A06M4G", "dialect": "quectel", "dialect_reason": "vendor = auto",
                   "imei": "359999000000018", "imeisv": "3599990000000101", "sim_state": "READY", "iccid": ICCID,
                   "pin_attempts": 3, "pin_attempts_source": "+QPINC", "puk_attempts": 10,
-                  "puk_attempts_source": "+QPINC", "pin_enabled": True, "radio": 1, "registration": 1,
+                  "puk_attempts_source": "+QPINC", "pin_enabled": True, "radio": radio, "registration": 1,
                   "eps_registration": 1, "signal_rssi": 20, "unreadable": {}},
         "keystore": {"sealer": "file (0600, not sealed)", "error": None, "stored_pins": 1,
                      "entry": {"state": "active", "transport": False, "pending": None, "pending_rejected": False,
@@ -67,7 +68,7 @@ def only(facts, code, available=()) -> Finding:
 # -- the healthy gateway ------------------------------------------------------------
 
 def test_healthy_gateway_has_no_findings_and_exits_0():
-    facts = healthy()
+    facts = healthy(radio=1)
     assert findings(facts) == []
     assert exit_code(facts, []) == 0
     assert report(facts, [])["problems"] == [] and report(facts, [])["exit"] == 0
@@ -253,3 +254,14 @@ def test_reply_parsers():
                 lambda: parsers.parse_identity_text([], "AT+CGMR", ())):
         with pytest.raises(ModemProtocolError):
             bad()
+
+
+@pytest.mark.parametrize("running, command", [(False, "`mtcd once`"), (True, "`systemctl restart mtcd`")])
+def test_radio_on_with_an_unpaired_sim(running, command):
+    facts = with_(healthy(radio=1), keystore__entry=None, service__running=running)
+    found = findings(facts)
+    assert codes(found) == ["unknown-sim", "radio-on-unpaired"]
+    assert found[1].next.startswith(command)
+    # Paired, or the radio off: nothing to say about it.
+    assert findings(healthy(radio=1)) == []
+    assert codes(findings(with_(healthy(radio=4), keystore__entry=None))) == ["unknown-sim"]

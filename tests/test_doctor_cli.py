@@ -49,12 +49,13 @@ def card_for(state: str):
 
 
 # Each SIM state: what doctor must conclude (exit, problem codes).
+# The simulator powers up with the radio on (CFUN=1), as real modems do.
 STATES = {
     "paired": (0, []),
-    "unknown": (1, ["unknown-sim"]),
-    "puk": (1, ["sim-puk"]),
-    "one-left": (1, ["retry-guard"]),
-    "pin-disabled": (1, ["unknown-sim"]),
+    "unknown": (1, ["unknown-sim", "radio-on-unpaired"]),
+    "puk": (1, ["sim-puk", "radio-on-unpaired"]),
+    "one-left": (1, ["retry-guard", "radio-on-unpaired"]),
+    "pin-disabled": (1, ["unknown-sim", "radio-on-unpaired"]),
 }
 # The counter each personality reads once +CPINR is missing.
 VENDOR_COUNTER = {"generic": "+CSIM VERIFY", "quectel": "+QPINC", "huawei": "^CPIN", "simcom": "+CSIM VERIFY"}
@@ -146,6 +147,13 @@ def test_one_attempt_left_is_never_spent(gateway):
         assert run.returncode == 1
         assert "1 PIN attempt left, below the guard" in run.stdout
         assert card.pin_attempts == 1 and forbidden(modem.commands) == []
+        # What doctor advises for the radio works in this state: the refusal
+        # switches it off, and still nothing is presented.
+        assert "`mtcd once`" in run.stdout
+        assert gateway.mtcd("once").returncode == 1
+        code, report = doctor_json(gateway)
+        assert problem_codes(report) == ["retry-guard"] and modem.radio != 1
+        assert card.pin_attempts == 1 and not [c for c in modem.commands if c.upper().startswith("AT+CPIN=")]
 
 
 def test_a_fact_the_modem_does_not_give_is_unreadable_and_the_rest_is_printed(gateway):
@@ -158,7 +166,7 @@ def test_a_fact_the_modem_does_not_give_is_unreadable_and_the_rest_is_printed(ga
     assert run.returncode == code == 1
     assert re.search(r"PIN attempts left: +unreadable \(", run.stdout)
     assert report["modem"]["pin_attempts"] is None and "pin_attempts" in report["modem"]["unreadable"]
-    assert problem_codes(report) == ["attempts-unreadable"]
+    assert problem_codes(report) == ["attempts-unreadable", "radio-on-unpaired"]
     assert report["modem"]["iccid"] == str(card.iccid) and report["modem"]["radio"] == 1
     assert "None" not in run.stdout
 

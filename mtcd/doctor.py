@@ -184,9 +184,9 @@ def _radio_on(service: Mapping) -> Finding:
     return Finding("radio-on-unpaired", "the radio is on although the SIM is not paired by mtcd", nxt)
 
 
-def _holder_name(holder: Mapping) -> str:
-    unit = f", {holder['unit']}" if holder.get("unit") else ""
-    return f"{holder.get('name') or 'pid'} (pid {holder['pid']}{unit})"
+def _holder_name(holder: Mapping, role: str = "") -> str:
+    extra = "".join(f", {part}" for part in (holder.get("unit"), role) if part)
+    return f"{holder.get('name') or 'a process'} (pid {holder['pid']}{extra})"
 
 
 def _is_modemmanager(holder: Mapping) -> bool:
@@ -358,11 +358,11 @@ def _modem_value(modem: Mapping, key: str) -> str:
 def _port_lines(port: Mapping, service: Mapping) -> list[tuple[str, str]]:
     where = port["path"]
     if port.get("target"):
-        where += f" -> {port['target']} (udev symlink)"
+        where += f" -> {port['target']}"
     if not port["exists"]:
         where += " (missing)"
     holders = port.get("holders") or []
-    held = ", ".join(_holder_name(h) + _holder_role(h, service) for h in holders)
+    held = "; ".join(_holder_name(h, _holder_role(h, service)) for h in holders)
     ignore = port.get("mm_ignore")
     if ignore is None:
         mm = "unknown (" + (port.get("mm_ignore_why") or "udevadm not available") + ")"
@@ -377,9 +377,9 @@ def _port_lines(port: Mapping, service: Mapping) -> list[tuple[str, str]]:
 
 def _holder_role(holder: Mapping, service: Mapping) -> str:
     if holder["pid"] == service.get("pid"):
-        return " (the service)"
+        return "the service"
     if holder.get("pty_master"):
-        return ": the pseudo-terminal's other end, a simulated modem"
+        return "the pseudo-terminal's master: a simulated modem"
     return ""
 
 

@@ -150,7 +150,9 @@ def port_facts(port: str, *, proc: Path = PROC, udevadm: Sequence[str] = ("udeva
     facts["mm_ignore"], facts["mm_ignore_by"], facts["mm_ignore_why"] = None, None, None
     if facts["exists"]:
         try:
-            done = subprocess.run([*udevadm, "info", "-q", "property", "-n", port], capture_output=True, text=True,
+            # The device node itself: udevadm reads a name outside /dev as relative to it.
+            device = os.path.realpath(port)
+            done = subprocess.run([*udevadm, "info", "-q", "property", "-n", device], capture_output=True, text=True,
                                   timeout=5, stdin=subprocess.DEVNULL)
         except FileNotFoundError:
             facts["mm_ignore_why"] = "udevadm not available"

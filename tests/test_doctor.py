@@ -173,7 +173,7 @@ def test_the_service_and_a_pty_master_are_not_rivals():
                                  {"pid": 900, "name": "python", "unit": None, "pty_master": True}])
     assert findings(facts) == []
     text = "\n".join(render(facts, []))
-    assert "(the service)" in text and "simulated modem" in text
+    assert "mtcd (pid 812, mtcd.service, the service); python (pid 900, the pseudo-terminal's master" in text
 
 
 def test_modemmanager_not_told_to_ignore_the_port():

@@ -191,7 +191,7 @@ def test_through_the_running_service(gateway, notify_socket):
     assert [h["pid"] for h in report["port"]["holders"] if not h.get("pty_master")] == [proc.pid]
     assert "AT+CGMR" in sent and forbidden(sent) == []
     assert status["service"]["state"] == "paired" and status["service"]["link"] == "up"
-    assert "(the service)" in human.stdout and "through the service" in human.stdout
+    assert f"(pid {proc.pid}, the service)" in human.stdout and "through the service" in human.stdout
 
 
 def test_service_without_its_modem(gateway, notify_socket):

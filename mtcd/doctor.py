@@ -9,7 +9,8 @@ The facts are one JSON-able dict with stable keys (README "mtcctl doctor"):
     port            path, exists, target (a symlink's device), holders
                     [{pid, name, unit, pty_master}], mm_ignore (true/false/null: unknown),
                     mm_ignore_by, modemmanager_running
-    service         running, pid, state, status, error
+    service         running, pid, state, status, error, error_exit (the
+                    control socket's exit code when it did not answer)
     modem           reachable, via ("service" | "direct"), error, manufacturer,
                     model, firmware, dialect, dialect_reason, imei, imeisv,
                     sim_state, iccid, pin_attempts, pin_attempts_source,
@@ -27,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .errors import EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE
+from .errors import EXIT_NOPERM, EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE
 
 # The udev properties that keep ModemManager off a port, strongest first.
 MM_IGNORE_PROPERTIES = ("ID_MM_DEVICE_IGNORE", "ID_MM_PORT_IGNORE")
@@ -164,8 +165,11 @@ def findings(facts: Mapping, available: Iterable[str] = ()) -> list[Finding]:
     if not modem["reachable"]:
         out.append(_unreachable(modem, port, service))
     if keystore.get("error"):
-        out.append(Finding("keystore-unreadable", f"the keystore cannot be read: {keystore['error']}",
-                           "run as root (or in service.admin_group); a damaged store: README \"At rest\""))
+        if keystore["error"] == "permission denied":
+            nxt = "run `mtcctl doctor` as root or as a member of service.admin_group"
+        else:
+            nxt = "see README \"At rest\": restore the state directory, or store each SIM's PIN again (`mtcctl pin set`)"
+        out.append(Finding("keystore-unreadable", f"the keystore cannot be read: {keystore['error']}", nxt))
     if modem["reachable"]:
         sim = _sim_findings(modem, keystore, config, available)
         out += sim
@@ -224,7 +228,9 @@ def _port_findings(port: Mapping, service: Mapping) -> list[Finding]:
 
 def _unreachable(modem: Mapping, port: Mapping, service: Mapping) -> Finding:
     why = modem.get("error") or "no answer"
-    if service.get("running"):
+    if service.get("error_exit") == EXIT_NOPERM:
+        nxt = "run `mtcctl doctor` as root or as a member of service.admin_group"
+    elif service.get("running"):
         nxt = "see `journalctl -u mtcd`; the service reopens the modem by itself when it comes back"
     elif not port["exists"] or port.get("holders"):
         nxt = "fix the port first (above), then run `mtcctl doctor` again"
@@ -265,6 +271,8 @@ def _sim_findings(modem: Mapping, keystore: Mapping, config: Mapping, available:
                                f"`mtcctl sim unblock{flag}` (PUK and a new PIN on stdin, two lines)"))
         return out
 
+    if keystore.get("error"):
+        return out  # what is stored for the SIM is not known: nothing to conclude from it
     if entry is None:
         if state == "READY" and modem.get("pin_enabled") is False:
             out.append(Finding("unknown-sim", f"no PIN is stored for SIM {iccid}, and its PIN is disabled",

@@ -195,9 +195,14 @@ def test_unreachable_modem_exits_69_and_still_reports_the_rest():
     assert "None" not in text
 
 
-def test_keystore_unreadable_is_a_problem():
-    facts = with_(healthy(), keystore__error="permission denied")
-    assert codes(findings(facts)) == ["keystore-unreadable"]
+def test_keystore_unreadable_is_a_problem_and_no_sim_is_called_unknown():
+    facts = with_(healthy(), keystore__error="permission denied", keystore__entry=None)
+    found = findings(facts)
+    assert codes(found) == ["keystore-unreadable"] and "as root" in found[0].next
+    damaged = with_(facts, keystore__error="keystore.json: authentication failed")
+    assert "pin set" in findings(damaged)[0].next
+    # A SIM's own state is still reported.
+    assert codes(findings(with_(facts, modem__sim_state="SIM PUK"))) == ["keystore-unreadable", "sim-puk"]
 
 
 # -- the human form ------------------------------------------------------------------
@@ -265,3 +270,11 @@ def test_radio_on_with_an_unpaired_sim(running, command):
     # Paired, or the radio off: nothing to say about it.
     assert findings(healthy(radio=1)) == []
     assert codes(findings(with_(healthy(radio=4), keystore__entry=None))) == ["unknown-sim"]
+
+
+def test_a_service_that_refuses_this_user():
+    facts = with_(healthy(), service__running=True, service__error="permission denied", service__error_exit=77,
+                  modem={"reachable": False, "via": "service", "error": "permission denied", "unreadable": {}})
+    found = findings(facts)
+    assert codes(found) == ["modem-unreachable"] and "as root" in found[0].next
+    assert exit_code(facts, found) == 69

@@ -72,10 +72,12 @@ def test_each_personality_and_sim_state_read_only(gateway, vendor, state):
         if state == "paired":
             assert gateway.mtcd("once").returncode == 0
         before = (card.pin_attempts, card.puk_attempts, card.pin_enabled, card.lock, modem.radio, modem.pdp_active)
-        seen = len(modem.commands)
+        seen, files = len(modem.commands), gateway.every_state_file()
         code, report = doctor_json(gateway)
         sent = modem.commands[seen:]
         assert (code, problem_codes(report)) == STATES[state], report
+        assert gateway.every_state_file() == files  # keystore and journal untouched
+        assert TEST_PIN not in json.dumps(report) and TEST_PUK not in json.dumps(report)
         assert forbidden(sent) == [], sent
         after = (card.pin_attempts, card.puk_attempts, card.pin_enabled, card.lock, modem.radio, modem.pdp_active)
         assert after == before
@@ -206,6 +208,8 @@ def test_service_without_its_modem(gateway, notify_socket):
 
 def test_no_modem_is_69_with_the_local_facts(gateway):
     gateway.configure(str(gateway.root / "ttyUSB9"))
+    assert doctor(gateway).returncode == 69
+    assert not gateway.state_dir.exists()  # read-only: not even the state directory is created
     gateway.store_pin("8949020000000000014")
     run = doctor(gateway)
     code, report = doctor_json(gateway)

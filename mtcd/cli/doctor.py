@@ -33,11 +33,11 @@ def _config_facts(config, path) -> dict:
 
 def _through_service(client: ControlClient) -> tuple[dict, dict]:
     """(service facts, modem facts) from the running service."""
-    service = {"running": True, "pid": None, "state": None, "status": None, "error": None}
+    service = {"running": True, "pid": None, "state": None, "status": None, "error": None, "error_exit": None}
     try:
         answer = client.call("doctor")
     except MtcdError as exc:
-        service["error"] = str(exc)
+        service["error"], service["error_exit"] = str(exc), exc.exit_code
         return service, unreachable_modem(f"the service holds the modem and did not answer: {exc}", "service")
     status = answer.get("status") or {}
     service.update(pid=answer.get("pid"), state=status.get("state"), status=status.get("status"))
@@ -69,7 +69,7 @@ def doctor(config, args, available=()) -> int:
     if client.available():
         service, modem = _through_service(client)
     else:
-        service = {"running": False, "pid": None, "state": None, "status": None, "error": None}
+        service = {"running": False, "pid": None, "state": None, "status": None, "error": None, "error_exit": None}
         modem = _directly(config)
     facts = {
         "config": _config_facts(config, args.config),

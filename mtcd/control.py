@@ -230,6 +230,7 @@ COMMANDS: Mapping[str, tuple[Field, ...]] = MappingProxyType({
         Field("allow_last_attempt", _flag, required=False, default=False),
     ),
     "reload": (),
+    "doctor": (),  # read-only: what the service's modem session sees (mtcctl doctor)
 })
 
 # A name is repeated in an error only when it cannot be a misplaced PIN or PUK.

@@ -770,6 +770,7 @@ def control_handler(gatekeeper: Gatekeeper):
         "compromise": _compromise,
         "unblock": _unblock,
         "reload": _reload,
+        "doctor": _doctor,
     }
 
     def handle(request):
@@ -777,6 +778,9 @@ def control_handler(gatekeeper: Gatekeeper):
             # From the published state: answered at once, even while the
             # loop waits for the modem or runs a long PIN change.
             return gatekeeper.status_now()
+        if request.command == "doctor" and gatekeeper.gateway is None:
+            # Answered at once: there is no modem session to ask.
+            return _doctor_without_modem(gatekeeper)
         if request.command in NEEDS_MODEM and gatekeeper.gateway is None:
             raise ModemUnavailable(gatekeeper.not_connected())
         action = actions[request.command]
@@ -927,3 +931,20 @@ def _compromise(gk: Gatekeeper) -> dict:
 def _reload(gk: Gatekeeper) -> dict:
     gk._reload = True
     return {"outcome": "reloading"}
+
+
+def _doctor_without_modem(gk: Gatekeeper) -> dict:
+    return {"pid": os.getpid(), "status": gk.status_now(), "modem": None, "modem_error": gk.not_connected()}
+
+
+def _doctor(gk: Gatekeeper) -> dict:
+    """Read-only queries through the service's own session (it holds the
+    port): nothing presented, the radio and the gate left as they are."""
+    from .doctor_probe import probe_modem
+
+    gw = gk.gateway
+    if gw is None:
+        return _doctor_without_modem(gk)
+    # A port that fails meanwhile is noticed by the loop as usual (on_failure).
+    modem = probe_modem(gw.modem, gk.config.modem.vendor, gw.modem.dialect, via="service")
+    return {"pid": os.getpid(), "status": gk.status_now(), "modem": modem, "modem_error": None}

@@ -11,6 +11,7 @@
     mtcctl status [--json]               last decision, stored PINs, sealer
     mtcctl history [--limit N] [--since WHEN] [--follow] [--json]  the pairing journal, newest N
                                          events (--json: one object a line), then new ones (--follow)
+    mtcctl doctor [--json]               read-only check; what to run next for each problem
 (all take --config PATH; with --json every outcome, errors included, is one
 JSON object on stdout: docs/json/, mtcd/cli/jsonout.py)
 
@@ -97,6 +98,9 @@ def _parser() -> ArgumentParser:
                          help='only events at or after WHEN: an ISO date or time (UTC unless given), or a duration such as "7d", "12h"')
     history.add_argument("--follow", action="store_true",
                          help="then keep printing new events as they are journaled, until interrupted")
+    doctor = sub.add_parser("doctor", help="read-only check of modem, SIM, port, service and keystore, "
+                                           "with what to run next for each problem (exit 1: problems found)")
+    doctor.add_argument("--json", action="store_true", help="one JSON object with stable keys")
     return parser
 
 
@@ -453,6 +457,11 @@ def _body(argv: list[str]) -> int:
         return _status(config, args)
     if args.command == "history":
         return _history(config, args)
+    if args.command == "doctor":
+        from .common import _leaves
+        from .doctor import doctor
+
+        return doctor(config, args, {" ".join(words) for words, _ in _leaves(_parser())})
     raise UsageError(f"unknown command {args.command}")
 
 

@@ -33,7 +33,7 @@ _TYPES = {
 }
 _ANNOTATIONS = {"$schema", "$id", "title", "description"}
 _KNOWN = _ANNOTATIONS | {"type", "const", "enum", "properties", "required", "additionalProperties", "items",
-                         "pattern", "minLength", "minimum", "maximum", "not"}
+                         "pattern", "minLength", "minimum", "maximum", "not", "maxItems"}
 
 
 def _same(a, b) -> bool:
@@ -77,6 +77,8 @@ def validate(value, schema: dict, where: str = "$") -> list[str]:
                 problems.append(f"{where}: {name!r} is not in the schema")
             elif isinstance(schema.get("additionalProperties"), dict):
                 problems += validate(item, schema["additionalProperties"], f"{where}.{name}")
+    if isinstance(value, list) and len(value) > schema.get("maxItems", len(value)):
+        problems.append(f"{where}: {len(value)} items, more than {schema['maxItems']}")
     if isinstance(value, list) and "items" in schema:
         for i, item in enumerate(value):
             problems += validate(item, schema["items"], f"{where}[{i}]")

@@ -218,7 +218,9 @@ def test_no_modem_is_69_with_the_local_facts(gateway):
     assert report["service"]["running"] is False and report["modem"]["reachable"] is False
     assert problem_codes(report) == ["port-missing", "modem-unreachable"]
     assert "ttyUSB9 (missing)" in run.stdout and "sealer:" in run.stdout and "None" not in run.stdout
-    assert set(report) == {"config", "port", "service", "modem", "keystore", "last_decision", "problems", "exit"}
+    assert set(report) == {"ok", "error", "message", "exit",
+                           "config", "port", "service", "modem", "keystore", "last_decision", "problems"}
+    assert report["ok"] is False and report["error"] == "modem-unavailable" and "ttyUSB9" in report["message"]
 
 
 def test_a_udev_symlink_is_followed(gateway):

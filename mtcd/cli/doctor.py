@@ -81,7 +81,15 @@ def doctor(config, args, available=()) -> int:
     }
     found = findings(facts, available)
     if args.json:
-        print_json(report(facts, found))
+        body = report(facts, found)
+        code = body["exit"]
+        if code == 69:
+            error, message = "modem-unavailable", modem.get("error") or "the modem cannot be reached"
+        else:
+            error = "problems-found" if code else None
+            message = f"{len(found)} problem{'s' if len(found) != 1 else ''} found: " + "; ".join(f.problem for f in found)
+        print_json(body, code, error=error, message=" ".join(message.split()) if code else None)
     else:
         print("\n".join(render(facts, found)))
     return exit_code(facts, found)
+

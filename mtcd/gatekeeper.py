@@ -51,7 +51,7 @@ from .gate import PairingOutcome, _stored_view
 from .identity import Iccid
 from .sdnotify import sd_notify
 from .policy import Observations, Paired, PolicySettings, Reason, Refused, StoredPin, decide
-from .service import Gateway, policy_settings
+from .service import Gateway, RadioNotOff, policy_settings
 from .simlock import SimEvent, SimLock
 
 log = logging.getLogger("mtcd")
@@ -549,6 +549,8 @@ class Gatekeeper:
             gateway.close_gate()
             try:
                 gateway.ensure_radio_off()
+            except RadioNotOff as exc:
+                log.error("%s", exc)  # says so itself, with the modem's answers
             except MtcdError as exc:
                 log.error("the radio could not be switched off: %s", exc)
         gateway.transport.close()

@@ -210,6 +210,14 @@ def _flag(value) -> bool:
     return value
 
 
+def _log_level(value) -> str:
+    from .logsetup import LEVEL_NAMES, RESET
+
+    if not isinstance(value, str) or value not in (*LEVEL_NAMES, RESET):
+        raise _Bad(f"must be one of {', '.join((*LEVEL_NAMES, RESET))}")
+    return value
+
+
 @dataclass(frozen=True)
 class Field:
     name: str
@@ -230,6 +238,7 @@ COMMANDS: Mapping[str, tuple[Field, ...]] = MappingProxyType({
         Field("allow_last_attempt", _flag, required=False, default=False),
     ),
     "reload": (),
+    "log-level": (Field("level", _log_level),),
 })
 
 # A name is repeated in an error only when it cannot be a misplaced PIN or PUK.

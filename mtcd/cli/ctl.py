@@ -10,6 +10,8 @@
     mtcctl sim unblock [--allow-last-attempt]  PUK and new PIN on stdin, two lines
     mtcctl status [--json]               last decision, stored PINs, sealer
     mtcctl history [--limit N] [--since WHEN] [--json]  the pairing journal, newest N events
+    mtcctl log-level LEVEL [--json]      the running service's log level: debug, info,
+                                         warning, error, or reset (the configured one)
 (all take --config PATH)
 
 Exit codes: 0 done, 1 refused (the SIM or the store is not in a state for
@@ -35,7 +37,8 @@ from ..journal import PairingJournal
 from ..sealers import open_keystore
 from ..lifecycle import COMPROMISED, REQUESTED, LifecycleRefused, check_change_allowed, stage
 from ..secret import Pin, Puk
-from ..control import ControlClient
+from ..control import ControlClient, ControlUnavailable
+from ..logsetup import LEVEL_NAMES, RESET
 from ..service import Gateway
 from .common import ArgumentParser, add_version_option, add_config_option, config_from, print_json, run_main, setup_logging
 
@@ -87,6 +90,10 @@ def _parser() -> ArgumentParser:
                          help="at most N events, the newest (default 50; 0: all)")
     history.add_argument("--since", type=_history_since, metavar="WHEN",
                          help='only events at or after WHEN: an ISO date or time (UTC unless given), or a duration such as "7d", "12h"')
+    log_level = sub.add_parser("log-level", help="change the running service's log level, without a restart")
+    log_level.add_argument("level", choices=(*LEVEL_NAMES, RESET), metavar="LEVEL",
+                           help="debug (with the AT traces), info, warning, error, or reset (the configured level)")
+    log_level.add_argument("--json", action="store_true")
     return parser
 
 
@@ -360,6 +367,19 @@ def _history(config, args) -> int:
     return EXIT_OK
 
 
+def _log_level(config, args) -> int:
+    """Only the running service has a level to change: no fallback here."""
+    service = _running_service(config)
+    if service is None:
+        raise ControlUnavailable(f"the service is not running (nothing listens on {config.service.control_socket})")
+    level = service.call("log-level", level=args.level)["level"]
+    if args.json:
+        print_json({"ok": True, "level": level})
+    else:
+        print(f"log level: {level}")
+    return EXIT_OK
+
+
 def _body(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     setup_logging(PROG, args.verbose)
@@ -377,6 +397,8 @@ def _body(argv: list[str]) -> int:
         return _status(config, args)
     if args.command == "history":
         return _history(config, args)
+    if args.command == "log-level":
+        return _log_level(config, args)
     raise UsageError(f"unknown command {args.command}")
 
 

@@ -104,7 +104,7 @@ def test_an_unknown_level_is_a_usage_error(gateway, level):
     gateway.configure("/dev/null")
     run = gateway.mtcctl("log-level", level)
     assert run.returncode == 64
-    assert len(run.stderr.splitlines()) == 1 and "invalid choice" in run.stderr, run.stderr
+    assert len(run.stderr.splitlines()) == 1 and "argument LEVEL: invalid choice" in run.stderr, run.stderr
 
 
 @needs_root

@@ -61,6 +61,7 @@ from .errors import (
     MtcdError,
 )
 from .identity import Iccid
+from .logsetup import LEVEL_NAMES, RESET
 from .secret import Pin, Puk, Secret
 
 log = logging.getLogger("mtcd.control")
@@ -211,8 +212,6 @@ def _flag(value) -> bool:
 
 
 def _log_level(value) -> str:
-    from .logsetup import LEVEL_NAMES, RESET
-
     if not isinstance(value, str) or value not in (*LEVEL_NAMES, RESET):
         raise _Bad(f"must be one of {', '.join((*LEVEL_NAMES, RESET))}")
     return value

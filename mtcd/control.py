@@ -61,6 +61,7 @@ from .errors import (
     MtcdError,
 )
 from .identity import Iccid
+from .logsetup import LEVEL_NAMES, RESET
 from .secret import Pin, Puk, Secret
 
 log = logging.getLogger("mtcd.control")
@@ -210,6 +211,12 @@ def _flag(value) -> bool:
     return value
 
 
+def _log_level(value) -> str:
+    if not isinstance(value, str) or value not in (*LEVEL_NAMES, RESET):
+        raise _Bad(f"must be one of {', '.join((*LEVEL_NAMES, RESET))}")
+    return value
+
+
 @dataclass(frozen=True)
 class Field:
     name: str
@@ -231,6 +238,7 @@ COMMANDS: Mapping[str, tuple[Field, ...]] = MappingProxyType({
     ),
     "reload": (),
     "doctor": (),  # read-only: what the service's modem session sees (mtcctl doctor)
+    "log-level": (Field("level", _log_level),),
 })
 
 # A name is repeated in an error only when it cannot be a misplaced PIN or PUK.

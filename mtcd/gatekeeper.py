@@ -12,7 +12,8 @@ then sleeps on a wake-up pipe until something happens:
   depends on changed;
 - SIGTERM: link down, radio off, exit 0;
 - SIGUSR1: log one step more (warning, info, debug with the AT traces);
-  SIGUSR2: back to the level it started with (mtcd.logsetup);
+  SIGUSR2: back to the level it started with; `mtcctl log-level` sets one
+  by name through the control socket (all three in mtcd.logsetup);
 - a control-socket request (mtcctl), run here so that one thread talks to
   the modem.  `status` is answered from the state this loop publishes, at
   once, whatever the loop is doing; a request that needs the modem is
@@ -51,7 +52,7 @@ from .gate import PairingOutcome, _stored_view
 from .identity import Iccid
 from .sdnotify import sd_notify
 from .policy import Observations, Paired, PolicySettings, Reason, Refused, StoredPin, decide
-from .service import Gateway, policy_settings
+from .service import Gateway, RadioNotOff, policy_settings
 from .simlock import SimEvent, SimLock
 
 log = logging.getLogger("mtcd")
@@ -549,6 +550,8 @@ class Gatekeeper:
             gateway.close_gate()
             try:
                 gateway.ensure_radio_off()
+            except RadioNotOff as exc:
+                log.error("%s", exc)  # says so itself, with the modem's answers
             except MtcdError as exc:
                 log.error("the radio could not be switched off: %s", exc)
         gateway.transport.close()
@@ -781,12 +784,21 @@ def control_handler(gatekeeper: Gatekeeper):
         if request.command == "doctor" and gatekeeper.gateway is None:
             # Answered at once: there is no modem session to ask.
             return _doctor_without_modem(gatekeeper)
+        if request.command == "log-level":
+            # At once too: the traces may be wanted for an exchange that is
+            # hanging in the loop now.
+            return _log_level(request.args["level"], request.peer)
         if request.command in NEEDS_MODEM and gatekeeper.gateway is None:
             raise ModemUnavailable(gatekeeper.not_connected())
         action = actions[request.command]
         return gatekeeper.submit(lambda gk: action(gk, **request.args), request.client_left)
 
     return handle
+
+
+def _log_level(name: str, peer) -> dict:
+    level = logsetup.set_level(name, f"mtcctl log-level {name}, uid {peer.uid}")
+    return {"level": logsetup.level_name(level)}
 
 
 def _status(gk: Gatekeeper) -> dict:

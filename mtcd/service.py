@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from .at import commands, parsers
 from .config import Config
 from .datalink import Datalink, datalink_for
-from .errors import CommandFailed, MtcdError
+from .errors import EXIT_UNAVAILABLE, CommandFailed, MtcdError
 from .events import masked_imsi
 from .gate import PairingOutcome, pair
 from .journal import PairingJournal
@@ -23,6 +23,28 @@ from .simlock import SimLock
 from .uicc import Uicc
 
 log = logging.getLogger("mtcd")
+
+
+class RadioNotOff(MtcdError):
+    """The modem refused both AT+CFUN=4 and AT+CFUN=0: the gate cannot be
+    closed, so nothing else is done with this modem (exit 69).  Not a
+    ModemUnavailable: the modem answers, and the service keeps trying to
+    close the gate rather than treating the port as gone."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+def switch_radio_off(modem: Modem) -> None:
+    """modem.switch_radio_off, failing with what the modem answered to each
+    command, in words an operator reading `journalctl -p err` understands."""
+    try:
+        modem.switch_radio_off()
+    except CommandFailed as exc:
+        answers = [exc]
+        if isinstance(exc.__context__, CommandFailed):  # CFUN=4, before the CFUN=0 fallback
+            answers.insert(0, exc.__context__)
+        said = "; ".join(f"{a.command} answered {a.result}" for a in answers)
+        raise RadioNotOff(f"the radio could not be switched off (the modem: {said})") from None
 
 
 @dataclass(frozen=True)
@@ -102,7 +124,7 @@ class Gateway:
         modem.initialise()
         # Radio off before anything else: a modem powers up with CFUN=1 and
         # would attach by itself with a SIM whose PIN is disabled.
-        modem.switch_radio_off()
+        switch_radio_off(modem)
         modem.choose_dialect(self.config.modem.vendor)
         # With the radio off and before any pairing: a vendor auto-connect
         # the backend finds switched on is switched off.
@@ -206,7 +228,7 @@ class Gateway:
         confirmed off (CFUN=4, else CFUN=0), so a caller that cannot switch
         it off drops the session instead of carrying on with it on."""
         if self.modem.radio_on is not False:
-            self.modem.switch_radio_off()
+            switch_radio_off(self.modem)
 
 
 def _journal_decision(journal: PairingJournal, outcome: PairingOutcome, show_imsi: bool = False) -> dict | None:

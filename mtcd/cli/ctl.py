@@ -12,6 +12,8 @@
     mtcctl history [--limit N] [--since WHEN] [--follow] [--json]  the pairing journal, newest N
                                          events (--json: one object a line), then new ones (--follow)
     mtcctl doctor [--json]               read-only check; what to run next for each problem
+    mtcctl log-level LEVEL [--json]      the running service's log level: debug, info,
+                                         warning, error, or reset (the configured one)
 (all take --config PATH; with --json every outcome, errors included, is one
 JSON object on stdout: docs/json/, mtcd/cli/jsonout.py)
 
@@ -39,7 +41,8 @@ from ..journal import PairingJournal
 from ..sealers import open_keystore
 from ..lifecycle import COMPROMISED, REQUESTED, LifecycleRefused, check_change_allowed, stage
 from ..secret import Pin, Puk
-from ..control import ControlClient
+from ..control import ControlClient, ControlUnavailable
+from ..logsetup import LEVEL_NAMES, RESET
 from ..service import Gateway
 from .common import ArgumentParser, add_version_option, add_config_option, config_from, print_json, run_main, setup_logging
 
@@ -101,6 +104,10 @@ def _parser() -> ArgumentParser:
     doctor = sub.add_parser("doctor", help="read-only check of modem, SIM, port, service and keystore, "
                                            "with what to run next for each problem (exit 1: problems found)")
     doctor.add_argument("--json", action="store_true", help="one JSON object with stable keys")
+    log_level = sub.add_parser("log-level", help="change the running service's log level, without a restart")
+    log_level.add_argument("level", choices=(*LEVEL_NAMES, RESET), metavar="LEVEL",
+                           help="debug (with the AT traces), info, warning, error, or reset (the configured level)")
+    log_level.add_argument("--json", action="store_true", help='print {"ok": true, "level": ...}')
     return parser
 
 
@@ -440,6 +447,19 @@ def _history(config, args) -> int:
     return follow_journal(journal, lambda: journal.recent(args.limit or None, args.since), show, args.since)
 
 
+def _log_level(config, args) -> int:
+    """Only the running service has a level to change: no fallback here."""
+    service = _running_service(config)
+    if service is None:
+        raise ControlUnavailable(f"the service is not running (nothing listens on {config.service.control_socket})")
+    level = service.call("log-level", level=args.level)["level"]
+    if args.json:
+        print_json({"ok": True, "level": level})
+    else:
+        print(f"log level: {level}")
+    return EXIT_OK
+
+
 def _body(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     setup_logging(PROG, args.verbose)
@@ -462,6 +482,8 @@ def _body(argv: list[str]) -> int:
         from .doctor import doctor
 
         return doctor(config, args, {" ".join(words) for words, _ in _leaves(_parser())})
+    if args.command == "log-level":
+        return _log_level(config, args)
     raise UsageError(f"unknown command {args.command}")
 
 

@@ -25,7 +25,8 @@ def test_once_says_the_radio_could_not_be_switched_off(gateway):
         run = gateway.mtcd("once", "--json")
         sent = list(modem.commands)
     assert run.returncode == 69, run.stderr
-    assert run.stdout == ""
+    # --json: the same line as the error object, for an agent.
+    assert run.last_json["error"] == "modem-unavailable" and RADIO.fullmatch(run.last_json["message"])
     assert len(run.stderr.splitlines()) == 1, run.stderr
     assert RADIO.fullmatch(run.stderr.removeprefix("mtcd: ").strip()), run.stderr
     # Nothing more is done with a modem whose radio may be on.

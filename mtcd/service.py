@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from .lifecycle import Lifecycle, LifecycleRefused, now_utc, rotation_due
 from .sealers import open_keystore
 from .modem import Modem
 from .policy import PolicySettings
+from .progress import NO_WAITS, Waits
 from .transport import SerialTransport
 from .identity import Iccid
 from .simlock import SimLock
@@ -64,17 +66,21 @@ class Gateway:
 
     `on_sim_event` and `on_failure` are called from the port's reader thread
     (a SIM-state URC; the port failed); `heartbeat` while a command is awaited.
+    `waits` tells a person or systemd what a long wait is for (mtcd.progress).
     """
 
-    def __init__(self, config: Config, *, on_sim_event=None, on_failure=None, heartbeat=None):
+    def __init__(self, config: Config, *, on_sim_event=None, on_failure=None, heartbeat=None,
+                 waits: Waits = NO_WAITS):
         self.config = config
         self.uicc: Uicc | None = None
         self.on_sim_event = on_sim_event
+        self.waits = waits
         m = config.modem
-        self.transport = SerialTransport(
+        self.transport = _WaitingTransport(
             m.port, m.baudrate, rtscts=m.rtscts, timeout=m.timeout,
             on_unsolicited=self._unsolicited, on_failure=on_failure, heartbeat=heartbeat,
         )
+        self.transport.waits = waits
         self.modem = Modem(self.transport)
         self.datalink: Datalink = datalink_for(config.datalink, self.modem)
         self.link_up = False
@@ -111,7 +117,7 @@ class Gateway:
         self.imeisv = modem.imeisv()
         self.keystore, self.sealer = open_keystore(self.config.state_dir, self.config.keystore.sealer)
         self.journal = PairingJournal(self.config.state_dir)
-        self.uicc = Uicc(modem)
+        self.uicc = Uicc(modem, settle_time=self.config.modem.sim_ready_timeout, waits=self.waits)
 
     def enable_sim_urcs(self) -> bool:
         """Ask the modem for its SIM-state URCs; True when it has some."""
@@ -139,8 +145,20 @@ class Gateway:
     def bring_up(self, outcome: PairingOutcome) -> None:
         """After a Paired decision: due rotations, then the link."""
         self._rotate_if_due(outcome.iccid)
-        self.datalink.up(outcome.decision)
+        with self.waits.waiting("waiting for the data link"), self._link_commands():
+            self.datalink.up(outcome.decision)
         self.link_up = True
+
+    @contextlib.contextmanager
+    def _link_commands(self):
+        """While the link comes up or goes down, the modem's slow commands
+        (attach, PDP activation, the vendor's data call) get
+        datalink.command_timeout instead of their built-in bound."""
+        self.transport.slow_command_timeout = self.config.datalink.command_timeout
+        try:
+            yield
+        finally:
+            self.transport.slow_command_timeout = None
 
     def pair(self) -> PairingOutcome:
         """One pairing decision, journalled; the link is not touched."""
@@ -192,7 +210,8 @@ class Gateway:
         """Link down and radio off.  True when the radio is known to be off;
         False leaves `modem.radio_on` unknown, for the caller to act on."""
         try:
-            self.datalink.down()
+            with self._link_commands():
+                self.datalink.down()
             closed = True
         except MtcdError as exc:
             log.warning("closing the link: %s", exc)
@@ -207,6 +226,21 @@ class Gateway:
         it off drops the session instead of carrying on with it on."""
         if self.modem.radio_on is not False:
             self.modem.switch_radio_off()
+
+
+class _WaitingTransport(SerialTransport):
+    """The serial port, saying what it waits for when the modem is slow to
+    answer (mtcd.progress); every wait keeps its bound."""
+
+    waits: Waits = NO_WAITS
+    slow_command_timeout: float | None = None  # see Gateway._link_commands
+
+    def execute(self, command, timeout=None):
+        if timeout is None and self.slow_command_timeout is not None and command.timeout > self.timeout:
+            timeout = max(self.timeout, self.slow_command_timeout)
+        bound = max(command.timeout, self.timeout) if timeout is None else timeout
+        with self.waits.waiting(f"waiting for the modem to answer {command.loggable}", bound):
+            return super().execute(command, timeout)
 
 
 def _journal_decision(journal: PairingJournal, outcome: PairingOutcome, show_imsi: bool = False) -> dict | None:

@@ -26,11 +26,11 @@ from mtcd.progress import Waits
 SIM_WAIT = "waiting for the SIM to finish initialising"
 
 
-def _mtcd_on_a_pty(gateway, *args: str) -> tuple[int, str, str]:
-    """`mtcd once` with stderr on a pty (stdout a pipe): exit code, stdout,
-    everything the terminal received."""
+def _mtcd_on_a_pty(gateway, *args: str, module: str = "mtcd.cli.daemon") -> tuple[int, str, str]:
+    """`mtcd` (or `mtcctl`) with stderr on a pty (stdout a pipe): exit code,
+    stdout, everything the terminal received."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(gateway.config), *args],
+    proc = subprocess.Popen([sys.executable, "-m", module, "--config", str(gateway.config), *args],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, env=gateway.env)
     os.close(slave)
     seen = b""
@@ -114,6 +114,21 @@ def test_the_service_says_what_it_waits_for(gateway, notify_socket):
             start = notify_socket.messages.index(waiting) + 1
             ready = notify_socket.wait_for("READY", "1", start=start)
             assert ready["STATUS"] == f"paired ICCID {card.iccid}, link up"
+
+
+def test_mtcctl_waiting_for_a_busy_service_shows_a_progress_line(gateway, notify_socket):
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        gateway.store_pin(str(card.iccid))
+        with service(gateway, notify_socket):
+            notify_socket.wait_for("READY", "1")
+            modem.latency = 0.4  # a slow modem: the rotation takes seconds
+            code, out, tty = _mtcd_on_a_pty(gateway, "pin", "rotate", module="mtcd.cli.ctl")
+            modem.latency = 0
+    assert code == 0, tty
+    assert re.search(r"\r\x1b\[Kwaiting for the service to answer rotate… [1-9] s", tty), repr(tty)
+    assert tty.endswith("\r\x1b[K"), repr(tty)
 
 
 # --- the feedback itself -----------------------------------------------------------

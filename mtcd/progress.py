@@ -7,9 +7,11 @@ nothing.  A longer one:
 - on a terminal (stderr is a TTY): one progress line, redrawn in place
   with a carriage return ("waiting for the SIM to finish initialising… 4 s")
   and erased when the wait ends, so it never mixes with output or logs;
-- elsewhere (journald, a pipe, a file): one log line at INFO when it
-  starts, nothing more;
-- and, when given, `on_start(text)` / `on_end()`: the service's STATUS=.
+- once it has lasted ANNOUNCE_AFTER, elsewhere (journald, a pipe, a file)
+  one log line at INFO, nothing more; and, when given, `on_start(text)`,
+  with `on_end()` when it is over: the service's STATUS=.  Later than the
+  line, so that a modem slow on every command (a second each) does not
+  turn each command into two status messages.
 
 Waits nest (the data link, inside it an AT command); the innermost wait
 that has lasted SHOW_AFTER is the one shown.
@@ -26,7 +28,8 @@ from typing import TextIO
 
 log = logging.getLogger("mtcd")
 
-SHOW_AFTER = 1.0  # seconds before a wait is worth a word
+SHOW_AFTER = 1.0  # seconds before a wait is worth a progress line
+ANNOUNCE_AFTER = 2.0  # seconds before it is worth a log line and a status
 _TICK = 0.25
 _ERASE = "\r\x1b[K"  # back to the start of the line, erase it
 
@@ -41,13 +44,16 @@ class _Wait:
 class Waits:
     def __init__(self, stream: TextIO | None = None, *, on_start: Callable[[str], None] | None = None,
                  on_end: Callable[[], None] | None = None, show_after: float = SHOW_AFTER,
-                 clock: Callable[[], float] = time.monotonic):
+                 announce_after: float = ANNOUNCE_AFTER, clock: Callable[[], float] = time.monotonic):
         self.stream = stream if stream is not None and _is_tty(stream) else None
         self.on_start, self.on_end = on_start, on_end
         self.show_after = show_after
+        self.announce_after = max(announce_after, show_after)
         self._clock = clock
         self._stack: list[_Wait] = []
-        self._lock = threading.Lock()
+        # Reentrant: a log record written while the line is drawn (even by
+        # on_start, in this thread) erases the line first (_LineGuard).
+        self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._drawn = ""  # the progress line on the terminal now ("" none)
         self._shown: _Wait | None = None  # the wait it is about
@@ -81,7 +87,6 @@ class Waits:
 
     def _tick(self) -> None:
         while True:
-            to_announce = None
             with self._lock:
                 if not self._stack:
                     # Idle: the thread ends; the next wait starts another.
@@ -91,19 +96,19 @@ class Waits:
                 old = [w for w in self._stack if now - w.start >= self.show_after]
                 if old:
                     shown = old[-1]
-                    if not shown.announced:
-                        shown.announced = True
-                        to_announce = shown
                     if self.stream is not None:
                         self._shown = shown
                         self._draw(f"{shown.what}{self._dots} {int(now - shown.start)} s")
+                    if not shown.announced and now - shown.start >= self.announce_after:
+                        # Under the lock: the end of this wait (on_end) cannot
+                        # overtake its start (on_start).
+                        shown.announced = True
+                        text = shown.what + (f" (up to {shown.bound:g} s)" if shown.bound else "")
+                        if self.stream is None:
+                            log.info("%s", text)
+                        if self.on_start is not None:
+                            self.on_start(text)
                 self._wake.wait(_TICK)
-            if to_announce is not None:
-                text = to_announce.what + (f" (up to {to_announce.bound:g} s)" if to_announce.bound else "")
-                if self.stream is None:
-                    log.info("%s", text)
-                if self.on_start is not None:
-                    self.on_start(text)
 
     # -- the line (under self._lock) ----------------------------------------------
     def _draw(self, text: str) -> None:

@@ -151,9 +151,10 @@ class Gateway:
 
     @contextlib.contextmanager
     def _link_commands(self):
-        """While the link comes up or goes down, the modem's slow commands
-        (attach, PDP activation, the vendor's data call) get
-        datalink.command_timeout instead of their built-in bound."""
+        """While the link comes up, the modem's slow commands (radio on,
+        attach, PDP activation, the vendor's data call) get
+        datalink.command_timeout instead of their built-in bound.  Not on
+        the way down: switching the radio off keeps its own short bound."""
         self.transport.slow_command_timeout = self.config.datalink.command_timeout
         try:
             yield
@@ -210,8 +211,7 @@ class Gateway:
         """Link down and radio off.  True when the radio is known to be off;
         False leaves `modem.radio_on` unknown, for the caller to act on."""
         try:
-            with self._link_commands():
-                self.datalink.down()
+            self.datalink.down()
             closed = True
         except MtcdError as exc:
             log.warning("closing the link: %s", exc)
@@ -228,6 +228,11 @@ class Gateway:
             self.modem.switch_radio_off()
 
 
+# A command whose own bound is this long or longer is one of the link's slow
+# ones (radio on, PDP activation, a vendor data call), not an ordinary query.
+SLOW_COMMAND = 30.0
+
+
 class _WaitingTransport(SerialTransport):
     """The serial port, saying what it waits for when the modem is slow to
     answer (mtcd.progress); every wait keeps its bound."""
@@ -236,7 +241,7 @@ class _WaitingTransport(SerialTransport):
     slow_command_timeout: float | None = None  # see Gateway._link_commands
 
     def execute(self, command, timeout=None):
-        if timeout is None and self.slow_command_timeout is not None and command.timeout > self.timeout:
+        if timeout is None and self.slow_command_timeout is not None and command.timeout >= SLOW_COMMAND:
             timeout = max(self.timeout, self.slow_command_timeout)
         bound = max(command.timeout, self.timeout) if timeout is None else timeout
         with self.waits.waiting(f"waiting for the modem to answer {command.loggable}", bound):

@@ -65,7 +65,7 @@ def test_a_busy_sim_shows_a_progress_line_on_a_terminal(gateway):
 
 def test_without_a_terminal_one_log_line_and_no_progress_line(gateway):
     card = make_card()
-    with sim_modem(card, ready_delay=2.5) as (modem, port):
+    with sim_modem(card, ready_delay=3.5) as (modem, port):
         gateway.configure(port)
         gateway.store_pin(str(card.iccid))
         run = gateway.mtcd("-v", "once")
@@ -78,13 +78,13 @@ def test_without_a_terminal_one_log_line_and_no_progress_line(gateway):
 def test_the_sim_ready_wait_is_configurable(gateway):
     card = make_card()
     with sim_modem(card, ready_delay=30) as (modem, port):
-        gateway.configure(port, modem="sim_ready_timeout = 1.5")
+        gateway.configure(port, modem="sim_ready_timeout = 2.5")
         gateway.store_pin(str(card.iccid))
         started = time.monotonic()
         run = gateway.mtcd("-v", "once", "--json")
         took = time.monotonic() - started
         assert modem.radio == 4  # the wait ended in a refusal, the gate closed
-    assert f"{SIM_WAIT} (up to 1.5 s)" in run.stderr
+    assert f"{SIM_WAIT} (up to 2.5 s)" in run.stderr
     assert took < 15, run.stderr  # not the 30 s the SIM would have taken
     assert (run.returncode, run.last_json["reason"]) == (1, "sim-error")
 
@@ -106,7 +106,7 @@ def test_the_data_link_command_timeout_is_configurable(gateway):
 
 def test_the_service_says_what_it_waits_for(gateway, notify_socket):
     card = make_card()
-    with sim_modem(card, ready_delay=2.5) as (modem, port):
+    with sim_modem(card, ready_delay=3.5) as (modem, port):
         gateway.configure(port)
         gateway.store_pin(str(card.iccid))
         with service(gateway, notify_socket):
@@ -149,9 +149,20 @@ def test_short_waits_say_nothing():
     assert term.getvalue() == "" and said == []
 
 
+def test_a_wait_is_on_the_terminal_before_it_is_announced():
+    term, said = FakeTerminal(), []
+    waits = Waits(term, on_start=said.append, on_end=lambda: said.append("end"), show_after=0.2,
+                  announce_after=1.0)
+    with waits.waiting("waiting for the modem to answer AT+CFUN=1", 30):
+        time.sleep(0.6)
+    assert "waiting for the modem to answer AT+CFUN=1… 0 s" in term.getvalue()
+    assert said == []  # a slow modem's every command is not a status message
+
+
 def test_the_innermost_long_wait_is_shown_and_systemd_told_once():
     term, said = FakeTerminal(), []
-    waits = Waits(term, on_start=said.append, on_end=lambda: said.append("end"), show_after=0.3)
+    waits = Waits(term, on_start=said.append, on_end=lambda: said.append("end"), show_after=0.3,
+                  announce_after=0.3)
     with waits.waiting("waiting for the data link"):
         time.sleep(0.5)
         with waits.waiting("waiting for the modem to answer AT+CGACT=1,1", 150):
@@ -183,7 +194,7 @@ def test_a_log_record_starts_on_a_clean_line(caplog):
 
 def test_without_a_terminal_a_long_wait_is_logged_once(caplog):
     caplog.set_level(logging.INFO, logger="mtcd")
-    waits = Waits(io.StringIO(), show_after=0.1)
+    waits = Waits(io.StringIO(), show_after=0.1, announce_after=0.3)
     with waits.waiting("waiting for the SIM", 10):
         time.sleep(0.6)
     assert [r.getMessage() for r in caplog.records] == ["waiting for the SIM (up to 10 s)"]

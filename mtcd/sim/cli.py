@@ -60,22 +60,24 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Simulated modem and SIM card for mtcd.")
+    p = _Parser(prog=PROG, description="Simulated modem and SIM card for mtcd: for development, tests and "
+                "rehearsal, never on a production gateway.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     card = sub.add_parser("card", help="create a card state file (PIN, PUK on stdin)")
     card.add_argument("--state", required=True, help="card state file to write")
-    card.add_argument("--iccid", required=True)
-    card.add_argument("--imsi", required=True)
+    card.add_argument("--iccid", required=True, help="the card's ICCID (18 to 20 digits, Luhn check digit last)")
+    card.add_argument("--imsi", required=True, help="the card's IMSI (6 to 15 digits)")
     card.add_argument("--pin-disabled", action="store_true", help="PIN1 check switched off")
-    card.add_argument("--pin-attempts", type=int, default=PIN_TRIES)
-    card.add_argument("--puk-attempts", type=int, default=PUK_TRIES)
+    card.add_argument("--pin-attempts", type=int, default=PIN_TRIES, help=f"PIN attempts left (default {PIN_TRIES})")
+    card.add_argument("--puk-attempts", type=int, default=PUK_TRIES, help=f"PUK attempts left (default {PUK_TRIES})")
     card.add_argument("--force", action="store_true", help="overwrite an existing file")
 
     serve = sub.add_parser("serve", help="serve the modem on a pty")
     serve.add_argument("--state", required=True, help="card state file (kept up to date)")
-    serve.add_argument("--imei", default=DEFAULT_IMEI)
-    serve.add_argument("--vendor", choices=VENDORS, default="generic")
+    serve.add_argument("--imei", default=DEFAULT_IMEI, help="the modem's IMEI")
+    serve.add_argument("--vendor", choices=VENDORS, default="generic",
+                       help="personality: its identity, dialect and URCs (simcom: a SIM7600G-H)")
     serve.add_argument("--no-cpinr", action="store_true", help="modem lacks AT+CPINR")
     serve.add_argument("--no-csim", action="store_true", help="modem lacks AT+CSIM")
     serve.add_argument("--no-crsm", action="store_true", help="modem lacks AT+CRSM")
@@ -83,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="seconds of CME 14 (SIM busy) after unlock")
     serve.add_argument("--latency", type=float, default=0.0, metavar="S",
                        help="seconds before each reply")
-    serve.add_argument("--power-on-cfun", type=int, choices=(0, 1, 4), default=1)
+    serve.add_argument("--power-on-cfun", type=int, choices=(0, 1, 4), default=1,
+                       help="radio level after power-on and reset (default 1)")
     serve.add_argument("--link", help="symlink to create to the pty")
     serve.add_argument("--control", metavar="SOCKET",
                        help="Unix socket for pull-sim, insert-sim, swap-sim, ota-pin, reset and status")

@@ -60,6 +60,7 @@ from .errors import (
     ConfigError,
     MtcdError,
 )
+from .progress import stderr_waits
 from .identity import Iccid
 from .logsetup import LEVEL_NAMES, RESET
 from .secret import Pin, Puk, Secret
@@ -798,7 +799,9 @@ class ControlClient:
                 _send(sock, request)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the service may have answered (refused) without reading: read it
-            line = _read_line(sock, MAX_RESPONSE, deadline)
+            # A busy service (a pairing, a slow modem) may take a while: say so on a terminal.
+            with stderr_waits().waiting(f"waiting for the service to answer {command}", self.timeout):
+                line = _read_line(sock, MAX_RESPONSE, deadline)
         except TimeoutError:
             raise ControlTimeout(
                 f"no answer from the service within {self.timeout:g} s; {command} may still complete "

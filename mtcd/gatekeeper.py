@@ -38,6 +38,7 @@ import os
 import queue
 import selectors
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -50,6 +51,7 @@ from . import logsetup
 from .metrics import Metrics
 from .gate import PairingOutcome, _stored_view
 from .identity import Iccid
+from .progress import Waits
 from .sdnotify import sd_notify
 from .policy import Observations, Paired, PolicySettings, Reason, Refused, StoredPin, decide
 from .service import Gateway, RadioNotOff, policy_settings
@@ -216,6 +218,9 @@ class Gatekeeper:
         self._next_attempt: float | None = None
         self._snapshot: dict = {}
         self._requests: queue.Queue[_Request] = queue.Queue()
+        # A long wait (SIM busy, a slow modem, the data link) is what STATUS= says meanwhile.
+        self.waits = Waits(sys.stderr, on_start=self.notifier.status,
+                           on_end=lambda: self.notifier.status(self.status_text))
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -479,7 +484,7 @@ class Gatekeeper:
     def _connect(self) -> bool:
         self._port_failed = False
         gateway = Gateway(self.config, on_sim_event=self._on_sim_event,
-                          on_failure=self._on_port_failure, heartbeat=self.notifier.watchdog)
+                          on_failure=self._on_port_failure, heartbeat=self.notifier.watchdog, waits=self.waits)
         try:
             gateway.transport.open()
         except ModemUnavailable as exc:

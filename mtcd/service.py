@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from .lifecycle import Lifecycle, LifecycleRefused, now_utc, rotation_due
 from .sealers import open_keystore
 from .modem import Modem
 from .policy import PolicySettings
+from .progress import NO_WAITS, Waits
 from .transport import SerialTransport
 from .identity import Iccid
 from .simlock import SimLock
@@ -86,17 +88,21 @@ class Gateway:
 
     `on_sim_event` and `on_failure` are called from the port's reader thread
     (a SIM-state URC; the port failed); `heartbeat` while a command is awaited.
+    `waits` tells a person or systemd what a long wait is for (mtcd.progress).
     """
 
-    def __init__(self, config: Config, *, on_sim_event=None, on_failure=None, heartbeat=None):
+    def __init__(self, config: Config, *, on_sim_event=None, on_failure=None, heartbeat=None,
+                 waits: Waits = NO_WAITS):
         self.config = config
         self.uicc: Uicc | None = None
         self.on_sim_event = on_sim_event
+        self.waits = waits
         m = config.modem
-        self.transport = SerialTransport(
+        self.transport = _WaitingTransport(
             m.port, m.baudrate, rtscts=m.rtscts, timeout=m.timeout,
             on_unsolicited=self._unsolicited, on_failure=on_failure, heartbeat=heartbeat,
         )
+        self.transport.waits = waits
         self.modem = Modem(self.transport)
         self.datalink: Datalink = datalink_for(config.datalink, self.modem)
         self.link_up = False
@@ -133,7 +139,7 @@ class Gateway:
         self.imeisv = modem.imeisv()
         self.keystore, self.sealer = open_keystore(self.config.state_dir, self.config.keystore.sealer)
         self.journal = PairingJournal(self.config.state_dir)
-        self.uicc = Uicc(modem)
+        self.uicc = Uicc(modem, settle_time=self.config.modem.sim_ready_timeout, waits=self.waits)
 
     def enable_sim_urcs(self) -> bool:
         """Ask the modem for its SIM-state URCs; True when it has some."""
@@ -161,8 +167,21 @@ class Gateway:
     def bring_up(self, outcome: PairingOutcome) -> None:
         """After a Paired decision: due rotations, then the link."""
         self._rotate_if_due(outcome.iccid)
-        self.datalink.up(outcome.decision)
+        with self.waits.waiting("waiting for the data link"), self._link_commands():
+            self.datalink.up(outcome.decision)
         self.link_up = True
+
+    @contextlib.contextmanager
+    def _link_commands(self):
+        """While the link comes up, the modem's slow commands (radio on,
+        attach, PDP activation, the vendor's data call) get
+        datalink.command_timeout instead of their built-in bound.  Not on
+        the way down: switching the radio off keeps its own short bound."""
+        self.transport.slow_command_timeout = self.config.datalink.command_timeout
+        try:
+            yield
+        finally:
+            self.transport.slow_command_timeout = None
 
     def pair(self) -> PairingOutcome:
         """One pairing decision, journalled; the link is not touched."""
@@ -229,6 +248,26 @@ class Gateway:
         it off drops the session instead of carrying on with it on."""
         if self.modem.radio_on is not False:
             switch_radio_off(self.modem)
+
+
+# A command whose own bound is this long or longer is one of the link's slow
+# ones (radio on, PDP activation, a vendor data call), not an ordinary query.
+SLOW_COMMAND = 30.0
+
+
+class _WaitingTransport(SerialTransport):
+    """The serial port, saying what it waits for when the modem is slow to
+    answer (mtcd.progress); every wait keeps its bound."""
+
+    waits: Waits = NO_WAITS
+    slow_command_timeout: float | None = None  # see Gateway._link_commands
+
+    def execute(self, command, timeout=None):
+        if timeout is None and self.slow_command_timeout is not None and command.timeout >= SLOW_COMMAND:
+            timeout = max(self.timeout, self.slow_command_timeout)
+        bound = max(command.timeout, self.timeout) if timeout is None else timeout
+        with self.waits.waiting(f"waiting for the modem to answer {command.loggable}", bound):
+            return super().execute(command, timeout)
 
 
 def _journal_decision(journal: PairingJournal, outcome: PairingOutcome, show_imsi: bool = False) -> dict | None:

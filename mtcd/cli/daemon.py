@@ -15,6 +15,7 @@ import sys
 
 from ..datalink import DatalinkFailed
 from ..errors import EXIT_OK, EXIT_REFUSED
+from ..progress import Waits
 from ..service import Gateway
 from .common import ArgumentParser, add_version_option, add_config_option, config_from, print_json, run_main, setup_logging
 
@@ -61,7 +62,8 @@ def _body(argv: list[str]) -> int:
     setup_logging(PROG, args.verbose)
     config = config_from(args)
     if args.command == "once":
-        with Gateway(config) as gateway:
+        # On a terminal, a progress line while the SIM, the modem or the link is slow.
+        with Gateway(config, waits=Waits(sys.stderr)) as gateway:
             try:
                 report = gateway.pair_once()
             except DatalinkFailed:

@@ -11,9 +11,10 @@ tables merged key by key, a later value winning; each is checked as strictly.
     [modem]
     port = "/dev/ttyUSB2"          # required
     baudrate = 115200
-    timeout = 10                   # seconds
+    timeout = 10                   # seconds, the least any command is given
     rtscts = false
     vendor = "auto"
+    sim_ready_timeout = 10         # seconds the SIM may stay busy/not ready
     [policy]
     min_retries = 2                # never present the PIN with fewer attempts left
     require_pin_enabled = true
@@ -47,6 +48,7 @@ tables merged key by key, a later value winning; each is checked as strictly.
     pppd = "/usr/sbin/pppd"        # ppp only
     run_dir = "/run/mtcd/ppp"      # ppp only: generated peer file and chat script
     up_timeout = 60                # ppp: seconds until the interface is up; qmi: for each qmicli
+    command_timeout = 150          # seconds for the modem's attach/PDP/data-call commands
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class ModemConfig:
     timeout: float = 10.0
     rtscts: bool = False
     vendor: str = "auto"
+    sim_ready_timeout: float = 10.0  # how long the SIM may stay busy (CME 14) or not ready
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ class DatalinkConfig:
     qmi_device: str = "/dev/cdc-wdm0"
     qmicli: str = "/usr/bin/qmicli"
     up_timeout: float = 60.0
+    command_timeout: float = 150.0  # the modem's slow link commands (attach, PDP, data call)
 
 
 @dataclass(frozen=True)
@@ -311,6 +315,7 @@ _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "timeout": _seconds,
         "rtscts": _boolean,
         "vendor": _one_of(VENDORS),
+        "sim_ready_timeout": _seconds,
     },
     "policy": {
         "min_retries": _integer(2, 3),
@@ -347,6 +352,7 @@ _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "pppd": _ppp_path,
         "run_dir": lambda value: Path(_ppp_path(value)) if value != "" else _ppp_path(value),
         "up_timeout": _seconds,
+        "command_timeout": _seconds,
         "qmi_device": _ppp_path,
         "qmicli": _ppp_path,
     },

@@ -60,7 +60,9 @@ from .errors import (
     ConfigError,
     MtcdError,
 )
+from .progress import stderr_waits
 from .identity import Iccid
+from .logsetup import LEVEL_NAMES, RESET
 from .secret import Pin, Puk, Secret
 
 log = logging.getLogger("mtcd.control")
@@ -210,6 +212,12 @@ def _flag(value) -> bool:
     return value
 
 
+def _log_level(value) -> str:
+    if not isinstance(value, str) or value not in (*LEVEL_NAMES, RESET):
+        raise _Bad(f"must be one of {', '.join((*LEVEL_NAMES, RESET))}")
+    return value
+
+
 @dataclass(frozen=True)
 class Field:
     name: str
@@ -238,6 +246,8 @@ COMMANDS: Mapping[str, tuple[Field, ...]] = MappingProxyType({
         Field("iccid", _iccid, required=False),
     ),
     "repair": (),  # take a pairing decision now (mtcctl repair)
+    "doctor": (),  # read-only: what the service's modem session sees (mtcctl doctor)
+    "log-level": (Field("level", _log_level),),
 })
 
 # A name is repeated in an error only when it cannot be a misplaced PIN or PUK.
@@ -344,8 +354,15 @@ def one_line(text: str, limit: int = 500) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def encode_error(message: str, exit_code: int) -> bytes:
-    return json.dumps({"ok": False, "error": one_line(message), "exit_code": exit_code}).encode("utf-8") + b"\n"
+def encode_error(message: str, exit_code: int, code: str | None = None, details: dict | None = None) -> bytes:
+    """`code` and `details` (a refusal's reason and ICCID) are passed on to
+    mtcctl's --json output; a client that does not know them ignores them."""
+    answer = {"ok": False, "error": one_line(message), "exit_code": exit_code}
+    if code:
+        answer["code"] = code
+    if details:
+        answer["details"] = {k: v for k, v in details.items() if isinstance(v, str)}
+    return json.dumps(answer).encode("utf-8") + b"\n"
 
 
 def decode_response(line: bytes) -> dict:
@@ -360,7 +377,13 @@ def decode_response(line: bytes) -> dict:
     if isinstance(obj, dict) and obj.get("ok") is False:
         code, message = obj.get("exit_code"), obj.get("error")
         if isinstance(code, int) and not isinstance(code, bool) and 0 < code < 256 and isinstance(message, str):
-            raise ServiceError(one_line(message) or "the service refused", code)
+            error = ServiceError(one_line(message) or "the service refused", code)
+            if isinstance(obj.get("code"), str) and re.fullmatch(r"[a-z][a-z0-9-]{0,40}", obj["code"]):
+                error.code = obj["code"]
+            if isinstance(obj.get("details"), dict):
+                error.details = {k: v for k, v in obj["details"].items()
+                                 if k in ("reason", "iccid") and isinstance(v, str) and len(v) <= 64}
+            raise error
     raise ControlError("the service sent an answer of the wrong shape")
 
 
@@ -728,7 +751,9 @@ class ControlServer:
             code = exc.exit_code if isinstance(exc.exit_code, int) and 0 < exc.exit_code < 256 else EXIT_SOFTWARE
             message = _withhold_secrets(one_line(str(exc)) or type(exc).__name__, request)
             log.info("control: %s answered exit %d: %s", request.command, code, message)
-            return encode_error(message, code)
+            from .cli.jsonout import error_code, error_fields
+
+            return encode_error(message, code, error_code(exc, code), error_fields(exc))
         except BaseException as exc:  # noqa: BLE001 - a bug in the handler; the service stays up
             # Type and place only: an exception's text may carry a value.
             frames = traceback.extract_tb(exc.__traceback__)
@@ -782,7 +807,9 @@ class ControlClient:
                 _send(sock, request)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the service may have answered (refused) without reading: read it
-            line = _read_line(sock, MAX_RESPONSE, deadline)
+            # A busy service (a pairing, a slow modem) may take a while: say so on a terminal.
+            with stderr_waits().waiting(f"waiting for the service to answer {command}", self.timeout):
+                line = _read_line(sock, MAX_RESPONSE, deadline)
         except TimeoutError:
             raise ControlTimeout(
                 f"no answer from the service within {self.timeout:g} s; {command} may still complete "

@@ -11,6 +11,9 @@ them without parsing text:
     77  not permitted (EX_NOPERM)
     78  configuration error (EX_CONFIG)
 
+Each kind also has a stable `code`: the "error" of the JSON object a
+`--json` command prints when it fails (mtcd/cli/jsonout.py).
+
 No message built by this module or its callers may contain a PIN or PUK:
 secrets are `mtcd.secret.Secret` objects, which refuse to print themselves.
 """
@@ -33,12 +36,14 @@ class MtcdError(Exception):
     """Base of every error mtcd raises on purpose; anything else is a bug."""
 
     exit_code = EXIT_SOFTWARE
+    code = "internal"
 
 
 class UsageError(MtcdError):
     """The command line is wrong: unknown subcommand, missing argument."""
 
     exit_code = EXIT_USAGE
+    code = "usage"
 
 
 class ConfigError(MtcdError):
@@ -48,6 +53,7 @@ class ConfigError(MtcdError):
     """
 
     exit_code = EXIT_CONFIG
+    code = "config"
 
 
 class ModemUnavailable(MtcdError):
@@ -55,6 +61,7 @@ class ModemUnavailable(MtcdError):
     or it answers with something that is not AT."""
 
     exit_code = EXIT_UNAVAILABLE
+    code = "modem-unavailable"
 
 
 class ModemProtocolError(ModemUnavailable):
@@ -62,6 +69,8 @@ class ModemProtocolError(ModemUnavailable):
 
     Example: ``+CPINR: SIM PIN,x,3`` where a number was expected.
     """
+
+    code = "modem-protocol"
 
 
 class CommandFailed(MtcdError):
@@ -73,6 +82,7 @@ class CommandFailed(MtcdError):
     """
 
     exit_code = EXIT_UNAVAILABLE
+    code = "modem-command-failed"
 
     def __init__(self, command: str, result: str, cme: int | None = None):
         self.command = command
@@ -89,6 +99,7 @@ class KeystoreError(MtcdError):
     """
 
     exit_code = EXIT_DATAERR
+    code = "keystore-damaged"
 
 
 class StateError(MtcdError):
@@ -96,15 +107,18 @@ class StateError(MtcdError):
     be written."""
 
     exit_code = EXIT_IOERR
+    code = "state-io"
 
 
 class NotPermitted(MtcdError):
     """This user may not do it: root's state directory, the service's socket."""
 
     exit_code = EXIT_NOPERM
+    code = "not-permitted"
 
 
 class OutputFailed(MtcdError):
     """Standard output cannot be written (a full disk, a dead terminal)."""
 
     exit_code = EXIT_IOERR
+    code = "output-failed"

@@ -12,7 +12,8 @@ then sleeps on a wake-up pipe until something happens:
   depends on changed;
 - SIGTERM: link down, radio off, exit 0;
 - SIGUSR1: log one step more (warning, info, debug with the AT traces);
-  SIGUSR2: back to the level it started with (mtcd.logsetup);
+  SIGUSR2: back to the level it started with; `mtcctl log-level` sets one
+  by name through the control socket (all three in mtcd.logsetup);
 - a control-socket request (mtcctl), run here so that one thread talks to
   the modem.  `status` is answered from the state this loop publishes, at
   once, whatever the loop is doing; a request that needs the modem is
@@ -37,6 +38,7 @@ import os
 import queue
 import selectors
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -49,9 +51,10 @@ from . import logsetup
 from .metrics import Metrics
 from .gate import PairingOutcome, _stored_view
 from .identity import Iccid
+from .progress import Waits
 from .sdnotify import sd_notify
 from .policy import Observations, Paired, PolicySettings, Reason, Refused, StoredPin, decide
-from .service import Gateway, policy_settings
+from .service import Gateway, RadioNotOff, policy_settings
 from .simlock import SimEvent, SimLock
 
 log = logging.getLogger("mtcd")
@@ -215,6 +218,9 @@ class Gatekeeper:
         self._next_attempt: float | None = None
         self._snapshot: dict = {}
         self._requests: queue.Queue[_Request] = queue.Queue()
+        # A long wait (SIM busy, a slow modem, the data link) is what STATUS= says meanwhile.
+        self.waits = Waits(sys.stderr, on_start=self.notifier.status,
+                           on_end=lambda: self.notifier.status(self.status_text))
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -478,7 +484,7 @@ class Gatekeeper:
     def _connect(self) -> bool:
         self._port_failed = False
         gateway = Gateway(self.config, on_sim_event=self._on_sim_event,
-                          on_failure=self._on_port_failure, heartbeat=self.notifier.watchdog)
+                          on_failure=self._on_port_failure, heartbeat=self.notifier.watchdog, waits=self.waits)
         try:
             gateway.transport.open()
         except ModemUnavailable as exc:
@@ -549,6 +555,8 @@ class Gatekeeper:
             gateway.close_gate()
             try:
                 gateway.ensure_radio_off()
+            except RadioNotOff as exc:
+                log.error("%s", exc)  # says so itself, with the modem's answers
             except MtcdError as exc:
                 log.error("the radio could not be switched off: %s", exc)
         gateway.transport.close()
@@ -773,6 +781,7 @@ def control_handler(gatekeeper: Gatekeeper):
         "reload": _reload,
         "pin-try": _pin_try,
         "repair": _repair,
+        "doctor": _doctor,
     }
 
     def handle(request):
@@ -780,12 +789,24 @@ def control_handler(gatekeeper: Gatekeeper):
             # From the published state: answered at once, even while the
             # loop waits for the modem or runs a long PIN change.
             return gatekeeper.status_now()
+        if request.command == "doctor" and gatekeeper.gateway is None:
+            # Answered at once: there is no modem session to ask.
+            return _doctor_without_modem(gatekeeper)
+        if request.command == "log-level":
+            # At once too: the traces may be wanted for an exchange that is
+            # hanging in the loop now.
+            return _log_level(request.args["level"], request.peer)
         if request.command in NEEDS_MODEM and gatekeeper.gateway is None:
             raise ModemUnavailable(gatekeeper.not_connected())
         action = actions[request.command]
         return gatekeeper.submit(lambda gk: action(gk, **request.args), request.client_left)
 
     return handle
+
+
+def _log_level(name: str, peer) -> dict:
+    level = logsetup.set_level(name, f"mtcctl log-level {name}, uid {peer.uid}")
+    return {"level": logsetup.level_name(level)}
 
 
 def _status(gk: Gatekeeper) -> dict:
@@ -821,8 +842,12 @@ def _paired_gateway(gk: Gatekeeper) -> Gateway:
         raise _no_modem(gk)
     if gk.outcome is None or not gk.outcome.paired:
         out = gk.outcome
-        why = f"{out.reason.value}: {out.decision.detail}" if out is not None else gk.status_text
-        raise LifecycleRefused(f"the inserted SIM is not paired: {why}")
+        why = f"{out.reason.value}: {out.decision.detail}" if out is not None and out.reason else gk.status_text
+        refused = LifecycleRefused(f"the inserted SIM is not paired: {why}")
+        # for mtcctl --json: the gate's reason and the SIM
+        refused.details = {"reason": out.reason.value if out is not None and out.reason else None,
+                           "iccid": str(out.iccid) if out is not None and out.iccid else None}
+        raise refused
     return gk.gateway
 
 
@@ -973,3 +998,20 @@ def _repair(gk: Gatekeeper) -> dict:
     out = gk.outcome
     detail = getattr(out.decision, "detail", None) if out is not None else gk.status_text
     return {**gk.status_now(), "detail": detail, "outcome": "kept" if kept else "decided"}
+
+
+def _doctor_without_modem(gk: Gatekeeper) -> dict:
+    return {"pid": os.getpid(), "status": gk.status_now(), "modem": None, "modem_error": gk.not_connected()}
+
+
+def _doctor(gk: Gatekeeper) -> dict:
+    """Read-only queries through the service's own session (it holds the
+    port): nothing presented, the radio and the gate left as they are."""
+    from .doctor_probe import probe_modem
+
+    gw = gk.gateway
+    if gw is None:
+        return _doctor_without_modem(gk)
+    # A port that fails meanwhile is noticed by the loop as usual (on_failure).
+    modem = probe_modem(gw.modem, gk.config.modem.vendor, gw.modem.dialect, via="service")
+    return {"pid": os.getpid(), "status": gk.status_now(), "modem": modem, "modem_error": None}

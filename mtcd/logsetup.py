@@ -20,7 +20,8 @@ people read: `mtcd: WARNING: refused: ...`.
 
 The level: -v chooses it at start (warning, info, debug); SIGUSR1 raises it
 one step (debug shows the AT traces, PIN-redacted as always), SIGUSR2 brings
-back the level the command started with.
+back the level the command started with; `mtcctl log-level` sets one by name
+through the control socket.  All three change it here, in _change.
 """
 
 from __future__ import annotations
@@ -101,22 +102,47 @@ def error_line(prog: str, text: str, environ=os.environ) -> str:
     return f"{prog}: {text}"
 
 
-def more_verbose() -> int:
-    """SIGUSR1: one step more (warning -> info -> debug); the new level."""
+# The names `mtcctl log-level` takes; "reset" is the configured level.
+LEVEL_NAMES = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+RESET = "reset"
+
+
+def level_name(level: int) -> str:
+    return logging.getLevelName(level).lower()
+
+
+def _change(level: int, why: str) -> int:
+    """The one place the running level changes.  The change is said at info
+    while the louder of the two levels is in force, so it is seen whenever
+    either level shows info lines."""
     root = logging.getLogger()
     current = root.getEffectiveLevel()
-    louder = next((lv for lv in LEVELS if lv < current), min(LEVELS))
-    root.setLevel(louder)
-    # Said after the change, so that it is seen at the new level.
-    logging.getLogger("mtcd").info("log level raised to %s (SIGUSR1)", logging.getLevelName(louder).lower())
-    return louder
+    if level == current:
+        return level
+    announce = logging.getLogger("mtcd").info
+    verb = "raised to" if level < current else "lowered to" if level != _configured else "back to"
+    if level < current:
+        root.setLevel(level)
+        announce("log level %s %s (%s)", verb, level_name(level), why)
+    else:
+        announce("log level %s %s (%s)", verb, level_name(level), why)
+        root.setLevel(level)
+    return level
+
+
+def more_verbose() -> int:
+    """SIGUSR1: one step more (warning -> info -> debug); the new level."""
+    current = logging.getLogger().getEffectiveLevel()
+    return _change(next((lv for lv in LEVELS if lv < current), min(LEVELS)), "SIGUSR1")
 
 
 def configured_verbosity() -> int:
     """SIGUSR2: back to the level the command started with."""
-    root = logging.getLogger()
-    # Said before the change, while it can still be seen.
-    if root.getEffectiveLevel() != _configured:
-        logging.getLogger("mtcd").info("log level back to %s (SIGUSR2)", logging.getLevelName(_configured).lower())
-    root.setLevel(_configured)
-    return _configured
+    return _change(_configured, "SIGUSR2")
+
+
+def set_level(name: str, why: str) -> int:
+    """A level by name (LEVEL_NAMES), or RESET for the configured one."""
+    if name == RESET:
+        return _change(_configured, why)
+    return _change(LEVEL_NAMES[name], why)

@@ -67,11 +67,13 @@ class TryRefused(MtcdError):
     """`pin try` presented nothing: the message says why and what works."""
 
     exit_code = EXIT_REFUSED
+    code = "refused"  # --json error code; `reason` says which refusal
 
     def __init__(self, reason: str, message: str, iccid: Iccid | None = None):
         super().__init__(message)
         self.reason = reason
         self.iccid = iccid
+        self.details = {"reason": reason, "iccid": str(iccid) if iccid else None}
 
 
 @dataclass(frozen=True)
@@ -259,6 +261,7 @@ def dry_run(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei
         "guard": settings.min_retries,
         "reason": None,
         "pin": None,
+        "link": "down",
     }
     link = f"bring the link up ({backend})" if backend else "bring the link up"
     if isinstance(decision, Refused):

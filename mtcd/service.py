@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
 from .at import commands, parsers
 from .config import Config
 from .datalink import Datalink, datalink_for
-from .errors import CommandFailed, MtcdError
+from .errors import EXIT_UNAVAILABLE, CommandFailed, MtcdError
 from .events import masked_imsi
 from .gate import PairingOutcome, pair
 from .journal import PairingJournal
@@ -17,12 +18,35 @@ from .lifecycle import Lifecycle, LifecycleRefused, now_utc, rotation_due
 from .sealers import open_keystore
 from .modem import Modem
 from .policy import PolicySettings
+from .progress import NO_WAITS, Waits
 from .transport import SerialTransport
 from .identity import Iccid
 from .simlock import SimLock
 from .uicc import Uicc
 
 log = logging.getLogger("mtcd")
+
+
+class RadioNotOff(MtcdError):
+    """The modem refused both AT+CFUN=4 and AT+CFUN=0: the gate cannot be
+    closed, so nothing else is done with this modem (exit 69).  Not a
+    ModemUnavailable: the modem answers, and the service keeps trying to
+    close the gate rather than treating the port as gone."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+def switch_radio_off(modem: Modem) -> None:
+    """modem.switch_radio_off, failing with what the modem answered to each
+    command, in words an operator reading `journalctl -p err` understands."""
+    try:
+        modem.switch_radio_off()
+    except CommandFailed as exc:
+        answers = [exc]
+        if isinstance(exc.__context__, CommandFailed):  # CFUN=4, before the CFUN=0 fallback
+            answers.insert(0, exc.__context__)
+        said = "; ".join(f"{a.command} answered {a.result}" for a in answers)
+        raise RadioNotOff(f"the radio could not be switched off (the modem: {said})") from None
 
 
 @dataclass(frozen=True)
@@ -64,17 +88,21 @@ class Gateway:
 
     `on_sim_event` and `on_failure` are called from the port's reader thread
     (a SIM-state URC; the port failed); `heartbeat` while a command is awaited.
+    `waits` tells a person or systemd what a long wait is for (mtcd.progress).
     """
 
-    def __init__(self, config: Config, *, on_sim_event=None, on_failure=None, heartbeat=None):
+    def __init__(self, config: Config, *, on_sim_event=None, on_failure=None, heartbeat=None,
+                 waits: Waits = NO_WAITS):
         self.config = config
         self.uicc: Uicc | None = None
         self.on_sim_event = on_sim_event
+        self.waits = waits
         m = config.modem
-        self.transport = SerialTransport(
+        self.transport = _WaitingTransport(
             m.port, m.baudrate, rtscts=m.rtscts, timeout=m.timeout,
             on_unsolicited=self._unsolicited, on_failure=on_failure, heartbeat=heartbeat,
         )
+        self.transport.waits = waits
         self.modem = Modem(self.transport)
         self.datalink: Datalink = datalink_for(config.datalink, self.modem)
         self.link_up = False
@@ -104,7 +132,7 @@ class Gateway:
         modem.initialise()
         # Radio off before anything else: a modem powers up with CFUN=1 and
         # would attach by itself with a SIM whose PIN is disabled.
-        modem.switch_radio_off()
+        switch_radio_off(modem)
         modem.choose_dialect(self.config.modem.vendor)
         # With the radio off and before any pairing: a vendor auto-connect
         # the backend finds switched on is switched off.
@@ -114,7 +142,7 @@ class Gateway:
         self.imeisv = modem.imeisv()
         self.keystore, self.sealer = open_keystore(self.config.state_dir, self.config.keystore.sealer)
         self.journal = PairingJournal(self.config.state_dir)
-        self.uicc = Uicc(modem)
+        self.uicc = Uicc(modem, settle_time=self.config.modem.sim_ready_timeout, waits=self.waits)
 
     def enable_sim_urcs(self) -> bool:
         """Ask the modem for its SIM-state URCs; True when it has some."""
@@ -142,8 +170,21 @@ class Gateway:
     def bring_up(self, outcome: PairingOutcome) -> None:
         """After a Paired decision: due rotations, then the link."""
         self._rotate_if_due(outcome.iccid)
-        self.datalink.up(outcome.decision)
+        with self.waits.waiting("waiting for the data link"), self._link_commands():
+            self.datalink.up(outcome.decision)
         self.link_up = True
+
+    @contextlib.contextmanager
+    def _link_commands(self):
+        """While the link comes up, the modem's slow commands (radio on,
+        attach, PDP activation, the vendor's data call) get
+        datalink.command_timeout instead of their built-in bound.  Not on
+        the way down: switching the radio off keeps its own short bound."""
+        self.transport.slow_command_timeout = self.config.datalink.command_timeout
+        try:
+            yield
+        finally:
+            self.transport.slow_command_timeout = None
 
     def pair(self) -> PairingOutcome:
         """One pairing decision, journalled; the link is not touched."""
@@ -209,7 +250,27 @@ class Gateway:
         confirmed off (CFUN=4, else CFUN=0), so a caller that cannot switch
         it off drops the session instead of carrying on with it on."""
         if self.modem.radio_on is not False:
-            self.modem.switch_radio_off()
+            switch_radio_off(self.modem)
+
+
+# A command whose own bound is this long or longer is one of the link's slow
+# ones (radio on, PDP activation, a vendor data call), not an ordinary query.
+SLOW_COMMAND = 30.0
+
+
+class _WaitingTransport(SerialTransport):
+    """The serial port, saying what it waits for when the modem is slow to
+    answer (mtcd.progress); every wait keeps its bound."""
+
+    waits: Waits = NO_WAITS
+    slow_command_timeout: float | None = None  # see Gateway._link_commands
+
+    def execute(self, command, timeout=None):
+        if timeout is None and self.slow_command_timeout is not None and command.timeout >= SLOW_COMMAND:
+            timeout = max(self.timeout, self.slow_command_timeout)
+        bound = max(command.timeout, self.timeout) if timeout is None else timeout
+        with self.waits.waiting(f"waiting for the modem to answer {command.loggable}", bound):
+            return super().execute(command, timeout)
 
 
 def _journal_decision(journal: PairingJournal, outcome: PairingOutcome, show_imsi: bool = False) -> dict | None:

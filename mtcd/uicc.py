@@ -10,6 +10,7 @@ same card.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -50,10 +51,12 @@ class PresentationRefused(MtcdError):
 
 
 class Uicc:
-    def __init__(self, modem: Modem, *, settle_time: float = 10.0, poll_interval: float = 0.5):
+    def __init__(self, modem: Modem, *, settle_time: float = 10.0, poll_interval: float = 0.5, waits=None):
         self.modem = modem
         self.settle_time = settle_time  # how long "SIM busy" may last (boot, after unlock)
         self.poll_interval = poll_interval
+        self.waits = waits  # mtcd.progress.Waits: says what a long settle waits for
+        self._settling: contextlib.ExitStack | None = None
         self._lock: SimLock | None = None
         self._iccid: Iccid | None = None
 
@@ -65,6 +68,18 @@ class Uicc:
     def lock(self, settle: bool = True) -> SimLock:
         """`AT+CPIN?`, waiting a bounded time while the SIM is busy or not
         ready (`settle=False`: one reading, for cheap periodic checks)."""
+        with contextlib.ExitStack() as self._settling:
+            return self._settled_lock(settle)
+
+    def _still_settling(self) -> None:
+        """A pause while the SIM is busy; the first one starts the feedback."""
+        if self.waits is not None and self._settling is not None:
+            self._settling.enter_context(self.waits.waiting(
+                "waiting for the SIM to finish initialising", self.settle_time))
+            self._settling = None
+        time.sleep(self.poll_interval)
+
+    def _settled_lock(self, settle: bool) -> SimLock:
         # Whatever this reading ends in, an earlier one is no longer current.
         self._lock = None
         deadline = time.monotonic() + (self.settle_time if settle else 0.0)
@@ -81,7 +96,7 @@ class Uicc:
             if state not in _TRANSIENT or time.monotonic() >= deadline:
                 self._lock = state
                 return state
-            time.sleep(self.poll_interval)
+            self._still_settling()
 
     def _read_lock(self) -> SimLock:
         try:

@@ -47,6 +47,13 @@ class Run:
 
         return json.loads(self.stdout.strip().splitlines()[-1])
 
+    @property
+    def json_lines(self) -> list:
+        """stdout as JSON lines (`mtcctl history --json`): one object a line."""
+        import json
+
+        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+
 
 @dataclass
 class Gateway:
@@ -115,9 +122,7 @@ class Gateway:
                 os.environ["SYSTEMD_CREDENTIAL_SECRET"] = saved
 
     def history(self) -> list[dict]:
-        import json
-
-        return json.loads(self.mtcctl("history", "--json").stdout)
+        return self.mtcctl("history", "--json").json_lines
 
     def every_state_file(self) -> dict[str, bytes]:
         return {str(p): p.read_bytes() for p in self.state_dir.rglob("*") if p.is_file()}
@@ -168,6 +173,18 @@ class NotifySocket:
 def _run(argv: list[str], stdin: str | None, timeout: float, env: dict[str, str]) -> Run:
     done = subprocess.run(argv, input=stdin if stdin is not None else "", capture_output=True, text=True, timeout=timeout, env=env)
     return Run(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture(autouse=True)
+def _json_outputs_match_their_schemas(monkeypatch):
+    """Every `--json` output a test produces is checked against docs/json/
+    (tests/jsoncheck.py); a mismatch fails the test that produced it."""
+    import jsoncheck
+
+    problems = jsoncheck.watch(monkeypatch)
+    yield
+    if problems:
+        pytest.fail("JSON output that does not match docs/json/:\n" + "\n".join(problems), pytrace=False)
 
 
 @pytest.fixture

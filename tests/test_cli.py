@@ -127,7 +127,7 @@ def test_mtcctl_pin_set_rules(gateway):
     assert not (gateway.state_dir / "keystore.json").exists(), "nothing written on bad input"
     ok = gateway.mtcctl("pin", "set", iccid, stdin=TEST_PIN + "\n")
     assert ok.returncode == 0 and TEST_PIN not in ok.stdout
-    listed = json.loads(gateway.mtcctl("pin", "list", "--json").stdout)
+    listed = json.loads(gateway.mtcctl("pin", "list", "--json").stdout)["pins"]
     assert [e["iccid"] for e in listed] == [iccid]
     assert TEST_PIN not in json.dumps(listed)
 

@@ -40,7 +40,7 @@ def test_paired_sim_brings_the_link_up(gateway):
         run = gateway.mtcd("once", "--json")
         assert run.returncode == 0, run.stderr
         report = run.last_json
-        assert set(report) == {"state", "reason", "imei", "imeisv", "iccid", "pin_retries", "link"}
+        assert set(report) == {"ok", "state", "reason", "imei", "imeisv", "iccid", "pin_retries", "link"}
         assert report["state"] == "paired" and report["reason"] is None and report["link"] == "up"
         assert report["iccid"] == str(card.iccid) and report["imei"] == modem.imei
         assert report["imeisv"] == modem.imeisv
@@ -126,7 +126,7 @@ def test_rejected_pin_is_never_presented_again(gateway):
         assert len(pin_presentations(modem.commands)) == 1
         assert card.pin_attempts == 2
         listed = gateway.mtcctl("pin", "list", "--json").stdout
-        assert json.loads(listed)[0]["state"] == "rejected"
+        assert json.loads(listed)["pins"][0]["state"] == "rejected"
         # A person replaces the PIN: the latch is lifted for the new one.
         gateway.store_pin(str(card.iccid), TEST_PIN)
         assert gateway.mtcd("once", "--json").returncode == 0
@@ -162,7 +162,7 @@ def test_imei_change_is_reported_or_refused(gateway):
     with sim_modem(card, imei=make_imei(2)) as (modem, port):
         gateway.configure(port)
         assert gateway.mtcd("once").returncode == 0
-        history = json.loads(gateway.mtcctl("history", "--json").stdout)
+        history = gateway.history()
         changes = [e for e in history if e["event"] == "association-changed"]
         assert changes and changes[-1]["change"] == "imei"
         assert changes[-1]["old_imei"] == make_imei(1) and changes[-1]["new_imei"] == make_imei(2)
@@ -187,7 +187,7 @@ def test_new_sim_is_an_association_change(gateway):
         modem.insert_card(two)
         assert gateway.mtcd("once").returncode == 0
         assert gateway.mtcd("once").returncode == 0  # same SIM again: no new change
-    events = json.loads(gateway.mtcctl("history", "--json").stdout)
+    events = gateway.history()
     changes = [e for e in events if e["event"] == "association-changed"]
     assert len(changes) == 1
     change = changes[-1]

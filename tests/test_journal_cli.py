@@ -70,7 +70,7 @@ def test_a_damaged_journal_line_is_reported_and_skipped(gateway, damage, summary
     assert history.returncode == 0, history.stderr
     # The damaged line is gone (an inserted one hid none); the new decision is there.
     decisions = 3 if damage == "huge line" else 2
-    assert [e["event"] for e in json.loads(history.stdout)] == ["pin-set"] + ["decision"] * decisions
+    assert [e["event"] for e in history.json_lines] == ["pin-set"] + ["decision"] * decisions
     # One warning line, naming the file and the line.
     warnings = [line for line in history.stderr.splitlines() if "damaged" in line]
     assert len(warnings) == 1, history.stderr
@@ -179,7 +179,7 @@ def rotated(gateway):
 
 def numbers(run) -> list[int]:
     assert run.returncode == 0, run.stderr
-    return [e["n"] for e in json.loads(run.stdout)]
+    return [e["n"] for e in run.json_lines]
 
 
 def test_history_limit_reads_across_rotated_files(rotated):

@@ -67,7 +67,8 @@ def test_rotation_changes_the_pin_and_reports_nothing_secret(gateway):
         run = gateway.mtcctl("pin", "rotate", "--json")
         assert run.returncode == 0, run.stderr
         result = json.loads(run.stdout)
-        assert result == {"iccid": str(card.iccid), "outcome": "done", "detail": f"the PIN of {card.iccid} was changed"}
+        assert result == {"ok": True, "iccid": str(card.iccid), "outcome": "done",
+                          "detail": f"the PIN of {card.iccid} was changed"}
         assert card.pin != TEST_PIN and len(card.pin) == 8
         assert card.pin not in run.stdout + run.stderr
         assert modem.radio == 4 and network_commands(modem.commands) == []
@@ -245,7 +246,7 @@ def test_staged_pin_before_and_after_the_over_the_air_change(gateway):
         # The operator's OTA command reaches the card.
         card.pin = new_pin
         paired_after_power_loss(gateway, modem, card)
-        listed = json.loads(gateway.mtcctl("pin", "list", "--json").stdout)
+        listed = json.loads(gateway.mtcctl("pin", "list", "--json").stdout)["pins"]
         assert listed[0]["pending"] is None
 
 
@@ -267,13 +268,13 @@ def test_compromise_rotates_the_inserted_sim_now_and_the_others_on_pairing(gatew
         run = gateway.mtcctl("compromise", "--json")
         assert run.returncode == 0, run.stderr
         assert inserted.pin != TEST_PIN
-        states = {e["iccid"]: e["state"] for e in json.loads(gateway.mtcctl("pin", "list", "--json").stdout)}
+        states = {e["iccid"]: e["state"] for e in json.loads(gateway.mtcctl("pin", "list", "--json").stdout)["pins"]}
         assert states == {str(inserted.iccid): "active", str(other.iccid): "compromised"}
         modem.remove_card()
         modem.insert_card(other)
         assert gateway.mtcd("once").returncode == 0
         assert other.pin != TEST_PIN
-        states = {e["iccid"]: e["state"] for e in json.loads(gateway.mtcctl("pin", "list", "--json").stdout)}
+        states = {e["iccid"]: e["state"] for e in json.loads(gateway.mtcctl("pin", "list", "--json").stdout)["pins"]}
         assert set(states.values()) == {"active"}
 
 
@@ -284,7 +285,7 @@ def test_compromise_without_the_modem_still_marks_every_pin(gateway):
     run = gateway.mtcctl("compromise")
     assert run.returncode == 69
     assert "marked compromised" in run.stderr and len(run.stderr.strip().splitlines()) == 1
-    assert json.loads(gateway.mtcctl("pin", "list", "--json").stdout)[0]["state"] == "compromised"
+    assert json.loads(gateway.mtcctl("pin", "list", "--json").stdout)["pins"][0]["state"] == "compromised"
 
 
 # --- unblocking, only by a person ---------------------------------------------------
@@ -335,7 +336,7 @@ def test_forget(gateway):
     gateway.configure("/dev/null")
     gateway.store_pin(str(card.iccid))
     assert "forgot" in gateway.mtcctl("pin", "forget", str(card.iccid)).stdout
-    assert json.loads(gateway.mtcctl("pin", "list", "--json").stdout) == []
+    assert json.loads(gateway.mtcctl("pin", "list", "--json").stdout)["pins"] == []
     assert "pin-forgotten" in [e["event"] for e in gateway.history()]
 
 

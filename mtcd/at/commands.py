@@ -217,3 +217,20 @@ def define_pdp_context(cid: int, pdp_type: str, apn: str) -> AtCommand:
 def activate_pdp_context(cid: int, active: bool = True) -> AtCommand:
     # Activation may include the attach: allow the network time.
     return AtCommand(f"AT+CGACT={int(active)},{cid}", timeout=150.0, name="cgact")
+
+
+# --- read-only queries `mtcctl doctor` adds ---
+
+def revision() -> AtCommand:
+    return AtCommand("AT+CGMR", prefixes=("+CGMR:",), name="cgmr")
+
+
+def registration_query(prefix: str = "+CREG") -> AtCommand:
+    """AT+CREG? (circuit-switched) or AT+CEREG? (EPS): read, never set."""
+    if prefix not in ("+CREG", "+CGREG", "+CEREG"):
+        raise ValueError("registration prefix must be +CREG, +CGREG or +CEREG")
+    return AtCommand(f"AT{prefix}?", prefixes=(f"{prefix}:",), name=prefix[1:].lower() + "?")
+
+
+def signal_quality() -> AtCommand:
+    return AtCommand("AT+CSQ", prefixes=("+CSQ:",), name="csq")

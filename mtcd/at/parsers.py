@@ -268,3 +268,35 @@ def parse_cgmi(lines: Sequence[str]) -> str:
     if not parts:
         raise ModemProtocolError("AT+CGMI: empty reply")
     return " ".join(parts)
+
+
+def parse_identity_text(lines: Sequence[str], command: str, prefixes: Sequence[str]) -> str:
+    """AT+CGMM / AT+CGMR -> the text, bare or behind one of `prefixes`
+    (`+CGMR:`, Quectel's `Revision:`), lines joined."""
+    parts = []
+    for line in lines:
+        for prefix in prefixes:
+            if line[: len(prefix)].upper() == prefix.upper():
+                line = line[len(prefix):]
+                break
+        line = _unquote(line)
+        if line:
+            parts.append(line)
+    if not parts:
+        raise ModemProtocolError(f"{command}: empty reply")
+    return " ".join(parts)
+
+
+def parse_registration(lines: Sequence[str], prefix: str) -> int:
+    """AT+CREG? / AT+CEREG? -> `<prefix>: <n>,<stat>[,...]` -> stat (§7.2, §10.1.22)."""
+    command = f"AT{prefix}?"
+    fields = _one(command, _rows(command, lines, prefix + ":"), prefix)
+    if len(fields) < 2:
+        raise ModemProtocolError(f"{command}: no <stat> field")
+    return _number(command, "stat", fields[1])
+
+
+def parse_csq(lines: Sequence[str]) -> int:
+    """AT+CSQ -> `+CSQ: <rssi>,<ber>` -> rssi (§8.5; 99: not known)."""
+    fields = _one("AT+CSQ", _rows("AT+CSQ", lines, "+CSQ:"), "+CSQ")
+    return _number("AT+CSQ", "rssi", fields[0])

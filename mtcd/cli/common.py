@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import logsetup
+from . import jsonout
 from ..config import DEFAULT_CONFIG_PATH, Config, load_config
 from ..errors import (
     EXIT_SOFTWARE, EXIT_USAGE, KeystoreError, MtcdError, NotPermitted, OutputFailed, StateError, UsageError,
@@ -34,7 +35,10 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str):
         extra = re.fullmatch(r"unrecognized arguments: (.*)", message, re.S)
         if extra and any(_SECRET_LOOKING.fullmatch(a) for a in extra[1].split()):
-            message = "unexpected extra arguments (PINs and PUKs are read from standard input, never from the command line)"
+            # Name the mistyped options, never a value that may be a secret.
+            shown = " ".join("<redacted>" if _SECRET_LOOKING.search(a) else a for a in extra[1].split())
+            message = (f"unrecognized arguments: {shown} (PINs and PUKs are read from standard input, "
+                       "never from the command line)")
         message = _SECRET_LOOKING.sub("<redacted>", " ".join(message.split()))
         raise UsageError(f"{message} (see {self.prog} --help)")
 
@@ -43,7 +47,10 @@ class ArgumentParser(argparse.ArgumentParser):
         # parse_known_args.  So here the global options join every
         # subcommand, and what was said before and after is combined.
         _share_global_options(self)
-        parsed = super().parse_args(args, namespace)
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            # Said by the subcommand that was used, so that its own --help is named.
+            _used_parser(self, parsed).error(f"unrecognized arguments: {' '.join(extras)}")
         if hasattr(parsed, "verbose"):
             _settle_global_options(self, parsed)
         return parsed
@@ -97,7 +104,7 @@ def _share_global_options(top: argparse.ArgumentParser) -> None:
         own_json = [a for a in leaf._actions if "--json" in a.option_strings]
         for action in own_json:
             action.default = argparse.SUPPRESS
-            action.help = action.help or "print the result as JSON"
+            action.help = action.help or "print the result as one JSON object, errors included (docs/json/)"
         leaf.set_defaults(_json_form=bool(own_json))
         leaf.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="PATH", help=_CONFIG_HELP)
         leaf.add_argument("-v", "--verbose", dest="_verbose_after", action="count", default=argparse.SUPPRESS,
@@ -117,6 +124,14 @@ def _settle_global_options(top: argparse.ArgumentParser, args: argparse.Namespac
         words = [getattr(args, a.dest) for a in _subcommand_actions(top, args)]
         top.error(f"--json: '{' '.join(words)}' has no JSON output")
     vars(args).pop("_json_form", None)
+
+
+def _used_parser(top: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost subcommand's parser that `args` came through."""
+    used = top
+    for action in _subcommand_actions(top, args):
+        used = action.choices[getattr(args, action.dest)]
+    return used
 
 
 def _subcommand_actions(parser: argparse.ArgumentParser, args: argparse.Namespace):
@@ -150,12 +165,33 @@ def check_state_dir_place(state_dir: Path) -> None:
             raise StateError(f"state directory {state_dir}: {exc.strerror or exc}") from None
 
 
-def print_json(obj) -> None:
+def print_json(obj, exit_code: int = 0, *, error: str | None = None, message: str | None = None) -> None:
+    """A command's JSON result: an object gets `ok` (and, for an exit other
+    than 0, the error fields) in front of its own fields (mtcd/cli/jsonout.py)."""
+    if isinstance(obj, dict):
+        obj = jsonout.outcome(obj, exit_code, error=error, message=message)
     print(json.dumps(obj, sort_keys=False), flush=True)
+
+
+def _print_json_failure(stdout, failure: dict) -> None:
+    """The error object of a --json command; stdout that cannot take it
+    any more (a dead pipe, a full disk) is left alone: stderr said it."""
+    if stdout is None:
+        return
+    try:
+        stdout.write(jsonout.dumps(failure) + "\n")
+        stdout.flush()
+    except (OSError, ValueError, _ReaderGone, OutputFailed):
+        _silence_stdout()
 
 
 class _ReaderGone(Exception):
     """Standard output is a pipe nobody reads any more."""
+
+
+def reader_gone() -> None:
+    """End the command as a write to a pipe nobody reads would (exit 141)."""
+    raise _ReaderGone()
 
 
 class _GuardedOutput:
@@ -213,9 +249,12 @@ def run_main(prog: str, body: Callable[[list[str]], int], argv: list[str] | None
     real_stdout = sys.stdout
     if real_stdout is not None:  # None: started with file descriptor 1 closed
         sys.stdout = _GuardedOutput(real_stdout)
+    argv = sys.argv[1:] if argv is None else argv
+    # Asked for JSON: every failure is also one JSON object on stdout.
+    as_json = jsonout.wants_json(argv)
     try:
         try:
-            code = body(sys.argv[1:] if argv is None else argv)
+            code = body(argv)
         except SystemExit as done:  # --help, --version: argparse's own exit
             code = done.code if isinstance(done.code, int) else 0
         if sys.stdout is not None:
@@ -228,13 +267,22 @@ def run_main(prog: str, body: Callable[[list[str]], int], argv: list[str] | None
         if isinstance(exc, OutputFailed):
             _silence_stdout()
         exc = _not_permitted(exc)
-        print(logsetup.error_line(prog, str(exc)), file=sys.stderr)
+        text = " ".join(str(exc).split())
+        print(logsetup.error_line(prog, text), file=sys.stderr)
+        if as_json and not isinstance(exc, OutputFailed):
+            _print_json_failure(sys.stdout, jsonout.failure(jsonout.error_code(exc, exc.exit_code), text,
+                                                            exc.exit_code, **jsonout.error_fields(exc)))
         return exc.exit_code
     except KeyboardInterrupt:
         print(logsetup.error_line(prog, "interrupted"), file=sys.stderr)
+        if as_json:
+            _print_json_failure(sys.stdout, jsonout.failure("interrupted", "interrupted", 130))
         return 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence
-        print(logsetup.error_line(prog, f"internal error: {type(exc).__name__} (please report)"), file=sys.stderr)
+        text = f"internal error: {type(exc).__name__} (please report)"
+        print(logsetup.error_line(prog, text), file=sys.stderr)
+        if as_json:
+            _print_json_failure(sys.stdout, jsonout.failure("internal", text, EXIT_SOFTWARE))
         return EXIT_SOFTWARE
     finally:
         sys.stdout = real_stdout

@@ -1,10 +1,10 @@
 """`mtcctl`: local maintenance for field technicians and device agents.
 
-    mtcctl pin set ICCID [--transport]   PIN from stdin (or a no-echo prompt on a TTY)
+    mtcctl pin set ICCID [--transport] [--json]  PIN from stdin (or a no-echo prompt on a TTY)
     mtcctl pin list [--json]             ICCIDs, states and dates, never PINs
     mtcctl pin stage ICCID [--json]      the PIN an over-the-air change will set (stdin)
     mtcctl pin rotate [--length N] [--json]  change the inserted SIM's PIN now
-    mtcctl pin forget ICCID [--yes]      drop a stored PIN
+    mtcctl pin forget ICCID [--yes] [--json]  drop a stored PIN
     mtcctl pin try [--below-guard] [--last-attempt] [--yes] [--json]
                                          present the inserted SIM's stored PIN once, now
     mtcctl pair [--yes] [--json]         adopt the inserted SIM (transport PIN on stdin)
@@ -12,8 +12,13 @@
     mtcctl compromise [--json]           presume every stored PIN known; rotate them
     mtcctl sim unblock [--allow-last-attempt]  PUK and new PIN on stdin, two lines
     mtcctl status [--json]               last decision, stored PINs, sealer
-    mtcctl history [--limit N] [--since WHEN] [--json]  the pairing journal, newest N events
-(all take --config PATH)
+    mtcctl history [--limit N] [--since WHEN] [--follow] [--json]  the pairing journal, newest N
+                                         events (--json: one object a line), then new ones (--follow)
+    mtcctl doctor [--json]               read-only check; what to run next for each problem
+    mtcctl log-level LEVEL [--json]      the running service's log level: debug, info,
+                                         warning, error, or reset (the configured one)
+(all take --config PATH; with --json every outcome, errors included, is one
+JSON object on stdout: docs/json/, mtcd/cli/jsonout.py)
 
 Exit codes: 0 done, 1 refused (the SIM or the store is not in a state for
 it; the reason is printed), 64 usage, 65 bad PIN/ICCID input or damaged
@@ -30,6 +35,7 @@ every user through /proc.
 from __future__ import annotations
 
 import getpass
+import json
 import sys
 
 from ..errors import EXIT_DATAERR, EXIT_OK, EXIT_TEMPFAIL, ModemUnavailable, MtcdError, UsageError
@@ -38,7 +44,8 @@ from ..journal import PairingJournal
 from ..sealers import open_keystore
 from ..lifecycle import COMPROMISED, REQUESTED, LifecycleRefused, check_change_allowed, stage
 from ..secret import Pin, Puk
-from ..control import ControlClient
+from ..control import ControlClient, ControlUnavailable
+from ..logsetup import LEVEL_NAMES, RESET
 from ..service import Gateway
 from .recovery import confirm, forget_warning, pin_try, read_pin_confirmed, repair
 from .common import ArgumentParser, add_version_option, add_config_option, config_from, print_json, run_main, setup_logging
@@ -48,6 +55,7 @@ PROG = "mtcctl"
 
 class BadInput(MtcdError):
     exit_code = EXIT_DATAERR
+    code = "bad-input"
 
 
 def _parser() -> ArgumentParser:
@@ -60,20 +68,23 @@ def _parser() -> ArgumentParser:
     pin_sub = pin.add_subparsers(dest="pin_command", metavar="ACTION")
     pin_sub.required = True
     pin_set = pin_sub.add_parser("set", help="store the PIN for a SIM (PIN read from stdin)")
-    pin_set.add_argument("iccid")
+    pin_set.add_argument("iccid", help=_ICCID_HELP)
     pin_set.add_argument("--transport", action="store_true",
                          help="it is the operator's transport PIN: replace it when the SIM is first paired")
     pin_set.add_argument("--yes", action="store_true", help="on a terminal, ask for the PIN once, not twice")
+    pin_set.add_argument("--json", action="store_true")
     pin_list = pin_sub.add_parser("list", help="list SIMs with a stored PIN")
     pin_list.add_argument("--json", action="store_true")
     pin_stage = pin_sub.add_parser("stage", help="store the PIN an over-the-air change is about to set (stdin)")
-    pin_stage.add_argument("iccid")
+    pin_stage.add_argument("iccid", help=_ICCID_HELP)
     pin_stage.add_argument("--json", action="store_true")
     pin_rotate = pin_sub.add_parser("rotate", help="change the inserted SIM's PIN to a fresh random one")
-    pin_rotate.add_argument("--length", type=int, choices=range(4, 9), metavar="4..8")
+    pin_rotate.add_argument("--length", type=int, choices=range(4, 9), metavar="4..8",
+                            help="digits of the new PIN (default policy.pin_length)")
     pin_rotate.add_argument("--json", action="store_true")
     pin_forget = pin_sub.add_parser("forget", help="drop the PIN stored for a SIM")
-    pin_forget.add_argument("iccid")
+    pin_forget.add_argument("iccid", help=_ICCID_HELP)
+    pin_forget.add_argument("--json", action="store_true")
     pin_forget.add_argument("--yes", action="store_true",
                             help="forget it even if it is the inserted, paired SIM (no question asked)")
     _add_pin_try(pin_sub)
@@ -88,7 +99,8 @@ def _parser() -> ArgumentParser:
     sim_sub = sim.add_subparsers(dest="sim_command", metavar="ACTION")
     sim_sub.required = True
     unblock = sim_sub.add_parser("unblock", help="unblock with the PUK (PUK and new PIN on stdin, two lines)")
-    unblock.add_argument("--allow-last-attempt", action="store_true")
+    unblock.add_argument("--allow-last-attempt", action="store_true",
+                         help="send the PUK even when the card has one PUK attempt left")
     unblock.add_argument("--json", action="store_true")
     status = sub.add_parser("status", help="last pairing decision and keystore summary")
     status.add_argument("--json", action="store_true")
@@ -98,7 +110,19 @@ def _parser() -> ArgumentParser:
                          help="at most N events, the newest (default 50; 0: all)")
     history.add_argument("--since", type=_history_since, metavar="WHEN",
                          help='only events at or after WHEN: an ISO date or time (UTC unless given), or a duration such as "7d", "12h"')
+    history.add_argument("--follow", action="store_true",
+                         help="then keep printing new events as they are journaled, until interrupted")
+    doctor = sub.add_parser("doctor", help="read-only check of modem, SIM, port, service and keystore, "
+                                           "with what to run next for each problem (exit 1: problems found)")
+    doctor.add_argument("--json", action="store_true", help="one JSON object with stable keys")
+    log_level = sub.add_parser("log-level", help="change the running service's log level, without a restart")
+    log_level.add_argument("level", choices=(*LEVEL_NAMES, RESET), metavar="LEVEL",
+                           help="debug (with the AT traces), info, warning, error, or reset (the configured level)")
+    log_level.add_argument("--json", action="store_true", help='print {"ok": true, "level": ...}')
     return parser
+
+
+_ICCID_HELP = "the SIM's ICCID (printed on the card, or read with AT+CCID)"
 
 
 def _add_pin_try(pin_sub) -> None:
@@ -154,7 +178,12 @@ def _pin_set(config, args) -> int:
     replaced = keystore.get(iccid) is not None
     keystore.set_pin(iccid, pin, transport=args.transport)
     PairingJournal(config.state_dir).append("pin-set", iccid=str(iccid), replaced=replaced, transport=args.transport)
-    print(f"stored the PIN for {iccid}" + (" (replaced the previous one)" if replaced else ""))
+    detail = f"stored the PIN for {iccid}" + (" (replaced the previous one)" if replaced else "")
+    if args.json:
+        print_json({"iccid": str(iccid), "outcome": "stored", "replaced": replaced, "transport": args.transport,
+                    "detail": detail})
+    else:
+        print(detail)
     return EXIT_OK
 
 
@@ -174,14 +203,18 @@ def _entry_view(entry) -> dict:
 def _pin_list(config, args) -> int:
     entries = [_entry_view(e) for e in open_keystore(config.state_dir, config.keystore.sealer)[0].entries()]
     if args.json:
-        print_json(entries)
+        # One object, as every --json output; the entries under "pins".
+        print_json({"pins": entries})
         return EXIT_OK
     if not entries:
         print("no PINs stored")
+    width = max((len(e["iccid"]) for e in entries), default=0)
     for e in entries:
         marks = [m for m, on in (("pending " + str(e["pending"]), e["pending"]), ("transport PIN", e["transport"])) if on]
         extra = f"  ({', '.join(marks)})" if marks else ""
-        print(f"{e['iccid']}  {e['state']:<11} created {e['created']}  changed {e['rotated']}{extra}")
+        created = f"created {e['created']}" if e["created"] else "created at an unknown time"
+        changed = f"changed {e['rotated']}" if e["rotated"] else "never changed"
+        print(f"{e['iccid']:<{width}}  {e['state']:<11} {created}  {changed}{extra}")
     return EXIT_OK
 
 
@@ -198,13 +231,19 @@ def _running_service(config):
 
 
 def _print_result(args, result: dict) -> int:
-    if args.json:
-        print_json(result)
-    else:
-        print(result.get("detail") or result)
     # A change whose answer was lost is not done: the agent tries again
     # after the next pairing has settled which PIN the card holds.
-    return EXIT_TEMPFAIL if result.get("outcome") == "interrupted" else EXIT_OK
+    code = EXIT_TEMPFAIL if result.get("outcome") == "interrupted" else EXIT_OK
+    if args.json:
+        print_json(result, code, error="change-lost")
+    else:
+        print(result.get("detail") or _said(result))
+    return code
+
+
+def _said(result: dict) -> str:
+    """A result without a detail, as words: its known fields, never "None"."""
+    return ", ".join(f"{k} {v}" for k, v in result.items() if v is not None and v != "") or "done"
 
 
 def _pin_stage(config, args) -> int:
@@ -225,11 +264,14 @@ def _pin_forget(config, args) -> int:
     warning = forget_warning(config, iccid, _running_service(config)) if iccid in keystore else None
     if warning is not None:
         confirm(warning, str(iccid), args.yes, f"the PIN of {iccid} was not forgotten")
-    if keystore.forget(iccid):
+    forgotten = keystore.forget(iccid)
+    if forgotten:
         PairingJournal(config.state_dir).append("pin-forgotten", iccid=str(iccid))
-        print(f"forgot the PIN of {iccid}")
+    detail = f"forgot the PIN of {iccid}" if forgotten else f"no PIN was stored for {iccid}"
+    if args.json:
+        print_json({"iccid": str(iccid), "outcome": "forgotten" if forgotten else "not-stored", "detail": detail})
     else:
-        print(f"no PIN was stored for {iccid}")
+        print(detail)
     return EXIT_OK
 
 
@@ -240,7 +282,10 @@ def _with_paired_sim(config, action):
         gateway.start()
         outcome = gateway.pair()
         if not outcome.paired:
-            raise LifecycleRefused(f"the inserted SIM is not paired: {outcome.reason.value}: {outcome.decision.detail}")
+            sim = f"SIM {outcome.iccid}" if outcome.iccid else "SIM"
+            refused = LifecycleRefused(f"the inserted {sim} is not paired: {outcome.reason.value}: {outcome.decision.detail}")
+            _refusal_details(refused, outcome)
+            raise refused
         return outcome.iccid, action(gateway)
 
 
@@ -261,9 +306,26 @@ def _adopt(config, args) -> int:
         return _print_result(args, result)
     with Gateway(config) as gateway:
         gateway.start()
-        result = gateway.lifecycle().adopt(pin, gateway.pair)
+        tried = []
+
+        def pair():
+            tried.append(gateway.pair())
+            return tried[-1]
+
+        try:
+            result = gateway.lifecycle().adopt(pin, pair)
+        except LifecycleRefused as exc:
+            _refusal_details(exc, tried[-1] if tried else None)
+            raise
         iccid = gateway.uicc.iccid()
     return _result(args, iccid, result.outcome, f"adopted {iccid}: " + result.detail)
+
+
+def _refusal_details(exc: LifecycleRefused, outcome) -> None:
+    """For --json: the gate's reason and the SIM, when a pairing refused it."""
+    if outcome is not None and not outcome.paired and getattr(exc, "details", None) is None:
+        exc.details = {"reason": outcome.reason.value if outcome.reason else None,
+                       "iccid": str(outcome.iccid) if outcome.iccid else None}
 
 
 def _compromise(config, args) -> int:
@@ -276,11 +338,17 @@ def _compromise(config, args) -> int:
     try:
         iccid, result = _with_paired_sim(config, lambda g: g.lifecycle().rotate(COMPROMISED))
     except (ModemUnavailable, LifecycleRefused) as exc:
-        raise type(exc)(
-            f"{marked} stored PINs marked compromised (each is rotated when its SIM is next paired); "
+        again = type(exc)(
+            f"{_pins(marked)} marked compromised (each is rotated when its SIM is next paired); "
             f"the inserted SIM was not rotated now: {exc}"
-        ) from None
-    return _result(args, iccid, result.outcome, f"{marked} stored PINs marked compromised; inserted SIM: {result.detail}")
+        )
+        again.details = getattr(exc, "details", None)
+        raise again from None
+    return _result(args, iccid, result.outcome, f"{_pins(marked)} marked compromised; inserted SIM: {result.detail}")
+
+
+def _pins(count: int) -> str:
+    return f"{count} stored PIN" + ("" if count == 1 else "s")
 
 
 def _unblock(config, args) -> int:
@@ -317,19 +385,30 @@ def _status(config, args) -> int:
     if args.json:
         print_json(status)
         return EXIT_OK
-    print(f"modem port:   {status['modem_port']}")
-    print(f"state dir:    {status['state_dir']} (sealer: {status['sealer']})")
-    print(f"stored PINs:  {status['stored_pins']}")
     live = status["service"]
-    print(f"service:      {live['status'] if live else 'not running'}")
-    if last is None:
-        print("last decision: none yet")
-    else:
-        what = last.get("outcome")
-        if last.get("reason"):
-            what += f" ({last['reason']})"
-        print(f"last decision: {what} at {last.get('time')}, ICCID {last.get('iccid')}, IMEI {last.get('imei')}")
+    rows = [
+        ("modem port", status["modem_port"]),
+        ("state dir", f"{status['state_dir']} (sealer: {status['sealer']})"),
+        ("stored PINs", status["stored_pins"]),
+        ("service", (live.get("status") or "running") if live else "not running"),
+        ("last decision", _decision_line(last)),
+    ]
+    for label, value in rows:
+        print(f"{label + ':':<15}{value}")
     return EXIT_OK
+
+
+def _decision_line(last: dict | None) -> str:
+    """The last decision in words; a value the journal lacks is left out."""
+    if last is None:
+        return "none yet"
+    what = str(last.get("outcome") or "unknown")
+    if last.get("reason"):
+        what += f" ({last['reason']})"
+    if last.get("time"):
+        what += f" at {last['time']}"
+    known = [f"{name} {last[key]}" for name, key in (("ICCID", "iccid"), ("IMEI", "imei")) if last.get(key)]
+    return ", ".join([what, *known])
 
 
 def _history_limit(text: str) -> int:
@@ -375,14 +454,35 @@ def _imsi_shown(record: dict, show_imsi: bool) -> dict:
 
 def _history(config, args) -> int:
     journal = PairingJournal(config.state_dir)
-    events = [_imsi_shown(ev, config.service.show_imsi)
-              for ev in journal.recent(args.limit or None, args.since)]
-    if args.json:
-        print_json(events)
+
+    def show(ev: dict) -> None:
+        ev = _imsi_shown(ev, config.service.show_imsi)
+        if args.json:
+            # JSON lines: one event object per line, as journaled.
+            print(json.dumps(ev), flush=args.follow)
+        else:
+            rest = " ".join(f"{k}={v}" for k, v in ev.items() if k not in ("time", "event") and v is not None)
+            print(f"{ev.get('time') or '?':<29}  {ev.get('event') or '?':<24} {rest}".rstrip(), flush=args.follow)
+
+    if not args.follow:
+        for ev in journal.recent(args.limit or None, args.since):
+            show(ev)
         return EXIT_OK
-    for ev in events:
-        rest = " ".join(f"{k}={v}" for k, v in ev.items() if k not in ("time", "event") and v is not None)
-        print(f"{ev.get('time')}  {ev.get('event'):<20} {rest}")
+    from .follow import follow_journal
+
+    return follow_journal(journal, lambda: journal.recent(args.limit or None, args.since), show, args.since)
+
+
+def _log_level(config, args) -> int:
+    """Only the running service has a level to change: no fallback here."""
+    service = _running_service(config)
+    if service is None:
+        raise ControlUnavailable(f"the service is not running (nothing listens on {config.service.control_socket})")
+    level = service.call("log-level", level=args.level)["level"]
+    if args.json:
+        print_json({"ok": True, "level": level})
+    else:
+        print(f"log level: {level}")
     return EXIT_OK
 
 
@@ -406,6 +506,13 @@ def _body(argv: list[str]) -> int:
         return _status(config, args)
     if args.command == "history":
         return _history(config, args)
+    if args.command == "doctor":
+        from .common import _leaves
+        from .doctor import doctor
+
+        return doctor(config, args, {" ".join(words) for words, _ in _leaves(_parser())})
+    if args.command == "log-level":
+        return _log_level(config, args)
     raise UsageError(f"unknown command {args.command}")
 
 

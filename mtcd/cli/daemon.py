@@ -18,6 +18,7 @@ import sys
 
 from ..datalink import DatalinkFailed
 from ..errors import EXIT_OK, EXIT_REFUSED
+from ..progress import Waits
 from ..service import Gateway
 from .common import ArgumentParser, add_version_option, add_config_option, config_from, print_json, run_main, setup_logging
 
@@ -31,20 +32,34 @@ def _parser() -> ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     once = sub.add_parser("once", help="take one pairing decision, bring the link up if paired, and exit")
-    once.add_argument("--json", action="store_true", help="print the decision as one JSON object on the last line")
+    once.add_argument("--json", action="store_true",
+                      help="print the outcome as one JSON object (docs/json/mtcd-once.schema.json), errors included")
     once.add_argument("--dry-run", action="store_true",
                       help="read everything and say what pairing would do; present nothing, change nothing")
-    sub.add_parser("run", help="run as a service: pair, then hold the link until stopped")
+    sub.add_parser("run", help="run as a service: pair, then hold the link until stopped",
+                   description="Run as a service: pair, then hold the link until stopped (systemd Type=notify).")
     return parser
+
+
+def _report_line(report) -> str:
+    """One line for a person; a value not read is left out, never "None"."""
+    if report.state == "paired":
+        known = [f"{name} {value}" for name, value in (("ICCID", report.iccid), ("IMEI", report.imei)) if value]
+        return f"paired: {', '.join([*known, f'link {report.link}'])}"
+    line = f"refused: {report.reason or 'unknown reason'}"
+    if report.detail:
+        line += f": {report.detail}"
+    if report.iccid and report.iccid not in line:
+        line += f" (ICCID {report.iccid})"
+    return line
 
 
 def _print_report(report, as_json: bool) -> None:
     if as_json:
-        print_json(report.as_json())
-    elif report.state == "paired":
-        print(f"paired: ICCID {report.iccid}, IMEI {report.imei}, link {report.link}")
+        code = EXIT_OK if report.state == "paired" else EXIT_REFUSED
+        print_json(report.as_json(), code, error="refused", message=_report_line(report))
     else:
-        print(f"refused: {report.reason}: {report.detail}")
+        print(_report_line(report))
 
 
 def _body(argv: list[str]) -> int:
@@ -54,7 +69,8 @@ def _body(argv: list[str]) -> int:
     if args.command == "once" and args.dry_run:
         return _dry_run(config, args.json)
     if args.command == "once":
-        with Gateway(config) as gateway:
+        # On a terminal, a progress line while the SIM, the modem or the link is slow.
+        with Gateway(config, waits=Waits(sys.stderr)) as gateway:
             try:
                 report = gateway.pair_once()
             except DatalinkFailed:
@@ -81,11 +97,13 @@ def _dry_run(config, as_json: bool) -> int:
 
         answer = dry_run(gateway.uicc, gateway.keystore, policy_settings(config), gateway.imei, gateway.imeisv,
                          rotation, gateway.datalink.name)
+    code = EXIT_OK if answer["state"] in ("would-pair", "would-present") else EXIT_REFUSED
     if as_json:
-        print_json(answer)
+        shown = {k: v for k, v in answer.items() if not (v is None and code and k in ("reason", "pin"))}
+        print_json(shown, code, error="refused", message=answer["detail"])
     else:
         print(answer["detail"])
-    return EXIT_OK if answer["state"] in ("would-pair", "would-present") else EXIT_REFUSED
+    return code
 
 
 def _run(config, config_path) -> int:

@@ -22,6 +22,7 @@ class Mismatch(MtcdError):
 
 class NotConfirmed(MtcdError):
     exit_code = EXIT_REFUSED
+    code = "not-confirmed"
 
 
 def on_terminal() -> bool:
@@ -104,12 +105,15 @@ def pin_try(config, args, running_service) -> int:
             answer = _confirmed(
                 lambda req: try_pin(gateway.uicc, gateway.keystore, gateway.journal, settings, gateway.imei, req),
                 request, args, gateway.journal)
+    outcome = answer.get("outcome")
+    code = EXIT_OK if outcome == "accepted" else EXIT_TEMPFAIL if outcome == "unknown" else EXIT_REFUSED
+    if outcome == "rejected":
+        answer = {**answer, "reason": "pin-rejected"}
     if args.json:
-        print_json(answer)
+        print_json(answer, code, error="change-lost" if code == EXIT_TEMPFAIL else "refused", message=answer["detail"])
     else:
         print(answer["detail"])
-    outcome = answer.get("outcome")
-    return EXIT_OK if outcome == "accepted" else EXIT_TEMPFAIL if outcome == "unknown" else EXIT_REFUSED
+    return code
 
 
 def _confirmed(run, request: TryRequest, args, journal: PairingJournal) -> dict:
@@ -155,14 +159,20 @@ def repair(config, args, running_service) -> int:
             "link": "down",
             "service": False,
         }
+    code = EXIT_OK if answer["state"] == "paired" else EXIT_REFUSED
     if args.json:
-        print_json(answer)
-    elif answer["state"] == "paired":
+        shown = {k: v for k, v in answer.items() if not (k == "reason" and v is None and code)}
+        print_json(shown, code, error="refused", message=_line(answer))
+    else:
+        print(_line(answer))
+    return code
+
+
+def _line(answer: dict) -> str:
+    if answer["state"] == "paired":
         where = f"link {answer['link']}" if answer["service"] else \
             "radio off (no service runs: `mtcd once` or the service brings the link up)"
-        print(f"paired: ICCID {answer['iccid']}, IMEI {answer['imei']}, {where}")
-    elif answer["state"] == "refused":
-        print(f"refused: {answer['reason']}: {answer['detail']}")
-    else:
-        print(f"the service is {answer['state']}: {answer.get('detail') or 'no decision yet'}")
-    return EXIT_OK if answer["state"] == "paired" else EXIT_REFUSED
+        return f"paired: ICCID {answer['iccid']}, IMEI {answer['imei']}, {where}"
+    if answer["state"] == "refused":
+        return f"refused: {answer['reason']}: {answer['detail']}"
+    return f"the service is {answer['state']}: {answer.get('detail') or 'no decision yet'}"

@@ -41,7 +41,7 @@ class EcmDatalink(AtDatalink):
         mode = self.modem.first_answer(dialect.usbnet_queries())
         if mode is not None and not mode.startswith(_ETHERNET_MODES):
             log.warning("the modem's USB network mode is %s, not ECM/RNDIS/NCM: %s will not come up "
-                        "(see the README's hardware guide)", mode, self.interface)
+                        "(see the hardware guide, /usr/share/doc/mtcd/hardware.md)", mode, self.interface)
         if self.modem.first_answer(dialect.autoconnect_queries(self.cid)):
             log.warning("the modem's own auto-connect (%s) is on: switching it off, so that it never "
                         "dials before pairing", dialect.name)

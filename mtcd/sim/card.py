@@ -269,6 +269,16 @@ class SimCard:
         self._changed()
         return SW_OK
 
+    def set_pin_over_the_air(self, new: str | Secret) -> None:
+        """The operator's remote file management writes a new PIN1 (an OTA
+        CHANGE PIN): no old PIN is asked for and no counter moves.  The
+        modem learns of it at the next REFRESH or power-up."""
+        new = _text(new)
+        if not _valid_pin(new):
+            raise ValueError("card PIN must be 4 to 8 digits")
+        self.pin = new
+        self._changed()
+
     # --- files -------------------------------------------------------------
 
     def _file(self, fid: int) -> bytes | None:

@@ -1,34 +1,45 @@
-"""mtcd-sim: create a simulated SIM card and serve a simulated modem.
+"""mtcd-sim: create a simulated SIM card and serve a simulated modem, for
+development, tests and rehearsal (never on a production gateway).
 
     mtcd-sim card --state FILE --iccid ICCID --imsi IMSI [--pin-disabled]
                   [--pin-attempts N] [--puk-attempts N] [--force]
         The card's PIN is read from stdin (first line), its PUK from the
-        second line or generated; neither is ever taken from argv.
+        second line or generated; neither is ever taken from argv.  A
+        generated PUK is printed once, as a SIM's carrier card shows it.
     mtcd-sim serve --state FILE [--imei IMEI] [--vendor V] [--no-cpinr]
                    [--no-csim] [--no-crsm] [--ready-delay S] [--latency S]
-                   [--power-on-cfun N] [--link PATH]
+                   [--power-on-cfun N] [--link PATH] [--control SOCKET]
         Prints the pty path as the first line of stdout.  SIGUSR1 pulls the
         card out, SIGUSR2 puts it back, SIGTERM/SIGINT stop (exit 0).
-    mtcd-sim status --state FILE
-        Prints the card's identity and counters (never its PIN or PUK).
+        --control: the socket the commands below reach it on.
+    mtcd-sim pull-sim | insert-sim [--card FILE] | swap-sim --card FILE |
+             ota-pin [--no-refresh] | reset [--down S]   --control SOCKET [--json]
+        Events on the running simulator; the new PIN of ota-pin on stdin.
+    mtcd-sim status (--state FILE | --control SOCKET) [--json]
+        The card's identity and counters (with --control also the slot,
+        radio and PDP state); never its PIN or PUK.
 
-Exit codes: 0 ok, 64 bad arguments, 65 bad card state file, 74 I/O error.
+Exit codes: 0 ok, 64 bad arguments, 65 bad card state file, 69 no
+simulator on the socket or it refused the event, 74 I/O error.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
+import json
 import os
 import queue
 import secrets
 import signal
 import sys
 
-from ..errors import EXIT_DATAERR, EXIT_IOERR, EXIT_OK, EXIT_USAGE
+from ..errors import EXIT_DATAERR, EXIT_IOERR, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from ..identity import Iccid, Imei, Imsi
 from ..secret import Pin, Puk
 from .card import PIN_TRIES, PUK_TRIES, CardFileError, SimCard
+from .control import ControlError, ControlServer, NoSimulator, SimController, card_status, open_card, request
 from .modem import DEFAULT_IMEI, VENDORS, SimulatedModem
 from .pty import PtyModemServer
 
@@ -39,28 +50,34 @@ class _Usage(Exception):
     pass
 
 
+class _Unavailable(Exception):
+    """No simulator on the control socket, or it refused the event."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line and EX_USAGE, not argparse's exit 2
         raise _Usage(message)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Simulated modem and SIM card for mtcd.")
+    p = _Parser(prog=PROG, description="Simulated modem and SIM card for mtcd: for development, tests and "
+                "rehearsal, never on a production gateway.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     card = sub.add_parser("card", help="create a card state file (PIN, PUK on stdin)")
     card.add_argument("--state", required=True, help="card state file to write")
-    card.add_argument("--iccid", required=True)
-    card.add_argument("--imsi", required=True)
+    card.add_argument("--iccid", required=True, help="the card's ICCID (18 to 20 digits, Luhn check digit last)")
+    card.add_argument("--imsi", required=True, help="the card's IMSI (6 to 15 digits)")
     card.add_argument("--pin-disabled", action="store_true", help="PIN1 check switched off")
-    card.add_argument("--pin-attempts", type=int, default=PIN_TRIES)
-    card.add_argument("--puk-attempts", type=int, default=PUK_TRIES)
+    card.add_argument("--pin-attempts", type=int, default=PIN_TRIES, help=f"PIN attempts left (default {PIN_TRIES})")
+    card.add_argument("--puk-attempts", type=int, default=PUK_TRIES, help=f"PUK attempts left (default {PUK_TRIES})")
     card.add_argument("--force", action="store_true", help="overwrite an existing file")
 
     serve = sub.add_parser("serve", help="serve the modem on a pty")
     serve.add_argument("--state", required=True, help="card state file (kept up to date)")
-    serve.add_argument("--imei", default=DEFAULT_IMEI)
-    serve.add_argument("--vendor", choices=VENDORS, default="generic")
+    serve.add_argument("--imei", default=DEFAULT_IMEI, help="the modem's IMEI")
+    serve.add_argument("--vendor", choices=VENDORS, default="generic",
+                       help="personality: its identity, dialect and URCs (simcom: a SIM7600G-H)")
     serve.add_argument("--no-cpinr", action="store_true", help="modem lacks AT+CPINR")
     serve.add_argument("--no-csim", action="store_true", help="modem lacks AT+CSIM")
     serve.add_argument("--no-crsm", action="store_true", help="modem lacks AT+CRSM")
@@ -68,11 +85,36 @@ def _parser() -> argparse.ArgumentParser:
                        help="seconds of CME 14 (SIM busy) after unlock")
     serve.add_argument("--latency", type=float, default=0.0, metavar="S",
                        help="seconds before each reply")
-    serve.add_argument("--power-on-cfun", type=int, choices=(0, 1, 4), default=1)
+    serve.add_argument("--power-on-cfun", type=int, choices=(0, 1, 4), default=1,
+                       help="radio level after power-on and reset (default 1)")
     serve.add_argument("--link", help="symlink to create to the pty")
+    serve.add_argument("--control", metavar="SOCKET",
+                       help="Unix socket for pull-sim, insert-sim, swap-sim, ota-pin, reset and status")
 
-    status = sub.add_parser("status", help="show the card's identity and counters")
-    status.add_argument("--state", required=True)
+    def control(name: str, help: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help, description=help)
+        cmd.add_argument("--control", required=True, metavar="SOCKET",
+                         help="the control socket of the running simulator (serve --control)")
+        cmd.add_argument("--json", action="store_true", help="print the simulator's state as one JSON object")
+        return cmd
+
+    control("pull-sim", "take the card out of the running simulator's slot")
+    insert = control("insert-sim", "put a card into the empty slot (by default the one pulled last)")
+    insert.add_argument("--card", metavar="FILE", help="card state file of the card to insert")
+    swap = control("swap-sim", "replace the card in the slot by another one")
+    swap.add_argument("--card", required=True, metavar="FILE", help="card state file of the new card")
+    ota = control("ota-pin", "change the card's PIN as an operator's over-the-air update would (new PIN on stdin)")
+    ota.add_argument("--no-refresh", action="store_true",
+                     help="change the PIN only; without it the card then resets and asks for the new PIN")
+    reset = control("reset", "reset the modem: its port vanishes, then it boots again")
+    reset.add_argument("--down", type=float, default=1.0, metavar="S",
+                       help="seconds the port stays away (default 1, at most 60)")
+
+    status = sub.add_parser("status", help="show the card's identity and counters, or the running simulator's state")
+    where = status.add_mutually_exclusive_group(required=True)
+    where.add_argument("--state", metavar="FILE", help="card state file")
+    where.add_argument("--control", metavar="SOCKET", help="control socket of a running simulator")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
 
@@ -110,17 +152,82 @@ def _cmd_card(args) -> int:
     except ValueError as e:  # messages name the rule, never the value
         raise _Usage(str(e)) from None
     card.save(args.state)
+    if not puk_text:
+        # The only place the generated PUK is ever shown, as the carrier
+        # card of a real SIM shows it: the person rehearsing `mtcctl sim
+        # unblock` needs it.  The simulator's own output, never mtcd's.
+        print(f"simulated SIM {iccid}: PUK {puk.reveal()}  (shown once; rehearsal card, not a real SIM)")
     return EXIT_OK
 
 
 def _cmd_status(args) -> int:
-    card = SimCard.load(args.state)
-    print(f"iccid {card.iccid}")
-    print(f"imsi {card.imsi.masked()}")
-    print(f"pin {'enabled' if card.pin_enabled else 'disabled'}")
-    print(f"pin-attempts {card.pin_attempts}/{PIN_TRIES}")
-    print(f"puk-attempts {card.puk_attempts}/{PUK_TRIES}")
+    if args.control:
+        status = _control(args, {"op": "status"})
+    else:
+        card = SimCard.load(args.state)
+        status = card_status(card)
+    _print_status(status, args.json)
     return EXIT_OK
+
+
+def _print_status(status: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(status, sort_keys=True))
+        return
+    if "sim" in status:
+        print(f"slot {'card inserted' if status['sim'] == 'inserted' else 'empty'}")
+    if status["iccid"] is not None:
+        print(f"iccid {status['iccid']}")
+        print(f"imsi {status['imsi']}")
+        print(f"pin {'enabled' if status['pin_enabled'] else 'disabled'}")
+        print(f"pin-state {status['pin_state']}")
+        print(f"pin-attempts {status['pin_attempts']}/{status['pin_attempts_max']}")
+        print(f"puk-attempts {status['puk_attempts']}/{status['puk_attempts_max']}")
+    if "radio" in status:
+        print(f"radio {status['radio']} (CFUN={status['cfun']})")
+        print(f"pdp {status['pdp']}")
+        print(f"port {status['port'] or 'gone'}")
+
+
+def _control(args, message: dict) -> dict:
+    try:
+        answer = request(args.control, message)
+    except NoSimulator as e:
+        raise _Unavailable(str(e)) from None
+    if not answer.get("ok"):
+        raise _Unavailable(str(answer.get("error", "the simulator refused")))
+    return answer["status"]
+
+
+def _cmd_event(args) -> int:
+    message = {
+        "pull-sim": lambda: {"op": "pull"},
+        "insert-sim": lambda: {"op": "insert", "card": os.path.abspath(args.card) if args.card else None},
+        "swap-sim": lambda: {"op": "swap", "card": os.path.abspath(args.card)},
+        "ota-pin": lambda: {"op": "ota-pin", "pin": _read_new_pin(), "refresh": not args.no_refresh},
+        "reset": lambda: {"op": "reset", "down": args.down},
+    }[args.command]()
+    _print_status(_control(args, message), args.json)
+    return EXIT_OK
+
+
+def _read_new_pin() -> str:
+    """The card's new PIN: stdin, never argv (a PIN in argv is visible to
+    every user of the machine)."""
+    if sys.stdin is None:
+        raise _Usage("no PIN on stdin")
+    if sys.stdin.isatty():
+        pin = getpass.getpass("new card PIN: ")
+        if getpass.getpass("new card PIN again: ") != pin:
+            raise _Usage("the two PINs differ")
+    else:
+        pin = sys.stdin.readline().strip()
+    if not pin:
+        raise _Usage("no PIN on stdin (expected one line of 4 to 8 digits)")
+    try:
+        return Pin(pin).reveal()
+    except ValueError as e:  # the rule, never the value
+        raise _Usage(str(e)) from None
 
 
 def _cmd_serve(args) -> int:
@@ -130,15 +237,7 @@ def _cmd_serve(args) -> int:
         Imei(args.imei)
     except ValueError as e:
         raise _Usage(str(e)) from None
-    card = SimCard.load(args.state)
-
-    def save(changed: SimCard) -> None:
-        try:
-            changed.save(args.state)
-        except OSError as e:
-            print(f"{PROG}: cannot save card state: {e.strerror}", file=sys.stderr, flush=True)
-
-    card.on_change = save
+    card = open_card(args.state)
     modem = SimulatedModem(
         card,
         imei=args.imei,
@@ -158,18 +257,25 @@ def _cmd_serve(args) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
         previous[signum] = signal.signal(signum, lambda n, _frame: signals.put(n))
     try:
-        with PtyModemServer(modem, link=args.link) as server:
+        with contextlib.ExitStack() as stack:
+            server = stack.enter_context(PtyModemServer(modem, link=args.link))
+            controller = SimController(server, args.state)
+            if args.control:
+                try:
+                    stack.enter_context(ControlServer(controller, args.control))
+                except FileExistsError as e:
+                    raise _Usage(str(e)) from None
             print(server.port, flush=True)
             while True:
                 try:
                     signum = signals.get(timeout=1.0)
                 except queue.Empty:
                     continue
-                if signum == signal.SIGUSR1:
-                    modem.remove_card()
-                elif signum == signal.SIGUSR2:
-                    if modem.card is None:
-                        modem.insert_card(card)
+                if signum in (signal.SIGUSR1, signal.SIGUSR2):
+                    try:
+                        controller.pull() if signum == signal.SIGUSR1 else controller.insert()
+                    except ControlError:
+                        pass  # already out / already in: nothing happens, as with a real slot
                 else:
                     break
     finally:
@@ -181,10 +287,14 @@ def _cmd_serve(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        return {"card": _cmd_card, "serve": _cmd_serve, "status": _cmd_status}[args.command](args)
+        commands = {"card": _cmd_card, "serve": _cmd_serve, "status": _cmd_status}
+        return commands.get(args.command, _cmd_event)(args)
     except _Usage as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except _Unavailable as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except CardFileError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return EXIT_DATAERR

@@ -224,6 +224,9 @@ class SimulatedModem:
         self.autoconnect = autoconnect
         self.usbnet = 1  # Quectel +QCFG "usbnet": 1 ECM
         self.data_call_starts = 0  # data calls started on request, not by auto-connect
+        # SIMCom reports SIM hot-swap only once AT+UIMHOTSWAPON=1 switched it
+        # on; the setting is stored in the modem and survives a reboot.
+        self.hotswap = False
         self._reset_volatile()
 
     def _reset_volatile(self) -> None:
@@ -281,7 +284,7 @@ class SimulatedModem:
                 "generic": ["+CPIN: NOT INSERTED"],
                 "quectel": ["+CPIN: NOT READY"],
                 "huawei": ["^SIMST: 255"],
-                "simcom": ["+SIMCARD: NOT AVAILABLE"],
+                "simcom": ["+SIMCARD: NOT AVAILABLE"] if self.hotswap else [],
             }[self.vendor]
         self._notify()
 
@@ -298,22 +301,26 @@ class SimulatedModem:
                 "generic": [f"+CPIN: {state}"],
                 "quectel": [f"+CPIN: {state}", "+QUSIM: 1"],
                 "huawei": ["^SIMST: 1"],
-                "simcom": [f"+CPIN: {state}"],
+                "simcom": [f"+CPIN: {state}"] if self.hotswap else [],
             }[self.vendor]
         self._notify()
 
-    def power_loss(self) -> None:
+    def power_loss(self, announce: bool = True) -> None:
         """The modem loses power and boots again: the card loses its
-        verification and every setting returns to its power-on value."""
+        verification and every setting returns to its power-on value.
+        `announce=False` keeps the boot URCs queued (the port is not back
+        yet) until the server flushes them."""
         with self._lock:
             self._reboot()
-        self._notify()
+        if announce:
+            self._notify()
 
     def _reboot(self) -> None:
         if self.card is not None:
             self.card.power_cycle()
         self._reset_volatile()
-        if self.vendor == "quectel":
+        if self.vendor in ("quectel", "simcom"):
+            # Both announce the end of their boot, then the SIM's state.
             self._urcs.append("RDY")
             if self.card is not None:
                 self._urcs.append(f"+CPIN: {self._cpin_code(self.card)}")
@@ -431,6 +438,9 @@ class SimulatedModem:
         if self.vendor == "simcom":
             table["+DIALMODE"] = self._dialmode
             table["$QCRMCALL"] = self._qcrmcall
+            table["+CICCID"] = self._ciccid
+            table["+SPIC"] = self._spic
+            table["+UIMHOTSWAPON"] = self._uimhotswapon
         if self.vendor == "huawei":
             table["^CPIN"] = self._huawei_cpin
             table["^ICCID"] = self._huawei_iccid
@@ -449,6 +459,10 @@ class SimulatedModem:
             self.cmee = self._default_cmee
             return _FINAL_OK
         if upper in ("I", "I0"):
+            if self.vendor == "simcom":  # SIM7600: labelled lines
+                made_by, model, revision = _IDENTITY["simcom"]
+                return [f"Manufacturer: {made_by}", f"Model: {model}", f"Revision: {revision}",
+                        f"IMEI: {self.imei}", "+GCAP: +CGSM"] + _FINAL_OK
             return list(_IDENTITY[self.vendor]) + _FINAL_OK
         if upper.startswith("D"):
             return self._dial(body[1:])
@@ -559,7 +573,10 @@ class SimulatedModem:
         def handler(form, args):
             if form != "exec":
                 return _FINAL_OK if form == "test" else _ERROR
-            return [_IDENTITY[self.vendor][index]] + _FINAL_OK
+            value = _IDENTITY[self.vendor][index]
+            if self.vendor == "simcom" and index == 2:
+                value = f"+CGMR: {value}"  # SIM7600 prefixes its revision
+            return [value] + _FINAL_OK
 
         return handler
 
@@ -944,6 +961,35 @@ class SimulatedModem:
         if form != "exec":
             return _FINAL_OK if form == "test" else _ERROR
         return [f"+QCCID: {self._need_card().iccid.value}"] + _FINAL_OK
+
+    def _ciccid(self, form, args):
+        # SIM7600: the EF.ICCID digits as stored, so a 19-digit ICCID keeps
+        # its F filler.
+        if form != "exec":
+            return _FINAL_OK if form == "test" else _ERROR
+        value = self._need_card().iccid.value
+        return [f"+ICCID: {value.ljust(20, 'F')}"] + _FINAL_OK
+
+    def _spic(self, form, args):
+        # SIM7600 "times remain to input SIM PIN/PUK":
+        # +SPIC: <pin1>,<puk1>,<pin2>,<puk2> (PIN2/PUK2 never used here).
+        if form != "exec":
+            return _FINAL_OK if form == "test" else _ERROR
+        card = self._need_card()
+        return [f"+SPIC: {card.pin_attempts},{card.puk_attempts},{PIN_TRIES},{PUK_TRIES}"] + _FINAL_OK
+
+    def _uimhotswapon(self, form, args):
+        if form == "read":
+            return [f"+UIMHOTSWAPON: {int(self.hotswap)}"] + _FINAL_OK
+        if form == "test":
+            return ["+UIMHOTSWAPON: (0,1)"] + _FINAL_OK
+        if form != "set":
+            return _ERROR
+        (on,) = self._ints(args, 1, 1)
+        if on not in (0, 1):
+            return self._cme(CME_BAD_PARAMETERS)
+        self.hotswap = bool(on)
+        return _FINAL_OK
 
     def _huawei_cpin(self, form, args):
         if form != "read":

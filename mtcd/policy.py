@@ -243,7 +243,7 @@ def _decide_locked(obs: Observations, settings: PolicySettings) -> Decision:
             return Refused(
                 Reason.RETRY_GUARD,
                 f"an earlier PIN attempt on SIM {obs.iccid} has no recorded outcome and the SIM's attempts counter "
-                f"cannot settle it; {_try_hint(obs.iccid, obs.attempts, settings.min_retries)}",
+                f"cannot settle it; {_unsettled_hint(obs.iccid, obs.attempts, stored, settings.min_retries)}",
             )
         if obs.attempts < stored.attempts_before:
             return Step.LATCH_LOST_ATTEMPT
@@ -289,6 +289,17 @@ def try_command(attempts: int | None, min_retries: int) -> str:
     if attempts == 1:
         command += " --last-attempt"
     return command
+
+
+def _unsettled_hint(iccid: Iccid, attempts: int | None, stored: StoredPin, min_retries: int) -> str:
+    # `mtcctl pin try` never presents the unsettled candidate again (the card
+    # may have refused it); only the other one, if there is one.
+    other = (not stored.rejected) if stored.attempt_pin == "pending" else \
+        (stored.has_pending and not stored.pending_rejected)
+    if other:
+        return _try_hint(iccid, attempts, min_retries)
+    return (f"if you know the right PIN, store it again: `mtcctl pin set {iccid}` (its PIN on stdin), "
+            "then `mtcctl repair`")
 
 
 def _try_hint(iccid: Iccid, attempts: int | None, min_retries: int) -> str:

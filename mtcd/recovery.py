@@ -8,7 +8,8 @@ explicit try (guarantees 1 and 2 hold for a person's request too):
 - only when the SIM asks for exactly `SIM PIN`, and only the PIN stored for
   the ICCID read from this card;
 - never a PIN the card rejected (a person who knows better stores it again
-  with `mtcctl pin set`, which lifts the latch), never a PUK;
+  with `mtcctl pin set`, which lifts the latch), nor one whose attempt no
+  counter can settle (the card may have refused it), never a PUK;
 - attempts left >= policy.min_retries, unless the person says
   `--below-guard` (and confirms); an unknown count also needs it;
 - never on the last attempt without `--last-attempt` as well;
@@ -61,6 +62,7 @@ BELOW_GUARD = "retry-guard"
 LAST_ATTEMPT = "last-attempt"
 NOT_CONFIRMED = "not-confirmed"
 SIM_CHANGED = "sim-changed"
+UNSETTLED = "attempt-unsettled"
 
 
 class TryRefused(MtcdError):
@@ -113,10 +115,17 @@ def plan_try(lock: SimLock, iccid: Iccid | None, stored: StoredPin | None, attem
             and attempts < stored.attempts_before:
         # The counter settles an attempt lost in a power cut: latch first.
         return TryPlan(latch=stored.attempt_pin)
-    if not stored.rejected:
+    # An attempt no counter can settle may have been refused: its candidate
+    # counts as rejected here (only a PIN a person stores again lifts that).
+    unsettled = stored.attempt_pin if stored.attempt_started else None
+    if not stored.rejected and unsettled != CURRENT:
         which = CURRENT
-    elif stored.has_pending and not stored.pending_rejected:
+    elif stored.has_pending and not stored.pending_rejected and unsettled != PENDING:
         which = PENDING
+    elif unsettled is not None:
+        return refuse(UNSETTLED, f"the answer of SIM {iccid} to its stored {unsettled} PIN was lost and its "
+                                 "attempts counter cannot tell whether the card refused it, so it is not presented "
+                                 f"again; if you know the right PIN, store it first: `mtcctl pin set {iccid}`")
     else:
         return refuse(PIN_REJECTED, f"the PIN stored for {iccid} was rejected by the card and is never presented "
                                     f"again; if you know the right one, store it first: `mtcctl pin set {iccid}`")

@@ -195,6 +195,9 @@ def _interrupted_rotation(gateway, modem, card, reached_card: bool):
 
 @pytest.mark.parametrize("reached_card", [True, False], ids=["card-took-new-pin", "card-kept-old-pin"])
 def test_an_interrupted_rotation_without_counters_has_a_way_out(gateway, reached_card):
+    """The lost change leaves the current PIN's attempt unsettled (no counter
+    tells whether the card refused it as the old PIN): the pending PIN is
+    presented first, then, if the card refused that, the current one."""
     card = make_card()
     with sim_modem(card, **NO_COUNTERS) as (modem, port):
         modem.port_path = port
@@ -202,14 +205,13 @@ def test_an_interrupted_rotation_without_counters_has_a_way_out(gateway, reached
         before = len(pin_presentations(modem.commands))
         first = _try(gateway, "--below-guard", "--yes", "--json")
         answer = json.loads(first.stdout)
-        assert answer["pin"] == "current"  # the current PIN first, as pairing does
+        assert answer["pin"] == "pending"  # never the unsettled candidate first
         assert len(pin_presentations(modem.commands)) == before + 1  # one per command
-        if reached_card:
+        if not reached_card:
             assert first.returncode == 1 and answer["outcome"] == "rejected"
-            assert "`mtcctl pin try --below-guard`" in answer["detail"]
             second = _try(gateway, "--below-guard", "--yes", "--json")
             assert second.returncode == 0, second.stderr
-            assert json.loads(second.stdout)["pin"] == "pending"
+            assert json.loads(second.stdout)["pin"] == "current"
             assert len(pin_presentations(modem.commands)) == before + 2
         else:
             assert first.returncode == 0 and answer["outcome"] == "accepted", first.stderr
@@ -243,8 +245,9 @@ def test_through_the_running_service(gateway, notify_socket):
 
 def test_a_rejection_through_the_service_presents_nothing_more(gateway, notify_socket):
     """After an interrupted rotation on a modem without counters, a person's
-    try through the service spends the current PIN: the service does not go
-    on to present the pending one by itself; the person's second try does."""
+    try through the service spends the pending PIN (the card kept its old
+    one): the service does not go on to present the current one by itself;
+    the person's second try does."""
     import time
 
     from test_service import service
@@ -252,7 +255,7 @@ def test_a_rejection_through_the_service_presents_nothing_more(gateway, notify_s
     card = make_card()
     with sim_modem(card, **NO_COUNTERS) as (modem, port):
         modem.port_path = port
-        _interrupted_rotation(gateway, modem, card, reached_card=True)
+        _interrupted_rotation(gateway, modem, card, reached_card=False)
         with service(gateway, notify_socket):
             notify_socket.wait_for("STATUS", "refused: retry-guard")
             before = len(pin_presentations(modem.commands))
@@ -262,6 +265,6 @@ def test_a_rejection_through_the_service_presents_nothing_more(gateway, notify_s
             assert len(pin_presentations(modem.commands)) == before + 1 and not modem.pdp_active
             second = _try(gateway, "--below-guard", "--yes", "--json")
             assert second.returncode == 0, second.stderr
-            wait_until(lambda: modem.pdp_active, 15, "paired with the pending PIN")
+            wait_until(lambda: modem.pdp_active, 15, "paired with the current PIN")
         assert len(pin_presentations(modem.commands)) == before + 2
         assert gateway.keystore().get(card.iccid).pin.reveal() == card.pin

@@ -14,6 +14,7 @@ tables merged key by key, a later value winning; each is checked as strictly.
     timeout = 10                   # seconds
     rtscts = false
     vendor = "auto"
+    pin_timeout = 20               # seconds, longest wait for a PIN or PUK command
     [policy]
     min_retries = 2                # never present the PIN with fewer attempts left
     require_pin_enabled = true
@@ -81,6 +82,7 @@ class ModemConfig:
     timeout: float = 10.0
     rtscts: bool = False
     vendor: str = "auto"
+    pin_timeout: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -311,6 +313,7 @@ _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "timeout": _seconds,
         "rtscts": _boolean,
         "vendor": _one_of(VENDORS),
+        "pin_timeout": _seconds,
     },
     "policy": {
         "min_retries": _integer(2, 3),

@@ -72,7 +72,7 @@ class Gateway:
         self.on_sim_event = on_sim_event
         m = config.modem
         self.transport = SerialTransport(
-            m.port, m.baudrate, rtscts=m.rtscts, timeout=m.timeout,
+            m.port, m.baudrate, rtscts=m.rtscts, timeout=m.timeout, pin_timeout=m.pin_timeout,
             on_unsolicited=self._unsolicited, on_failure=on_failure, heartbeat=heartbeat,
         )
         self.modem = Modem(self.transport)

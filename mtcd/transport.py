@@ -36,6 +36,7 @@ class SerialTransport:
         *,
         rtscts: bool = False,
         timeout: float = 10.0,
+        pin_timeout: float | None = None,
         on_unsolicited: Callable[[str], None] | None = None,
         on_failure: Callable[[], None] | None = None,
         heartbeat: Callable[[], None] | None = None,
@@ -44,6 +45,9 @@ class SerialTransport:
         self.baudrate = baudrate
         self.rtscts = rtscts
         self.timeout = timeout
+        # The longest wait for a command carrying a PIN or PUK (None: the
+        # command's own).  Shortens the wait for an answer that was lost.
+        self.pin_timeout = pin_timeout
         self.on_unsolicited = on_unsolicited
         # Called from the reader thread when the port fails (modem gone).
         self.on_failure = on_failure
@@ -120,7 +124,7 @@ class SerialTransport:
         ERROR result is returned, not raised (the caller decides)."""
         if self._serial is None:
             raise ModemUnavailable(f"{self.port}: modem port is not open")
-        wait = max(command.timeout, self.timeout) if timeout is None else timeout
+        wait = self._wait_for(command) if timeout is None else timeout
         with self._command_lock:
             self._raise_failure()
             if self._needs_resync:
@@ -128,6 +132,12 @@ class SerialTransport:
             outcome = self._exchange(command, wait)
             log.debug("< %s %s", " | ".join(outcome.lines), _result_text(outcome))
             return outcome
+
+    def _wait_for(self, command: AtCommand) -> float:
+        own = command.timeout
+        if command.secrets and self.pin_timeout is not None:
+            own = min(own, self.pin_timeout)
+        return max(own, self.timeout)
 
     def _exchange(self, command: AtCommand, wait: float) -> Response:
         _drain(self._results)
@@ -163,7 +173,7 @@ class SerialTransport:
         length only."""
         if self._serial is None:
             raise ModemUnavailable(f"{self.port}: modem port is not open")
-        wait = max(command.timeout, self.timeout) if timeout is None else timeout
+        wait = self._wait_for(command) if timeout is None else timeout
         with self._command_lock:
             self._raise_failure()
             if self._needs_resync:

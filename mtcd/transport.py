@@ -98,6 +98,11 @@ class SerialTransport:
     def close(self) -> None:
         self._closing.set()
         if self._thread is not None:
+            if self._serial is not None:
+                try:  # wake the reader's wait now, not after its read timeout
+                    self._serial.cancel_read()
+                except (AttributeError, serial.SerialException, OSError):
+                    pass
             self._thread.join(timeout=2)
             self._thread = None
         if self._serial is not None:

@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import queue
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -151,7 +152,7 @@ class SerialTransport:
         log.debug("> %s", command.loggable)
         try:
             self._serial.write(data)
-            self._serial.flush()
+            _drain_output(self._serial)
         except (serial.SerialException, OSError) as exc:
             self._abandon()
             raise ModemUnavailable(f"{self.port}: write failed: {_why(exc)}") from None
@@ -206,7 +207,7 @@ class SerialTransport:
     def _write(self, data: bytes) -> None:
         try:
             self._serial.write(data)
-            self._serial.flush()
+            _drain_output(self._serial)
         except (serial.SerialException, OSError) as exc:
             self._abandon()
             raise ModemUnavailable(f"{self.port}: write failed: {_why(exc)}") from None
@@ -284,6 +285,20 @@ class SerialTransport:
                             log.exception("unsolicited-line handler failed")
                 else:
                     self._results.put(event)
+
+
+def _drain_output(ser: serial.Serial) -> None:
+    """Wait until what was written left (tcdrain).  A signal (SIGHUP,
+    SIGTERM, SIGUSR1/2 to the service) can end the wait with EINTR, which
+    termios raises as termios.error, not OSError: wait again."""
+    while True:
+        try:
+            ser.flush()
+            return
+        except termios.error as exc:
+            if exc.args and exc.args[0] == errno.EINTR:
+                continue
+            raise OSError(*exc.args) from None
 
 
 def _drain(q: queue.Queue) -> None:

@@ -48,8 +48,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Two pytest workers (pytest-xdist): most of the suite waits on simulated
+# modems and subprocesses, so two share a 2-core CI machine well.  Tests that
+# must not overlap carry an xdist_group mark.  TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: deps venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup) tests
 
 # `make demo` on a fresh machine: the Debian packages that building the
 # runtime dependencies needs (systemd-python compiles against libsystemd;

@@ -15,6 +15,7 @@ tables merged key by key, a later value winning; each is checked as strictly.
     rtscts = false
     vendor = "auto"
     sim_ready_timeout = 10         # seconds the SIM may stay busy/not ready
+    pin_timeout = 20               # seconds, longest wait for a PIN or PUK command
     [policy]
     min_retries = 2                # never present the PIN with fewer attempts left
     require_pin_enabled = true
@@ -84,6 +85,7 @@ class ModemConfig:
     rtscts: bool = False
     vendor: str = "auto"
     sim_ready_timeout: float = 10.0  # how long the SIM may stay busy (CME 14) or not ready
+    pin_timeout: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -316,6 +318,7 @@ _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "rtscts": _boolean,
         "vendor": _one_of(VENDORS),
         "sim_ready_timeout": _seconds,
+        "pin_timeout": _seconds,
     },
     "policy": {
         "min_retries": _integer(2, 3),

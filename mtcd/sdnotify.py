@@ -13,6 +13,11 @@ import errno
 import os
 import socket
 
+# A notify socket nobody drains (a hung manager, a test's receiver) fills
+# up, and a blocking send would then stop the gate's loop for good: wait
+# this long, then fail like any other send (the caller carries on).
+SEND_TIMEOUT = 2.0
+
 
 def notify_address(value: str) -> str | bytes:
     """The socket address of a NOTIFY_SOCKET value; OSError when it is not
@@ -32,6 +37,7 @@ def sd_notify(text: str, environ=os.environ) -> bool:
         return False
     address = notify_address(value)
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.settimeout(SEND_TIMEOUT)
         # sendto is retried by Python itself after a signal (PEP 475).
         sock.sendto(text.encode(), address)
     return True

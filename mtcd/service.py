@@ -99,7 +99,7 @@ class Gateway:
         self.waits = waits
         m = config.modem
         self.transport = _WaitingTransport(
-            m.port, m.baudrate, rtscts=m.rtscts, timeout=m.timeout,
+            m.port, m.baudrate, rtscts=m.rtscts, timeout=m.timeout, pin_timeout=m.pin_timeout,
             on_unsolicited=self._unsolicited, on_failure=on_failure, heartbeat=heartbeat,
         )
         self.transport.waits = waits

@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import queue
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ class SerialTransport:
         *,
         rtscts: bool = False,
         timeout: float = 10.0,
+        pin_timeout: float | None = None,
         on_unsolicited: Callable[[str], None] | None = None,
         on_failure: Callable[[], None] | None = None,
         heartbeat: Callable[[], None] | None = None,
@@ -44,6 +46,9 @@ class SerialTransport:
         self.baudrate = baudrate
         self.rtscts = rtscts
         self.timeout = timeout
+        # The longest wait for a command carrying a PIN or PUK (None: the
+        # command's own).  Shortens the wait for an answer that was lost.
+        self.pin_timeout = pin_timeout
         self.on_unsolicited = on_unsolicited
         # Called from the reader thread when the port fails (modem gone).
         self.on_failure = on_failure
@@ -94,6 +99,11 @@ class SerialTransport:
     def close(self) -> None:
         self._closing.set()
         if self._thread is not None:
+            if self._serial is not None:
+                try:  # wake the reader's wait now, not after its read timeout
+                    self._serial.cancel_read()
+                except (AttributeError, serial.SerialException, OSError):
+                    pass
             self._thread.join(timeout=2)
             self._thread = None
         if self._serial is not None:
@@ -120,7 +130,7 @@ class SerialTransport:
         ERROR result is returned, not raised (the caller decides)."""
         if self._serial is None:
             raise ModemUnavailable(f"{self.port}: modem port is not open")
-        wait = max(command.timeout, self.timeout) if timeout is None else timeout
+        wait = self._wait_for(command) if timeout is None else timeout
         with self._command_lock:
             self._raise_failure()
             if self._needs_resync:
@@ -129,6 +139,12 @@ class SerialTransport:
             log.debug("< %s %s", " | ".join(outcome.lines), _result_text(outcome))
             return outcome
 
+    def _wait_for(self, command: AtCommand) -> float:
+        own = command.timeout
+        if command.secrets and self.pin_timeout is not None:
+            own = min(own, self.pin_timeout)
+        return max(own, self.timeout)
+
     def _exchange(self, command: AtCommand, wait: float) -> Response:
         _drain(self._results)
         with self._reader_lock:
@@ -136,7 +152,7 @@ class SerialTransport:
         log.debug("> %s", command.loggable)
         try:
             self._serial.write(data)
-            self._serial.flush()
+            _drain_output(self._serial)
         except (serial.SerialException, OSError) as exc:
             self._abandon()
             raise ModemUnavailable(f"{self.port}: write failed: {_why(exc)}") from None
@@ -163,7 +179,7 @@ class SerialTransport:
         length only."""
         if self._serial is None:
             raise ModemUnavailable(f"{self.port}: modem port is not open")
-        wait = max(command.timeout, self.timeout) if timeout is None else timeout
+        wait = self._wait_for(command) if timeout is None else timeout
         with self._command_lock:
             self._raise_failure()
             if self._needs_resync:
@@ -191,7 +207,7 @@ class SerialTransport:
     def _write(self, data: bytes) -> None:
         try:
             self._serial.write(data)
-            self._serial.flush()
+            _drain_output(self._serial)
         except (serial.SerialException, OSError) as exc:
             self._abandon()
             raise ModemUnavailable(f"{self.port}: write failed: {_why(exc)}") from None
@@ -269,6 +285,20 @@ class SerialTransport:
                             log.exception("unsolicited-line handler failed")
                 else:
                     self._results.put(event)
+
+
+def _drain_output(ser: serial.Serial) -> None:
+    """Wait until what was written left (tcdrain).  A signal (SIGHUP,
+    SIGTERM, SIGUSR1/2 to the service) can end the wait with EINTR, which
+    termios raises as termios.error, not OSError: wait again."""
+    while True:
+        try:
+            ser.flush()
+            return
+        except termios.error as exc:
+            if exc.args and exc.args[0] == errno.EINTR:
+                continue
+            raise OSError(*exc.args) from None
 
 
 def _drain(q: queue.Queue) -> None:

@@ -78,6 +78,8 @@ class Gateway:
         self.config.write_text(
             f'state_dir = "{self.state_dir}"\n'
             f'[modem]\nport = "{port}"\n{"" if "timeout" in modem else "timeout = 5"}\n{modem}\n'
+            # A lost answer to a PIN command is given up after 5 s, not 20.
+            f'{"" if "pin_timeout" in modem else "pin_timeout = 5"}\n'
             f"[policy]\n{policy}\n"
             f"[datalink]\n{datalink}\n"
             # Each test's own control socket: never the machine's /run/mtcd.

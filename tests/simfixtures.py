@@ -181,3 +181,23 @@ def server_of(modem: SimulatedModem) -> PtyModemServer:
         if isinstance(obj, PtyModemServer) and obj.modem is modem:
             return obj
     raise AssertionError("no server for this modem")
+
+
+def slow_after(modem: SimulatedModem, prefix: str, latency: float, count: int = 1) -> None:
+    """Every command after the `count`-th one starting with `prefix` waits
+    `latency` s in the simulator.  Set in the simulator's own thread before
+    that command's reply goes out, so the very next command is already slow:
+    a race window opens exactly there, and the commands before it run at
+    full speed.  `modem.latency = 0` closes it again."""
+    handle, prefix, seen = modem.handle, prefix.upper(), 0
+
+    def handle_then_slow(line: str) -> list[str]:
+        nonlocal seen
+        reply = handle(line)
+        if line.strip().upper().startswith(prefix):
+            seen += 1
+            if seen == count:
+                modem.latency = latency
+        return reply
+
+    modem.handle = handle_then_slow

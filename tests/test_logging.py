@@ -212,6 +212,29 @@ def test_sd_notify_without_a_socket_and_with_a_bad_one(tmp_path):
         sd_notify("READY=1", {"NOTIFY_SOCKET": str(tmp_path / "nobody")})
 
 
+def test_sd_notify_to_a_socket_nobody_drains_fails_instead_of_hanging(tmp_path):
+    import threading
+
+    path = str(tmp_path / "full.sock")
+    outcome = []
+
+    def flood():
+        try:
+            for _ in range(100_000):
+                sd_notify("STATUS=" + "x" * 512, {"NOTIFY_SOCKET": path})
+            outcome.append("never full")
+        except OSError as exc:
+            outcome.append(exc)
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(path)  # and never read
+        sender = threading.Thread(target=flood, daemon=True)
+        sender.start()
+        sender.join(timeout=30)
+        assert not sender.is_alive(), "sd_notify blocked on a full notify socket"
+    assert outcome and isinstance(outcome[0], OSError), outcome
+
+
 def test_path_socket_through_notify(tmp_path):
     sock = NotifySocket(tmp_path / "n.sock")
     try:

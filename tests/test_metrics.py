@@ -245,7 +245,7 @@ def test_collector_never_reads_half_a_file(tmp_path):
         stop.set()
         reader.join()
     assert len(seen) > 10
-    for text in seen:
+    for text in set(seen):  # thousands of reads, a few hundred distinct files: each checked once
         types, _, samples = parse(text)
         assert types == FAMILIES
         assert sum(1 for (name, _) in samples if name == "mtcd_decisions_total") == 50

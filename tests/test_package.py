@@ -87,6 +87,8 @@ def _debian_pip() -> bool:
 @pytest.mark.skipif(not DEBIAN_PYTHON.exists(), reason="needs Debian's /usr/bin/python3")
 @pytest.mark.skipif(os.geteuid() != 0 and not _debian_pip(),
                     reason="needs python3-pip (`make install` installs it when run as root)")
+# pip builds in the source tree (build/, *.egg-info): one `make install` at a time.
+@pytest.mark.xdist_group("make-install")
 def test_make_install_puts_commands_where_the_unit_looks(tmp_path):
     """`make install DESTDIR=...` with Debian's python3: /usr/bin/mtcd (the
     unit's ExecStart), the package in /usr/lib/python3/dist-packages, no

@@ -96,7 +96,7 @@ def test_ota_pin_change_with_a_staged_pin_pairs_again(gateway, notify_socket, re
         assert (status["pin_state"], status["pdp"]) == ("READY", "active")
         # The old PIN cost one attempt, the staged one restored the counter.
         assert status["pin_attempts"] == 3
-    entry = next(e for e in json.loads(gateway.mtcctl("pin", "list", "--json").stdout) if e["iccid"] == iccid)
+    entry = next(e for e in json.loads(gateway.mtcctl("pin", "list", "--json").stdout)["pins"] if e["iccid"] == iccid)
     assert entry["pending"] is None  # settled: the staged PIN is the current one
     assert NEW_PIN not in proc.stderr_text and TEST_PIN not in proc.stderr_text
 

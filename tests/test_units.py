@@ -302,6 +302,8 @@ def test_udevadm_parses_the_rule_without_complaint(tmp_path):
 
 # --- make install ---
 
+# pip builds in the source tree (build/, *.egg-info): one `make install` at a time.
+@pytest.mark.xdist_group("make-install")
 def test_make_install(tmp_path):
     if shutil.which("make") is None:
         pytest.skip("make is not installed")

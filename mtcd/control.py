@@ -238,6 +238,14 @@ COMMANDS: Mapping[str, tuple[Field, ...]] = MappingProxyType({
         Field("allow_last_attempt", _flag, required=False, default=False),
     ),
     "reload": (),
+    # A person's explicit, single presentation of the stored PIN (mtcctl pin try).
+    "pin-try": (
+        Field("below_guard", _flag, required=False, default=False),
+        Field("last_attempt", _flag, required=False, default=False),
+        Field("confirmed", _flag, required=False, default=False),
+        Field("iccid", _iccid, required=False),
+    ),
+    "repair": (),  # take a pairing decision now (mtcctl repair)
     "doctor": (),  # read-only: what the service's modem session sees (mtcctl doctor)
     "log-level": (Field("level", _log_level),),
 })

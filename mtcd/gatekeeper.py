@@ -70,7 +70,7 @@ REQUEST_DEADLINE = 100.0
 # How often a waiting control thread looks whether its client hung up.
 CLIENT_POLL = 0.2
 # Commands that talk to the modem: refused at once while there is none.
-NEEDS_MODEM = frozenset({"rotate", "adopt", "compromise", "unblock"})
+NEEDS_MODEM = frozenset({"rotate", "adopt", "compromise", "unblock", "pin-try", "repair"})
 
 
 class Notifier:
@@ -649,7 +649,8 @@ class Gatekeeper:
                 self._emit("RETRY_GUARD", f"retry guard tripped for SIM {iccid}: {outcome.decision.detail}",
                            state="refused", reason=reason, **fields)
             if outcome.reason is Reason.PIN_REJECTED:
-                self._emit("PIN_REJECTED", f"the stored PIN of SIM {iccid} is rejected; a person must replace it",
+                self._emit("PIN_REJECTED", f"the stored PIN of SIM {iccid} is rejected; a person must replace it: "
+                                           f"`mtcctl pin set {iccid}`",
                            state="refused", reason=reason, **fields)
             status = f"refused: {reason}"
         change = gw.association_change if new_decision else None
@@ -778,6 +779,8 @@ def control_handler(gatekeeper: Gatekeeper):
         "compromise": _compromise,
         "unblock": _unblock,
         "reload": _reload,
+        "pin-try": _pin_try,
+        "repair": _repair,
         "doctor": _doctor,
     }
 
@@ -838,8 +841,10 @@ def _paired_gateway(gk: Gatekeeper) -> Gateway:
     if gk.gateway is None:
         raise _no_modem(gk)
     if gk.outcome is None or not gk.outcome.paired:
-        refused = LifecycleRefused(f"the inserted SIM is not paired ({gk.status_text})")
-        out = gk.outcome  # for mtcctl --json: the gate's reason and the SIM
+        out = gk.outcome
+        why = f"{out.reason.value}: {out.decision.detail}" if out is not None and out.reason else gk.status_text
+        refused = LifecycleRefused(f"the inserted SIM is not paired: {why}")
+        # for mtcctl --json: the gate's reason and the SIM
         refused.details = {"reason": out.reason.value if out is not None and out.reason else None,
                            "iccid": str(out.iccid) if out is not None and out.iccid else None}
         raise refused
@@ -948,6 +953,51 @@ def _compromise(gk: Gatekeeper) -> dict:
 def _reload(gk: Gatekeeper) -> dict:
     gk._reload = True
     return {"outcome": "reloading"}
+
+
+def _pin_try(gk: Gatekeeper, below_guard=False, last_attempt=False, confirmed=False, iccid=None) -> dict:
+    """A person's single presentation of the stored PIN (mtcd.recovery).
+    Only an accepted PIN opens the gate, through a pairing as usual; after a
+    rejection nothing more is presented (the other candidate, if any, waits
+    for the person's next `pin try`)."""
+    from .recovery import TryRequest, try_pin
+
+    gw = gk.gateway
+    if gw is None:
+        raise _no_modem(gk)
+    request = TryRequest(below_guard=below_guard, last_attempt=last_attempt, confirmed=confirmed, iccid=iccid)
+    answer = try_pin(gw.uicc, gw.keystore, gw.journal, policy_settings(gk.config), gw.imei, request)
+    if answer["outcome"] == "accepted":
+        _pair_again(gk)
+        answer["detail"] += f"; now {gk.status_text}"
+    # After a rejection the slot's signature is unchanged (SIM PIN, same
+    # ICCID), so the periodic check does not pair again; a card now
+    # PUK-blocked is a change, and pairing only reports it.
+    return answer
+
+
+def _pair_again(gk: Gatekeeper) -> None:
+    try:
+        gk._pair()
+    except ModemUnavailable as exc:
+        gk._lose_modem(exc)
+    except MtcdError as exc:
+        gk._drop_session(exc)
+
+
+def _repair(gk: Gatekeeper) -> dict:
+    """Take a pairing decision now.  A paired SIM still in the slot keeps its
+    link (nothing is closed to decide the same); anything else pairs again."""
+    gw = gk.gateway
+    if gw is None:
+        raise _no_modem(gk)
+    out = gk.outcome
+    kept = out is not None and out.paired and gw.link_up and gw.sim_signature() == gk.signature
+    if not kept:
+        _pair_again(gk)
+    out = gk.outcome
+    detail = getattr(out.decision, "detail", None) if out is not None else gk.status_text
+    return {**gk.status_now(), "detail": detail, "outcome": "kept" if kept else "decided"}
 
 
 def _doctor_without_modem(gk: Gatekeeper) -> dict:

@@ -75,14 +75,14 @@ def stage(keystore: Keystore, journal: PairingJournal | None, policy: PolicyConf
     check_change_allowed(policy)
     entry = keystore.get(iccid)
     if entry is None:
-        raise LifecycleRefused(f"no PIN is stored for {iccid}; store its current PIN first (mtcctl pin set)")
+        raise LifecycleRefused(f"no PIN is stored for {iccid}; store its current PIN first: `mtcctl pin set {iccid}`")
     if entry.pending_pin is not None:
         # The card may hold that PIN already (our rotation, a person's
         # unblock, or an earlier OTA change that was delivered): replacing it
         # could leave the card with a PIN nobody has.
         raise LifecycleRefused(
             f"a pending PIN of {iccid} is not settled yet; stage after the SIM is next unlocked "
-            "(or, if that OTA change was never sent, mtcctl pin set with the current PIN)"
+            f"(or, if that OTA change was never sent, store the current PIN again: `mtcctl pin set {iccid}`)"
         )
     # Checked again under the keystore's lock: a rotation may start meanwhile.
     keystore.stage_pending(iccid, pin, STAGED, over_rotation=False)
@@ -98,7 +98,8 @@ def check_change_allowed(policy: PolicyConfig) -> None:
     if policy.min_retries > 2:
         raise LifecycleRefused(
             "PIN changes need policy.min_retries = 2: after an interrupted change the "
-            "gateway must be able to spend one attempt on the old PIN and still try the new one"
+            "gateway must be able to spend one attempt on the old PIN and still try the new one; "
+            "set it in the configuration, then `systemctl reload mtcd`"
         )
 
 
@@ -119,9 +120,10 @@ class Lifecycle:
         iccid = self._unlocked_card()
         entry = self.keystore.get(iccid)
         if entry is None:
-            raise LifecycleRefused(f"no PIN is stored for the inserted SIM {iccid}")
+            raise LifecycleRefused(f"no PIN is stored for the inserted SIM {iccid}; store it: `mtcctl pin set {iccid}`")
         if entry.rejected:
-            raise LifecycleRefused(f"the stored PIN of {iccid} was rejected; store the right one first")
+            raise LifecycleRefused(f"the stored PIN of {iccid} was rejected; store the right one first: "
+                                   f"`mtcctl pin set {iccid}`")
         if entry.pending_pin is not None:
             # The card may hold that PIN already (a change whose answer was
             # lost, or the operator's OTA change): a new change would be made
@@ -129,7 +131,8 @@ class Lifecycle:
             # the one it has.  The next pairing with the SIM locked settles it.
             origin = "an over-the-air change" if entry.pending_origin == STAGED else "an earlier change"
             raise LifecycleRefused(
-                f"a PIN from {origin} of {iccid} is not settled yet; it is settled when the SIM is next unlocked"
+                f"a PIN from {origin} of {iccid} is not settled yet; it is settled when the SIM next asks for "
+                "its PIN (power-cycle the modem, then `mtcctl repair`)"
             )
         left = self._guard(iccid)
         new = Pin.generate(length or self.policy.pin_length)
@@ -168,7 +171,8 @@ class Lifecycle:
             self.keystore.discard_pending(iccid)
             self.keystore.record_rejected(iccid, CURRENT)
             self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason, why="old PIN rejected")
-            raise LifecycleRefused(f"the SIM {iccid} rejected its stored PIN; the change was not made")
+            raise LifecycleRefused(f"the SIM {iccid} rejected its stored PIN; the change was not made; "
+                                   f"store the right one: `mtcctl pin set {iccid}`")
         # Lost answer: both PINs and the attempt marker stay; the next
         # pairing settles which one the card has.
         self.journal.append("pin-rotation-interrupted", iccid=str(iccid), reason=reason)
@@ -184,21 +188,21 @@ class Lifecycle:
         lock = self.uicc.lock()
         iccid = self.uicc.iccid()
         if iccid is None:
-            raise LifecycleRefused("the SIM's ICCID cannot be read")
+            raise LifecycleRefused("the SIM's ICCID cannot be read; reseat the SIM, then `mtcctl pair` again")
         existing = self.keystore.get(iccid)
         if existing is not None and not existing.transport:
             # Storing the transport PIN over it would throw away the PIN this
             # gateway set on the card, which nobody else knows.
             raise LifecycleRefused(
                 f"{iccid} is already paired with this gateway; to adopt it again, "
-                "forget its PIN first (mtcctl pin forget) — only if the SIM holds the transport PIN again"
+                f"forget its PIN first (`mtcctl pin forget {iccid}`) — only if the SIM holds the transport PIN again"
             )
         if existing is not None and existing.pending_pin is not None:
             # An earlier adoption's change may have reached the card: storing
             # the transport PIN again would drop the PIN the card may hold.
             raise LifecycleRefused(
                 f"the PIN change of an earlier adoption of {iccid} is not settled yet; "
-                "it is settled when the SIM is next unlocked (power-cycle the modem, then mtcd pairs it)"
+                "it is settled when the SIM next asks for its PIN (power-cycle the modem, then `mtcctl repair`)"
             )
         change_started = False
         try:
@@ -223,19 +227,46 @@ class Lifecycle:
             self.journal.append("pin-set", iccid=str(iccid), replaced=False, transport=True)
             outcome = pair()
             if not outcome.paired:
-                raise LifecycleRefused(f"the SIM was not unlocked: {outcome.reason.value}: {outcome.decision.detail}")
+                raise LifecycleRefused(self._not_unlocked(iccid, outcome))
         elif lock is SimLock.READY:
             enabled = self.uicc.pin_enabled()
             if enabled is None:
-                raise LifecycleRefused("cannot tell whether the SIM's PIN is enabled")
+                raise LifecycleRefused(f"cannot tell whether the PIN of SIM {iccid} is enabled; try `mtcctl pair` again")
             self.keystore.set_pin(iccid, transport_pin, transport=True)
             self.journal.append("pin-set", iccid=str(iccid), replaced=False, transport=True)
             if not enabled:
                 self._enable(iccid, transport_pin)
         elif lock is SimLock.SIM_PUK:
-            raise LifecycleRefused("the SIM is PUK-blocked; unblock it first (mtcctl sim unblock)")
+            raise LifecycleRefused(f"the SIM {iccid} is PUK-blocked; unblock it first: `mtcctl sim unblock`")
         else:
-            raise LifecycleRefused(f"the SIM reports {lock.value}; it cannot be adopted")
+            raise LifecycleRefused(f"the SIM {iccid} reports {lock.value}; it cannot be adopted "
+                                   "(`mtcctl status` shows the last decision)")
+
+    def _not_unlocked(self, iccid: Iccid, outcome) -> str:
+        """Why an adoption's transport PIN did not unlock the SIM, and what
+        works next: the failed adoption leaves no entry behind, so below the
+        guard the way out is to store the right transport PIN and present it
+        on explicit request."""
+        from .policy import Reason, try_command
+
+        why = f"the SIM {iccid} was not unlocked: {outcome.reason.value}"
+        left = outcome.pin_retries
+        if outcome.reason is Reason.PIN_REJECTED:
+            count = "an unknown number of PIN attempts" if left is None else \
+                f"{left} PIN attempt{'s' if left != 1 else ''}"
+            if left is not None and left >= self.policy.min_retries:
+                return (f"{why}: it rejected the transport PIN ({count} left); "
+                        "check the PIN and run `mtcctl pair` again")
+            return (f"{why}: it rejected the transport PIN ({count} left, guard "
+                    f"{self.policy.min_retries}); with the right transport PIN: `mtcctl pin set {iccid} --transport`, "
+                    f"then `{try_command(left, self.policy.min_retries)}`")
+        if outcome.reason is Reason.RETRY_GUARD:
+            left = self.uicc.attempts()
+            left = left.pin1 if left is not None else None
+            return (f"{why}: too few PIN attempts left to try a transport PIN (guard {self.policy.min_retries}); "
+                    f"with the right transport PIN: `mtcctl pin set {iccid} --transport`, "
+                    f"then `{try_command(left, self.policy.min_retries)}`")
+        return f"{why}: {outcome.decision.detail}"
 
     def _enable(self, iccid: Iccid, pin: Pin) -> None:
         attempts = self._guard(iccid)
@@ -246,7 +277,7 @@ class Lifecycle:
             self.journal.append("pin-enabled", iccid=str(iccid))
         elif outcome is PinOutcome.REJECTED:
             self.keystore.record_rejected(iccid, CURRENT)
-            raise LifecycleRefused("the SIM rejected the transport PIN")
+            raise LifecycleRefused(f"the SIM {iccid} rejected the transport PIN; check it and run `mtcctl pair` again")
         else:
             raise ChangeLost("the SIM's answer to enabling its PIN was lost; run the adoption again")
 
@@ -254,16 +285,26 @@ class Lifecycle:
     def unblock(self, puk: Puk, new_pin: Pin, allow_last_attempt: bool = False) -> ChangeResult:
         lock = self.uicc.lock()
         if lock is not SimLock.SIM_PUK:
-            raise LifecycleRefused(f"the SIM is not blocked (it reports {lock.value})")
+            iccid = self.uicc.iccid() if lock in (SimLock.SIM_PIN, SimLock.READY) else None
+            what = f"the SIM {iccid}" if iccid else "the SIM"
+            nxt = ""
+            if lock is SimLock.SIM_PIN and iccid is not None:
+                entry = self.keystore.get(iccid)
+                attempt = f"`{_try_hint(self.uicc, self.policy.min_retries)}`"
+                nxt = (f"; it asks for its PIN: {attempt}" if entry is not None and not entry.rejected
+                       else f"; it asks for its PIN: store the right one with `mtcctl pin set {iccid}`, then {attempt}")
+            elif lock is SimLock.READY:
+                nxt = "; `mtcctl repair` takes a pairing decision"
+            raise LifecycleRefused(f"{what} is not blocked (it reports {lock.value}){nxt}")
         iccid = self.uicc.iccid()
         if iccid is None:
-            raise LifecycleRefused("the SIM's ICCID cannot be read")
+            raise LifecycleRefused("the SIM's ICCID cannot be read; reseat the SIM, then `mtcctl sim unblock` again")
         left = self.uicc.puk_attempts()
         if (left is None or left < 2) and not allow_last_attempt:
             count = "the PUK attempts left cannot be read" if left is None else f"{left} PUK attempt left"
             raise LifecycleRefused(
-                f"{count}: a wrong PUK could kill the card for good "
-                "(use --allow-last-attempt if you are sure)"
+                f"{count} on SIM {iccid}: a wrong PUK could kill the card for good; if you are sure of the PUK: "
+                "`mtcctl sim unblock --allow-last-attempt`"
             )
         existing = self.keystore.get(iccid)
         # The card may take the new PIN even if its answer is lost: keep it first.
@@ -284,7 +325,8 @@ class Lifecycle:
                 self.keystore.forget(iccid)
             left = self.uicc.puk_attempts()
             self.journal.append("sim-unblock-failed", iccid=str(iccid), puk_retries=left)
-            raise LifecycleRefused(f"the PUK was rejected ({left if left is not None else 'unknown'} PUK attempts left)")
+            raise LifecycleRefused(f"SIM {iccid} rejected the PUK ({left if left is not None else 'unknown'} PUK "
+                                   "attempts left); with the right PUK: `mtcctl sim unblock`")
         self.journal.append("sim-unblock-interrupted", iccid=str(iccid))
         return ChangeResult("interrupted", "the card's answer was lost; the new PIN is kept as pending")
 
@@ -292,19 +334,28 @@ class Lifecycle:
     def _unlocked_card(self) -> Iccid:
         lock = self.uicc.lock()
         if lock is not SimLock.READY:
-            raise LifecycleRefused(f"the SIM must be unlocked for a PIN change (it reports {lock.value})")
+            raise LifecycleRefused(f"the SIM must be unlocked for a PIN change (it reports {lock.value}); "
+                                   "`mtcctl repair` pairs it first")
         iccid = self.uicc.iccid()
         if iccid is None:
-            raise LifecycleRefused("the SIM's ICCID cannot be read")
+            raise LifecycleRefused("the SIM's ICCID cannot be read; reseat the SIM, then `mtcctl repair`")
         return iccid
 
     def _guard(self, iccid: Iccid) -> int | None:
         attempts = self.uicc.attempts()
         left = attempts.pin1 if attempts is not None else None
         if left is not None and left < self.policy.min_retries:
-            raise LifecycleRefused(f"{left} PIN attempts left on {iccid}, below the guard of {self.policy.min_retries}")
+            raise LifecycleRefused(f"{left} PIN attempts left on {iccid}, below the guard of {self.policy.min_retries}; "
+                                   "nothing changed (power-cycle the modem, then `mtcctl repair`)")
         return left
 
 
 def now_utc() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _try_hint(uicc: Uicc, min_retries: int) -> str:
+    from .policy import try_command
+
+    attempts = uicc.attempts()
+    return try_command(attempts.pin1 if attempts is not None else None, min_retries)

@@ -155,25 +155,28 @@ def decide(obs: Observations, settings: PolicySettings) -> Decision:
     if obs.lock is NOT_READ:
         return Step.READ_SIM_LOCK
     if obs.lock in _ABSENT:
-        return Refused(Reason.NO_SIM, f"SIM reports {obs.lock.value}")
+        return Refused(Reason.NO_SIM, f"SIM reports {obs.lock.value}; insert or reseat a SIM, then `mtcctl repair`")
     if obs.lock in _BLOCKED:
         if obs.iccid is NOT_READ:
             # EF.ICCID is readable in PUK state: the report names the card.
             return Step.READ_ICCID
-        return Refused(Reason.SIM_BLOCKED, "SIM asks for its PUK; a person must unblock it (mtcctl sim unblock)")
+        return Refused(Reason.SIM_BLOCKED, f"SIM {_named(obs.iccid)} asks for its PUK; a person must unblock it: "
+                       "`mtcctl sim unblock` (PUK and a new PIN on stdin)")
     if obs.lock not in (SimLock.SIM_PIN, SimLock.READY):
-        return Refused(Reason.SIM_ERROR, f"SIM asks for {obs.lock.value}, which mtcd never answers")
+        return Refused(Reason.SIM_ERROR, f"SIM asks for {obs.lock.value}, which mtcd never answers; "
+                       "check the card in another device (`mtcctl status` shows the last decision)")
 
     if obs.iccid is NOT_READ:
         return Step.READ_ICCID
     if obs.iccid is None:
-        return Refused(Reason.SIM_ERROR, "the SIM's ICCID could not be read")
+        return Refused(Reason.SIM_ERROR, "the SIM's ICCID could not be read; reseat the SIM, then `mtcctl repair`")
     if obs.stored is NOT_READ:
         return Step.LOOK_UP_PIN
 
     stored = obs.stored
     if stored is not None and _imei_changed(obs, stored) and settings.on_imei_change == "refuse":
-        return Refused(Reason.IMEI_CHANGED, "this SIM was paired with another IMEI")
+        return Refused(Reason.IMEI_CHANGED, f"SIM {obs.iccid} was paired with IMEI {stored.last_imei}; if the move "
+                       f"is intended, store its PIN again: `mtcctl pin set {obs.iccid}`")
 
     if obs.lock is SimLock.READY:
         return _decide_unlocked(obs, settings)
@@ -196,21 +199,22 @@ def _decide_unlocked(obs: Observations, settings: PolicySettings) -> Decision:
     outcomes = _outcomes(obs)
     if obs.stored is None:
         # Whatever else was observed: no stored PIN, no pairing.
-        return Refused(Reason.UNKNOWN_SIM, "no PIN is stored for this ICCID")
+        return Refused(Reason.UNKNOWN_SIM, _unknown(obs.iccid))
     if PinOutcome.ACCEPTED in outcomes:
         return Paired()
     if outcomes:
-        return Refused(Reason.SIM_ERROR, "SIM state changed while the PIN was presented")
+        return Refused(Reason.SIM_ERROR, f"SIM {obs.iccid} changed state while the PIN was presented; `mtcctl repair`")
     if obs.pin_enabled is NOT_READ:
         return Step.READ_PIN_ENABLED
     if obs.pin_enabled is None:
-        return Refused(Reason.SIM_ERROR, "could not tell whether the SIM's PIN is enabled")
+        return Refused(Reason.SIM_ERROR, f"could not tell whether the PIN of SIM {obs.iccid} is enabled; `mtcctl repair`")
     if not obs.pin_enabled:
         if settings.require_pin_enabled:
-            return Refused(Reason.PIN_DISABLED, "the SIM's PIN is disabled, so it would work in any device")
+            return Refused(Reason.PIN_DISABLED, f"the PIN of SIM {obs.iccid} is disabled, so it would work in any device; "
+                           "`mtcctl pair` (its PIN on stdin) enables it and sets one unique to this gateway")
         return Paired()
     if obs.stored.rejected and not _pending_usable(obs.stored):
-        return Refused(Reason.PIN_REJECTED, "the stored PIN was rejected by this SIM")
+        return Refused(Reason.PIN_REJECTED, _rejected(obs.iccid))
     # Unlocked with PIN enabled: it was unlocked in this modem since the card
     # was powered, and its ICCID has a good stored PIN.
     return Paired()
@@ -219,16 +223,17 @@ def _decide_unlocked(obs: Observations, settings: PolicySettings) -> Decision:
 def _decide_locked(obs: Observations, settings: PolicySettings) -> Decision:
     stored = obs.stored
     if stored is None:
-        return Refused(Reason.UNKNOWN_SIM, "no PIN is stored for this ICCID")
+        return Refused(Reason.UNKNOWN_SIM, _unknown(obs.iccid))
     outcomes = _outcomes(obs)
     if PinOutcome.UNKNOWN in outcomes:
-        return Refused(Reason.SIM_ERROR, "the card's answer to the PIN was lost; the next run settles it by the counter")
+        return Refused(Reason.SIM_ERROR, f"the answer of SIM {obs.iccid} to the PIN was lost; the next run settles it "
+                       "by the counter: `mtcctl repair`")
     if PinOutcome.ACCEPTED in outcomes:
-        return Refused(Reason.SIM_ERROR, "the SIM still asks for its PIN after accepting it")
+        return Refused(Reason.SIM_ERROR, f"SIM {obs.iccid} still asks for its PIN after accepting it; `mtcctl repair`")
     current_ok = not stored.rejected and obs.presented is None
     pending_ok = _pending_usable(stored) and obs.presented_pending is None
     if not (current_ok or pending_ok):
-        return Refused(Reason.PIN_REJECTED, "the stored PIN was rejected by this SIM")
+        return Refused(Reason.PIN_REJECTED, _rejected(obs.iccid))
     if obs.attempts is NOT_READ:
         return Step.READ_ATTEMPTS
     if stored.attempt_started:
@@ -237,16 +242,68 @@ def _decide_locked(obs: Observations, settings: PolicySettings) -> Decision:
         if obs.attempts is None or stored.attempts_before is None:
             return Refused(
                 Reason.RETRY_GUARD,
-                "an earlier PIN attempt has no recorded outcome and the SIM's attempts counter cannot settle it",
+                f"an earlier PIN attempt on SIM {obs.iccid} has no recorded outcome and the SIM's attempts counter "
+                f"cannot settle it; {_unsettled_hint(obs.iccid, obs.attempts, stored, settings.min_retries)}",
             )
         if obs.attempts < stored.attempts_before:
             return Step.LATCH_LOST_ATTEMPT
     if obs.attempts is None and outcomes:
         # Without a counter, nothing after a rejection: it may have been the last-but-one.
-        return Refused(Reason.RETRY_GUARD, "the SIM does not report its attempts, and one was just spent")
+        return Refused(Reason.RETRY_GUARD, f"SIM {obs.iccid} does not report its attempts, and one was just spent; "
+                       f"{_try_hint(obs.iccid, None, settings.min_retries)}")
     if obs.attempts is not None and obs.attempts < settings.min_retries:
         return Refused(
             Reason.RETRY_GUARD,
-            f"{obs.attempts} PIN attempts left, below the guard of {settings.min_retries}",
+            f"{_attempts_left(obs.attempts)} on SIM {obs.iccid}, below the guard of {settings.min_retries}; "
+            f"{_try_hint(obs.iccid, obs.attempts, settings.min_retries)}",
         )
     return Step.PRESENT_PIN if current_ok else Step.PRESENT_PENDING_PIN
+
+
+# -- the way out named in each refusal (a command that works in that state) --
+
+def _named(iccid) -> str:
+    return str(iccid) if iccid else "(ICCID unreadable)"
+
+
+def _unknown(iccid: Iccid) -> str:
+    return (f"no PIN is stored for ICCID {iccid}; for a SIM that belongs here: `mtcctl pin set {iccid}` "
+            "(its PIN on stdin), or `mtcctl pair` (its transport PIN on stdin)")
+
+
+def _rejected(iccid: Iccid) -> str:
+    return (f"the stored PIN of SIM {iccid} was rejected by the card and is never presented again; "
+            f"store the right one: `mtcctl pin set {iccid}`")
+
+
+def _attempts_left(attempts: int) -> str:
+    return "1 PIN attempt left" if attempts == 1 else f"{attempts} PIN attempts left"
+
+
+def try_command(attempts: int | None, min_retries: int) -> str:
+    """The `mtcctl pin try` that a person may run with this many attempts
+    left (None: not reported): the flags it needs, no more."""
+    command = "mtcctl pin try"
+    if attempts is None or attempts < min_retries:
+        command += " --below-guard"
+    if attempts == 1:
+        command += " --last-attempt"
+    return command
+
+
+def _unsettled_hint(iccid: Iccid, attempts: int | None, stored: StoredPin, min_retries: int) -> str:
+    # `mtcctl pin try` never presents the unsettled candidate again (the card
+    # may have refused it); only the other one, if there is one.
+    other = (not stored.rejected) if stored.attempt_pin == "pending" else \
+        (stored.has_pending and not stored.pending_rejected)
+    if other:
+        return _try_hint(iccid, attempts, min_retries)
+    return (f"if you know the right PIN, store it again: `mtcctl pin set {iccid}` (its PIN on stdin), "
+            "then `mtcctl repair`")
+
+
+def _try_hint(iccid: Iccid, attempts: int | None, min_retries: int) -> str:
+    # `mtcctl sim unblock` is no way out here: the SIM is not PUK-blocked yet.
+    what = "on its last attempt" if attempts == 1 else "once"
+    return (f"a person who knows the stored PIN is right runs `{try_command(attempts, min_retries)}` to present it {what} "
+            f"(if it may be wrong, store the right one first: `mtcctl pin set {iccid}`)")

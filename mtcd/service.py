@@ -124,8 +124,10 @@ class Gateway:
     def __exit__(self, *exc) -> None:
         self.transport.close()
 
-    def start(self) -> None:
-        """Open the session: echo off, radio off, identities, keystore."""
+    def start(self, prepare_link: bool = True) -> None:
+        """Open the session: echo off, radio off, identities, keystore.
+        `prepare_link=False` (a dry run) leaves the vendor's auto-connect
+        setting as it is: a dry run changes nothing stored in the modem."""
         modem = self.modem
         modem.initialise()
         # Radio off before anything else: a modem powers up with CFUN=1 and
@@ -134,7 +136,8 @@ class Gateway:
         modem.choose_dialect(self.config.modem.vendor)
         # With the radio off and before any pairing: a vendor auto-connect
         # the backend finds switched on is switched off.
-        self.datalink.prepare()
+        if prepare_link:
+            self.datalink.prepare()
         self.imei = modem.imei()
         self.imeisv = modem.imeisv()
         self.keystore, self.sealer = open_keystore(self.config.state_dir, self.config.keystore.sealer)

@@ -47,7 +47,7 @@ def test_R7_service_forget_between_look_up_and_presentation(gateway, notify_sock
             while not any(c.startswith("AT+CRSM=176,12258") for c in modem.commands):
                 assert time.monotonic() < deadline
                 time.sleep(0.005)
-            assert gateway.mtcctl("pin", "forget", str(card.iccid)).returncode == 0
+            assert gateway.mtcctl("pin", "forget", str(card.iccid), "--yes").returncode == 0
             modem.latency = 0  # forgotten inside the window: the rest may be quick
             try:  # the pairing ends in a refusal; a crashed service says nothing more
                 notify_socket.wait_for("STATUS", "refused: unknown-sim", timeout=20)

@@ -139,7 +139,7 @@ def test_forgetting_the_paired_sims_pin_closes_the_gate(gateway, notify_socket):
         gateway.store_pin(str(card.iccid), TEST_PIN)
         with service(gateway, notify_socket):
             notify_socket.wait_for("READY", "1")
-            assert gateway.mtcctl("pin", "forget", str(card.iccid)).returncode == 0
+            assert gateway.mtcctl("pin", "forget", str(card.iccid), "--yes").returncode == 0
             wait_until(lambda: not modem.pdp_active and modem.radio == 4, PAIRS_WITHIN, "gate closed")
             notify_socket.wait_for("STATUS", "refused: unknown-sim")
 

@@ -4,8 +4,11 @@
     mtcctl pin list [--json]             ICCIDs, states and dates, never PINs
     mtcctl pin stage ICCID [--json]      the PIN an over-the-air change will set (stdin)
     mtcctl pin rotate [--length N] [--json]  change the inserted SIM's PIN now
-    mtcctl pin forget ICCID [--json]     drop a stored PIN
-    mtcctl pair [--json]                 adopt the inserted SIM (transport PIN on stdin)
+    mtcctl pin forget ICCID [--yes] [--json]  drop a stored PIN
+    mtcctl pin try [--below-guard] [--last-attempt] [--yes] [--json]
+                                         present the inserted SIM's stored PIN once, now
+    mtcctl pair [--yes] [--json]         adopt the inserted SIM (transport PIN on stdin)
+    mtcctl repair [--json]               take a pairing decision now
     mtcctl compromise [--json]           presume every stored PIN known; rotate them
     mtcctl sim unblock [--allow-last-attempt]  PUK and new PIN on stdin, two lines
     mtcctl status [--json]               last decision, stored PINs, sealer
@@ -44,6 +47,7 @@ from ..secret import Pin, Puk
 from ..control import ControlClient, ControlUnavailable
 from ..logsetup import LEVEL_NAMES, RESET
 from ..service import Gateway
+from .recovery import confirm, forget_warning, pin_try, read_pin_confirmed, repair
 from .common import ArgumentParser, add_version_option, add_config_option, config_from, print_json, run_main, setup_logging
 
 PROG = "mtcctl"
@@ -67,6 +71,7 @@ def _parser() -> ArgumentParser:
     pin_set.add_argument("iccid", help=_ICCID_HELP)
     pin_set.add_argument("--transport", action="store_true",
                          help="it is the operator's transport PIN: replace it when the SIM is first paired")
+    pin_set.add_argument("--yes", action="store_true", help="on a terminal, ask for the PIN once, not twice")
     pin_set.add_argument("--json", action="store_true")
     pin_list = pin_sub.add_parser("list", help="list SIMs with a stored PIN")
     pin_list.add_argument("--json", action="store_true")
@@ -80,8 +85,14 @@ def _parser() -> ArgumentParser:
     pin_forget = pin_sub.add_parser("forget", help="drop the PIN stored for a SIM")
     pin_forget.add_argument("iccid", help=_ICCID_HELP)
     pin_forget.add_argument("--json", action="store_true")
+    pin_forget.add_argument("--yes", action="store_true",
+                            help="forget it even if it is the inserted, paired SIM (no question asked)")
+    _add_pin_try(pin_sub)
     adopt = sub.add_parser("pair", help="adopt the inserted SIM: transport PIN on stdin, replaced by a fresh one")
     adopt.add_argument("--json", action="store_true")
+    adopt.add_argument("--yes", action="store_true", help="on a terminal, ask for the PIN once, not twice")
+    repair = sub.add_parser("repair", help="take a pairing decision now (through the service if it runs) and print it")
+    repair.add_argument("--json", action="store_true", help="print the decision as one JSON object")
     compromise = sub.add_parser("compromise", help="presume every stored PIN known to an attacker; rotate them")
     compromise.add_argument("--json", action="store_true")
     sim = sub.add_parser("sim", help="the inserted SIM")
@@ -112,6 +123,18 @@ def _parser() -> ArgumentParser:
 
 
 _ICCID_HELP = "the SIM's ICCID (printed on the card, or read with AT+CCID)"
+
+
+def _add_pin_try(pin_sub) -> None:
+    pin_try = pin_sub.add_parser(
+        "try", help="present the inserted SIM's stored PIN once, now (never a rejected PIN, never a PUK)")
+    pin_try.add_argument("--below-guard", action="store_true",
+                         help="also when fewer attempts than policy.min_retries are left, or their count is "
+                              "unknown (asks to confirm on a terminal)")
+    pin_try.add_argument("--last-attempt", action="store_true",
+                         help="also on the SIM's last PIN attempt (a wrong PIN then PUK-blocks it)")
+    pin_try.add_argument("--yes", action="store_true", help="confirm without being asked (scripts)")
+    pin_try.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
 
 
 def _iccid(text: str) -> Iccid:
@@ -150,7 +173,7 @@ def read_pin(prompt: str) -> Pin:
 
 def _pin_set(config, args) -> int:
     iccid = _iccid(args.iccid)
-    pin = read_pin(f"PIN for SIM {iccid}: ")
+    pin = read_pin_confirmed(read_secret, f"PIN for SIM {iccid}: ", args.yes)
     keystore = open_keystore(config.state_dir, config.keystore.sealer)[0]
     replaced = keystore.get(iccid) is not None
     keystore.set_pin(iccid, pin, transport=args.transport)
@@ -238,6 +261,9 @@ def _pin_stage(config, args) -> int:
 def _pin_forget(config, args) -> int:
     iccid = _iccid(args.iccid)
     keystore = open_keystore(config.state_dir, config.keystore.sealer)[0]
+    warning = forget_warning(config, iccid, _running_service(config)) if iccid in keystore else None
+    if warning is not None:
+        confirm(warning, str(iccid), args.yes, f"the PIN of {iccid} was not forgotten")
     forgotten = keystore.forget(iccid)
     if forgotten:
         PairingJournal(config.state_dir).append("pin-forgotten", iccid=str(iccid))
@@ -272,7 +298,7 @@ def _pin_rotate(config, args) -> int:
 
 
 def _adopt(config, args) -> int:
-    pin = read_secret(Pin, "transport PIN of the inserted SIM: ")
+    pin = read_pin_confirmed(read_secret, "transport PIN of the inserted SIM: ", args.yes)
     service = _running_service(config)
     if service is not None:
         result = service.call("adopt", transport_pin=pin)
@@ -465,10 +491,13 @@ def _body(argv: list[str]) -> int:
     setup_logging(PROG, args.verbose)
     config = config_from(args)
     if args.command == "pin":
-        actions = {"set": _pin_set, "list": _pin_list, "stage": _pin_stage, "rotate": _pin_rotate, "forget": _pin_forget}
+        actions = {"set": _pin_set, "list": _pin_list, "stage": _pin_stage, "rotate": _pin_rotate, "forget": _pin_forget,
+                   "try": lambda c, a: pin_try(c, a, _running_service)}
         return actions[args.pin_command](config, args)
     if args.command == "pair":
         return _adopt(config, args)
+    if args.command == "repair":
+        return repair(config, args, _running_service)
     if args.command == "compromise":
         return _compromise(config, args)
     if args.command == "sim":

@@ -1,6 +1,9 @@
 """`mtcd`: the pairing gate.
 
     mtcd [--config PATH] once [--json]   one pairing decision, link up if paired
+    mtcd [--config PATH] once --dry-run [--json]
+                                         what that decision would be; nothing
+                                         presented, nothing changed
     mtcd [--config PATH] run             the service: pair, hold the link, watch the
                                          SIM and the modem, close the gate on SIGTERM
 
@@ -31,6 +34,8 @@ def _parser() -> ArgumentParser:
     once = sub.add_parser("once", help="take one pairing decision, bring the link up if paired, and exit")
     once.add_argument("--json", action="store_true",
                       help="print the outcome as one JSON object (docs/json/mtcd-once.schema.json), errors included")
+    once.add_argument("--dry-run", action="store_true",
+                      help="read everything and say what pairing would do; present nothing, change nothing")
     sub.add_parser("run", help="run as a service: pair, then hold the link until stopped",
                    description="Run as a service: pair, then hold the link until stopped (systemd Type=notify).")
     return parser
@@ -61,6 +66,8 @@ def _body(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     setup_logging(PROG, args.verbose)
     config = config_from(args)
+    if args.command == "once" and args.dry_run:
+        return _dry_run(config, args.json)
     if args.command == "once":
         # On a terminal, a progress line while the SIM, the modem or the link is slow.
         with Gateway(config, waits=Waits(sys.stderr)) as gateway:
@@ -72,6 +79,31 @@ def _body(argv: list[str]) -> int:
         _print_report(report, args.json)
         return EXIT_OK if report.state == "paired" else EXIT_REFUSED
     return _run(config, args.config)
+
+
+def _dry_run(config, as_json: bool) -> int:
+    """Exit 0 when pairing would go ahead (pair, or present a stored PIN),
+    1 when it would refuse or first latch an attempt lost in a power cut."""
+    from ..lifecycle import now_utc, rotation_due
+    from ..recovery import dry_run
+    from ..service import policy_settings
+
+    with Gateway(config) as gateway:
+        gateway.start(prepare_link=False)
+
+        def rotation(iccid):
+            entry = gateway.keystore.get(iccid)
+            return rotation_due(entry, config.policy, now_utc()) if entry is not None else None
+
+        answer = dry_run(gateway.uicc, gateway.keystore, policy_settings(config), gateway.imei, gateway.imeisv,
+                         rotation, gateway.datalink.name)
+    code = EXIT_OK if answer["state"] in ("would-pair", "would-present") else EXIT_REFUSED
+    if as_json:
+        shown = {k: v for k, v in answer.items() if not (v is None and code and k in ("reason", "pin"))}
+        print_json(shown, code, error="refused", message=answer["detail"])
+    else:
+        print(answer["detail"])
+    return code
 
 
 def _run(config, config_path) -> int:

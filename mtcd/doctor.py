@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import EXIT_NOPERM, EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE
+from .policy import try_command
 
 # The udev properties that keep ModemManager off a port, strongest first.
 MM_IGNORE_PROPERTIES = ("ID_MM_DEVICE_IGNORE", "ID_MM_PORT_IGNORE")
@@ -293,13 +294,15 @@ def _sim_findings(modem: Mapping, keystore: Mapping, config: Mapping, available:
     if state == "SIM PIN" and entry.get("state") != "rejected":
         guard = config.get("min_retries", 2)
         if pin_left is None:
+            nxt = "use a modem with AT+CPINR, AT+CSIM or a vendor counter command"
+            if "pin try" in available:
+                nxt = f"`{try_command(None, guard)}` (only if you are certain the stored PIN is right), or {nxt}"
             out.append(Finding("attempts-unreadable",
                                f"SIM {iccid} asks for its PIN, but its attempts left cannot be read: mtcd presents "
-                               "nothing without a counter",
-                               "use a modem with AT+CPINR, AT+CSIM or a vendor counter command"))
+                               "nothing without a counter", nxt))
         elif pin_left < guard:
             if "pin try" in available:
-                nxt = "`mtcctl pin try --below-guard` (only if you are certain the stored PIN is right)"
+                nxt = f"`{try_command(pin_left, guard)}` (only if you are certain the stored PIN is right)"
             else:
                 nxt = ("no mtcd command presents a PIN below the guard; once the card asks for its PUK, "
                        "`mtcctl sim unblock`")

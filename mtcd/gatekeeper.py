@@ -878,12 +878,7 @@ def _with_gate_closed(gk: Gatekeeper, change) -> dict:
         result = change(gw)
         answer = _change_result(gw, result)
     finally:
-        try:
-            gk._pair()
-        except ModemUnavailable as exc:
-            gk._lose_modem(exc)
-        except MtcdError as exc:
-            gk._drop_session(exc)
+        _pair_again(gk)
     return answer
 
 

@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from ..datalink import DatalinkFailed
 from ..errors import EXIT_OK, EXIT_REFUSED
-from ..progress import Waits
-from ..service import Gateway
 from .common import ArgumentParser, add_version_option, add_config_option, config_from, print_json, run_main, setup_logging
 
 PROG = "mtcd"
@@ -69,6 +66,11 @@ def _body(argv: list[str]) -> int:
     if args.command == "once" and args.dry_run:
         return _dry_run(config, args.json)
     if args.command == "once":
+        # Imported here: --help, usage and configuration errors need none of it.
+        from ..datalink import DatalinkFailed
+        from ..progress import Waits
+        from ..service import Gateway
+
         # On a terminal, a progress line while the SIM, the modem or the link is slow.
         with Gateway(config, waits=Waits(sys.stderr)) as gateway:
             try:
@@ -86,7 +88,7 @@ def _dry_run(config, as_json: bool) -> int:
     1 when it would refuse or first latch an attempt lost in a power cut."""
     from ..lifecycle import now_utc, rotation_due
     from ..recovery import dry_run
-    from ..service import policy_settings
+    from ..service import Gateway, policy_settings
 
     with Gateway(config) as gateway:
         gateway.start(prepare_link=False)

@@ -1,0 +1,62 @@
+"""What starting `mtcd` and `mtcctl` costs before any modem is opened: wall
+time and peak memory (max RSS) of --help, a usage error, a configuration
+error and offline `mtcctl` commands, each the median of several runs.
+
+Measures, asserts nothing (shared machines are noisy); BENCHMARKS.md keeps
+the figures.  Which modules each path imports is checked by
+tests/test_light_start.py.
+
+    .venv/bin/python bench/start_cost.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def measure(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    _, _, usage = os.wait4(proc.pid, 0)
+    return time.perf_counter() - start, usage.ru_maxrss  # KiB on Linux
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7, help="runs per command (default 7)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        config = root / "mtcd.toml"
+        config.write_text(f'state_dir = "{root / "state"}"\n[modem]\nport = "/dev/null"\n')
+        env = {**os.environ, "SYSTEMD_CREDENTIAL_SECRET": str(root / "host.secret")}
+        cases = [
+            ("python -c pass (floor)", [sys.executable, "-c", "pass"]),
+            ("mtcd --help", [str(BIN / "mtcd"), "--help"]),
+            ("mtcd once --bogus (usage error)", [str(BIN / "mtcd"), "once", "--bogus"]),
+            ("mtcd (missing config)", [str(BIN / "mtcd"), "--config", str(root / "none.toml"), "once"]),
+            ("mtcctl --help", [str(BIN / "mtcctl"), "--help"]),
+            ("mtcctl pin --bogus (usage error)", [str(BIN / "mtcctl"), "pin", "--bogus"]),
+            ("mtcctl pin list (offline)", [str(BIN / "mtcctl"), "--config", str(config), "pin", "list"]),
+            ("mtcctl status (offline)", [str(BIN / "mtcctl"), "--config", str(config), "status"]),
+        ]
+        print(f"{'command':<34} {'wall (median)':>13} {'max RSS (median)':>17}")
+        for name, argv in cases:
+            runs = [measure(argv, env) for _ in range(args.runs)]
+            wall = statistics.median(r[0] for r in runs)
+            rss = statistics.median(r[1] for r in runs)
+            print(f"{name:<34} {wall * 1000:>10.0f} ms {rss / 1024:>13.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -135,3 +135,12 @@ def test_identities_without_an_imeisv_read_the_imei(served):
     imei, imeisv = modem.identities()
     assert str(imei) == sim.imei and imeisv is None
     assert sim.lines[1:] == ["AT+CGSN=2", "AT+CGSN"]
+
+
+def test_a_fault_strikes_at_its_own_command_inside_a_line():
+    sim = SimulatedModem(make_card())
+    sim.fail_after("AT+CGACT", "before")
+    assert sim.handle('AT+CGDCONT=1,"IP","iot";+CGACT=1,1') == []  # hangs at the activation
+    assert sim.contexts[1] == ("IP", "iot") and not sim.pdp_active  # the definition ran
+    sim.fail_after("AT+CMEE", "error")
+    assert sim.handle("ATE0+CMEE=1") == ["ERROR"] and sim.echo is False

@@ -408,15 +408,16 @@ class SimulatedModem:
                 self.lines.append(self.commands[-1])
             if not line[:2].upper() == "AT":
                 return []  # modems ignore what does not start with AT
+            if parts is not None and len(parts) > 1:
+                lines = self._execute_all(parts)
+                self._dial_by_itself()
+                return lines
             fault = self._take_fault(line)
             if fault == "before":
                 return []
             queued = len(self._urcs)
             try:
-                if parts is not None and len(parts) > 1:
-                    lines = self._execute_all(parts)
-                else:
-                    lines = self._execute(line)
+                lines = self._execute(line)
             except _Reply as r:
                 lines = r.lines
             self._dial_by_itself()
@@ -429,15 +430,27 @@ class SimulatedModem:
 
     def _execute_all(self, parts: list[str]) -> list[str]:
         """A concatenated command line: the commands run in order; the first
-        failure ends the line with its result, else one OK at the end."""
+        failure ends the line with its result, else one OK at the end.  A
+        fault injected for one command strikes at that command: the ones
+        before it have run, and a lost answer loses the whole line's."""
         if not self.concatenation:
             return _ERROR
         information: list[str] = []
         for part in parts:
+            command = f"AT{part}"
+            fault = self._take_fault(command)
+            if fault == "before":
+                return []
+            queued = len(self._urcs)
             try:
-                reply = self._execute(f"AT{part}")
+                reply = self._execute(command)
             except _Reply as r:
                 reply = r.lines
+            if fault == "drop":
+                del self._urcs[queued:]
+                return []
+            if fault in ("ok", "error") and reply:
+                reply = reply[:-1] + (_FINAL_OK if fault == "ok" else _ERROR)
             if not reply or reply[-1] != "OK":
                 return information + reply
             information += reply[:-1]

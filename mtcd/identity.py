@@ -67,6 +67,13 @@ class Imei:
             raise ValueError("IMEI check digit is wrong")
         object.__setattr__(self, "value", v)
 
+    @classmethod
+    def of_imeisv(cls, imeisv: "Imeisv") -> "Imei":
+        """The IMEI of the device an IMEISV names: same TAC and serial
+        number, then their Luhn check digit (TS 23.003 §6.2)."""
+        body = imeisv.value[:14]
+        return cls(body + str(luhn_check_digit(body)))
+
     @property
     def tac(self) -> str:
         return self.value[:8]

@@ -18,6 +18,10 @@ from .vendors import detect_dialect, dialect_named
 from .vendors.base import Dialect, Query
 
 log = logging.getLogger("mtcd.modem")
+
+# Answers to a concatenated line that may mean "not in this form": a plain
+# ERROR, or +CME ERROR 3/4 (operation not allowed / not supported).
+NOT_THIS_FORM = (None, 3, 4)
 T = TypeVar("T")
 
 
@@ -26,6 +30,9 @@ class Modem:
         self.transport = transport
         self.dialect = dialect or dialect_named("generic")
         self.radio_on: bool | None = None  # None: not known
+        # Whether command lines with several commands are worth trying: set
+        # False once this modem refused one that its parts then passed.
+        self.concatenation = True
 
     # -- plumbing ------------------------------------------------------------
     def run(self, command: AtCommand) -> Response:
@@ -34,6 +41,29 @@ class Modem:
         if not response.result.ok:
             raise CommandFailed(command.loggable, _describe(response), response.result.code)
         return response
+
+    def run_together(self, parts: Sequence[AtCommand]) -> None:
+        """Run commands without information replies on one command line
+        (one round trip), or one by one on a modem that refuses the
+        concatenated line.  Raises CommandFailed like `run` for the first
+        command that fails."""
+        if self.concatenation and len(parts) > 1:
+            try:
+                self.run(commands.concatenated(parts))
+                return
+            except CommandFailed as exc:
+                if exc.cme not in NOT_THIS_FORM:
+                    raise  # a command of the line failed in its own words: alone it would too
+                failed = exc
+        else:
+            failed = None
+        for part in parts:
+            self.run(part)
+        if failed is not None:
+            # Every part passed alone: the line's form was the problem.
+            log.info("the modem refused a concatenated command line (%s); one command a line from now on",
+                     failed.result)
+            self.concatenation = False
 
     def first_answer(self, queries: Sequence[Query[T]]) -> T | None:
         """The first query whose command succeeds and whose reply parses.
@@ -57,6 +87,13 @@ class Modem:
     # -- set-up and identity --------------------------------------------------
     def initialise(self) -> None:
         """Echo off (fewer bytes, and no echo of a PIN) and numeric errors."""
+        tried_together = self.concatenation
+        if tried_together:
+            try:
+                self.run(commands.concatenated([commands.echo_off(), commands.verbose_errors()]))
+                return
+            except CommandFailed:
+                pass  # a modem without +CMEE, or without concatenation: one by one
         try:
             self.run(commands.echo_off())
         except CommandFailed:
@@ -65,6 +102,10 @@ class Modem:
             self.run(commands.verbose_errors())
         except CommandFailed:
             log.info("modem refuses AT+CMEE=1; errors will be plain ERROR")
+            return
+        if tried_together:  # both passed alone: the line's form was refused
+            log.info("the modem refuses concatenated command lines; one command a line")
+            self.concatenation = False
 
     def choose_dialect(self, vendor: str) -> Dialect:
         if vendor == "auto":
@@ -82,6 +123,23 @@ class Modem:
             return parsers.parse_imei(self.run(commands.imei()).lines)
         except CommandFailed as exc:
             raise ModemUnavailable(f"{self.transport.port}: the modem does not report its IMEI ({exc.result})") from None
+
+    def identities(self) -> tuple[Imei, Imeisv | None]:
+        """IMEI and IMEISV in one command where the modem gives the IMEISV:
+        both share TAC and serial number (TS 23.003 §6.2), the IMEI adds
+        the Luhn check digit of those 14 digits.  Else AT+CGSN alone."""
+        try:
+            lines = self.run(commands.imeisv()).lines
+        except CommandFailed:
+            return self.imei(), None
+        try:
+            imeisv = parsers.parse_imeisv(lines)
+        except ModemProtocolError:
+            try:  # some firmware ignores the parameter and prints the IMEI
+                return parsers.parse_imei(lines), None
+            except ModemProtocolError:
+                return self.imei(), None
+        return Imei.of_imeisv(imeisv), imeisv
 
     def imeisv(self) -> Imeisv | None:
         try:

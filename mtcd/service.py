@@ -138,8 +138,7 @@ class Gateway:
         # the backend finds switched on is switched off.
         if prepare_link:
             self.datalink.prepare()
-        self.imei = modem.imei()
-        self.imeisv = modem.imeisv()
+        self.imei, self.imeisv = modem.identities()
         self.keystore, self.sealer = open_keystore(self.config.state_dir, self.config.keystore.sealer)
         self.journal = PairingJournal(self.config.state_dir)
         self.uicc = Uicc(modem, settle_time=self.config.modem.sim_ready_timeout, waits=self.waits)

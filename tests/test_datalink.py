@@ -63,9 +63,12 @@ def test_at_link_uses_the_configured_cid():
     with sim_link() as (sim, modem, sent):
         with pytest.raises(DatalinkFailed) as failed:
             AtDatalink(modem, apn="m2m.example", pdp_type="IP", cid=3).up(Paired())
-        # Half up is not up: the backend itself takes it down again.
+        # Half up is not up: the backend itself takes it down again.  Both
+        # commands went on one line; the card's own error is final (no retry).
         assert sent() == ["AT+CFUN=1", 'AT+CGDCONT=3,"IP","m2m.example"', "AT+CGACT=1,3",
                           "AT+CGACT=0,3", "AT+CFUN=4"]
+        assert sim.lines[-4:] == ["AT+CFUN=1", 'AT+CGDCONT=3,"IP","m2m.example";+CGACT=1,3',
+                                  "AT+CGACT=0,3", "AT+CFUN=4"]
         assert sim.radio == 4
         assert sim.contexts == {3: ("IP", "m2m.example")}
         message = str(failed.value)

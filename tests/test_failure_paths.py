@@ -113,7 +113,10 @@ def test_link_outside_the_modem_comes_down_when_the_modem_vanishes(gateway, tmp_
 def test_timeout_half_way_up_leaves_the_radio_off(gateway):
     card = make_card()
     with sim_modem(card) as (modem, port):
-        gateway.configure(port, modem="timeout = 1")
+        # The context definition shares its line with the activation, so it
+        # has the data link's command timeout: 2 s here.
+        gateway.configure(port, modem="timeout = 1",
+                          datalink='backend = "at"\napn = "iot.example"\ncommand_timeout = 2')
         gateway.store_pin(str(card.iccid))
         modem.fail_after("AT+CGDCONT", "before")  # no answer at all
         run = gateway.mtcd("once", "--json")

@@ -9,6 +9,7 @@ reader can take every form of it out of what the modem sends back.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..secret import Pin, Puk, Secret
@@ -54,6 +55,31 @@ class AtCommand:
         return f"AtCommand({self.loggable!r})"
 
     __str__ = __repr__
+
+
+def concatenated(parts: Sequence[AtCommand]) -> AtCommand:
+    """Several commands on one command line (V.250 §5.2.1: `ATE0+CMEE=1`,
+    `AT+CGDCONT=...;+CGACT=1,1`): one round trip instead of several.  Only
+    for commands whose whole answer is the final result: with information
+    lines the answers could not be told apart.  Never a command carrying a
+    secret: its text would be logged under another command's name."""
+    if len(parts) < 2:
+        raise ValueError("concatenation needs two commands or more")
+    text, after_extended = "AT", False
+    for part in parts:
+        if part.sensitive or part.secrets:
+            raise ValueError("a command carrying a secret is never concatenated")
+        if part.prefixes or part.expects_prompt:
+            raise ValueError(f"{part.text} answers with information lines: not concatenated")
+        body = part.text[2:]
+        extended = body[:1] in ("+", "^", "$")
+        if not extended and after_extended:
+            raise ValueError("basic commands (E0, V1) must come before the extended ones")
+        # Basic commands follow each other directly; extended ones end at ';'.
+        text += (";" if after_extended else "") + body
+        after_extended = extended
+    return AtCommand(text, timeout=max(part.timeout for part in parts),
+                     name="+".join(part.name or part.text for part in parts))
 
 
 def _quoted(value: str) -> str:

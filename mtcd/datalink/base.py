@@ -86,8 +86,8 @@ class AtDatalink(Datalink):
 
     def _bring_up(self) -> None:
         try:
-            self.modem.run(commands.define_pdp_context(self.cid, self.pdp_type, self.apn))
-            self.modem.run(commands.activate_pdp_context(self.cid, True))
+            self.modem.run_together([commands.define_pdp_context(self.cid, self.pdp_type, self.apn),
+                                     commands.activate_pdp_context(self.cid, True)])
         except CommandFailed as exc:
             raise DatalinkFailed(f"PDP context activation failed: {exc}") from None
 

@@ -140,6 +140,44 @@ _SECRET_FIELDS: dict[str, tuple[int, ...] | None] = {
 }
 
 
+def split_command_line(body: str) -> list[str] | None:
+    """The commands of one command line, after its "AT" (V.250 §5.2.1):
+    basic commands (E0, &F, S7=60) follow each other directly, extended
+    ones (+CMEE=1, ^SYSCFG?) end at a ';' outside quotes, and a dial
+    command takes the rest of the line.  None: not a command line the
+    splitter knows (it is then run as one command, as before)."""
+    parts: list[str] = []
+    i, n = 0, len(body)
+    while i < n:
+        c = body[i]
+        if c in "+^$":
+            j, quoted = i, False
+            while j < n and (quoted or body[j] != ";"):
+                quoted ^= body[j] == '"'
+                j += 1
+            parts.append(body[i:j])
+            i = j + 1
+        elif c.upper() == "D":
+            parts.append(body[i:])
+            break
+        elif c == ";":
+            i += 1
+        elif c == "&" or c.isalpha():
+            j = i + (2 if c == "&" else 1)
+            if c.upper() == "S":  # S-registers: S7=60, S7?
+                while j < n and body[j].isdigit():
+                    j += 1
+                if j < n and body[j] in "=?":
+                    j += 1
+            while j < n and body[j].isdigit():
+                j += 1
+            parts.append(body[i:j])
+            i = j
+        else:
+            return None
+    return parts
+
+
 def redacted(line: str) -> str:
     """The command line as the simulator records it: every PIN and PUK
     replaced by <redacted>, one per argument, so that the shape stays
@@ -186,6 +224,7 @@ class SimulatedModem:
         latency: float = 0.0,
         power_on_cfun: int = 1,
         autoconnect: bool = False,
+        concatenation: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ):
         if vendor not in VENDORS:
@@ -209,7 +248,11 @@ class SimulatedModem:
         self._clock = clock
         self._default_echo = echo
         self._default_cmee = cmee
-        self.commands: list[str] = []  # every line received, secrets redacted
+        # V.250 command lines with several commands (ATE0+CMEE=1, AT+A;+B);
+        # False: a modem that answers ERROR to any such line.
+        self.concatenation = concatenation
+        self.commands: list[str] = []  # every command executed, secrets redacted
+        self.lines: list[str] = []  # every command line received (one per round trip), redacted
         self.contexts: dict[int, tuple[str, str]] = {}  # cid -> (PDP type, APN)
         self.dials = 0  # ATD commands answered with CONNECT
         self.sms_sent: list[bytes] = []  # SMS-SUBMIT TPDUs (SMSC field removed)
@@ -352,9 +395,23 @@ class SimulatedModem:
         them with `take_urcs()` after writing the reply."""
         line = line.strip()
         with self._lock:
-            self.commands.append(redacted(line))
+            parts = split_command_line(line[2:]) if line[:2].upper() == "AT" else None
+            if parts is not None and len(parts) > 1:
+                # Each command of a concatenated line is logged as the modem
+                # runs it, so a check for AT+CGACT or AT+CPIN= sees it there too.
+                self.commands.extend(redacted(f"AT{part}") for part in parts)
+                shown = [redacted(f"AT{part}") for part in parts]
+                secret = any(shown_part != f"AT{part}" for shown_part, part in zip(shown, parts))
+                self.lines.append("AT" + ";".join(part[2:] for part in shown) if secret else line)
+            else:
+                self.commands.append(redacted(line))
+                self.lines.append(self.commands[-1])
             if not line[:2].upper() == "AT":
                 return []  # modems ignore what does not start with AT
+            if parts is not None and len(parts) > 1:
+                lines = self._execute_all(parts)
+                self._dial_by_itself()
+                return lines
             fault = self._take_fault(line)
             if fault == "before":
                 return []
@@ -370,6 +427,34 @@ class SimulatedModem:
             if fault in ("ok", "error"):
                 return lines[:-1] + (_FINAL_OK if fault == "ok" else _ERROR) if lines else lines
             return lines
+
+    def _execute_all(self, parts: list[str]) -> list[str]:
+        """A concatenated command line: the commands run in order; the first
+        failure ends the line with its result, else one OK at the end.  A
+        fault injected for one command strikes at that command: the ones
+        before it have run, and a lost answer loses the whole line's."""
+        if not self.concatenation:
+            return _ERROR
+        information: list[str] = []
+        for part in parts:
+            command = f"AT{part}"
+            fault = self._take_fault(command)
+            if fault == "before":
+                return []
+            queued = len(self._urcs)
+            try:
+                reply = self._execute(command)
+            except _Reply as r:
+                reply = r.lines
+            if fault == "drop":
+                del self._urcs[queued:]
+                return []
+            if fault in ("ok", "error") and reply:
+                reply = reply[:-1] + (_FINAL_OK if fault == "ok" else _ERROR)
+            if not reply or reply[-1] != "OK":
+                return information + reply
+            information += reply[:-1]
+        return information + _FINAL_OK
 
     def _execute(self, line: str) -> list[str]:
         body = line[2:]

@@ -35,9 +35,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--check-interval", type=float, default=2.0)
+    parser.add_argument("--no-concatenation", action="store_true",
+                        help="a modem that refuses several commands on one line")
     args = parser.parse_args()
     card = make_card()
-    with tempfile.TemporaryDirectory() as tmp, sim_modem(card) as (modem, port):
+    with tempfile.TemporaryDirectory() as tmp, sim_modem(card, concatenation=not args.no_concatenation) as (modem, port):
         root = Path(tmp)
         config = root / "mtcd.toml"
         config.write_text(
@@ -57,17 +59,20 @@ def main() -> int:
                     return 1
                 time.sleep(0.1)
             time.sleep(1.0)  # let start-up settle
-            commands_before = len(modem.commands)
+            commands_before, lines_before = len(modem.commands), len(modem.lines)
             cpu_before, wall_before = cpu_seconds(proc.pid), time.monotonic()
             time.sleep(args.seconds)
             cpu_used, wall = cpu_seconds(proc.pid) - cpu_before, time.monotonic() - wall_before
             commands = len(modem.commands) - commands_before
+            lines = len(modem.lines) - lines_before
+            sample = modem.lines[-1] if lines else "none"
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
     print(f"idle window            {wall:.1f} s, paired, link up, check every {args.check_interval:g} s")
     print(f"service CPU time       {cpu_used * 1000:.0f} ms  ({100 * cpu_used / wall:.2f} % of one core)")
-    print(f"AT commands sent       {commands} ({commands / wall * 60:.0f} per minute)")
+    print(f"AT command lines sent  {lines} ({lines / wall * 60:.0f} per minute), e.g. {sample}")
+    print(f"AT commands in them    {commands} ({commands / wall * 60:.0f} per minute)")
     return 0
 
 

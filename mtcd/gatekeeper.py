@@ -591,14 +591,16 @@ class Gatekeeper:
         gw = self.gateway
         self._sim_event = False
         try:
-            if (gw.radio_level() == 1) != gw.link_up:
+            radio, signature = gw.idle_reading()
+            if (radio == 1) != gw.link_up:
                 # A modem that browned out behind a port that stayed open comes
                 # back at its power-on CFUN=1 (and forgets ATE0, CMEE): start a
                 # new session, which switches the radio off first.
                 log.warning("the modem's radio is not where the gate left it (modem reset?): new session")
                 self._close_session(close_gate=True)
                 return
-            signature = gw.sim_signature()
+            if signature is None:
+                signature = gw.sim_signature()
             if signature != self.signature:
                 lock, iccid = signature
                 if lock in (SimLock.NOT_INSERTED, SimLock.NOT_READY) and self.outcome and self.outcome.iccid:

@@ -65,9 +65,10 @@ class Modem:
                      failed.result)
             self.concatenation = False
 
-    def first_answer(self, queries: Sequence[Query[T]]) -> T | None:
+    def first_answer(self, queries: Sequence[Query[T]], answered: list | None = None) -> T | None:
         """The first query whose command succeeds and whose reply parses.
-        Unsupported commands (ERROR) and odd replies just move on."""
+        Unsupported commands (ERROR) and odd replies just move on.  The
+        query that answered is appended to `answered` when given."""
         for query in queries:
             try:
                 for cmd in query.before:
@@ -77,7 +78,10 @@ class Modem:
                 finally:
                     for cmd in query.after:
                         self.transport.execute(cmd)
-                return query.parse(response.lines)
+                value = query.parse(response.lines)
+                if answered is not None:
+                    answered.append(query)
+                return value
             except CommandFailed as exc:
                 log.debug("%s not answered (%s); trying the next source", query.command.loggable, exc.result)
             except ModemProtocolError as exc:

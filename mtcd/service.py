@@ -21,6 +21,7 @@ from .policy import PolicySettings
 from .progress import NO_WAITS, Waits
 from .transport import SerialTransport
 from .identity import Iccid
+from .idlecheck import IdleReading, idle_line, read_idle_answer
 from .simlock import SimLock
 from .uicc import Uicc
 
@@ -107,6 +108,7 @@ class Gateway:
         self.datalink: Datalink = datalink_for(config.datalink, self.modem)
         self.link_up = False
         self.urcs_enabled = False
+        self._idle_line_ok = True  # False once the modem refused the one-line check
         self.association_change: dict | None = None  # from the last pair()
 
     def _unsolicited(self, line: str) -> None:
@@ -158,6 +160,27 @@ class Gateway:
     def radio_level(self) -> int:
         """AT+CFUN? now (1 on, 4 or 0 off)."""
         return parsers.parse_cfun(self.modem.run(commands.functionality_query()).lines)
+
+    def idle_reading(self) -> tuple[int, tuple[SimLock, Iccid | None] | None]:
+        """The periodic check: the radio level and the slot's signature, on
+        one command line where the modem takes it (mtcd.idlecheck), else
+        `radio_level()` alone (signature None: the caller reads it with
+        `sim_signature()` once the radio is where it should be)."""
+        query = self.uicc.iccid_query if type(self.uicc) is Uicc else None
+        line = idle_line(query.command) if query is not None and self.modem.concatenation else None
+        if line is not None and self._idle_line_ok:
+            answer = self.modem.transport.execute(line)
+            reading = read_idle_answer(answer.lines, answer.result, query.command.prefixes, query.parse,
+                                       Uicc.lock_of_error)
+            # This line's AT+CPIN? is now the latest: the UICC layer holds
+            # no reading a PIN could be presented on.
+            self.uicc.forget_readings()
+            if isinstance(reading, IdleReading):
+                return reading.radio, (reading.lock, reading.iccid)
+            if reading.form_refused:
+                log.info("the modem refuses the one-line periodic check; three commands from now on")
+                self._idle_line_ok = False
+        return self.radio_level(), None
 
     def sim_signature(self) -> tuple[SimLock, Iccid | None]:
         """What the slot holds now, cheaply: one AT+CPIN? and, when a card

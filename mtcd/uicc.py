@@ -58,6 +58,7 @@ class Uicc:
         self.waits = waits  # mtcd.progress.Waits: says what a long settle waits for
         self._settling: contextlib.ExitStack | None = None
         self._lock: SimLock | None = None
+        self.iccid_query = None  # the dialect's ICCID query that answered last (vendors.base.Query)
         self._iccid: Iccid | None = None
 
     def sim_changed(self) -> None:
@@ -102,12 +103,27 @@ class Uicc:
         try:
             return parsers.parse_cpin(self.modem.run(commands.sim_lock_query()).lines)
         except CommandFailed as exc:
-            return _CME_TO_LOCK.get(exc.cme, SimLock.FAILURE)
+            return self.lock_of_error(exc.cme)
 
     def iccid(self) -> Iccid | None:
         self._iccid = None  # an earlier reading is no longer current, whatever happens
-        self._iccid = self.modem.first_answer(self.modem.dialect.iccid_queries())
+        answered: list = []
+        self._iccid = self.modem.first_answer(self.modem.dialect.iccid_queries(), answered)
+        if answered:
+            self.iccid_query = answered[0]  # the periodic check asks the same way
         return self._iccid
+
+    def forget_readings(self) -> None:
+        """Another path read the lock or the ICCID (the periodic check's one
+        line): no reading held here is the most recent one any more, so
+        nothing is presented before the lock is read here again."""
+        self._lock = None
+        self._iccid = None
+
+    @staticmethod
+    def lock_of_error(cme: int | None) -> SimLock:
+        """The SIM state a failed AT+CPIN? stands for (+CME ERROR: 10 no SIM...)."""
+        return _CME_TO_LOCK.get(cme, SimLock.FAILURE)
 
     def attempts(self) -> PinAttempts | None:
         return self.modem.first_answer(self.modem.dialect.attempts_queries())

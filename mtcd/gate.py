@@ -135,6 +135,7 @@ def _stored_view(keystore: Keystore, iccid: Iccid) -> StoredPin | None:
         attempt_pin=entry.attempt or CURRENT,
         has_pending=entry.pending_pin is not None,
         pending_rejected=entry.pending_rejected,
+        unsettled=entry.unsettled,
     )
 
 

@@ -117,13 +117,16 @@ def plan_try(lock: SimLock, iccid: Iccid | None, stored: StoredPin | None, attem
         return TryPlan(latch=stored.attempt_pin)
     # An attempt no counter can settle may have been refused: its candidate
     # counts as rejected here (only a PIN a person stores again lifts that).
-    unsettled = stored.attempt_pin if stored.attempt_started else None
-    if not stored.rejected and unsettled != CURRENT:
+    # Every such candidate, not only the last one: two lost answers on a
+    # card holding neither PIN have spent two of its three attempts.
+    unsettled = {*stored.unsettled, stored.attempt_pin} if stored.attempt_started else set(stored.unsettled)
+    if not stored.rejected and CURRENT not in unsettled:
         which = CURRENT
-    elif stored.has_pending and not stored.pending_rejected and unsettled != PENDING:
+    elif stored.has_pending and not stored.pending_rejected and PENDING not in unsettled:
         which = PENDING
-    elif unsettled is not None:
-        return refuse(UNSETTLED, f"the answer of SIM {iccid} to its stored {unsettled} PIN was lost and its "
+    elif unsettled:
+        named = " and ".join(sorted(unsettled))
+        return refuse(UNSETTLED, f"the answer of SIM {iccid} to its stored {named} PIN was lost and its "
                                  "attempts counter cannot tell whether the card refused it, so it is not presented "
                                  f"again; if you know the right PIN, store it first: `mtcctl pin set {iccid}`")
     else:

@@ -1,0 +1,155 @@
+"""Hostile review of the recovery paths (`mtcctl pin try`, `mtcctl repair`,
+`mtcd once --dry-run`): each test here broke a guarantee on the code as it
+landed, through the real CLIs against the simulator where it can."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import pin_presentations, puk_commands
+from simfixtures import make_card, sim_modem
+
+WRONG_PIN = "11112222"
+OTHER_WRONG_PIN = "33334444"
+NO_COUNTERS = {"has_cpinr": False, "has_csim": False}
+
+
+def _try(gateway, *flags):
+    return gateway.mtcctl("pin", "try", *flags, timeout=60)
+
+
+def _stage(gateway, iccid: str, pin: str) -> None:
+    run = gateway.mtcctl("pin", "stage", iccid, stdin=pin + "\n")
+    assert run.returncode == 0, run.stderr
+
+
+def test_unsettled_attempts_on_both_candidates_never_reach_the_third_attempt(gateway):
+    """A modem without counters, a card holding neither stored PIN, and the
+    answers to the PIN lost twice: the first try leaves the current PIN
+    unsettled, the second the pending one.  The third `pin try` must not
+    present the current PIN again (that would be the card's third wrong
+    PIN: PUK-blocked); only a PIN a person types (`pin set`) may go out."""
+    card = make_card()
+    with sim_modem(card, **NO_COUNTERS) as (modem, port):
+        gateway.configure(port)
+        iccid = str(card.iccid)
+        gateway.store_pin(iccid, WRONG_PIN)
+        _stage(gateway, iccid, OTHER_WRONG_PIN)
+        modem.fail_after("AT+CPIN=", "drop", times=3)
+        for _ in range(3):
+            run = _try(gateway, "--below-guard", "--last-attempt", "--yes")
+            modem.power_loss()
+        assert card.pin_attempts >= 1, "PUK-blocked by the third try"
+        assert len(pin_presentations(modem.commands)) == 2
+        assert run.returncode == 1 and f"`mtcctl pin set {iccid}`" in run.stderr, run.stderr
+        # Nor does the automatic path present either of them.
+        once = gateway.mtcd("once", "--json")
+        assert once.returncode == 1 and once.last_json["reason"] == "retry-guard", once.stdout
+        assert len(pin_presentations(modem.commands)) == 2 and card.pin_attempts == 1
+        assert puk_commands(modem.commands) == []
+
+
+def test_after_a_lost_answer_and_a_rejection_the_automatic_path_presents_nothing(gateway):
+    """The current PIN's answer lost (no counter), then the pending PIN
+    rejected by the card: the card has spent two attempts.  The rejection
+    must not erase what is known of the current PIN's attempt, or the next
+    automatic pass presents it: the third wrong PIN, PUK-blocked."""
+    card = make_card()
+    with sim_modem(card, **NO_COUNTERS) as (modem, port):
+        gateway.configure(port)
+        iccid = str(card.iccid)
+        gateway.store_pin(iccid, WRONG_PIN)
+        _stage(gateway, iccid, OTHER_WRONG_PIN)
+        modem.fail_after("AT+CPIN=", "drop")
+        first = _try(gateway, "--below-guard", "--yes", "--json")
+        assert first.returncode == 75 and json.loads(first.stdout)["pin"] == "current", first.stdout
+        modem.power_loss()
+        second = _try(gateway, "--below-guard", "--yes", "--json")
+        answer = json.loads(second.stdout)
+        assert second.returncode == 1 and answer["pin"] == "pending" and answer["outcome"] == "rejected"
+        assert card.pin_attempts == 1
+        assert f"`mtcctl pin set {iccid}`" in answer["detail"], answer["detail"]
+        modem.power_loss()
+        once = gateway.mtcd("once", "--json")
+        assert once.returncode == 1 and once.last_json["reason"] == "retry-guard", once.stdout
+        assert f"`mtcctl pin set {iccid}`" in once.last_json["message"]
+        dry = gateway.mtcd("once", "--dry-run", "--json")
+        assert dry.last_json["state"] == "would-refuse", dry.stdout
+        third = _try(gateway, "--below-guard", "--last-attempt", "--yes")
+        assert third.returncode == 1 and f"`mtcctl pin set {iccid}`" in third.stderr, third.stderr
+        assert len(pin_presentations(modem.commands)) == 2 and card.pin_attempts == 1
+        # The person types the right PIN: it is presented, and settles everything.
+        gateway.store_pin(iccid)
+        ok = _try(gateway, "--below-guard", "--last-attempt", "--yes")
+        assert ok.returncode == 0, ok.stderr
+        entry = gateway.keystore().get(card.iccid)
+        assert card.verified and not entry.attempt_started and not entry.unsettled
+        assert puk_commands(modem.commands) == []
+
+
+# -- the keystore keeps every unsettled candidate (pure, no modem) -------------
+
+def _store(tmp_path):
+    from mtcd.identity import Iccid, luhn_check_digit
+    from mtcd.keystore import Keystore
+    from mtcd.secret import Pin
+
+    body = "894910000000000001"
+    iccid = Iccid(body + str(luhn_check_digit(body)))
+    store = Keystore.open(tmp_path / "state")
+    store.set_pin(iccid, Pin(WRONG_PIN))
+    store.stage_pending(iccid, Pin(OTHER_WRONG_PIN), "staged")
+    return store, iccid
+
+
+def test_a_second_open_attempt_keeps_the_first_unsettled_across_reopen(tmp_path):
+    import pytest
+
+    from mtcd.errors import KeystoreError
+    from mtcd.keystore import Keystore
+    from mtcd.secret import Pin
+
+    store, iccid = _store(tmp_path)
+    store.begin_attempt(iccid, attempts_before=None, which="current")
+    store.begin_attempt(iccid, attempts_before=None, which="pending")
+    store.record_rejected(iccid, "pending")
+    entry = Keystore.open(tmp_path / "state").get(iccid)
+    assert entry.unsettled == ("current",) and entry.pending_rejected and not entry.attempt_started
+    with pytest.raises(KeystoreError, match="never settled"):
+        store.begin_attempt(iccid, attempts_before=None, which="current")
+    store.set_pin(iccid, Pin(WRONG_PIN))  # a person typed it: everything lifted
+    assert Keystore.open(tmp_path / "state").get(iccid).unsettled == ()
+
+
+def test_an_attempt_the_counter_shows_unspent_is_not_kept(tmp_path):
+    store, iccid = _store(tmp_path)
+    store.begin_attempt(iccid, attempts_before=3, which="current")
+    store.begin_attempt(iccid, attempts_before=3, which="pending")
+    assert store.get(iccid).unsettled == ()
+    store.begin_attempt(iccid, attempts_before=None, which="current")  # no counter now
+    assert store.get(iccid).unsettled == ("pending",)
+
+
+def test_an_entry_without_unsettled_is_written_as_before(tmp_path):
+    """Only an entry with an unsettled candidate carries the new field, so a
+    store written without one still opens with a release that predates it."""
+    import json
+
+    from mtcd.keystore import KEY_NAME, _associated_data
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    import base64
+
+    store, iccid = _store(tmp_path)
+    state = tmp_path / "state"
+
+    def record():
+        key = (state / KEY_NAME).read_bytes()
+        item = json.loads((state / "keystore.json").read_text())["entries"][iccid.value]
+        plain = AESGCM(key).decrypt(base64.b64decode(item["nonce"]), base64.b64decode(item["sealed"]),
+                                    _associated_data(iccid))
+        return json.loads(plain)
+
+    assert "unsettled" not in record()
+    store.begin_attempt(iccid, attempts_before=None, which="current")
+    store.begin_attempt(iccid, attempts_before=None, which="pending")
+    assert record()["unsettled"] == ["current"]

@@ -28,7 +28,7 @@ from .policy import (
     StoredPin,
     decide,
 )
-from .uicc import Uicc
+from .uicc import PresentationRefused, Uicc
 
 log = logging.getLogger("mtcd.gate")
 
@@ -90,7 +90,16 @@ def pair(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei, i
                 obs = Observations(imei=imei, presented=obs.presented, presented_pending=obs.presented_pending)
                 continue
             which = CURRENT if decision is Step.PRESENT_PIN else PENDING
-            obs = _present(uicc, keystore, obs, which, events)
+            try:
+                obs = _present(uicc, keystore, obs, which, events)
+            except PresentationRefused:
+                # A URC landed after may_present(): nothing was sent; read again.
+                rereads += 1
+                if rereads > 3:
+                    decision = Refused(Reason.SIM_ERROR, "the SIM's state keeps changing; `mtcctl repair`")
+                    break
+                obs = Observations(imei=imei, presented=obs.presented, presented_pending=obs.presented_pending)
+                continue
             if PinOutcome.ACCEPTED in (obs.presented, obs.presented_pending):
                 retries = None  # the card reset its counter to its maximum
             elif PinOutcome.UNKNOWN in (obs.presented, obs.presented_pending):
@@ -147,7 +156,13 @@ def _present(uicc: Uicc, keystore: Keystore, obs: Observations, which: str,
         # Forgotten (or replaced) by a person since it was looked up: look again.
         return obs.with_(stored=_stored_view(keystore, obs.iccid))
     keystore.begin_attempt(obs.iccid, attempts_before=obs.attempts, which=which)
-    outcome = uicc.present_pin(pin, obs.iccid)
+    try:
+        outcome = uicc.present_pin(pin, obs.iccid)
+    except PresentationRefused:
+        # The card's state changed after the marker was written (a URC from
+        # the reader thread): nothing went out, so no attempt stays marked.
+        keystore.cancel_attempt(obs.iccid, which, entry)
+        raise
     # What the card asks for now (READY, SIM PIN again, or SIM PUK after its
     # last attempt): the UICC layer sends nothing more without a fresh reading.
     try:

@@ -47,7 +47,7 @@ from .policy import (
     try_command,
 )
 from .simlock import SimLock
-from .uicc import Uicc
+from .uicc import PresentationRefused, Uicc
 
 log = logging.getLogger("mtcd.recovery")
 
@@ -197,7 +197,12 @@ def try_pin(uicc: Uicc, keystore: Keystore, journal: PairingJournal, settings: P
                                     "run `mtcctl pin try` again", iccid)
     events: list[tuple[str, dict]] = []
     obs = Observations(imei=imei, lock=lock, iccid=iccid, stored=stored, attempts=attempts)
-    obs = _present(uicc, keystore, obs, plan.which, events)
+    try:
+        obs = _present(uicc, keystore, obs, plan.which, events)
+    except PresentationRefused:
+        _journal(journal, base, "refused", reason=SIM_ERROR)
+        raise TryRefused(SIM_ERROR, f"SIM {iccid} changed state while it was read; nothing presented: "
+                                    "run `mtcctl pin try` again", iccid) from None
     for event, fields in events:
         journal.append(event, **fields)
     outcome = obs.presented if plan.which == CURRENT else obs.presented_pending

@@ -234,3 +234,34 @@ def test_a_urc_after_the_marker_refuses_a_pin_try_and_leaves_no_marker(gateway, 
         ok = _try(gateway, "--below-guard", "--yes")
         assert ok.returncode == 0, ok.stderr
         assert card.verified
+
+
+def test_a_urc_after_the_marker_leaves_a_rotation_undone_and_nothing_marked(gateway, monkeypatch):
+    """The same crossing on a PIN change: nothing was sent, so neither the
+    attempt marker nor the staged new PIN may stay behind (on a modem
+    without counters the marker alone closes the gate for good)."""
+    import os
+
+    import pytest
+
+    from mtcd.config import load_config
+    from mtcd.lifecycle import LifecycleRefused
+    from mtcd.service import Gateway
+    from simfixtures import TEST_PIN
+
+    card = make_card()
+    with sim_modem(card, **NO_COUNTERS) as (modem, port):
+        gateway.configure(port, datalink='backend = "none"')
+        gateway.store_pin(str(card.iccid))
+        os.environ["SYSTEMD_CREDENTIAL_SECRET"] = gateway.env["SYSTEMD_CREDENTIAL_SECRET"]
+        with Gateway(load_config(gateway.config)) as gw:
+            assert gw.pair_once().state == "paired"
+            _urc_lands_after_the_marker(monkeypatch, modem, lambda: gw)
+            with pytest.raises(LifecycleRefused, match="run the command again"):
+                gw.lifecycle().rotate("requested")
+        assert not [c for c in modem.commands if c.upper().startswith("AT+CPWD")]
+        entry = gateway.keystore().get(card.iccid)
+        assert entry.attempt is None and entry.pending_pin is None and card.pin == TEST_PIN
+        monkeypatch.undo()
+        modem.power_loss()
+        assert gateway.mtcd("once").returncode == 0  # not retry-guard: nothing false was left

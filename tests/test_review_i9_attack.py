@@ -265,3 +265,112 @@ def test_a_urc_after_the_marker_leaves_a_rotation_undone_and_nothing_marked(gate
         monkeypatch.undo()
         modem.power_loss()
         assert gateway.mtcd("once").returncode == 0  # not retry-guard: nothing false was left
+
+
+# -- bad files on disk through the recovery commands ---------------------------
+
+def _damage_store(gateway, how: str) -> None:
+    store = gateway.state_dir / "keystore.json"
+    raw = store.read_bytes()
+    if how == "truncated":
+        store.write_bytes(raw[: len(raw) // 2])
+    elif how == "entry-flipped":
+        doc = json.loads(raw)
+        item = next(iter(doc["entries"].values()))
+        sealed = bytearray(__import__("base64").b64decode(item["sealed"]))
+        sealed[-1] ^= 1  # the sealed record (with its attempt marker) altered
+        item["sealed"] = __import__("base64").b64encode(bytes(sealed)).decode()
+        store.write_text(json.dumps(doc))
+    else:
+        (gateway.state_dir / "keystore.witness").write_text("{")
+
+
+def test_a_damaged_keystore_through_the_recovery_commands(gateway):
+    """Each new command meets a damaged keystore with one line naming the
+    file, exit 65, no traceback, nothing presented and the radio off."""
+    import pytest  # noqa: F401
+
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        gateway.store_pin(str(card.iccid))
+        for how in ("truncated", "entry-flipped", "witness"):
+            gateway.store_pin(str(card.iccid))  # a sound store again (a new generation)
+            _damage_store(gateway, how)
+            before = gateway.every_state_file()
+            for argv in (("mtcctl", "pin", "try", "--below-guard", "--last-attempt", "--yes"),
+                         ("mtcctl", "repair"), ("mtcd", "once", "--dry-run")):
+                for json_flag in ((), ("--json",)):
+                    run = getattr(gateway, argv[0])(*argv[1:], *json_flag)
+                    shown = f"{how} {argv} {json_flag}: {run.returncode} {run.stdout!r} {run.stderr!r}"
+                    assert run.returncode == 65, shown
+                    assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1, shown
+                    assert "keystore" in run.stderr, shown
+                    if json_flag:
+                        assert json.loads(run.stdout)["error"] == "keystore-damaged", shown
+            assert gateway.every_state_file() == before, how  # nothing half-written over it
+            assert pin_presentations(modem.commands) == [] and modem.radio != 1
+            (gateway.state_dir / "keystore.json").unlink(missing_ok=True)
+            (gateway.state_dir / "keystore.witness").unlink(missing_ok=True)
+
+
+# -- kill -9 in the middle of a pin try ------------------------------------------
+
+def _killed_mid_try(gateway, modem, card_rejects: bool):
+    """`mtcctl pin try` killed (SIGKILL) after AT+CPIN= went out and before
+    the card's answer was recorded (the answer is held back)."""
+    import subprocess
+    import sys
+    import time
+
+    modem.fail_after("AT+CPIN=", "drop")
+    proc = subprocess.Popen([sys.executable, "-m", "mtcd.cli.ctl", "--config", str(gateway.config),
+                             "pin", "try", "--below-guard", "--yes"], env=gateway.env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not pin_presentations(modem.commands) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert pin_presentations(modem.commands), "the PIN never went out"
+    proc.kill()
+    out, err = proc.communicate(timeout=10)
+    for text in (out, err):
+        assert b"27182818" not in text and WRONG_PIN.encode() not in text
+
+
+def test_kill_9_mid_try_on_a_counterless_modem_presents_nothing_more(gateway):
+    """The card refused the PIN, the process died before hearing it: the
+    marker written before AT+CPIN= stays, and neither the automatic pass
+    nor another `pin try` presents that PIN again; both name `pin set`."""
+    card = make_card()
+    with sim_modem(card, **NO_COUNTERS) as (modem, port):
+        gateway.configure(port, modem="pin_timeout = 20")
+        iccid = str(card.iccid)
+        gateway.store_pin(iccid, WRONG_PIN)
+        _killed_mid_try(gateway, modem, card_rejects=True)
+        assert card.pin_attempts == 2
+        assert gateway.keystore().get(card.iccid).attempt == "current"
+        once = gateway.mtcd("once", "--json")
+        assert once.returncode == 1 and once.last_json["reason"] == "retry-guard", once.stdout
+        assert f"`mtcctl pin set {iccid}`" in once.last_json["message"]
+        again = _try(gateway, "--below-guard", "--last-attempt", "--yes")
+        assert again.returncode == 1 and f"`mtcctl pin set {iccid}`" in again.stderr, again.stderr
+        assert len(pin_presentations(modem.commands)) == 1 and card.pin_attempts == 2
+        assert modem.radio != 1 and not modem.pdp_active
+
+
+def test_kill_9_mid_try_with_a_counter_is_settled_by_the_next_pass(gateway):
+    """With a counter, the next automatic pass settles the lost attempt:
+    latched as rejected (the counter fell), never presented again."""
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port, modem="pin_timeout = 20")
+        iccid = str(card.iccid)
+        gateway.store_pin(iccid, WRONG_PIN)
+        _killed_mid_try(gateway, modem, card_rejects=True)
+        once = gateway.mtcd("once", "--json")
+        assert once.returncode == 1 and once.last_json["reason"] == "pin-rejected", once.stdout
+        entry = gateway.keystore().get(card.iccid)
+        assert entry.rejected and not entry.attempt_started
+        assert len(pin_presentations(modem.commands)) == 1 and card.pin_attempts == 2
+        assert any(e["event"] == "pin-attempt-rejected" and e.get("settled") == "by counter"
+                   for e in gateway.history())

@@ -374,3 +374,121 @@ def test_kill_9_mid_try_with_a_counter_is_settled_by_the_next_pass(gateway):
         assert len(pin_presentations(modem.commands)) == 1 and card.pin_attempts == 2
         assert any(e["event"] == "pin-attempt-rejected" and e.get("settled") == "by counter"
                    for e in gateway.history())
+
+
+# -- mtcd once --dry-run on every SIM state: nothing presented, nothing written --
+
+def _dry_states():
+    return ["empty-slot", "puk-blocked", "pin-disabled", "lost-attempt-counter-fell",
+            "unsettled-no-counter", "unknown-sim", "current-rejected-pending-left"]
+
+
+def _prepare(state, gateway, card, modem):
+    from mtcd.secret import Pin
+
+    iccid = str(card.iccid) if card is not None else None
+    if state in ("empty-slot", "unknown-sim", "pin-disabled"):
+        if state == "pin-disabled":
+            gateway.store_pin(iccid)
+        return
+    gateway.store_pin(iccid, WRONG_PIN if state != "puk-blocked" else "27182818")
+    store = gateway.keystore()
+    if state == "lost-attempt-counter-fell":
+        store.begin_attempt(card.iccid, attempts_before=3, which="current")
+        assert card.verify(WRONG_PIN) != 0x9000
+    elif state == "unsettled-no-counter":
+        store.begin_attempt(card.iccid, attempts_before=None, which="current")
+    elif state == "current-rejected-pending-left":
+        store.stage_pending(card.iccid, Pin("27182818"), "staged")
+        store.record_rejected(card.iccid, "current")
+
+
+def test_dry_run_on_every_sim_state_presents_and_writes_nothing(gateway):
+    import pytest  # noqa: F401
+
+    from test_recovery_cli import _forbidden
+
+    expected = {
+        "empty-slot": ("would-refuse", "no-sim"),
+        "puk-blocked": ("would-refuse", "sim-blocked"),
+        "pin-disabled": ("would-refuse", "pin-disabled"),
+        "lost-attempt-counter-fell": ("would-latch", None),
+        "unsettled-no-counter": ("would-refuse", "retry-guard"),
+        "unknown-sim": ("would-refuse", "unknown-sim"),
+        "current-rejected-pending-left": ("would-present", None),
+    }
+    for state in _dry_states():
+        card = None if state == "empty-slot" else make_card(
+            pin_attempts=0 if state == "puk-blocked" else 3, pin_enabled=state != "pin-disabled")
+        options = NO_COUNTERS if state == "unsettled-no-counter" else {}
+        gateway.root.joinpath("state").exists() and __import__("shutil").rmtree(gateway.state_dir)
+        with sim_modem(card, **options) as (modem, port):
+            gateway.configure(port)
+            _prepare(state, gateway, card, modem)
+            before = gateway.every_state_file()
+            sent = len(modem.commands)
+            for flags in ((), ("--json",)):
+                run = gateway.mtcd("once", "--dry-run", *flags)
+                assert "Traceback" not in run.stderr, (state, run.stderr)
+                if flags:
+                    got = (run.last_json["state"], run.last_json.get("reason"))
+                    assert got == expected[state], (state, run.stdout)
+                    assert run.returncode == (0 if got[0] == "would-present" else 1), (state, run.stdout)
+                else:
+                    assert run.stdout.strip() and "None" not in run.stdout, (state, run.stdout)
+            commands = modem.commands[sent:]
+            assert _forbidden(commands) == [] and pin_presentations(commands) == [], (state, commands)
+            assert puk_commands(commands) == [] and modem.radio != 1 and not modem.pdp_active, state
+            assert gateway.every_state_file() == before, state
+            if card is not None:
+                assert card.pin_attempts == (0 if state == "puk-blocked" else
+                                             2 if state == "lost-attempt-counter-fell" else 3), state
+
+
+# -- no PIN anywhere: outputs, service log, unsealed files, argv, environment ----
+
+def test_no_pin_leaks_through_the_recovery_paths(gateway, notify_socket):
+    from test_service import service
+    from simfixtures import wait_until
+
+    right, wrong = "27182818", "90817263"
+    card = make_card(pin=right)
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        iccid = str(card.iccid)
+        outputs = []
+
+        def run(tool, *argv, stdin=None):
+            done = getattr(gateway, tool)(*argv, **({"stdin": stdin} if stdin is not None else {}))
+            outputs.append(done.stdout + done.stderr)
+            return done
+
+        run("mtcctl", "pin", "set", iccid, "--yes", stdin=wrong + "\n")
+        run("mtcctl", "pin", "stage", iccid, stdin=right + "\n")
+        run("mtcd", "once", "--dry-run", "--json")
+        run("mtcctl", "pin", "try", "--json")  # the current one: rejected, 2 left
+        with service(gateway, notify_socket) as proc:
+            notify_socket.wait_for("READY", "1")
+            environ = open(f"/proc/{proc.pid}/environ", "rb").read()
+            cmdline = open(f"/proc/{proc.pid}/cmdline", "rb").read()
+            wait_until(lambda: modem.pdp_active, 20, f"paired with the pending PIN: {outputs}")
+            run("mtcctl", "pin", "try", "--below-guard", "--yes", "--json")  # unlocked already
+            # Every AT exchange traced from now on, and a presentation to trace.
+            assert run("mtcctl", "log-level", "debug").returncode == 0
+            presented = len(pin_presentations(modem.commands))
+            modem.power_loss()
+            wait_until(lambda: len(pin_presentations(modem.commands)) > presented and modem.pdp_active, 30,
+                       "paired again after the modem's power loss")
+            run("mtcctl", "repair", "--json")
+            run("mtcctl", "status", "--json")
+            run("mtcctl", "history", "--json")
+        outputs.append(proc.stderr_text)
+        assert card.verified
+        for text in outputs:
+            assert right not in text and wrong not in text, text
+        for secret in (right, wrong):
+            assert secret.encode() not in environ + cmdline
+        for path, data in gateway.every_state_file().items():
+            if not path.endswith(("keystore.json", "keystore.key", "keystore.witness")):
+                assert right.encode() not in data and wrong.encode() not in data, path
+        assert "AT+CPIN=" in proc.stderr_text  # the trace was on: the test looked at something

@@ -119,7 +119,11 @@ def plan_try(lock: SimLock, iccid: Iccid | None, stored: StoredPin | None, attem
     # counts as rejected here (only a PIN a person stores again lifts that).
     # Every such candidate, not only the last one: two lost answers on a
     # card holding neither PIN have spent two of its three attempts.
-    unsettled = {*stored.unsettled, stored.attempt_pin} if stored.attempt_started else set(stored.unsettled)
+    # A counter read before and now that has not fallen settles the open
+    # attempt as not refused (as pairing takes it): that candidate may go.
+    counted = attempts is not None and stored.attempts_before is not None
+    unsettled = {*stored.unsettled, stored.attempt_pin} if stored.attempt_started and not counted \
+        else set(stored.unsettled)
     if not stored.rejected and CURRENT not in unsettled:
         which = CURRENT
     elif stored.has_pending and not stored.pending_rejected and PENDING not in unsettled:

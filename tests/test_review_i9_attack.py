@@ -492,3 +492,25 @@ def test_no_pin_leaks_through_the_recovery_paths(gateway, notify_socket):
             if not path.endswith(("keystore.json", "keystore.key", "keystore.witness")):
                 assert right.encode() not in data and wrong.encode() not in data, path
         assert "AT+CPIN=" in proc.stderr_text  # the trace was on: the test looked at something
+
+
+def test_a_marker_the_counter_shows_unspent_does_not_block_the_named_try(gateway):
+    """A power cut between the marker and AT+CPIN= (nothing reached the
+    card) on a modem with a counter at 1: the gate refuses with retry-guard
+    and names `mtcctl pin try --below-guard --last-attempt`.  The counter
+    settles that marker (it has not fallen), so the named command must
+    present the PIN, not refuse it as unsettled."""
+    card = make_card(pin_attempts=1)
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        iccid = str(card.iccid)
+        gateway.store_pin(iccid)
+        gateway.keystore().begin_attempt(card.iccid, attempts_before=1, which="current")
+        once = gateway.mtcd("once", "--json")
+        assert once.returncode == 1 and once.last_json["reason"] == "retry-guard", once.stdout
+        named = "mtcctl pin try --below-guard --last-attempt"
+        assert f"`{named}`" in once.last_json["message"]
+        run = _try(gateway, *named.split()[3:], "--yes")
+        assert run.returncode == 0, run.stderr
+        assert card.verified and card.pin_attempts == 3
+        assert not gateway.keystore().get(card.iccid).attempt_started

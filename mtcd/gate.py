@@ -155,7 +155,10 @@ def _present(uicc: Uicc, keystore: Keystore, obs: Observations, which: str,
     if pin is None:
         # Forgotten (or replaced) by a person since it was looked up: look again.
         return obs.with_(stored=_stored_view(keystore, obs.iccid))
-    keystore.begin_attempt(obs.iccid, attempts_before=obs.attempts, which=which)
+    if not keystore.begin_attempt(obs.iccid, attempts_before=obs.attempts, which=which, presenting=pin):
+        # Replaced by a person (mtcctl pin set) since it was looked up: the
+        # marker would belong to a PIN not sent.  Look again.
+        return obs.with_(stored=_stored_view(keystore, obs.iccid))
     try:
         outcome = uicc.present_pin(pin, obs.iccid)
     except PresentationRefused:

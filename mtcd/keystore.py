@@ -359,10 +359,14 @@ class Keystore:
 
     @_transaction
     def begin_attempt(self, iccid: Iccid, attempts_before: int | None = None,
-                      which: str = CURRENT) -> None:
+                      which: str = CURRENT, presenting: Pin | None = None) -> bool:
         """Persist that a PIN is about to be presented. Call BEFORE sending it,
-        so a power cut mid-presentation is visible at the next boot."""
+        so a power cut mid-presentation is visible at the next boot.
+        `presenting`: the PIN the caller looked up; when another process
+        replaced it since, nothing is marked and False says "look again"."""
         entry = self._require(iccid)
+        if presenting is not None and entry.candidate(which) != presenting:
+            return False
         if _is_rejected(entry, which) or entry.candidate(which) is None or which in entry.unsettled:
             # Defence in depth for guarantee 1; the policy should never get here.
             raise KeystoreError(
@@ -377,6 +381,7 @@ class Keystore:
             unsettled = _with(unsettled, entry.attempt)
         self._commit([replace(entry, attempt=which, attempts_before=attempts_before,
                               unsettled=unsettled, updated=_now())])
+        return True
 
     @_transaction
     def cancel_attempt(self, iccid: Iccid, which: str, before: PinEntry) -> None:

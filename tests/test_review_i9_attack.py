@@ -514,3 +514,42 @@ def test_a_marker_the_counter_shows_unspent_does_not_block_the_named_try(gateway
         assert run.returncode == 0, run.stderr
         assert card.verified and card.pin_attempts == 3
         assert not gateway.keystore().get(card.iccid).attempt_started
+
+
+def test_a_pin_stored_by_a_person_mid_presentation_is_never_latched_unseen(gateway, monkeypatch):
+    """`mtcctl pin set` lands between the gate's look-up and its attempt
+    marker: the marker went onto the person's new PIN while the old one was
+    sent; the card refused the old one, the counter fell, and the next pass
+    latched the person's PIN as rejected without ever presenting it."""
+    import os
+
+    from mtcd.config import load_config
+    from mtcd.keystore import Keystore
+    from mtcd.secret import Pin
+    from mtcd.service import Gateway
+    from simfixtures import TEST_PIN
+
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port, datalink='backend = "none"')
+        gateway.store_pin(str(card.iccid), WRONG_PIN)
+        os.environ["SYSTEMD_CREDENTIAL_SECRET"] = gateway.env["SYSTEMD_CREDENTIAL_SECRET"]
+        original = Keystore.begin_attempt
+        person = {"n": 1}
+
+        def begin_attempt(self, *args, **kwargs):
+            if person["n"]:
+                person["n"] = 0
+                gateway.keystore().set_pin(card.iccid, Pin(TEST_PIN))  # another process
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(Keystore, "begin_attempt", begin_attempt)
+        with Gateway(load_config(gateway.config)) as gw:
+            gw.pair_once()
+        monkeypatch.undo()
+        modem.power_loss()
+        once = gateway.mtcd("once", "--json")
+        assert once.returncode == 0, once.stdout
+        entry = gateway.keystore().get(card.iccid)
+        assert not entry.rejected and entry.pin.reveal() == TEST_PIN and card.verified
+        assert card.pin_attempts == 3

@@ -553,3 +553,32 @@ def test_a_pin_stored_by_a_person_mid_presentation_is_never_latched_unseen(gatew
         entry = gateway.keystore().get(card.iccid)
         assert not entry.rejected and entry.pin.reveal() == TEST_PIN and card.verified
         assert card.pin_attempts == 3
+
+
+def test_an_unconfirmed_try_through_the_service_is_refused_even_if_the_journal_is_not_writable(
+        gateway, notify_socket):
+    """Through the service, the refusal off a terminal without --yes was
+    written to the journal by mtcctl itself; a person who may use the
+    socket but not write the state directory got a journal error (exit 74)
+    instead of the refusal naming --yes."""
+    from test_service import service
+
+    card = make_card(pin_attempts=1)
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        gateway.store_pin(str(card.iccid))
+        with service(gateway, notify_socket):
+            notify_socket.wait_for("STATUS", "refused: retry-guard")
+            journal = gateway.state_dir / "journal.jsonl"
+            saved = journal.read_bytes()
+            journal.unlink()
+            journal.mkdir()  # unwritable for mtcctl, as root's 0700 directory is for an admin
+            try:
+                run = _try(gateway, "--below-guard", "--last-attempt", "--json")
+            finally:
+                journal.rmdir()
+                journal.write_bytes(saved)
+            assert run.returncode == 1, run.stdout + run.stderr
+            answer = json.loads(run.stdout)
+            assert answer["reason"] == "not-confirmed" and "--yes" in answer["message"], answer
+            assert pin_presentations(modem.commands) == [] and card.pin_attempts == 1

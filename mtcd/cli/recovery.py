@@ -124,8 +124,13 @@ def _confirmed(run, request: TryRequest, args, journal: PairingJournal) -> dict:
     try:
         confirm(answer["detail"], iccid, args.yes, "nothing presented")
     except NotConfirmed as exc:
-        journal.append("pin-try", iccid=iccid, pin=answer.get("pin"), outcome="refused", reason=NOT_CONFIRMED,
-                       attempts_before=answer.get("attempts_before"))
+        try:
+            journal.append("pin-try", iccid=iccid, pin=answer.get("pin"), outcome="refused",
+                           reason=NOT_CONFIRMED, attempts_before=answer.get("attempts_before"))
+        except MtcdError:
+            # Through the service, a person in service.admin_group may not
+            # write root's state directory: the refusal is what they must see.
+            pass
         raise TryRefused(NOT_CONFIRMED, str(exc), iccid) from None
     return run(TryRequest(below_guard=request.below_guard, last_attempt=request.last_attempt,
                           confirmed=True, iccid=Iccid(iccid)))

@@ -582,3 +582,25 @@ def test_an_unconfirmed_try_through_the_service_is_refused_even_if_the_journal_i
             answer = json.loads(run.stdout)
             assert answer["reason"] == "not-confirmed" and "--yes" in answer["message"], answer
             assert pin_presentations(modem.commands) == [] and card.pin_attempts == 1
+
+
+def test_a_confirmation_typed_at_a_terminal_through_the_service(gateway, notify_socket):
+    """The confirmed second request carries the ICCID the person confirmed
+    across the control socket; a wrong answer presents nothing."""
+    from test_recovery_cli import on_tty
+    from test_service import service
+    from simfixtures import wait_until
+
+    card = make_card(pin_attempts=1)
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        gateway.store_pin(str(card.iccid))
+        with service(gateway, notify_socket):
+            notify_socket.wait_for("STATUS", "refused: retry-guard")
+            argv = ["pin", "try", "--below-guard", "--last-attempt"]
+            code, out, err = on_tty(gateway, argv, [("to go on", "0000")])
+            assert code == 1 and "not confirmed" in err and pin_presentations(modem.commands) == [], err
+            code, out, err = on_tty(gateway, argv, [("to go on", str(card.iccid)[-4:])])
+            assert code == 0, err
+            wait_until(lambda: modem.pdp_active, 15, "paired after the confirmed try")
+        assert len(pin_presentations(modem.commands)) == 1 and card.verified

@@ -604,3 +604,21 @@ def test_a_confirmation_typed_at_a_terminal_through_the_service(gateway, notify_
             assert code == 0, err
             wait_until(lambda: modem.pdp_active, 15, "paired after the confirmed try")
         assert len(pin_presentations(modem.commands)) == 1 and card.verified
+
+
+def test_doctor_shows_an_unsettled_candidate(gateway):
+    """After a lost answer and a rejection, no attempt is in flight any
+    more, but the current PIN's attempt is still unsettled: doctor says so."""
+    card = make_card()
+    with sim_modem(card, **NO_COUNTERS) as (modem, port):
+        gateway.configure(port)
+        iccid = str(card.iccid)
+        gateway.store_pin(iccid, WRONG_PIN)
+        _stage(gateway, iccid, OTHER_WRONG_PIN)
+        store = gateway.keystore()
+        store.begin_attempt(card.iccid, attempts_before=None, which="current")
+        store.begin_attempt(card.iccid, attempts_before=None, which="pending")
+        store.record_rejected(card.iccid, "pending")
+        run = gateway.mtcctl("doctor", "--json", timeout=60)
+        entry = json.loads(run.stdout)["keystore"]["entry"]
+        assert entry["attempt_in_flight"] is True, entry

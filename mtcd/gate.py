@@ -149,13 +149,14 @@ def _stored_view(keystore: Keystore, iccid: Iccid) -> StoredPin | None:
 
 
 def _present(uicc: Uicc, keystore: Keystore, obs: Observations, which: str,
-             events: list[tuple[str, dict]]) -> Observations:
+             events: list[tuple[str, dict]], unsettled_ok: bool = False) -> Observations:
     entry = keystore.get(obs.iccid)
     pin = entry.candidate(which) if entry is not None else None
     if pin is None:
         # Forgotten (or replaced) by a person since it was looked up: look again.
         return obs.with_(stored=_stored_view(keystore, obs.iccid))
-    if not keystore.begin_attempt(obs.iccid, attempts_before=obs.attempts, which=which, presenting=pin):
+    if not keystore.begin_attempt(obs.iccid, attempts_before=obs.attempts, which=which, presenting=pin,
+                                  unsettled_ok=unsettled_ok):
         # Replaced by a person (mtcctl pin set) since it was looked up: the
         # marker would belong to a PIN not sent.  Look again.
         return obs.with_(stored=_stored_view(keystore, obs.iccid))

@@ -359,21 +359,25 @@ class Keystore:
 
     @_transaction
     def begin_attempt(self, iccid: Iccid, attempts_before: int | None = None,
-                      which: str = CURRENT, presenting: Pin | None = None) -> bool:
+                      which: str = CURRENT, presenting: Pin | None = None,
+                      unsettled_ok: bool = False) -> bool:
         """Persist that a PIN is about to be presented. Call BEFORE sending it,
         so a power cut mid-presentation is visible at the next boot.
         `presenting`: the PIN the caller looked up; when another process
-        replaced it since, nothing is marked and False says "look again"."""
+        replaced it since, nothing is marked and False says "look again".
+        `unsettled_ok`: a person asked for an unsettled candidate (pin try
+        --unsettled); its new attempt replaces the old unsettled one."""
         entry = self._require(iccid)
         if presenting is not None and entry.candidate(which) != presenting:
             return False
-        if _is_rejected(entry, which) or entry.candidate(which) is None or which in entry.unsettled:
+        if _is_rejected(entry, which) or entry.candidate(which) is None \
+                or (which in entry.unsettled and not unsettled_ok):
             # Defence in depth for guarantee 1; the policy should never get here.
             raise KeystoreError(
                 f"the {which} PIN stored for ICCID {iccid} is missing, was rejected by the card "
                 "or its earlier attempt was never settled; it is not presented again until a new PIN is set"
             )
-        unsettled = entry.unsettled
+        unsettled = _without(entry.unsettled, which)
         if entry.attempt not in (None, which) and not _settled_unspent(entry.attempts_before, attempts_before):
             # The other candidate's attempt is still open and no counter
             # shows it unspent: keep it, or a later presentation could spend

@@ -306,7 +306,8 @@ def _unsettled_hint(iccid: Iccid, attempts: int | None, stored: StoredPin, min_r
     if other:
         return _try_hint(iccid, attempts, min_retries)
     return (f"if you know the right PIN, store it again: `mtcctl pin set {iccid}` (its PIN on stdin), "
-            "then `mtcctl repair`")
+            "then `mtcctl repair`; if nobody knows it (a PIN this gateway set) and you accept that a wrong one "
+            "may PUK-block the SIM: `mtcctl pin try --unsettled --below-guard --last-attempt`")
 
 
 def _try_hint(iccid: Iccid, attempts: int | None, min_retries: int) -> str:

@@ -169,7 +169,7 @@ def _urc_lands_after_the_marker(monkeypatch, modem, gateway_of):
     fired = {"n": 1}
 
     def begin_attempt(self, *args, **kwargs):
-        original(self, *args, **kwargs)
+        marked = original(self, *args, **kwargs)
         if fired["n"]:
             fired["n"] = 0
             uicc = gateway_of().uicc
@@ -179,6 +179,7 @@ def _urc_lands_after_the_marker(monkeypatch, modem, gateway_of):
             while uicc._lock is not None and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert uicc._lock is None, "the URC never reached the session"
+        return marked
 
     monkeypatch.setattr(Keystore, "begin_attempt", begin_attempt)
 
@@ -622,3 +623,49 @@ def test_doctor_shows_an_unsettled_candidate(gateway):
         run = gateway.mtcctl("doctor", "--json", timeout=60)
         entry = json.loads(run.stdout)["keystore"]["entry"]
         assert entry["attempt_in_flight"] is True, entry
+
+
+def test_a_pin_this_gateway_set_has_a_way_out_after_an_interrupted_rotation(gateway):
+    """Guarantee 5 with the rule above: the current PIN is one this gateway
+    generated (nobody can type it), its second change is cut short before
+    reaching the card on a modem without counters, and the card rejects the
+    pending PIN.  `pin set` is no way out here; `--unsettled` is, on a
+    person's explicit word, and only with both guard flags."""
+    card = make_card()
+    with sim_modem(card, **NO_COUNTERS) as (modem, port):
+        gateway.configure(port)
+        iccid = str(card.iccid)
+        gateway.store_pin(iccid)
+        assert gateway.mtcd("once").returncode == 0
+        assert gateway.mtcctl("pin", "rotate", timeout=60).returncode == 0
+        generated = card.pin
+        modem.power_loss()
+        assert gateway.mtcd("once").returncode == 0
+        modem.fail_after("AT+CPWD", "before")
+        assert gateway.mtcctl("pin", "rotate", timeout=60).returncode == 75
+        assert card.pin == generated
+        modem.power_loss()
+        first = _try(gateway, "--below-guard", "--yes", "--json")
+        assert json.loads(first.stdout)["outcome"] == "rejected" and card.pin_attempts == 2, first.stdout
+        refused = _try(gateway, "--below-guard", "--last-attempt", "--yes")
+        override = "mtcctl pin try --unsettled --below-guard --last-attempt"
+        assert refused.returncode == 1 and f"`{override}`" in refused.stderr, refused.stderr
+        once = gateway.mtcd("once")
+        assert once.returncode == 1 and f"`{override}`" in once.stdout, once.stdout
+        # Not with fewer flags, nor without a confirmation off a terminal.
+        for flags in (("--unsettled", "--yes"), ("--unsettled", "--below-guard", "--yes"),
+                      ("--unsettled", "--below-guard", "--last-attempt")):
+            partial = _try(gateway, *flags)
+            assert partial.returncode == 1, partial.stderr
+        assert card.pin_attempts == 2
+        done = _try(gateway, *override.split()[3:], "--yes", "--json")
+        assert done.returncode == 0, done.stdout + done.stderr
+        answer = json.loads(done.stdout)
+        assert answer["pin"] == "current" and answer["outcome"] == "accepted"
+        entry = gateway.keystore().get(card.iccid)
+        assert entry.pin.reveal() == generated and entry.pending_pin is None
+        assert not entry.attempt_started and entry.unsettled == () and card.pin_attempts == 3
+        assert [e for e in gateway.history() if e["event"] == "pin-try"][-1].get("unsettled") is True
+        modem.power_loss()
+        assert gateway.mtcd("once").returncode == 0
+        assert puk_commands(modem.commands) == []

@@ -89,13 +89,16 @@ def forget_warning(config, iccid: Iccid, service) -> str | None:
 def pin_try(config, args, running_service) -> int:
     from ..service import Gateway, policy_settings
 
-    request = TryRequest(below_guard=args.below_guard, last_attempt=args.last_attempt, confirmed=args.yes)
+    request = TryRequest(below_guard=args.below_guard, last_attempt=args.last_attempt, confirmed=args.yes,
+                         unsettled=args.unsettled)
     service = running_service(config)
     if service is not None:
         def run(req: TryRequest) -> dict:
             fields = dict(below_guard=req.below_guard, last_attempt=req.last_attempt, confirmed=req.confirmed)
             if req.iccid is not None:
                 fields["iccid"] = req.iccid
+            if req.unsettled:
+                fields["unsettled"] = True
             return service.call("pin-try", **fields)
         answer = _confirmed(run, request, args, PairingJournal(config.state_dir))
     else:
@@ -133,7 +136,7 @@ def _confirmed(run, request: TryRequest, args, journal: PairingJournal) -> dict:
             pass
         raise TryRefused(NOT_CONFIRMED, str(exc), iccid) from None
     return run(TryRequest(below_guard=request.below_guard, last_attempt=request.last_attempt,
-                          confirmed=True, iccid=Iccid(iccid)))
+                          confirmed=True, iccid=Iccid(iccid), unsettled=request.unsettled))
 
 
 # -- mtcctl repair ---------------------------------------------------------------

@@ -244,6 +244,7 @@ COMMANDS: Mapping[str, tuple[Field, ...]] = MappingProxyType({
         Field("last_attempt", _flag, required=False, default=False),
         Field("confirmed", _flag, required=False, default=False),
         Field("iccid", _iccid, required=False),
+        Field("unsettled", _flag, required=False, default=False),
     ),
     "repair": (),  # take a pairing decision now (mtcctl repair)
     "doctor": (),  # read-only: what the service's modem session sees (mtcctl doctor)

@@ -28,7 +28,7 @@ from .policy import (
     StoredPin,
     decide,
 )
-from .uicc import Uicc
+from .uicc import PresentationRefused, Uicc
 
 log = logging.getLogger("mtcd.gate")
 
@@ -90,7 +90,16 @@ def pair(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei, i
                 obs = Observations(imei=imei, presented=obs.presented, presented_pending=obs.presented_pending)
                 continue
             which = CURRENT if decision is Step.PRESENT_PIN else PENDING
-            obs = _present(uicc, keystore, obs, which, events)
+            try:
+                obs = _present(uicc, keystore, obs, which, events)
+            except PresentationRefused:
+                # A URC landed after may_present(): nothing was sent; read again.
+                rereads += 1
+                if rereads > 3:
+                    decision = Refused(Reason.SIM_ERROR, "the SIM's state keeps changing; `mtcctl repair`")
+                    break
+                obs = Observations(imei=imei, presented=obs.presented, presented_pending=obs.presented_pending)
+                continue
             if PinOutcome.ACCEPTED in (obs.presented, obs.presented_pending):
                 retries = None  # the card reset its counter to its maximum
             elif PinOutcome.UNKNOWN in (obs.presented, obs.presented_pending):
@@ -135,18 +144,29 @@ def _stored_view(keystore: Keystore, iccid: Iccid) -> StoredPin | None:
         attempt_pin=entry.attempt or CURRENT,
         has_pending=entry.pending_pin is not None,
         pending_rejected=entry.pending_rejected,
+        unsettled=entry.unsettled,
     )
 
 
 def _present(uicc: Uicc, keystore: Keystore, obs: Observations, which: str,
-             events: list[tuple[str, dict]]) -> Observations:
+             events: list[tuple[str, dict]], unsettled_ok: bool = False) -> Observations:
     entry = keystore.get(obs.iccid)
     pin = entry.candidate(which) if entry is not None else None
     if pin is None:
         # Forgotten (or replaced) by a person since it was looked up: look again.
         return obs.with_(stored=_stored_view(keystore, obs.iccid))
-    keystore.begin_attempt(obs.iccid, attempts_before=obs.attempts, which=which)
-    outcome = uicc.present_pin(pin, obs.iccid)
+    if not keystore.begin_attempt(obs.iccid, attempts_before=obs.attempts, which=which, presenting=pin,
+                                  unsettled_ok=unsettled_ok):
+        # Replaced by a person (mtcctl pin set) since it was looked up: the
+        # marker would belong to a PIN not sent.  Look again.
+        return obs.with_(stored=_stored_view(keystore, obs.iccid))
+    try:
+        outcome = uicc.present_pin(pin, obs.iccid)
+    except PresentationRefused:
+        # The card's state changed after the marker was written (a URC from
+        # the reader thread): nothing went out, so no attempt stays marked.
+        keystore.cancel_attempt(obs.iccid, which, entry)
+        raise
     # What the card asks for now (READY, SIM PIN again, or SIM PUK after its
     # last attempt): the UICC layer sends nothing more without a fresh reading.
     try:

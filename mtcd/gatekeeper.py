@@ -952,7 +952,8 @@ def _reload(gk: Gatekeeper) -> dict:
     return {"outcome": "reloading"}
 
 
-def _pin_try(gk: Gatekeeper, below_guard=False, last_attempt=False, confirmed=False, iccid=None) -> dict:
+def _pin_try(gk: Gatekeeper, below_guard=False, last_attempt=False, confirmed=False, iccid=None,
+             unsettled=False) -> dict:
     """A person's single presentation of the stored PIN (mtcd.recovery).
     Only an accepted PIN opens the gate, through a pairing as usual; after a
     rejection nothing more is presented (the other candidate, if any, waits
@@ -962,7 +963,8 @@ def _pin_try(gk: Gatekeeper, below_guard=False, last_attempt=False, confirmed=Fa
     gw = gk.gateway
     if gw is None:
         raise _no_modem(gk)
-    request = TryRequest(below_guard=below_guard, last_attempt=last_attempt, confirmed=confirmed, iccid=iccid)
+    request = TryRequest(below_guard=below_guard, last_attempt=last_attempt, confirmed=confirmed, iccid=iccid,
+                         unsettled=unsettled)
     answer = try_pin(gw.uicc, gw.keystore, gw.journal, policy_settings(gk.config), gw.imei, request)
     if answer["outcome"] == "accepted":
         _pair_again(gk)

@@ -84,6 +84,9 @@ _RECORD_FIELDS = {
     "pin", "pending_pin", "pending_origin", "pending_rejected", "state", "transport",
     "created", "updated", "rotated", "last_imei", "attempt", "attempts_before",
 }
+# Written only when not empty, so an entry that never had one reads the same
+# to a release without it.
+_OPTIONAL_FIELDS = {"unsettled"}
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,10 @@ class PinEntry:
     pending_rejected: bool = False
     transport: bool = False  # the operator's transport PIN: replace it when adopted
     rotated: str | None = None  # when the current PIN was set or last changed
+    # Candidates ("current" | "pending") presented earlier whose outcome no
+    # counter could settle, beyond the one in `attempt`: the card may have
+    # refused them, so none is presented again until a person stores a PIN.
+    unsettled: tuple[str, ...] = ()
 
     @property
     def rejected(self) -> bool:
@@ -324,8 +331,8 @@ class Keystore:
                 f"a pending PIN of ICCID {iccid} is not settled yet; "
                 f"the {origin} PIN is not stored (it is settled when the SIM is next unlocked)"
             )
-        entry = replace(entry, pending_pin=pin, pending_origin=origin,
-                        pending_rejected=False, updated=_now())
+        entry = replace(entry, pending_pin=pin, pending_origin=origin, pending_rejected=False,
+                        unsettled=_without(entry.unsettled, PENDING), updated=_now())
         self._commit([entry])
         return entry
 
@@ -338,7 +345,7 @@ class Keystore:
         now = _now()
         entry = replace(old, pin=old.pending_pin, pending_pin=None, pending_origin=None,
                         pending_rejected=False, state=ACTIVE, transport=False,
-                        attempt=None, attempts_before=None, rotated=now, updated=now,
+                        attempt=None, attempts_before=None, unsettled=(), rotated=now, updated=now,
                         last_imei=str(imei) if imei is not None else old.last_imei)
         self._commit([entry])
         return entry
@@ -347,23 +354,49 @@ class Keystore:
     def discard_pending(self, iccid: Iccid) -> None:
         entry = self._require(iccid)
         if entry.pending_pin is not None:
-            self._commit([replace(entry, pending_pin=None, pending_origin=None,
-                                  pending_rejected=False, updated=_now())])
+            self._commit([replace(entry, pending_pin=None, pending_origin=None, pending_rejected=False,
+                                  unsettled=_without(entry.unsettled, PENDING), updated=_now())])
 
     @_transaction
     def begin_attempt(self, iccid: Iccid, attempts_before: int | None = None,
-                      which: str = CURRENT) -> None:
+                      which: str = CURRENT, presenting: Pin | None = None,
+                      unsettled_ok: bool = False) -> bool:
         """Persist that a PIN is about to be presented. Call BEFORE sending it,
-        so a power cut mid-presentation is visible at the next boot."""
+        so a power cut mid-presentation is visible at the next boot.
+        `presenting`: the PIN the caller looked up; when another process
+        replaced it since, nothing is marked and False says "look again".
+        `unsettled_ok`: a person asked for an unsettled candidate (pin try
+        --unsettled); its new attempt replaces the old unsettled one."""
         entry = self._require(iccid)
-        if _is_rejected(entry, which) or entry.candidate(which) is None:
+        if presenting is not None and entry.candidate(which) != presenting:
+            return False
+        if _is_rejected(entry, which) or entry.candidate(which) is None \
+                or (which in entry.unsettled and not unsettled_ok):
             # Defence in depth for guarantee 1; the policy should never get here.
             raise KeystoreError(
-                f"the {which} PIN stored for ICCID {iccid} is missing or was rejected "
-                "by the card; it is not presented again until a new PIN is set"
+                f"the {which} PIN stored for ICCID {iccid} is missing, was rejected by the card "
+                "or its earlier attempt was never settled; it is not presented again until a new PIN is set"
             )
+        unsettled = _without(entry.unsettled, which)
+        if entry.attempt not in (None, which) and not _settled_unspent(entry.attempts_before, attempts_before):
+            # The other candidate's attempt is still open and no counter
+            # shows it unspent: keep it, or a later presentation could spend
+            # an attempt the card already counted (guarantee 1).
+            unsettled = _with(unsettled, entry.attempt)
         self._commit([replace(entry, attempt=which, attempts_before=attempts_before,
-                              updated=_now())])
+                              unsettled=unsettled, updated=_now())])
+        return True
+
+    @_transaction
+    def cancel_attempt(self, iccid: Iccid, which: str, before: PinEntry) -> None:
+        """Nothing was sent after begin_attempt (the UICC layer refused: the
+        card's state changed meanwhile): put the attempt fields back as they
+        were in `before`, unless the entry changed since in another way."""
+        entry = self.get(iccid)
+        if entry is None or entry.attempt != which or entry.candidate(which) != before.candidate(which):
+            return
+        self._commit([replace(entry, attempt=before.attempt, attempts_before=before.attempts_before,
+                              unsettled=before.unsettled, updated=_now())])
 
     @_transaction
     def record_accepted(self, iccid: Iccid, imei: str | None, which: str = CURRENT) -> PinEntry:
@@ -373,10 +406,14 @@ class Keystore:
         entry = self._require(iccid)
         changes = dict(attempt=None, attempts_before=None,
                        last_imei=str(imei) if imei is not None else None)
+        if entry.attempt == PENDING:
+            # Still open: the card, holding the current PIN, refused it if it got it.
+            changes.update(unsettled=_with(entry.unsettled, PENDING))
         if entry.pending_origin == ROTATION:
             # The card holds the current PIN, so our own interrupted change
             # never reached it: that pending PIN is void.
-            changes.update(pending_pin=None, pending_origin=None, pending_rejected=False)
+            changes.update(pending_pin=None, pending_origin=None, pending_rejected=False,
+                           unsettled=_without(changes.get("unsettled", entry.unsettled), PENDING))
         if all(getattr(entry, k) == v for k, v in changes.items()):
             return entry  # nothing new: no write at every boot
         entry = replace(entry, updated=_now(), **changes)
@@ -405,7 +442,12 @@ class Keystore:
             entry = replace(entry, pending_rejected=True)
         else:
             entry = replace(entry, state=REJECTED)
-        self._commit([replace(entry, attempt=None, attempts_before=None, updated=_now())])
+        # The latch is stronger than "unsettled"; the other candidate's open
+        # attempt, if any, stays unsettled rather than being forgotten.
+        unsettled = _without(entry.unsettled, which)
+        if entry.attempt not in (None, which):
+            unsettled = _with(unsettled, entry.attempt)
+        self._commit([replace(entry, attempt=None, attempts_before=None, unsettled=unsettled, updated=_now())])
 
     @_transaction
     def mark_compromised(self, iccids: list[Iccid] | None = None) -> int:
@@ -683,6 +725,20 @@ def _is_rejected(entry: PinEntry, which: str) -> bool:
     return entry.pending_rejected if which == PENDING else entry.rejected
 
 
+def _settled_unspent(before: int | None, now: int | None) -> bool:
+    """Whether the counter shows that an attempt started at `before` spent
+    nothing (both read, and it has not fallen)."""
+    return before is not None and now is not None and now >= before
+
+
+def _with(unsettled: tuple[str, ...], which: str) -> tuple[str, ...]:
+    return unsettled if which in unsettled else tuple(sorted((*unsettled, which)))
+
+
+def _without(unsettled: tuple[str, ...], which: str) -> tuple[str, ...]:
+    return tuple(u for u in unsettled if u != which)
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -736,7 +792,7 @@ def _record(entry: PinEntry) -> dict:
         "last_imei": entry.last_imei,
         "attempt": entry.attempt,
         "attempts_before": entry.attempts_before,
-    }
+    } | ({"unsettled": list(entry.unsettled)} if entry.unsettled else {})
 
 
 def _read_store(path: Path) -> tuple[bytes | None, "_HeldFile | None"]:
@@ -851,9 +907,13 @@ def _unseal(path: Path, key: bytes, iccid: Iccid, sealed: tuple[bytes, bytes]) -
     # into a traceback or a half-valid entry.
     try:
         record = json.loads(plain)
-        if not isinstance(record, dict) or set(record) != _RECORD_FIELDS:
+        if not isinstance(record, dict) or set(record) - _OPTIONAL_FIELDS != _RECORD_FIELDS:
             raise ValueError
         pending = record["pending_pin"]
+        unsettled = record.get("unsettled", [])
+        if not isinstance(unsettled, list) or len(set(unsettled)) != len(unsettled) \
+                or not set(unsettled) <= {CURRENT, PENDING}:
+            raise ValueError
         entry = PinEntry(
             iccid=iccid,
             pin=Pin(record["pin"]),
@@ -868,6 +928,7 @@ def _unseal(path: Path, key: bytes, iccid: Iccid, sealed: tuple[bytes, bytes]) -
             pending_rejected=record["pending_rejected"],
             transport=record["transport"],
             rotated=record["rotated"],
+            unsettled=tuple(sorted(unsettled)),
         )
         checks = (
             entry.state in STATES,

@@ -25,7 +25,7 @@ from .keystore import CURRENT, ROTATION, STAGED, Keystore, PinEntry
 from .policy import PinOutcome
 from .secret import Pin, Puk
 from .simlock import SimLock
-from .uicc import Uicc
+from .uicc import PresentationRefused, Uicc
 
 log = logging.getLogger("mtcd.lifecycle")
 
@@ -141,7 +141,14 @@ class Lifecycle:
         self.journal.append("pin-rotation-started", iccid=str(iccid), reason=reason)
         # AT+CPWD carries the current PIN: a wrong one costs an attempt, so
         # it is marked like a presentation and settled the same way.
-        outcome = self._spend(iccid, left, lambda: self.uicc.change_pin(entry.pin, new, iccid))
+        try:
+            outcome = self._spend(iccid, left, lambda: self.uicc.change_pin(entry.pin, new, iccid))
+        except PresentationRefused:
+            # Nothing went out: the new PIN never reached the card.
+            self.keystore.discard_pending(iccid)
+            self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason, why="SIM state changed")
+            raise LifecycleRefused(f"SIM {iccid} changed state while it was read; its PIN was not changed: "
+                                   "run the command again") from None
         return self._settle_change(iccid, outcome, reason)
 
     def _spend(self, iccid: Iccid, attempts_before: int | None, send) -> PinOutcome:
@@ -151,8 +158,14 @@ class Lifecycle:
         ERROR).  Unsettled, the marker blocks automatic attempts on a modem
         without counters until a person acts.  A counter that fell also
         overrules an OK: some modems answer OK whatever the card said."""
+        before = self.keystore.get(iccid)
         self.keystore.begin_attempt(iccid, attempts_before=attempts_before, which=CURRENT)
-        outcome = send()
+        try:
+            outcome = send()
+        except PresentationRefused:
+            # A URC changed what the UICC layer knew: nothing was sent.
+            self.keystore.cancel_attempt(iccid, CURRENT, before)
+            raise
         if outcome is not PinOutcome.REJECTED and attempts_before is not None:
             attempts = self.uicc.attempts()
             after = attempts.pin1 if attempts is not None else None
@@ -271,7 +284,11 @@ class Lifecycle:
     def _enable(self, iccid: Iccid, pin: Pin) -> None:
         attempts = self._guard(iccid)
         # A wrong PIN here costs an attempt: mark it like a presentation.
-        outcome = self._spend(iccid, attempts, lambda: self.uicc.enable_pin(pin, iccid))
+        try:
+            outcome = self._spend(iccid, attempts, lambda: self.uicc.enable_pin(pin, iccid))
+        except PresentationRefused:
+            raise LifecycleRefused(f"SIM {iccid} changed state while it was read; nothing was sent: "
+                                   "run `mtcctl pair` again") from None
         if outcome is PinOutcome.ACCEPTED:
             self.keystore.record_accepted(iccid, self.imei.value)
             self.journal.append("pin-enabled", iccid=str(iccid))

@@ -129,6 +129,9 @@ class StoredPin:
     attempt_pin: str = "current"  # which candidate was in flight: "current" | "pending"
     has_pending: bool = False
     pending_rejected: bool = False
+    # Candidates presented before `attempt_pin` whose outcome no counter
+    # could settle: the card may have refused them (never presented again).
+    unsettled: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -230,9 +233,12 @@ def _decide_locked(obs: Observations, settings: PolicySettings) -> Decision:
                        "by the counter: `mtcctl repair`")
     if PinOutcome.ACCEPTED in outcomes:
         return Refused(Reason.SIM_ERROR, f"SIM {obs.iccid} still asks for its PIN after accepting it; `mtcctl repair`")
-    current_ok = not stored.rejected and obs.presented is None
-    pending_ok = _pending_usable(stored) and obs.presented_pending is None
+    current_ok = not stored.rejected and "current" not in stored.unsettled and obs.presented is None
+    pending_ok = _pending_usable(stored) and "pending" not in stored.unsettled and obs.presented_pending is None
     if not (current_ok or pending_ok):
+        if stored.unsettled and not outcomes:
+            return Refused(Reason.RETRY_GUARD, f"earlier PIN attempts on SIM {obs.iccid} have no recorded outcome "
+                           f"and the card may have refused them; {_unsettled_hint(obs.iccid, None, stored, 0)}")
         return Refused(Reason.PIN_REJECTED, _rejected(obs.iccid))
     if obs.attempts is NOT_READ:
         return Step.READ_ATTEMPTS
@@ -294,12 +300,14 @@ def try_command(attempts: int | None, min_retries: int) -> str:
 def _unsettled_hint(iccid: Iccid, attempts: int | None, stored: StoredPin, min_retries: int) -> str:
     # `mtcctl pin try` never presents the unsettled candidate again (the card
     # may have refused it); only the other one, if there is one.
-    other = (not stored.rejected) if stored.attempt_pin == "pending" else \
-        (stored.has_pending and not stored.pending_rejected)
+    spent = {*stored.unsettled, stored.attempt_pin} if stored.attempt_started else set(stored.unsettled)
+    other = ("current" not in spent and not stored.rejected) or \
+        ("pending" not in spent and stored.has_pending and not stored.pending_rejected)
     if other:
         return _try_hint(iccid, attempts, min_retries)
     return (f"if you know the right PIN, store it again: `mtcctl pin set {iccid}` (its PIN on stdin), "
-            "then `mtcctl repair`")
+            "then `mtcctl repair`; if nobody knows it (a PIN this gateway set) and you accept that a wrong one "
+            "may PUK-block the SIM: `mtcctl pin try --unsettled --below-guard --last-attempt`")
 
 
 def _try_hint(iccid: Iccid, attempts: int | None, min_retries: int) -> str:

@@ -47,7 +47,7 @@ from .policy import (
     try_command,
 )
 from .simlock import SimLock
-from .uicc import Uicc
+from .uicc import PresentationRefused, Uicc
 
 log = logging.getLogger("mtcd.recovery")
 
@@ -87,11 +87,15 @@ class TryPlan:
     latch: str | None = None  # the candidate a lost attempt is now known to have spent
     refusal: TryRefused | None = None
     below_guard: bool = False  # presenting needs the person's confirmation
+    unsettled: bool = False  # `which` is a candidate whose earlier attempt was never settled
 
 
 def plan_try(lock: SimLock, iccid: Iccid | None, stored: StoredPin | None, attempts: int | None,
-             min_retries: int, *, below_guard: bool = False, last_attempt: bool = False) -> TryPlan:
-    """Pure.  `attempts`: PIN1 attempts left (None: the modem does not say)."""
+             min_retries: int, *, below_guard: bool = False, last_attempt: bool = False,
+             unsettled_ok: bool = False) -> TryPlan:
+    """Pure.  `attempts`: PIN1 attempts left (None: the modem does not say).
+    `unsettled_ok`: the person asked (`--unsettled`) for a candidate whose
+    earlier attempt was never settled, knowing the card may have refused it."""
     def refuse(reason: str, message: str) -> TryPlan:
         return TryPlan(refusal=TryRefused(reason, message, iccid))
 
@@ -117,15 +121,33 @@ def plan_try(lock: SimLock, iccid: Iccid | None, stored: StoredPin | None, attem
         return TryPlan(latch=stored.attempt_pin)
     # An attempt no counter can settle may have been refused: its candidate
     # counts as rejected here (only a PIN a person stores again lifts that).
-    unsettled = stored.attempt_pin if stored.attempt_started else None
-    if not stored.rejected and unsettled != CURRENT:
+    # Every such candidate, not only the last one: two lost answers on a
+    # card holding neither PIN have spent two of its three attempts.
+    # A counter read before and now that has not fallen settles the open
+    # attempt as not refused (as pairing takes it): that candidate may go.
+    counted = attempts is not None and stored.attempts_before is not None
+    unsettled = {*stored.unsettled, stored.attempt_pin} if stored.attempt_started and not counted \
+        else set(stored.unsettled)
+    if not stored.rejected and CURRENT not in unsettled:
         which = CURRENT
-    elif stored.has_pending and not stored.pending_rejected and unsettled != PENDING:
+    elif stored.has_pending and not stored.pending_rejected and PENDING not in unsettled:
         which = PENDING
-    elif unsettled is not None:
-        return refuse(UNSETTLED, f"the answer of SIM {iccid} to its stored {unsettled} PIN was lost and its "
+    elif unsettled and unsettled_ok:
+        # Only on a person's explicit word: nobody may know the PIN (one this
+        # gateway set), and the card may be on its last attempt.
+        which = CURRENT if CURRENT in unsettled and not stored.rejected else PENDING
+        if which == PENDING and not (stored.has_pending and not stored.pending_rejected):
+            return refuse(PIN_REJECTED, f"the PIN stored for {iccid} was rejected by the card and is never "
+                                        f"presented again; if you know the right one, store it first: "
+                                        f"`mtcctl pin set {iccid}`")
+        return _plan_unsettled(iccid, which, attempts, min_retries, below_guard, last_attempt)
+    elif unsettled:
+        named = " and ".join(sorted(unsettled))
+        return refuse(UNSETTLED, f"the answer of SIM {iccid} to its stored {named} PIN was lost and its "
                                  "attempts counter cannot tell whether the card refused it, so it is not presented "
-                                 f"again; if you know the right PIN, store it first: `mtcctl pin set {iccid}`")
+                                 f"again; if you know the right PIN, store it first: `mtcctl pin set {iccid}`; "
+                                 "if nobody knows it (a PIN this gateway set) and you accept that a wrong one may "
+                                 f"PUK-block the SIM: `{_OVERRIDE}`")
     else:
         return refuse(PIN_REJECTED, f"the PIN stored for {iccid} was rejected by the card and is never presented "
                                     f"again; if you know the right one, store it first: `mtcctl pin set {iccid}`")
@@ -142,6 +164,25 @@ def plan_try(lock: SimLock, iccid: Iccid | None, stored: StoredPin | None, attem
     return TryPlan(which=which, below_guard=low)
 
 
+_OVERRIDE = "mtcctl pin try --unsettled --below-guard --last-attempt"
+
+
+def _plan_unsettled(iccid: Iccid, which: str, attempts: int | None, min_retries: int,
+                    below_guard: bool, last_attempt: bool) -> TryPlan:
+    """A candidate that may have been refused already: without a counter
+    the card may be on its last attempt, so both flags and a confirmation."""
+    low = attempts is None or attempts < min_retries
+    last = attempts is None or attempts == 1
+    needed = "mtcctl pin try --unsettled" + (" --below-guard" if low else "") + (" --last-attempt" if last else "")
+    if (low and not below_guard) or (last and not last_attempt):
+        count = "its attempts left are unknown" if attempts is None else f"{attempts} PIN attempts left"
+        return TryPlan(refusal=TryRefused(
+            LAST_ATTEMPT if last else BELOW_GUARD,
+            f"the stored {which} PIN of SIM {iccid} may have been refused already and {count}: a wrong PIN "
+            f"may PUK-block it; if you accept that: `{needed}`", iccid))
+    return TryPlan(which=which, below_guard=True, unsettled=True)
+
+
 def _shown(iccid: Iccid | None) -> str:
     return str(iccid) if iccid else "(ICCID unreadable)"
 
@@ -152,6 +193,7 @@ class TryRequest:
     last_attempt: bool = False
     confirmed: bool = False  # the person confirmed a try below the guard (or --yes)
     iccid: Iccid | None = None  # the SIM the confirmation was given for
+    unsettled: bool = False  # also a candidate whose earlier attempt was never settled (--unsettled)
 
 
 def try_pin(uicc: Uicc, keystore: Keystore, journal: PairingJournal, settings: PolicySettings,
@@ -165,7 +207,8 @@ def try_pin(uicc: Uicc, keystore: Keystore, journal: PairingJournal, settings: P
         stored = _stored_view(keystore, iccid) if iccid is not None else None
         attempts = _pin1(uicc) if lock is SimLock.SIM_PIN else None
         plan = plan_try(lock, iccid, stored, attempts, settings.min_retries,
-                        below_guard=request.below_guard, last_attempt=request.last_attempt)
+                        below_guard=request.below_guard, last_attempt=request.last_attempt,
+                        unsettled_ok=request.unsettled)
         if plan.latch is None:
             break
         log.warning("the PIN attempt lost in a power cut was rejected (%s PIN); latched", plan.latch)
@@ -194,7 +237,12 @@ def try_pin(uicc: Uicc, keystore: Keystore, journal: PairingJournal, settings: P
                                     "run `mtcctl pin try` again", iccid)
     events: list[tuple[str, dict]] = []
     obs = Observations(imei=imei, lock=lock, iccid=iccid, stored=stored, attempts=attempts)
-    obs = _present(uicc, keystore, obs, plan.which, events)
+    try:
+        obs = _present(uicc, keystore, obs, plan.which, events, unsettled_ok=plan.unsettled)
+    except PresentationRefused:
+        _journal(journal, base, "refused", reason=SIM_ERROR)
+        raise TryRefused(SIM_ERROR, f"SIM {iccid} changed state while it was read; nothing presented: "
+                                    "run `mtcctl pin try` again", iccid) from None
     for event, fields in events:
         journal.append(event, **fields)
     outcome = obs.presented if plan.which == CURRENT else obs.presented_pending
@@ -206,7 +254,8 @@ def try_pin(uicc: Uicc, keystore: Keystore, journal: PairingJournal, settings: P
     left = _pin1(uicc) if outcome is PinOutcome.REJECTED and obs.lock is SimLock.SIM_PIN else None
     answer = {**base, "outcome": outcome.value, "attempts_left": left,
               "detail": _outcome_detail(iccid, plan.which, outcome, keystore, left, settings.min_retries, obs.lock)}
-    _journal(journal, base, outcome.value, below_guard=plan.below_guard, last_attempt=attempts == 1)
+    _journal(journal, base, outcome.value, below_guard=plan.below_guard, last_attempt=attempts == 1,
+             **({"unsettled": True} if plan.unsettled else {}))
     return answer
 
 

@@ -197,7 +197,9 @@ def _interrupted_rotation(gateway, modem, card, reached_card: bool):
 def test_an_interrupted_rotation_without_counters_has_a_way_out(gateway, reached_card):
     """The lost change leaves the current PIN's attempt unsettled (no counter
     tells whether the card refused it as the old PIN): the pending PIN is
-    presented first, then, if the card refused that, the current one."""
+    presented first.  If the card refused that too, it may have spent two
+    attempts (the change and the pending PIN), so the current PIN is not
+    presented again until a person types it (`mtcctl pin set`)."""
     card = make_card()
     with sim_modem(card, **NO_COUNTERS) as (modem, port):
         modem.port_path = port
@@ -209,6 +211,11 @@ def test_an_interrupted_rotation_without_counters_has_a_way_out(gateway, reached
         assert len(pin_presentations(modem.commands)) == before + 1  # one per command
         if not reached_card:
             assert first.returncode == 1 and answer["outcome"] == "rejected"
+            refused = _try(gateway, "--below-guard", "--last-attempt", "--yes", "--json")
+            assert refused.returncode == 1 and json.loads(refused.stdout)["reason"] == "attempt-unsettled"
+            assert f"`mtcctl pin set {card.iccid}`" in refused.stdout, refused.stdout
+            assert len(pin_presentations(modem.commands)) == before + 1
+            gateway.store_pin(str(card.iccid))  # the person types the PIN the card holds
             second = _try(gateway, "--below-guard", "--yes", "--json")
             assert second.returncode == 0, second.stderr
             assert json.loads(second.stdout)["pin"] == "current"
@@ -246,8 +253,9 @@ def test_through_the_running_service(gateway, notify_socket):
 def test_a_rejection_through_the_service_presents_nothing_more(gateway, notify_socket):
     """After an interrupted rotation on a modem without counters, a person's
     try through the service spends the pending PIN (the card kept its old
-    one): the service does not go on to present the current one by itself;
-    the person's second try does."""
+    one): the service does not go on to present the current one by itself,
+    nor does a second try (its attempt in the change was never settled);
+    the PIN a person stores again is presented."""
     import time
 
     from test_service import service
@@ -264,7 +272,9 @@ def test_a_rejection_through_the_service_presents_nothing_more(gateway, notify_s
             time.sleep(5)  # two periodic checks: nothing more is presented
             assert len(pin_presentations(modem.commands)) == before + 1 and not modem.pdp_active
             second = _try(gateway, "--below-guard", "--yes", "--json")
-            assert second.returncode == 0, second.stderr
-            wait_until(lambda: modem.pdp_active, 15, "paired with the current PIN")
+            assert second.returncode == 1 and json.loads(second.stdout)["reason"] == "attempt-unsettled"
+            assert len(pin_presentations(modem.commands)) == before + 1 and not modem.pdp_active
+            gateway.store_pin(str(card.iccid))
+            wait_until(lambda: modem.pdp_active, 15, "paired with the PIN stored again")
         assert len(pin_presentations(modem.commands)) == before + 2
         assert gateway.keystore().get(card.iccid).pin.reveal() == card.pin

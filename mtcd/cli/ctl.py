@@ -5,7 +5,7 @@
     mtcctl pin stage ICCID [--json]      the PIN an over-the-air change will set (stdin)
     mtcctl pin rotate [--length N] [--json]  change the inserted SIM's PIN now
     mtcctl pin forget ICCID [--yes] [--json]  drop a stored PIN
-    mtcctl pin try [--below-guard] [--last-attempt] [--yes] [--json]
+    mtcctl pin try [--below-guard] [--last-attempt] [--unsettled] [--yes] [--json]
                                          present the inserted SIM's stored PIN once, now
     mtcctl pair [--yes] [--json]         adopt the inserted SIM (transport PIN on stdin)
     mtcctl repair [--json]               take a pairing decision now
@@ -133,6 +133,9 @@ def _add_pin_try(pin_sub) -> None:
                               "unknown (asks to confirm on a terminal)")
     pin_try.add_argument("--last-attempt", action="store_true",
                          help="also on the SIM's last PIN attempt (a wrong PIN then PUK-blocks it)")
+    pin_try.add_argument("--unsettled", action="store_true",
+                         help="also a stored PIN whose earlier attempt was never settled, when nobody knows it "
+                              "(the card may have refused it: a wrong one may PUK-block the SIM)")
     pin_try.add_argument("--yes", action="store_true", help="confirm without being asked (scripts)")
     pin_try.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
 

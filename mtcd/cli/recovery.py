@@ -89,13 +89,16 @@ def forget_warning(config, iccid: Iccid, service) -> str | None:
 def pin_try(config, args, running_service) -> int:
     from ..service import Gateway, policy_settings
 
-    request = TryRequest(below_guard=args.below_guard, last_attempt=args.last_attempt, confirmed=args.yes)
+    request = TryRequest(below_guard=args.below_guard, last_attempt=args.last_attempt, confirmed=args.yes,
+                         unsettled=args.unsettled)
     service = running_service(config)
     if service is not None:
         def run(req: TryRequest) -> dict:
             fields = dict(below_guard=req.below_guard, last_attempt=req.last_attempt, confirmed=req.confirmed)
             if req.iccid is not None:
                 fields["iccid"] = req.iccid
+            if req.unsettled:
+                fields["unsettled"] = True
             return service.call("pin-try", **fields)
         answer = _confirmed(run, request, args, PairingJournal(config.state_dir))
     else:
@@ -124,11 +127,16 @@ def _confirmed(run, request: TryRequest, args, journal: PairingJournal) -> dict:
     try:
         confirm(answer["detail"], iccid, args.yes, "nothing presented")
     except NotConfirmed as exc:
-        journal.append("pin-try", iccid=iccid, pin=answer.get("pin"), outcome="refused", reason=NOT_CONFIRMED,
-                       attempts_before=answer.get("attempts_before"))
+        try:
+            journal.append("pin-try", iccid=iccid, pin=answer.get("pin"), outcome="refused",
+                           reason=NOT_CONFIRMED, attempts_before=answer.get("attempts_before"))
+        except MtcdError:
+            # Through the service, a person in service.admin_group may not
+            # write root's state directory: the refusal is what they must see.
+            pass
         raise TryRefused(NOT_CONFIRMED, str(exc), iccid) from None
     return run(TryRequest(below_guard=request.below_guard, last_attempt=request.last_attempt,
-                          confirmed=True, iccid=Iccid(iccid)))
+                          confirmed=True, iccid=Iccid(iccid), unsettled=request.unsettled))
 
 
 # -- mtcctl repair ---------------------------------------------------------------

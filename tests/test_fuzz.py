@@ -6,19 +6,13 @@ coverage-guided one (tests/fuzz/run.py).
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
-
-import engine  # noqa: E402
-import run as fuzz_run  # noqa: E402
-import targets  # noqa: E402
-
-from mtcd.at.reader import MAX_LINE, NEED_DATA, AtReader  # noqa: E402
+from fuzz import engine, targets
+from fuzz import run as fuzz_run
+from mtcd.at.reader import MAX_LINE, NEED_DATA, AtReader
 
 # Inputs per target beyond the corpus: well under a second each on one core
 # (the configuration loader writes files, hence fewer).

@@ -35,7 +35,7 @@ MAX_LEN = {"reader": 8192, "config": 16384}  # reader: past MAX_LINE, yet fast
 # child can instrument mtcd before anything imports it.
 TARGET_NAMES = ("reader", "parser", "apdu", "config", "control")
 
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # tests/: the package `fuzz`
 
 
 def have_atheris() -> bool:
@@ -63,13 +63,13 @@ def atheris_child(target: str, libfuzzer_args: list[str]) -> None:
     if "mtcd" in sys.modules:
         raise RuntimeError("mtcd was imported before atheris could instrument it")
     with atheris.instrument_imports(include=["mtcd", "tomllib", "json"]):
-        import targets
+        from fuzz import targets
     atheris.Setup([str(WORK / f"{target}-fuzzer"), *libfuzzer_args], targets.TARGETS[target])
     atheris.Fuzz()
 
 
 def atheris_run(target: str, seconds: int) -> bool:
-    import engine
+    from fuzz import engine
 
     out = WORK / target
     out.mkdir(parents=True, exist_ok=True)
@@ -96,8 +96,7 @@ def atheris_merge(target: str) -> bool:
 
 
 def mutate_run(target: str, seconds: int) -> bool:
-    import engine
-    import targets
+    from fuzz import engine, targets
 
     last = []
     try:
@@ -119,7 +118,7 @@ def mutate_run(target: str, seconds: int) -> bool:
 
 
 def replay(target: str, path: Path) -> None:
-    import targets
+    from fuzz import targets
 
     targets.TARGETS[target](path.read_bytes())
     print(f"{target}: {path} passes")

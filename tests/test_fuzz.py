@@ -6,6 +6,7 @@ coverage-guided one (tests/fuzz/run.py).
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -55,6 +56,21 @@ def test_the_engine_reports_a_hang():
     with pytest.raises(engine.Hang):
         engine.run("apdu", slow, count=1, per_input=0.05)
     assert time.monotonic() - started < 0.5
+
+
+def test_the_engine_reports_a_slow_input_outside_the_main_thread():
+    caught = []
+
+    def work():
+        try:
+            engine.run("apdu", lambda data: time.sleep(0.1), count=1, per_input=0.05)
+        except engine.Hang as exc:
+            caught.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert caught
 
 
 def test_the_reader_target_notices_a_leaked_pin(monkeypatch):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -97,7 +98,10 @@ def run(target: str, fn: Callable[[bytes], None], *, seed: int = 1, count: int =
     seeds = [data for _, data in corpus(target)] or [b""]
     tokens = TOKENS.get(target, [])
     rng = random.Random(f"{target}:{seed}")
-    old = signal.signal(signal.SIGALRM, _alarm)
+    # SIGALRM cuts a hang short; outside the main thread (where signals
+    # cannot be set) a slow input is caught after it returns.
+    alarm = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGALRM, _alarm) if alarm else None
     ran = 0
     deadline = None if seconds is None else time.monotonic() + seconds
     try:
@@ -112,17 +116,23 @@ def run(target: str, fn: Callable[[bytes], None], *, seed: int = 1, count: int =
                 data = mutate(rng, rng.choice(seeds), seeds, tokens, max_len)
             if on_input is not None:
                 on_input(data)
-            signal.setitimer(signal.ITIMER_REAL, per_input)
+            if alarm:
+                signal.setitimer(signal.ITIMER_REAL, per_input)
+            started = time.monotonic()
             try:
                 fn(data)
+                if time.monotonic() - started > per_input:
+                    raise Hang
             except BaseException as exc:
                 if isinstance(exc, KeyboardInterrupt):
                     raise
                 exc.fuzz_input = data
                 raise
             finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
+                if alarm:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
             ran += 1
     finally:
-        signal.signal(signal.SIGALRM, old)
+        if alarm:
+            signal.signal(signal.SIGALRM, old)
     return ran

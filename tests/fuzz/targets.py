@@ -35,7 +35,7 @@ from mtcd.control import BadRequest, ControlError, PeerCredentials, ServiceError
 from mtcd.errors import ConfigError, ModemProtocolError
 from mtcd.identity import Iccid, Imsi
 from mtcd.secret import Pin
-from mtcd.simlock import SimEvent
+from mtcd.simlock import SimEvent, SimLock
 from mtcd.vendors import DIALECTS, UnknownDialect, detect_dialect, dialect_named
 from mtcd.vendors import base as vendor_base
 from mtcd.vendors import cinterion, huawei, quectel, sierra, simcom, telit, ublox
@@ -254,9 +254,16 @@ def parser(data: bytes) -> None:
         parse(lines)
         return
     try:
-        parse(lines)
+        result = parse(lines)
     except ModemProtocolError:
-        pass
+        return
+    if parse is parsers.parse_cpin and result is SimLock.SIM_PIN:
+        # Guarantee 1: a PIN is presented only when the SIM asks for exactly SIM PIN.
+        for line in lines:
+            if line[:6].upper() == "+CPIN:":
+                code = " ".join(line[6:].replace('"', "").upper().split())
+                if not re.match("SIM PIN(?![0-9A-Z])", code):
+                    raise Fault(f"{line!r} read as SIM PIN")
 
 
 # --- the APDU codec ------------------------------------------------------------

@@ -205,5 +205,18 @@ test-deb: deb venv
 	$(call apt_ensure,mmdebstrap util-linux groff-base,fail)
 	MTCD_PACKAGE_TEST=1 $(PY) -m pytest -q -p no:cacheprovider -s tests/test_package.py
 
+# Fuzzing of what mtcd reads from outside (tests/fuzz/): the AT reader, every
+# reply parser, the APDU codec, the configuration loader and the control
+# socket's requests; FUZZ_SECONDS per target, FUZZ_TARGETS to pick some.
+# Coverage-guided with atheris, installed into the venv when a wheel or
+# clang allows; else the seeded mutation engine, which `make test` also runs.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+.PHONY: fuzz
+fuzz: venv
+	@$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install -q atheris || \
+	  echo "atheris did not install for this Python: the mutation engine runs instead"
+	$(PY) tests/fuzz/run.py --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 clean:
 	rm -rf $(VENV) $(BOOKWORM_VENV) build *.egg-info .pytest_cache .hypothesis

@@ -49,7 +49,8 @@ MAX_TEXT = 160  # GSM-7 characters in one SMS without a concatenation header
 CMGS_TIMEOUT = 120.0
 
 _NUMBER = re.compile(r"\+?[0-9]{3,20}")
-_CMGS = re.compile(r"\+CMGS:\s*(\d+)", re.IGNORECASE)
+# <mr> is 0-255: ASCII digits, at most three (int() of 5000 digits raises).
+_CMGS = re.compile(r"\+CMGS:\s*([0-9]{1,3})(?![0-9])", re.IGNORECASE)
 
 
 class PromptTransport(Protocol):

@@ -58,6 +58,7 @@ import math
 import os
 import re
 import stat
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,7 @@ VENDORS = ("auto", "generic", "quectel", "simcom", "ublox", "huawei", "telit", "
 IMEI_CHANGE_ACTIONS = ("report", "refuse")
 SEALERS = ("auto", "systemd-creds", "tpm2", "file")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_MAX_SECONDS = 10**9  # about 31 years: more is a typo
 DATALINK_BACKENDS = ("at", "ecm", "qmi", "ppp", "command", "none")
 PDP_TYPES = ("IP", "IPV6", "IPV4V6")
 MAX_APN_LENGTH = 100  # TS 23.003 §9.1
@@ -184,8 +186,12 @@ def _integer(low: int, high: int | None = None) -> Callable[[Any], int]:
 def _seconds(value):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _Bad(f"must be a number of seconds > 0 (got {_show(value)})")
+    if isinstance(value, int) and value > _MAX_SECONDS:  # float() of a huge integer overflows
+        raise _Bad(f"must be at most {_MAX_SECONDS} seconds")
     if not (math.isfinite(value) and value > 0):
         raise _Bad(f"must be a number of seconds > 0 (got {_show(value)})")
+    if value > _MAX_SECONDS:  # lock and select waits refuse a timeout this large
+        raise _Bad(f"must be at most {_MAX_SECONDS} seconds (got {_show(value)})")
     return float(value)
 
 
@@ -226,7 +232,8 @@ def _duration(value):
     # "90d", "12h", "30m", "3600s", "2w"; "off" for none.
     if value == "off":
         return None
-    m = re.fullmatch(r"([0-9]+)([smhdw])", value) if isinstance(value, str) else None
+    # At most 9 digits: a longer count is a typo, and would overflow a float.
+    m = re.fullmatch(r"([0-9]{1,9})([smhdw])", value) if isinstance(value, str) else None
     if m is None or int(m[1]) == 0:
         raise _Bad(f'must be "off" or a duration such as "90d", "12h", "30m" (got {_show(value)})')
     return float(int(m[1]) * _DURATION_UNITS[m[2]])
@@ -422,6 +429,8 @@ def _parse(path: Path) -> dict:
         raise ConfigError(f"{path}: {_where(text, str(exc))}") from None
     except RecursionError:  # tomllib recurses once per nested array or table
         raise ConfigError(f"{path}: arrays or tables nested too deeply") from None
+    except ValueError:  # tomllib's int() of a number longer than Python converts
+        raise ConfigError(f"{path}: an integer of more than {sys.get_int_max_str_digits()} digits") from None
 
 
 def _keys_of(doc: dict) -> list[str]:

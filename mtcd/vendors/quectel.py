@@ -59,7 +59,8 @@ def parse_qnetdevctl_auto(lines: Sequence[str]) -> bool:
     (connect and reconnect by itself); an empty reply: nothing set."""
     rows = info_fields(lines, "+QNETDEVCTL:")
     for fields in rows:
-        if not fields or not fields[0].isdigit():
+        # ASCII and short: int() refuses "²" and digit strings past 4300.
+        if not fields or not (fields[0].isascii() and fields[0].isdigit() and len(fields[0]) <= 3):
             raise ModemProtocolError(f"+QNETDEVCTL: unexpected fields {fields!r}")
     return any(int(fields[0]) == _QNETDEV_AUTO for fields in rows)
 

@@ -1,0 +1,1 @@
+"""Fuzz targets and their engines (see targets.py and run.py)."""

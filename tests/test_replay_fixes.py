@@ -83,3 +83,14 @@ def test_any_other_error_to_ate0_sends_nothing_more():
         with pytest.raises(ModemUnavailable, match="does not accept AT commands"):
             Modem(transport).initialise()
     assert script.commands == ["ATE0"] and script.mismatches == []
+
+
+@pytest.mark.parametrize("code, lock", [
+    ("PH_SIM PIN", "PH-SIM PIN"),  # Quectel M10's spelling of the phone lock
+    ('"SIM PIN"', "SIM PIN"),  # quoted (Motorola)
+    ("SIM_PIN", "OTHER"),  # not exactly SIM PIN: never answered with a PIN
+])
+def test_vendor_spellings_of_cpin_codes(code, lock):
+    from mtcd.at.parsers import parse_cpin
+
+    assert parse_cpin([f"+CPIN: {code}"]).value == lock

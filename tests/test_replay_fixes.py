@@ -94,3 +94,18 @@ def test_vendor_spellings_of_cpin_codes(code, lock):
     from mtcd.at.parsers import parse_cpin
 
     assert parse_cpin([f"+CPIN: {code}"]).value == lock
+
+
+def test_a_hex_iccid_tail_confirms_in_either_case(monkeypatch):
+    """The confirmation by the ICCID's last four characters, for a card
+    whose ICCID ends in hex digits (typed as a person reads it)."""
+    import io
+
+    from mtcd.cli import recovery
+
+    monkeypatch.setattr(recovery, "on_terminal", lambda: True)
+    monkeypatch.setattr("sys.stdin", io.StringIO("020a\n"))
+    recovery.confirm("forget it?", "898602F909183003020A", False, "not forgotten")  # no NotConfirmed
+    monkeypatch.setattr("sys.stdin", io.StringIO("0201\n"))
+    with pytest.raises(recovery.NotConfirmed):
+        recovery.confirm("forget it?", "898602F909183003020A", False, "not forgotten")

@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
 
     card = sub.add_parser("card", help="create a card state file (PIN, PUK on stdin)")
     card.add_argument("--state", required=True, help="card state file to write")
-    card.add_argument("--iccid", required=True, help="the card's ICCID (18 to 20 digits, Luhn check digit last)")
+    card.add_argument("--iccid", required=True, help="the card's ICCID (18 to 20 digits, Luhn check digit last; hex digits A-F after the sixth, as some operators issue, without one)")
     card.add_argument("--imsi", required=True, help="the card's IMSI (6 to 15 digits)")
     card.add_argument("--pin-disabled", action="store_true", help="PIN1 check switched off")
     card.add_argument("--pin-attempts", type=int, default=PIN_TRIES, help=f"PIN attempts left (default {PIN_TRIES})")

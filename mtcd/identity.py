@@ -117,7 +117,7 @@ class Iccid:
     def __post_init__(self):
         v = self.value.strip().upper() if isinstance(self.value, str) else self.value
         if not (isinstance(v, str) and v.isascii() and v[:6].isdigit() and set(v[6:]) <= _HEX_DIGITS):
-            raise ValueError("ICCID must be digits only (A-F allowed after the sixth, as some operators issue)")
+            raise ValueError("ICCID must be digits only")  # (A-F after the sixth: see above)
         if not 18 <= len(v) <= 20:
             raise ValueError("ICCID must be 18 to 20 digits")
         if not v.startswith("89"):

@@ -286,8 +286,6 @@ def test_parse_imsi_malformed_never_shows_the_value(lines):
         ([f"+ICCID: {ICCID}"], ICCID),
         ([ICCID], ICCID),
         ([f'"{ICCID19}F"'], ICCID19),
-        # Qualcomm-based Huawei ^ICCID: EF.ICCID as stored, digit pairs swapped.
-        (['^ICCID: "981062000000001032F6"'], "8901260000000001236"),
         # Hex digits in the account part (China Mobile cards).
         (['+CCID: "898602F9091830030220"'], "898602F9091830030220"),
     ],

@@ -109,3 +109,15 @@ def test_a_hex_iccid_tail_confirms_in_either_case(monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("0201\n"))
     with pytest.raises(recovery.NotConfirmed):
         recovery.confirm("forget it?", "898602F909183003020A", False, "not forgotten")
+
+
+@pytest.mark.parametrize("lines, iccid", [
+    (['^ICCID: "981062000000001032F6"'], "8901260000000001236"),  # Qualcomm-based: swapped, F-padded
+    (["^ICCID: 8901260000000001236"], "8901260000000001236"),  # HiSilicon-based: as printed
+    (['^ICCID: "9868209F908103302002"'], "898602F9091830030220"),  # swapped, hex account part
+])
+def test_huawei_iccid_in_either_digit_order(lines, iccid):
+    from mtcd.identity import Iccid
+    from mtcd.vendors.huawei import parse_huawei_iccid
+
+    assert parse_huawei_iccid(lines) == Iccid(iccid)

@@ -243,15 +243,9 @@ ICCID_PREFIXES = ("+CCID:", "+QCCID:", "+ICCID:", "^ICCID:")
 
 def parse_iccid(lines: Sequence[str]) -> Iccid:
     """A vendor ICCID reply, bare or behind one of `ICCID_PREFIXES`, quoted
-    or not, with the F padding of 19-digit ICCIDs removed.  Some firmware
-    (Qualcomm-based Huawei ^ICCID) prints EF.ICCID as stored, each digit
-    pair swapped: 20 characters starting "98" (no ICCID starts so, its
-    industry prefix is 89) are swapped back.  Errors never show the ICCID
-    itself."""
-    value = _identity_value("ICCID query", lines, ICCID_PREFIXES)
-    if len(value) == 20 and value[:2] == "98":
-        value = "".join(value[i + 1] + value[i] for i in range(0, 20, 2))
-    value = value.rstrip("Ff")
+    or not, with the F padding of 19-digit ICCIDs removed.  Errors never
+    show the ICCID itself."""
+    value = _identity_value("ICCID query", lines, ICCID_PREFIXES).rstrip("Ff")
     try:
         return Iccid(value)
     except ValueError as e:

@@ -105,29 +105,42 @@ class Imeisv:
         return self.value
 
 
+_HEX_DIGITS = frozenset("0123456789ABCDEF")
+
+
 @dataclass(frozen=True, slots=True)
 class Iccid:
     """Integrated Circuit Card Identifier (E.118): 18 to 20 digits ending in a
-    Luhn check digit, starting with the telecom industry prefix 89."""
+    Luhn check digit, starting with the telecom industry prefix 89.
+
+    Some operators (China Mobile among them) put the hex values A-F of the
+    BCD nibbles into the issuer's account part.  Such an ICCID has no valid
+    Luhn digit and is still the card's identity: accepted after the first
+    six characters (prefix, country, issuer), upper-cased, unchecked.  An
+    all-decimal ICCID keeps its check digit test (it catches typing slips)."""
 
     value: str
 
     def __post_init__(self):
-        v = _digits(self.value, "ICCID")
+        v = self.value.strip().upper() if isinstance(self.value, str) else self.value
+        if not (isinstance(v, str) and v.isascii() and v[:6].isdigit() and set(v[6:]) <= _HEX_DIGITS):
+            raise ValueError("ICCID must be digits only")  # (A-F after the sixth: see above)
         if not 18 <= len(v) <= 20:
             raise ValueError("ICCID must be 18 to 20 digits")
         if not v.startswith("89"):
             raise ValueError("ICCID must start with 89")
-        if not luhn_valid(v):
+        if v.isdigit() and not luhn_valid(v):
             raise ValueError("ICCID check digit is wrong")
         object.__setattr__(self, "value", v)
 
     @classmethod
     def from_ef(cls, data: bytes) -> "Iccid":
-        """Decode EF.ICCID (2FE2): 10 bytes of nibble-swapped BCD, F-padded."""
+        """Decode EF.ICCID (2FE2): 10 bytes of nibble-swapped BCD, F-padded
+        (the padding is trailing: an F inside is an operator's hex digit)."""
         if len(data) != 10:
             raise ValueError(f"EF.ICCID must be 10 bytes, got {len(data)}")
-        return cls(swapped_bcd_digits(data))
+        nibbles = "".join(f"{byte & 0x0F:X}{byte >> 4:X}" for byte in data)
+        return cls(nibbles.rstrip("F"))
 
     def to_ef(self) -> bytes:
         """Encode as EF.ICCID content (used by the simulator's card)."""

@@ -24,6 +24,15 @@ log = logging.getLogger("mtcd.modem")
 NOT_THIS_FORM = (None, 3, 4)
 T = TypeVar("T")
 
+CME_SIM_PIN_REQUIRED = 11  # TS 27.007 §9.2
+CME_SIM_PUK_REQUIRED = 12
+
+
+class LockedOutModem(ModemUnavailable):
+    """The modem refuses every command but AT+CPIN while the SIM is locked.
+    Unavailable (exit 69) rather than a refusal: nothing about the card or
+    the modem could be read; `mtcd run` keeps trying, as for a modem gone."""
+
 
 class Modem:
     def __init__(self, transport: SerialTransport, dialect: Dialect | None = None):
@@ -100,7 +109,8 @@ class Modem:
                 pass  # a modem without +CMEE, or without concatenation: one by one
         try:
             self.run(commands.echo_off())
-        except CommandFailed:
+        except CommandFailed as exc:
+            self._refuse_if_locked_out(exc)
             raise ModemUnavailable(f"{self.transport.port}: the port does not accept AT commands") from None
         try:
             self.run(commands.verbose_errors())
@@ -126,6 +136,7 @@ class Modem:
         try:
             return parsers.parse_imei(self.run(commands.imei()).lines)
         except CommandFailed as exc:
+            self._refuse_if_locked_out(exc)
             raise ModemUnavailable(f"{self.transport.port}: the modem does not report its IMEI ({exc.result})") from None
 
     def identities(self) -> tuple[Imei, Imeisv | None]:
@@ -150,6 +161,24 @@ class Modem:
             return parsers.parse_imeisv(self.run(commands.imeisv()).lines)
         except (CommandFailed, ModemProtocolError):
             return None
+
+    def _refuse_if_locked_out(self, exc: CommandFailed) -> None:
+        """Some modems (ZTE, Qualcomm M6280) answer every command but AT+CPIN
+        with "SIM PIN required" while the SIM is locked: no IMEI and no
+        ICCID before the PIN, so no PIN can ever be matched to the card.
+        Confirmed with AT+CPIN? (nothing else is sent), then refused."""
+        if exc.cme not in (CME_SIM_PIN_REQUIRED, CME_SIM_PUK_REQUIRED):
+            return
+        try:
+            lock = parsers.parse_cpin(self.run(commands.sim_lock_query()).lines)
+        except (CommandFailed, ModemProtocolError):
+            return
+        if lock.value in ("SIM PIN", "SIM PUK"):
+            raise LockedOutModem(
+                f"{self.transport.port}: the modem answers nothing but AT+CPIN while the SIM is locked "
+                f"({lock.value}): it reports no IMEI or ICCID before the PIN, so no PIN was presented; "
+                "this modem cannot be paired"
+            ) from None
 
     # -- radio -------------------------------------------------------------
     def switch_radio_off(self) -> None:

@@ -26,6 +26,11 @@ from .at.reader import NEED_DATA, AtReader, Prompt, Response, Unsolicited
 from .errors import ModemUnavailable
 from .portholder import describe_holder
 
+# Quiet after an information line before a reply without its final result
+# (Wavecom's AT+CPIN?) is taken as complete; a V.250 modem sends its OK
+# with the line, far sooner.
+NO_FINAL_QUIET = 0.5
+
 log = logging.getLogger("mtcd.at")
 
 
@@ -157,7 +162,7 @@ class SerialTransport:
             self._abandon()
             raise ModemUnavailable(f"{self.port}: write failed: {_why(exc)}") from None
         self.commands_sent += 1
-        outcome = self._await(wait)
+        outcome = self._await(wait, command)
         if outcome is None:
             self._abandon()
             raise ModemUnavailable(
@@ -212,17 +217,27 @@ class SerialTransport:
             self._abandon()
             raise ModemUnavailable(f"{self.port}: write failed: {_why(exc)}") from None
 
-    def _await(self, wait: float):
+    def _await(self, wait: float, command: AtCommand | None = None):
         deadline = time.monotonic() + wait
+        # A reply that may lack its final result is looked at more often.
+        step = NO_FINAL_QUIET / 2 if command is not None and command.final_optional else 1.0
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
             try:
-                return self._results.get(timeout=min(left, 1.0))
+                return self._results.get(timeout=min(left, step))
             except queue.Empty:
                 if self.heartbeat is not None:
                     self.heartbeat()
+                if step < 1.0 and time.monotonic() - self._last_rx >= NO_FINAL_QUIET:
+                    with self._reader_lock:
+                        ended = self._reader.end_without_final()
+                    if ended is not None:
+                        # Had the modem only been slow, its OK comes later:
+                        # the resync probe before the next command takes it.
+                        self._needs_resync = True
+                        return ended
 
     def _abandon(self) -> None:
         with self._reader_lock:

@@ -286,6 +286,8 @@ def test_parse_imsi_malformed_never_shows_the_value(lines):
         ([f"+ICCID: {ICCID}"], ICCID),
         ([ICCID], ICCID),
         ([f'"{ICCID19}F"'], ICCID19),
+        # Hex digits in the account part (China Mobile cards).
+        (['+CCID: "898602F9091830030220"'], "898602F9091830030220"),
     ],
 )
 def test_parse_iccid(lines, iccid):
@@ -297,8 +299,8 @@ def test_parse_iccid(lines, iccid):
     [
         ([], "empty reply"),
         (["+CCID: 89441000301234567890"], "check digit"),
-        (["+CCID: 98441000301234567891"], "start with 89"),
-        (["+CCID: 8944100030123456789A"], "digits only"),
+        (["+CCID: 79441000301234567891"], "start with 89"),
+        (["+CCID: 8944100030123456789G"], "digits only"),
         (["+CCID: FFFF"], "digits only"),
         ([ICCID, ICCID], "2 lines"),
     ],

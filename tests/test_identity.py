@@ -59,8 +59,23 @@ def test_bad_iccid(text, problem):
 def test_iccid_from_bad_ef():
     with pytest.raises(ValueError, match="10 bytes"):
         Iccid.from_ef(b"\x98\x94")
-    with pytest.raises(ValueError, match="BCD"):
+    with pytest.raises(ValueError, match="digits only"):  # hex in the issuer part
         Iccid.from_ef(bytes.fromhex("98a4000000000000f0ff"))
+
+
+# Operators that use the BCD nibbles A-F in the account part (forms from
+# ModemManager's ICCID parser tests): no Luhn digit, still the identity.
+@pytest.mark.parametrize("text", ["898602F9091830030220", "898602C0123456789012", "898602c012345678901"])
+def test_iccid_with_hex_account_digits(text):
+    iccid = Iccid(text)
+    assert iccid.value == text.upper()
+    assert Iccid.from_ef(iccid.to_ef()) == iccid  # an F inside is a digit, not padding
+
+
+@pytest.mark.parametrize("text", ["89860AF9091830030220", "898602G9091830030220", "898602 F909183003022"])
+def test_iccid_hex_only_in_the_account_part(text):
+    with pytest.raises(ValueError, match="digits only"):
+        Iccid(text)
 
 
 @given(st.text("0123456789", min_size=17, max_size=19).map(lambda s: "89" + s[:17]))

@@ -30,6 +30,10 @@ class AtCommand:
     # The secrets inside `text`: while the command runs and for a while
     # after, the reader redacts them from every line (see mtcd.at.reader).
     secrets: tuple[Secret, ...] = field(default=(), compare=False, repr=False)
+    # Some modems (Wavecom) end this command's reply with its information
+    # line and no final result: the transport then takes the line as the
+    # whole answer once the port has gone quiet (see mtcd.transport).
+    final_optional: bool = False
 
     def __post_init__(self):
         if self.secrets:
@@ -126,7 +130,7 @@ def functionality_query() -> AtCommand:
 
 
 def sim_lock_query() -> AtCommand:
-    return AtCommand("AT+CPIN?", prefixes=("+CPIN:",), name="cpin?")
+    return AtCommand("AT+CPIN?", prefixes=("+CPIN:",), name="cpin?", final_optional=True)
 
 
 def enter_pin(pin: Pin) -> AtCommand:

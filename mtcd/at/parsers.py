@@ -113,7 +113,10 @@ def _identity_value(command: str, lines: Sequence[str], prefixes: Sequence[str])
 
 
 def _normalise_code(text: str) -> str:
-    return " ".join(text.upper().split())
+    # Quectel's older firmware spells the phone lock "PH_SIM PIN": the
+    # underscore stands for 27.007's hyphen.  (A "SIM_PIN" thus becomes
+    # "SIM-PIN", never "SIM PIN": only the exact code gets a PIN.)
+    return " ".join(text.upper().replace("_", "-").split())
 
 
 # --- SIM lock state --------------------------------------------------------

@@ -290,6 +290,22 @@ class AtReader:
         self._pending = None
         self._lines = []
 
+    def end_without_final(self) -> Response | None:
+        """The pending command's reply so far as its whole answer, for a
+        command whose modem may send no final result (`final_optional`):
+        only once one of its own information lines has arrived.  The result
+        is OK with the text "no final result", so logs say what happened."""
+        command = self._pending
+        if command is None or not command.final_optional or self._before or self._buf.strip(b"\r\n"):
+            return None
+        if not any(line.upper().startswith(p.upper()) for line in self._lines for p in command.prefixes):
+            return None
+        lines = tuple(self._lines)
+        self._pending = None
+        self._lines = []
+        self._ended(command, completed=True)
+        return Response(command, lines, FinalResult("OK", text="no final result"))
+
     def receive_data(self, data: bytes) -> None:
         self._buf += data
 

@@ -61,7 +61,8 @@ def confirm(question: str, iccid: str | None, yes: bool, refusal: str) -> None:
         answer = sys.stdin.readline(256).strip()
     except (OSError, ValueError, UnicodeDecodeError):
         answer = ""
-    if answer.lower() != "yes" and (tail is None or answer != tail):
+    # An ICCID may end in hex digits (A-F): typed in either case.
+    if answer.lower() != "yes" and (tail is None or answer.upper() != tail.upper()):
         raise NotConfirmed(f"{refusal}: not confirmed")
 
 

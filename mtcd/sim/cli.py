@@ -12,6 +12,10 @@ development, tests and rehearsal (never on a production gateway).
         Prints the pty path as the first line of stdout.  SIGUSR1 pulls the
         card out, SIGUSR2 puts it back, SIGTERM/SIGINT stop (exit 0).
         --control: the socket the commands below reach it on.
+    mtcd-sim replay FILE [--link PATH]
+        Serve a recorded modem (a .dialogue file, docs/dialogue-format.md)
+        on a pty: prints the pty path, answers each command as recorded,
+        and reports a command the recording does not expect on stderr.
     mtcd-sim pull-sim | insert-sim [--card FILE] | swap-sim --card FILE |
              ota-pin [--no-refresh] | reset [--down S]   --control SOCKET [--json]
         Events on the running simulator; the new PIN of ota-pin on stdin.
@@ -19,7 +23,7 @@ development, tests and rehearsal (never on a production gateway).
         The card's identity and counters (with --control also the slot,
         radio and PDP state); never its PIN or PUK.
 
-Exit codes: 0 ok, 64 bad arguments, 65 bad card state file, 69 no
+Exit codes: 0 ok, 64 bad arguments, 65 bad card state or dialogue file, 69 no
 simulator on the socket or it refused the event, 74 I/O error.
 """
 
@@ -66,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
 
     card = sub.add_parser("card", help="create a card state file (PIN, PUK on stdin)")
     card.add_argument("--state", required=True, help="card state file to write")
-    card.add_argument("--iccid", required=True, help="the card's ICCID (18 to 20 digits, Luhn check digit last)")
+    card.add_argument("--iccid", required=True, help="the card's ICCID (18 to 20 digits, Luhn check digit last; hex digits A-F after the sixth, as some operators issue, without one)")
     card.add_argument("--imsi", required=True, help="the card's IMSI (6 to 15 digits)")
     card.add_argument("--pin-disabled", action="store_true", help="PIN1 check switched off")
     card.add_argument("--pin-attempts", type=int, default=PIN_TRIES, help=f"PIN attempts left (default {PIN_TRIES})")
@@ -90,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--link", help="symlink to create to the pty")
     serve.add_argument("--control", metavar="SOCKET",
                        help="Unix socket for pull-sim, insert-sim, swap-sim, ota-pin, reset and status")
+
+    replay = sub.add_parser("replay", help="serve a recorded modem dialogue on a pty",
+                            description="Answer each command as the recorded modem did (docs/dialogue-format.md).")
+    replay.add_argument("file", metavar="FILE", help="the .dialogue file to replay")
+    replay.add_argument("--link", help="symlink to create to the pty")
 
     def control(name: str, help: str) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help, description=help)
@@ -284,10 +293,35 @@ def _cmd_serve(args) -> int:
     return EXIT_OK
 
 
+def _cmd_replay(args) -> int:
+    from .replay import DialogueError, Script, load_dialogue
+    from .replay_pty import ReplayPtyServer
+
+    try:
+        dialogue = load_dialogue(args.file)
+    except (DialogueError, UnicodeDecodeError) as e:
+        raise CardFileError(str(e)) from None
+    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+    previous = {s: signal.signal(s, lambda n, _frame: signals.put(n)) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with ReplayPtyServer(Script(dialogue), link=args.link) as server:
+            print(server.port, flush=True)
+            while True:
+                try:
+                    signals.get(timeout=1.0)
+                    break
+                except queue.Empty:
+                    continue
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        commands = {"card": _cmd_card, "serve": _cmd_serve, "status": _cmd_status}
+        commands = {"card": _cmd_card, "serve": _cmd_serve, "status": _cmd_status, "replay": _cmd_replay}
         return commands.get(args.command, _cmd_event)(args)
     except _Usage as e:
         print(f"{PROG}: {e}", file=sys.stderr)

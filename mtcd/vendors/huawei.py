@@ -43,6 +43,22 @@ def parse_huawei_cpin(lines: Sequence[str]) -> PinAttempts:
     )
 
 
+def parse_huawei_iccid(lines: Sequence[str]) -> Iccid:
+    """^ICCID: "<iccid>".  Qualcomm-based Huawei firmware prints EF.ICCID as
+    stored, each digit pair swapped (HiSilicon-based firmware does not):
+    20 characters starting "98" are swapped back (no ICCID starts so, its
+    industry prefix is 89); the result is checked like any ICCID."""
+    swapped = []
+    for line in lines:
+        body = line.strip()
+        if body[:7].upper() == "^ICCID:":
+            value = body[7:].strip().strip('"').strip()
+            if len(value) == 20 and value[:2] == "98":
+                body = "^ICCID: " + "".join(value[i + 1] + value[i] for i in range(0, 20, 2))
+        swapped.append(body)
+    return parse_iccid(swapped)
+
+
 # ^SIMST: <state>: 0 invalid card or PIN-locked, 1 valid, 2/3/4 refused by
 # the network for CS/PS/both (a network verdict, not a card change),
 # 240 ROM-SIM, 255 no card.  0 is ambiguous, so it only says "a card is
@@ -55,7 +71,7 @@ class HuaweiDialect(Dialect):
     manufacturers = ("huawei",)
 
     def iccid_queries(self) -> list[Query[Iccid]]:
-        return [crsm_iccid_query(), Query(HUAWEI_ICCID, parse_iccid), ccid_query()]
+        return [crsm_iccid_query(), Query(HUAWEI_ICCID, parse_huawei_iccid), ccid_query()]
 
     def attempts_queries(self) -> list[Query[PinAttempts]]:
         return [cpinr_query(), Query(HUAWEI_CPIN, parse_huawei_cpin), csim_attempts_query()]

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import network_commands, pin_presentations, puk_commands
-from mtcd.sim.replay import DialogueError, Script, load_dialogue, parse_dialogue
+from mtcd.sim.replay import DialogueError, Script, framed, load_dialogue, parse_dialogue
 from mtcd.sim.replay_pty import ReplayPtyServer
 from simfixtures import TEST_PIN, sim_cli
 
@@ -202,14 +202,14 @@ def test_mtcd_sim_replay_serves_a_file_to_the_real_mtcd(gateway, tmp_path):
         gateway.store_pin("8949020000000000014")
         run = gateway.mtcd("once", "--json")
         assert run.returncode == 0 and run.last_json["state"] == "paired", run.stderr
-        again = gateway.mtcd("once", "--json")  # the recording is over: ATE0 is not expected
+        again = gateway.mtcd("once", "--json")  # the recording is over: nothing is expected
         assert again.returncode != 0
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
     assert err.splitlines()[0] == ("mtcd-sim replay: " + str(DIALOGUES / "generic-27007-baseline.dialogue")
-                                   + ": 'ATE0' after the end of the dialogue")
+                                   + ": 'ATE0+CMEE=1' after the end of the dialogue")
 
 
 def test_mtcd_sim_replay_rejects_a_bad_file_in_one_line(tmp_path):
@@ -218,3 +218,14 @@ def test_mtcd_sim_replay_rejects_a_bad_file_in_one_line(tmp_path):
     done = subprocess.run([*sim_cli(), "replay", str(bad)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 65
     assert done.stderr == f"mtcd-sim: {bad}: missing header source, vendor\n"
+
+
+def test_a_recording_of_single_commands_refuses_a_concatenated_line():
+    """Recorded one command a line, the modem is played as one that refuses
+    several on one line: the host's concatenated line gets ERROR, is not a
+    mismatch, and the recorded single commands follow."""
+    script = Script(parse_dialogue("#: vendor: x\n#: source: y\n> ATE0\n< OK\n> AT+CMEE=1\n< OK\n"))
+    assert script.answer("ATE0+CMEE=1") == [framed("ERROR")]
+    assert script.answer("ATE0") == [framed("OK")]
+    assert script.answer("AT+CMEE=1") == [framed("OK")]
+    assert script.mismatches == [] and script.finished

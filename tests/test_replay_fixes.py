@@ -82,7 +82,8 @@ def test_any_other_error_to_ate0_sends_nothing_more():
     with server, SerialTransport(server.port, timeout=2) as transport:
         with pytest.raises(ModemUnavailable, match="does not accept AT commands"):
             Modem(transport).initialise()
-    assert script.commands == ["ATE0"] and script.mismatches == []
+    # The set-up line first (refused, as by a modem without concatenation), then ATE0 alone.
+    assert script.commands == ["ATE0+CMEE=1", "ATE0"] and script.mismatches == []
 
 
 @pytest.mark.parametrize("code, lock", [

@@ -18,7 +18,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-from .modem import redacted
+from .modem import redacted, split_command_line
 
 # Placeholders of the secrets a recording never holds (any value matches).
 PLACEHOLDERS = ("<pin>", "<puk>", "<newpin>")
@@ -149,6 +149,12 @@ def load_dialogue(path) -> Dialogue:
         return parse_dialogue(f.read(), str(path))
 
 
+def _concatenated(command: str) -> bool:
+    text = command.strip()
+    parts = split_command_line(text[2:]) if text[:2].upper() == "AT" else None
+    return parts is not None and len(parts) > 1
+
+
 class Script:
     """Walks a dialogue: `opening()` is what the modem says before any
     command, `answer(command)` what it says to the next one, as a list of
@@ -175,6 +181,10 @@ class Script:
         self.commands.append(shown)
         if not isinstance(expected, Sent):
             self.mismatches.append(f"{self.dialogue.name}: {shown!r} after the end of the dialogue")
+            return [framed("ERROR")]
+        if not expected.matches(command) and _concatenated(command):
+            # A recording of single commands stands for a modem that refuses
+            # several on one line: ERROR, and the host goes on one by one.
             return [framed("ERROR")]
         if not expected.matches(command):
             self.mismatches.append(

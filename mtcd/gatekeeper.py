@@ -1013,5 +1013,8 @@ def _doctor(gk: Gatekeeper) -> dict:
     if gw is None:
         return _doctor_without_modem(gk)
     # A port that fails meanwhile is noticed by the loop as usual (on_failure).
-    modem = probe_modem(gw.modem, gk.config.modem.vendor, gw.modem.dialect, via="service")
+    from .card import doctor_uicc
+
+    modem = probe_modem(gw.modem, gk.config.modem.vendor, gw.modem.dialect, via="service",
+                        uicc=doctor_uicc(gk.config, gw.modem, gw.uicc))
     return {"pid": os.getpid(), "status": gk.status_now(), "modem": modem, "modem_error": None}

@@ -26,3 +26,18 @@ def uicc_for(config, modem, *, settle_time: float | None = None, waits=None):
     from .pcsc import PcscChannel
 
     return ApduUicc(PcscChannel(uicc_config.reader), settle_time=settle, waits=waits)
+
+
+def doctor_uicc(config, modem, current=None, *, settle_time: float = 3.0):
+    """The UICC `mtcctl doctor` asks, or None for the AT path (doctor makes
+    its own).  `current`: the service's; its card channel is shared, its
+    cached readings are not."""
+    uicc_config = getattr(config, "uicc", None)
+    if uicc_config is None or uicc_config.backend == "at":
+        return None
+    channel = getattr(current, "channel", None)
+    if channel is not None:
+        from .uicc import ApduUicc
+
+        return ApduUicc(channel, settle_time=settle_time)
+    return uicc_for(config, modem, settle_time=settle_time)

@@ -46,6 +46,8 @@ def choose_reader(readers: list[str], wanted: str, holding: frozenset[str] = fro
         with_card = [r for r in readers if r in holding]
         if len(readers) == 1 or len(with_card) == 1:
             return readers[0] if len(readers) == 1 else with_card[0]
+        if not with_card:
+            raise CardAbsent(f"no card in any of the {len(readers)} PC/SC readers")
         raise ReaderUnavailable(f"{len(readers)} PC/SC readers are connected and {len(with_card) or 'none'} "
                                 f"hold a card; name one in uicc.reader ({', '.join(repr(r) for r in readers)})")
     if wanted.isdigit():

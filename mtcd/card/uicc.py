@@ -32,6 +32,7 @@ from .channel import CardAbsent, CardChannel, CardReset, transmit
 log = logging.getLogger("mtcd.card")
 
 SOURCE = "VERIFY/UNBLOCK APDU"
+PIN1_TRIES = 3  # TS 102 221 §9.5.1: three consecutive wrong presentations block a PIN
 _TRANSIENT = {SimLock.BUSY, SimLock.NOT_READY}
 # EF.DIR lists a handful of applications; more records than this are not read.
 MAX_DIR_RECORDS = 16
@@ -195,9 +196,14 @@ class ApduUicc:
     def attempts(self) -> PinAttempts | None:
         try:
             session = self.channel.session
-            self._select_usim()
-            pin1 = _left(self._tx(apdu.verify_pin(None)))
+            fcp = self._select_usim()
+            verify = self._tx(apdu.verify_pin(None))
+            pin1 = _left(verify)
             puk1 = _left(self._tx(apdu.unblock_query()))
+            if verify.ok and files.key_enabled(fcp, PIN1):
+                # Verified: the last presentation was right, and a right one
+                # resets the counter to its initial value (TS 102 221 §9.5.1).
+                pin1 = PIN1_TRIES
         except (CardAbsent, CommandFailed, ModemProtocolError) as exc:
             log.info("attempt counters not read: %s", exc)
             return None
@@ -247,10 +253,14 @@ class ApduUicc:
         return self._send_secret(apdu.verify_pin(pin))
 
     def _still_asking(self) -> None:
-        """The last look before a PIN goes out: same session, still 63Cx, and
-        the count the policy decided on (nothing spent one meanwhile)."""
+        """The last look before a PIN goes out: the same card session, the
+        same ICCID (a modem gives no word of a swap it missed), VERIFY
+        without data still 63Cx, with the count the policy decided on."""
         session = self.channel.session
         try:
+            self._tx(apdu.select_file(apdu.MF))
+            raw = self._read_ef(apdu.EF_ICCID)
+            self._select_usim()
             resp = self._tx(apdu.verify_pin(None))
         except (CardAbsent, CommandFailed, ModemUnavailable) as exc:
             self._lock = None
@@ -258,6 +268,13 @@ class ApduUicc:
         if session != self.channel.session:
             self._lock = None
             raise CardChangedMidway("the card was reset or replaced since it was read; nothing was sent to it")
+        try:
+            same = raw is not None and Iccid.from_ef(raw) == self._iccid
+        except ValueError:
+            same = False
+        if not same:
+            self._lock = None
+            raise CardChangedMidway("another card is in the slot than the one read; nothing was sent to it")
         try:
             left = _left(resp)
         except ModemProtocolError:

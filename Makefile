@@ -4,8 +4,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # Debian packages the test suite needs.  Installed by `make deps` when they are
-# missing and we run as root; otherwise we say what is missing.
-DEB_PACKAGES ?= systemd swtpm swtpm-tools build-essential pkg-config libtss2-dev libtss2-tcti-swtpm0 libsystemd-dev strace udev
+# missing and we run as root; otherwise we say what is missing.  pcscd and
+# vsmartcard-vpcd: the PC/SC tests run a private pcscd with vpcd's virtual
+# reader (tests/pcscstack.py); libpcsclite-dev and swig build pyscard where
+# pip finds no wheel of it; python3-pyscard is for Debian's own python3.
+DEB_PACKAGES ?= systemd swtpm swtpm-tools build-essential pkg-config libtss2-dev libtss2-tcti-swtpm0 libsystemd-dev strace udev \
+  pcscd vsmartcard-vpcd libpcsclite-dev swig python3-pyscard
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 # What `make deb` needs: the Debian build tools, lintian, and pip to fetch
 # python-gsmmodem-new's sdist (Debian has no package of it).
@@ -177,7 +181,7 @@ deb: deb-deps
 # the test tools and what Debian lacks (python-gsmmodem-new) from pip.
 BOOKWORM_VENV ?= .venv-bookworm
 BOOKWORM_PY := $(BOOKWORM_VENV)/bin/python
-BOOKWORM_LIBS ?= python3-venv python3-pip python3-setuptools python3-wheel python3-serial python3-cryptography python3-keyring python3-systemd python3-tpm2-pytss
+BOOKWORM_LIBS ?= python3-venv python3-pip python3-setuptools python3-wheel python3-serial python3-cryptography python3-keyring python3-systemd python3-tpm2-pytss python3-pyscard
 
 test-bookworm: deps
 	$(call apt_ensure,$(BOOKWORM_LIBS),fail)

@@ -141,8 +141,11 @@ class PcscChannel:
         result, response = s.SCardTransmit(self._card, self._protocol, list(tpdu))
         if result == s.SCARD_S_SUCCESS:
             return bytes(response)
+        # Reset, removed, or the exchange broke off (vpcd's card went away
+        # mid-command: SCARD_E_NOT_TRANSACTED): the card session is over.
         gone = result in (s.SCARD_W_RESET_CARD, s.SCARD_W_REMOVED_CARD, s.SCARD_E_NO_SMARTCARD,
-                          s.SCARD_W_UNPOWERED_CARD)
+                          s.SCARD_W_UNPOWERED_CARD, s.SCARD_W_UNRESPONSIVE_CARD, s.SCARD_E_NOT_TRANSACTED,
+                          s.SCARD_E_COMM_DATA_LOST)
         message = s.SCardGetErrorMessage(result)
         # Whatever happened, this handle's card session is over.
         self._drop()

@@ -248,3 +248,22 @@ def test_sim_unblock_with_a_puk_from_a_person(bench):
         paired = b.gateway.mtcd("once", "--json")
         assert paired.last_json["state"] == "paired", paired.stdout + paired.stderr
         b.no_secret_anywhere(refused, run, paired, secrets=(TEST_PUK, NEW_PIN))
+
+
+@pytest.mark.parametrize("pin_enabled", [True, False])
+def test_pair_adopts_a_sim_with_its_transport_pin(bench, pin_enabled):
+    transport = "80246913"
+    card = make_card(pin=transport, pin_enabled=pin_enabled)
+    with bench(card) as b:
+        run = b.gateway.mtcctl("pair", "--json", stdin=transport + "\n")
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert json.loads(run.stdout)["outcome"] == "done"
+        state = b.state()
+        assert state["pin_enabled"] and state["pin"] != transport and len(state["pin"]) == 8
+        # VERIFY (or ENABLE, for a disabled PIN), then CHANGE: each once.
+        assert b.pin_commands() == (["20", "24"] if pin_enabled else ["28", "24"])
+        entry = b.gateway.keystore().get(card.iccid)
+        assert entry.pin.reveal() == state["pin"] and not entry.transport
+        b.power_cycle()
+        assert b.gateway.mtcd("once", "--json").last_json["state"] == "paired"
+        b.no_secret_anywhere(run, secrets=(transport, state["pin"]))

@@ -380,7 +380,8 @@ class Gatekeeper:
 
     def _check_interval(self) -> float:
         interval = self.config.service.check_interval
-        if self.gateway is not None and self.gateway.urcs_enabled:
+        # The modem's SIM-state URCs say nothing of a card in a PC/SC reader.
+        if self.gateway is not None and self.gateway.urcs_enabled and self.config.uicc.backend != "pcsc":
             interval = max(interval, URC_SAFETY_CHECK)
         if self.notifier.watchdog_interval is not None:
             interval = min(interval, self.notifier.watchdog_interval)

@@ -91,9 +91,10 @@ def bench(backend, gateway, tmp_path, monkeypatch):
                 yield Bench(backend, gateway, modem, card)
             return
         # The modem keeps its own (PIN-less) SIM for the data link; the card
-        # under test is the one in the PC/SC reader.
+        # under test is the one in the PC/SC reader.  A modem with SIM-state
+        # URCs: they must not stand in for checks of the reader's card.
         with PcscStack(tmp_path / "pcsc", card, vusim_args=vusim_args) as stack, \
-                sim_modem(make_card(serial_number=99, pin_enabled=False)) as (modem, port):
+                sim_modem(make_card(serial_number=99, pin_enabled=False), vendor="simcom") as (modem, port):
             monkeypatch.setenv("PCSCLITE_CSOCK_NAME", str(stack.socket))
             gateway.configure(port, policy=policy)
             with open(gateway.config, "a") as f:
@@ -267,3 +268,23 @@ def test_pair_adopts_a_sim_with_its_transport_pin(bench, pin_enabled):
         b.power_cycle()
         assert b.gateway.mtcd("once", "--json").last_json["state"] == "paired"
         b.no_secret_anywhere(run, secrets=(transport, state["pin"]))
+
+
+def test_service_pairs_again_after_the_card_was_power_cycled(bench, notify_socket):
+    from test_service import service
+
+    card = make_card()
+    with bench(card) as b:
+        b.gateway.store_pin(str(card.iccid))
+        with service(b.gateway, notify_socket):
+            ready = notify_socket.wait_for("READY", "1")
+            assert ready["STATUS"].startswith(f"paired ICCID {card.iccid}")
+            start = len(notify_socket.messages)
+            b.power_cycle()  # the card forgets its verification: it asks for its PIN again
+            deadline = time.monotonic() + 30
+            while len(b.pin_commands()) < 2:
+                assert time.monotonic() < deadline, "the service never noticed the card's power cycle"
+                time.sleep(0.1)
+            notify_socket.wait_until(lambda m: m.get("STATUS", "").startswith(f"paired ICCID {card.iccid}"),
+                                     start=start, what="paired again")
+            assert b.pin_commands() == ["20", "20"] and b.state()["pin_attempts"] == 3

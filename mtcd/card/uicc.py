@@ -128,14 +128,17 @@ class ApduUicc:
     def lock(self, settle: bool = True) -> SimLock:
         self._lock = None
         deadline = time.monotonic() + (self.settle_time if settle else 0.0)
+        retried = False
         while True:
             try:
                 session = self.channel.session
                 state = self._read_lock()
-            except ModemProtocolError:
-                # A reset crossed the reading (CardReset), or an odd answer: ask again.
-                if time.monotonic() >= deadline:
+            except ModemProtocolError as exc:
+                # A reset crossed the reading (CardReset), or an odd answer: ask
+                # again; after a reset at least once, in the new session.
+                if time.monotonic() >= deadline and not (isinstance(exc, CardReset) and retried is False):
                     raise
+                retried = isinstance(exc, CardReset) or retried
                 time.sleep(self.poll_interval)
                 continue
             if state not in _TRANSIENT or time.monotonic() >= deadline:

@@ -68,6 +68,10 @@ DEMO_STAMP := $(VENV)/.installed-runtime
 DEMO_DEB_PACKAGES ?= build-essential pkg-config libsystemd-dev \
   $(if $(filter /usr,$(shell $(PYTHON) -c 'import sys; print(sys.base_prefix)' 2>/dev/null || echo /usr)),python3 python3-venv python3-dev)
 
+# With pcscd and vpcd on this machine the demo also shows the SIM in a PC/SC
+# reader (mtcd.sim.pcscstack; as root): the venv then gets pyscard too.
+DEMO_EXTRAS := $(if $(wildcard /usr/lib/pcsc/drivers/serial/libifdvpcd.so),.[pcsc],.)
+
 demo-deps:
 	@echo "== make demo: checking the Debian packages it needs"
 	$(call apt_ensure,$(DEMO_DEB_PACKAGES))
@@ -79,7 +83,7 @@ $(DEMO_STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV)
 	@echo "== installing mtcd and its runtime dependencies (building systemd-python takes a minute)"
 	@# pip's own progress, one line per package, without its noise; pip's exit status kept.
-	@{ $(PY) -m pip install --disable-pip-version-check -e . 2>&1; echo $$? > $(VENV)/.pip-status; } | \
+	@{ $(PY) -m pip install --disable-pip-version-check -e '$(DEMO_EXTRAS)' 2>&1; echo $$? > $(VENV)/.pip-status; } | \
 	  grep --line-buffered -E '^(Collecting|Building wheel|Successfully|ERROR|error)' | sed -u 's/^/   /'
 	@status=$$(cat $(VENV)/.pip-status); rm -f $(VENV)/.pip-status; \
 	  [ "$$status" = 0 ] || { echo "pip failed (exit $$status): $(PY) -m pip install -e . shows why"; exit 1; }

@@ -238,3 +238,30 @@ def test_pcsc_without_pcscd_is_one_line_exit_69(gateway, tmp_path, monkeypatch):
     assert run.returncode == 69 and "pcscd" in run.stderr and "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
     assert modem.radio != 1
+
+
+def test_virtual_usim_serves_extra_files_only_when_asked():
+    """EF-IPS (cyclic records) and EF-IPD (transparent) in the virtual USIM,
+    for the readers of the card's pairing record; absent by default."""
+    from mtcd.sim.vusim import VirtualUsim
+
+    ips, ipd = ["4F4B01", "4B4F02"], "3599990000000180"
+    usim = VirtualUsim(make_card(), {"6FF1": ips, "6FF2": ipd})
+
+    class Channel:
+        session = 1
+
+        def send(self, tpdu, *, sensitive=False):
+            return usim.answer(tpdu)
+
+    channel = Channel()
+    fcp = transmit(channel, apdu.select_file(0x6FF1))
+    assert fcp.ok and files.record_length(fcp.data) == 3 and files.file_size(fcp.data) == 6
+    record = transmit(channel, files.read_record(2, 3))
+    assert record.ok and record.data == bytes.fromhex("4B4F02")
+    assert transmit(channel, apdu.select_file(0x6FF2)).ok
+    assert transmit(channel, apdu.read_binary(0, 8)).data == bytes.fromhex(ipd)
+    plain = VirtualUsim(make_card())
+    assert plain.answer(apdu.select_file(0x6FF1).tpdu()) == b"\x6a\x82"
+    # EF.DIR names the USIM, and only that AID (or a prefix of it) selects it.
+    assert plain.answer(files.select_aid(bytes.fromhex("A0000000871004")).tpdu()) == b"\x6a\x82"

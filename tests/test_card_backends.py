@@ -279,6 +279,10 @@ def test_service_pairs_again_after_the_card_was_power_cycled(bench, notify_socke
         with service(b.gateway, notify_socket):
             ready = notify_socket.wait_for("READY", "1")
             assert ready["STATUS"].startswith(f"paired ICCID {card.iccid}")
+            # doctor through the service: the card asked over the service's own channel.
+            facts = json.loads(b.gateway.mtcctl("doctor", "--json").stdout)["modem"]
+            assert facts["via"] == "service" and facts["iccid"] == str(card.iccid)
+            assert facts["pin_enabled"] is True and facts["pin_attempts"] == 3
             start = len(notify_socket.messages)
             b.power_cycle()  # the card forgets its verification: it asks for its PIN again
             deadline = time.monotonic() + 30

@@ -108,9 +108,11 @@ def probe_modem(modem: Modem, vendor: str, dialect: Dialect | None = None, *, vi
         if counters is not None and counters.puk1 is not None:
             p.facts["puk_attempts"], p.facts["puk_attempts_source"] = counters.puk1, counters.source
         else:
-            puk = p.ask("puk_attempts", lambda: _unblock_counter(modem), "the card gave no PUK counter")
+            # Over csim/pcsc the card itself; the modem's AT+CSIM may reach another card.
+            puk = p.ask("puk_attempts", uicc.puk_attempts if apdu_path else lambda: _unblock_counter(modem),
+                        "the card gave no PUK counter")
             if puk is not None:
-                p.facts["puk_attempts_source"] = "+CSIM UNBLOCK PIN"
+                p.facts["puk_attempts_source"] = "UNBLOCK PIN APDU" if apdu_path else "+CSIM UNBLOCK PIN"
         if apdu_path:
             p.ask("pin_enabled", uicc.pin_enabled, "the card's FCP has no PIN status for PIN1")
         else:

@@ -106,6 +106,7 @@ class PcscChannel:
                       s.SCARD_W_UNRESPONSIVE_CARD):
             raise CardAbsent(f"no card in {self.reader}")
         if result != s.SCARD_S_SUCCESS:
+            self._release()  # pcscd restarted or the reader went: start from a new context
             raise ReaderUnavailable(f"{self.reader}: {s.SCardGetErrorMessage(result)}")
         self._card, self._protocol = card, protocol
         log.debug("card session %d on %s", self.session, self.reader)

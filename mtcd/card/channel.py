@@ -16,7 +16,7 @@ from typing import Protocol
 from .. import apdu
 from ..apdu import Apdu, ApduResponse
 from ..at import commands, parsers
-from ..errors import CommandFailed, ModemProtocolError, ModemUnavailable, MtcdError
+from ..errors import CommandFailed, ModemProtocolError, MtcdError
 
 log = logging.getLogger("mtcd.card")
 
@@ -98,4 +98,4 @@ class CsimChannel:
         pass  # the modem's port is the session's, closed with it
 
 
-__all__ = ["CardAbsent", "CardChannel", "CardReset", "CsimChannel", "ModemUnavailable", "transmit"]
+__all__ = ["CardAbsent", "CardChannel", "CardReset", "CsimChannel", "transmit"]

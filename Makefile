@@ -4,8 +4,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # Debian packages the test suite needs.  Installed by `make deps` when they are
-# missing and we run as root; otherwise we say what is missing.
-DEB_PACKAGES ?= systemd swtpm swtpm-tools build-essential pkg-config libtss2-dev libtss2-tcti-swtpm0 libsystemd-dev strace udev
+# missing and we run as root; otherwise we say what is missing.  pcscd and
+# vsmartcard-vpcd: the PC/SC tests run a private pcscd with vpcd's virtual
+# reader (tests/pcscstack.py); libpcsclite-dev and swig build pyscard where
+# pip finds no wheel of it; python3-pyscard is for Debian's own python3.
+DEB_PACKAGES ?= systemd swtpm swtpm-tools build-essential pkg-config libtss2-dev libtss2-tcti-swtpm0 libsystemd-dev strace udev \
+  pcscd vsmartcard-vpcd libpcsclite-dev swig python3-pyscard
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 # What `make deb` needs: the Debian build tools, lintian, and pip to fetch
 # python-gsmmodem-new's sdist (Debian has no package of it).
@@ -64,6 +68,10 @@ DEMO_STAMP := $(VENV)/.installed-runtime
 DEMO_DEB_PACKAGES ?= build-essential pkg-config libsystemd-dev \
   $(if $(filter /usr,$(shell $(PYTHON) -c 'import sys; print(sys.base_prefix)' 2>/dev/null || echo /usr)),python3 python3-venv python3-dev)
 
+# With pcscd and vpcd on this machine the demo also shows the SIM in a PC/SC
+# reader (mtcd.sim.pcscstack; as root): the venv then gets pyscard too.
+DEMO_EXTRAS := $(if $(wildcard /usr/lib/pcsc/drivers/serial/libifdvpcd.so),.[pcsc],.)
+
 demo-deps:
 	@echo "== make demo: checking the Debian packages it needs"
 	$(call apt_ensure,$(DEMO_DEB_PACKAGES))
@@ -75,7 +83,7 @@ $(DEMO_STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV)
 	@echo "== installing mtcd and its runtime dependencies (building systemd-python takes a minute)"
 	@# pip's own progress, one line per package, without its noise; pip's exit status kept.
-	@{ $(PY) -m pip install --disable-pip-version-check -e . 2>&1; echo $$? > $(VENV)/.pip-status; } | \
+	@{ $(PY) -m pip install --disable-pip-version-check -e '$(DEMO_EXTRAS)' 2>&1; echo $$? > $(VENV)/.pip-status; } | \
 	  grep --line-buffered -E '^(Collecting|Building wheel|Successfully|ERROR|error)' | sed -u 's/^/   /'
 	@status=$$(cat $(VENV)/.pip-status); rm -f $(VENV)/.pip-status; \
 	  [ "$$status" = 0 ] || { echo "pip failed (exit $$status): $(PY) -m pip install -e . shows why"; exit 1; }
@@ -177,7 +185,7 @@ deb: deb-deps
 # the test tools and what Debian lacks (python-gsmmodem-new) from pip.
 BOOKWORM_VENV ?= .venv-bookworm
 BOOKWORM_PY := $(BOOKWORM_VENV)/bin/python
-BOOKWORM_LIBS ?= python3-venv python3-pip python3-setuptools python3-wheel python3-serial python3-cryptography python3-keyring python3-systemd python3-tpm2-pytss
+BOOKWORM_LIBS ?= python3-venv python3-pip python3-setuptools python3-wheel python3-serial python3-cryptography python3-keyring python3-systemd python3-tpm2-pytss python3-pyscard
 
 test-bookworm: deps
 	$(call apt_ensure,$(BOOKWORM_LIBS),fail)

@@ -34,6 +34,9 @@ tables merged key by key, a later value winning; each is checked as strictly.
     metrics_file = ""              # Prometheus textfile, e.g. /var/lib/prometheus/node-exporter/mtcd.prom
     [alerts]
     sms_to = ""                    # operator number for association-change SMS
+    [uicc]
+    backend = "at"                 # "at" (AT+CPIN) | "csim" (APDUs over AT+CSIM) | "pcsc" (a PC/SC reader)
+    reader = ""                    # pcsc only: part of the reader's name, or its index
     [datalink]
     backend = "at"                 # "at" | "ecm" | "qmi" | "ppp" | "command" | "none"
     apn = "internet"
@@ -74,6 +77,7 @@ IMEI_CHANGE_ACTIONS = ("report", "refuse")
 SEALERS = ("auto", "systemd-creds", "tpm2", "file")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _MAX_SECONDS = 10**9  # about 31 years: more is a typo
+UICC_BACKENDS = ("at", "csim", "pcsc")
 DATALINK_BACKENDS = ("at", "ecm", "qmi", "ppp", "command", "none")
 PDP_TYPES = ("IP", "IPV6", "IPV4V6")
 MAX_APN_LENGTH = 100  # TS 23.003 §9.1
@@ -140,6 +144,12 @@ class DatalinkConfig:
 
 
 @dataclass(frozen=True)
+class UiccConfig:
+    backend: str = "at"  # "at" | "csim" | "pcsc" (mtcd.card)
+    reader: str = ""  # pcsc only: a reader name substring or index; "": the only reader
+
+
+@dataclass(frozen=True)
 class Config:
     state_dir: Path
     modem: ModemConfig
@@ -148,6 +158,7 @@ class Config:
     keystore: KeystoreConfig = KeystoreConfig()
     service: ServiceConfig = ServiceConfig()
     alerts: AlertsConfig = AlertsConfig()
+    uicc: UiccConfig = UiccConfig()
 
 
 # --- value checks: each returns the value to use or a complaint ---
@@ -307,6 +318,12 @@ def _interface(value):
     return value
 
 
+def _reader(value):
+    if not isinstance(value, str) or not value.strip() or len(value) > 200 or not value.isprintable():
+        raise _Bad(f"must be a reader name (or part of one) or its index (got {_show(value)})")
+    return value
+
+
 def _ppp_path(value):
     if value == "":
         return value
@@ -316,7 +333,7 @@ def _ppp_path(value):
 
 
 _TOP = {"state_dir": _state_dir, "modem": None, "policy": None, "datalink": None, "keystore": None,
-        "service": None, "alerts": None}
+        "service": None, "alerts": None, "uicc": None}
 _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "modem": {
         "port": _port,
@@ -348,6 +365,10 @@ _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
     },
     "alerts": {
         "sms_to": _phone_number,
+    },
+    "uicc": {
+        "backend": _one_of(UICC_BACKENDS),
+        "reader": _reader,
     },
     "datalink": {
         "backend": _one_of(DATALINK_BACKENDS),
@@ -521,6 +542,9 @@ def _build(path: Path, doc: dict, origins: dict[str, Path] | None = None) -> Con
     keystore = take("keystore")
     service = take("service")
     alerts = take("alerts")
+    uicc = take("uicc")
+    if "reader" in uicc and uicc.get("backend", UiccConfig.backend) != "pcsc":
+        fail("uicc.reader", f'is only used with backend = "pcsc" (backend is "{uicc.get("backend", UiccConfig.backend)}")')
 
     backend = datalink.get("backend", DatalinkConfig.backend)
     for key in ("up", "down"):
@@ -562,6 +586,7 @@ def _build(path: Path, doc: dict, origins: dict[str, Path] | None = None) -> Con
         keystore=KeystoreConfig(**keystore),
         service=ServiceConfig(**service),
         alerts=AlertsConfig(**alerts),
+        uicc=UiccConfig(**uicc),
     )
 
 

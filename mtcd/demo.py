@@ -85,13 +85,47 @@ def radio_state(port: Path) -> str:
     return {0: "minimum (0)", 1: "ON (1)", 4: "OFF (4)"}.get(level, str(level))
 
 
-def make_card(name: str, iccid: str, pin: str) -> Path:
+def make_card(name: str, iccid: str, pin: str, *options: str) -> Path:
     path = ROOT / f"{name}.json"
     subprocess.run(
-        [*_tool("mtcd-sim"), "card", "--state", str(path), "--iccid", iccid, "--imsi", "262019876543210"],
+        [*_tool("mtcd-sim"), "card", "--state", str(path), "--iccid", iccid, "--imsi", "262019876543210", *options],
         input=f"{pin}\n", text=True, check=True, capture_output=True, env=ENV,
     )
     return path
+
+
+_INS = {"A4": "SELECT", "C0": "GET RESPONSE", "B0": "READ BINARY", "B2": "READ RECORD", "20": "VERIFY",
+        "2C": "UNBLOCK PIN", "24": "CHANGE PIN", "28": "ENABLE PIN"}
+
+
+def over_pcsc(config: Path, card_pin: str) -> None:
+    """The card in a PC/SC reader: a private pcscd with vpcd's virtual
+    reader and the virtual USIM (mtcd.sim.pcscstack), when this machine has
+    them; the modem still gives the IMEI and carries the link."""
+    from .sim.card import SimCard
+    from .sim.pcscstack import PcscStack, missing
+
+    why = missing()
+    if why:
+        print(f"  not shown here: {why}")
+        return
+    reader_iccid = _iccid(4)
+    card = SimCard.load(make_card("reader-sim", reader_iccid, card_pin))
+    pcsc_config = ROOT / "mtcd-pcsc.toml"
+    pcsc_config.write_text(config.read_text() + '[uicc]\nbackend = "pcsc"\n')
+    mtcd = [*_tool("mtcd"), "--config", str(pcsc_config)]
+    mtcctl = [*_tool("mtcctl"), "--config", str(pcsc_config)]
+    show([*mtcctl, "pin", "set", reader_iccid], stdin=card_pin + "\n", hidden_input=True)
+    with PcscStack(ROOT / "pcsc", card) as stack, \
+            Simulator(make_card("modem-sim", _iccid(5), "0000", "--pin-disabled")):
+        ENV["PCSCLITE_CSOCK_NAME"] = str(stack.socket)
+        print(f"  pcscd (own /run/pcscd, own network namespace) with a virtual USIM in {stack.reader_name()}")
+        show([*mtcd, "once", "--json"])
+        seen = [f"{_INS.get(e['ins'], e['ins'])}{' (with data, not logged)' if e['ins'] in ('20', '2C', '24', '28') and e['lc'] else ''}"
+                for e in stack.entries() if "ins" in e and e["ins"] != "C0"]
+        print("  what the card was sent: " + ", ".join(seen))
+        log = stack.log.read_text() + stack.pcscd_log.read_text()
+        print(f"  the PIN in the card's or pcscd's logs: {'YES' if card_pin in log else 'no'}")
 
 
 def main() -> int:
@@ -133,7 +167,10 @@ def main() -> int:
     left = card.get("pin_attempts")
     print(f"  PIN attempts left on that card: {left} of 3 (the gateway will not spend another)")
 
-    say("4. What the gateway remembers")
+    say("4. The SIM in a PC/SC reader ([uicc] backend = \"pcsc\"): asked in APDUs, same rules")
+    over_pcsc(config, card_pin)
+
+    say("5. What the gateway remembers")
     show([*mtcctl, "pin", "list"])
     show([*mtcctl, "status"])
     show([*mtcctl, "history"])

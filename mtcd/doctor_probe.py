@@ -68,7 +68,7 @@ class _Probe:
 
 
 def probe_modem(modem: Modem, vendor: str, dialect: Dialect | None = None, *, via: str,
-                settle_time: float = SIM_SETTLE) -> dict:
+                settle_time: float = SIM_SETTLE, uicc=None) -> dict:
     """The modem facts (mtcd.doctor's `modem` keys).  `dialect`: the one a
     running session chose already (kept); None: chosen here as mtcd would,
     and set on `modem` so the vendor's queries are the ones asked."""
@@ -89,7 +89,10 @@ def probe_modem(modem: Modem, vendor: str, dialect: Dialect | None = None, *, vi
 
     p.ask("imei", lambda: str(parsers.parse_imei(run(commands.imei()).lines)))
     p.ask("imeisv", lambda: str(parsers.parse_imeisv(run(commands.imeisv()).lines)))
-    uicc = Uicc(modem, settle_time=settle_time)  # its own: a service's cached SIM state stays untouched
+    # Its own: a service's cached SIM state stays untouched.  `uicc`: the
+    # card asked in APDUs ([uicc] backend csim or pcsc, mtcd.card).
+    apdu_path = uicc is not None
+    uicc = uicc if apdu_path else Uicc(modem, settle_time=settle_time)
     lock = p.ask("sim_state", lambda: uicc.lock(settle=True))
     p.facts["sim_state"] = lock.value if lock is not None else None
     for key in ("iccid", "pin_attempts", "puk_attempts", "pin_attempts_source", "puk_attempts_source",
@@ -105,10 +108,15 @@ def probe_modem(modem: Modem, vendor: str, dialect: Dialect | None = None, *, vi
         if counters is not None and counters.puk1 is not None:
             p.facts["puk_attempts"], p.facts["puk_attempts_source"] = counters.puk1, counters.source
         else:
-            puk = p.ask("puk_attempts", lambda: _unblock_counter(modem), "the card gave no PUK counter")
+            # Over csim/pcsc the card itself; the modem's AT+CSIM may reach another card.
+            puk = p.ask("puk_attempts", uicc.puk_attempts if apdu_path else lambda: _unblock_counter(modem),
+                        "the card gave no PUK counter")
             if puk is not None:
-                p.facts["puk_attempts_source"] = "+CSIM UNBLOCK PIN"
-        p.ask("pin_enabled", lambda: parsers.parse_clck(run(commands.pin_enabled_query()).lines))
+                p.facts["puk_attempts_source"] = "UNBLOCK PIN APDU" if apdu_path else "+CSIM UNBLOCK PIN"
+        if apdu_path:
+            p.ask("pin_enabled", uicc.pin_enabled, "the card's FCP has no PIN status for PIN1")
+        else:
+            p.ask("pin_enabled", lambda: parsers.parse_clck(run(commands.pin_enabled_query()).lines))
     p.ask("radio", lambda: parsers.parse_cfun(run(commands.functionality_query()).lines))
     p.ask("registration", lambda: parsers.parse_registration(run(commands.registration_query("+CREG")).lines, "+CREG"))
     p.ask("eps_registration",

@@ -380,7 +380,8 @@ class Gatekeeper:
 
     def _check_interval(self) -> float:
         interval = self.config.service.check_interval
-        if self.gateway is not None and self.gateway.urcs_enabled:
+        # The modem's SIM-state URCs say nothing of a card in a PC/SC reader.
+        if self.gateway is not None and self.gateway.urcs_enabled and self.config.uicc.backend != "pcsc":
             interval = max(interval, URC_SAFETY_CHECK)
         if self.notifier.watchdog_interval is not None:
             interval = min(interval, self.notifier.watchdog_interval)
@@ -1012,5 +1013,8 @@ def _doctor(gk: Gatekeeper) -> dict:
     if gw is None:
         return _doctor_without_modem(gk)
     # A port that fails meanwhile is noticed by the loop as usual (on_failure).
-    modem = probe_modem(gw.modem, gk.config.modem.vendor, gw.modem.dialect, via="service")
+    from .card import doctor_uicc
+
+    modem = probe_modem(gw.modem, gk.config.modem.vendor, gw.modem.dialect, via="service",
+                        uicc=doctor_uicc(gk.config, gw.modem, gw.uicc))
     return {"pid": os.getpid(), "status": gk.status_now(), "modem": modem, "modem_error": None}

@@ -23,6 +23,7 @@ from .transport import SerialTransport
 from .identity import Iccid
 from .idlecheck import IdleReading, idle_line, read_idle_answer
 from .simlock import SimLock
+from .card import uicc_for
 from .uicc import Uicc
 
 log = logging.getLogger("mtcd")
@@ -125,6 +126,8 @@ class Gateway:
 
     def __exit__(self, *exc) -> None:
         self.transport.close()
+        if self.uicc is not None and hasattr(self.uicc, "close"):
+            self.uicc.close()  # a PC/SC card connection (mtcd.card)
 
     def start(self, prepare_link: bool = True) -> None:
         """Open the session: echo off, radio off, identities, keystore.
@@ -143,7 +146,7 @@ class Gateway:
         self.imei, self.imeisv = modem.identities()
         self.keystore, self.sealer = open_keystore(self.config.state_dir, self.config.keystore.sealer)
         self.journal = PairingJournal(self.config.state_dir)
-        self.uicc = Uicc(modem, settle_time=self.config.modem.sim_ready_timeout, waits=self.waits)
+        self.uicc = uicc_for(self.config, modem, waits=self.waits)
 
     def enable_sim_urcs(self) -> bool:
         """Ask the modem for its SIM-state URCs; True when it has some."""

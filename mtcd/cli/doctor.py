@@ -59,7 +59,14 @@ def _directly(config) -> dict:
         with transport:
             modem = Modem(transport)
             modem.initialise()
-            return probe_modem(modem, m.vendor, via="direct")
+            from ..card import doctor_uicc
+
+            uicc = doctor_uicc(config, modem)
+            try:
+                return probe_modem(modem, m.vendor, via="direct", uicc=uicc)
+            finally:
+                if uicc is not None:
+                    uicc.close()
     except ModemUnavailable as exc:
         return unreachable_modem(str(exc), "direct")
 

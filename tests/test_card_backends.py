@@ -183,9 +183,18 @@ def test_card_swapped_between_read_and_verify_gets_no_pin(bench, backend):
         run = b.gateway.mtcd("once", "--json")
         assert b.state()["pin_attempts"] == 3
         if backend == "csim":
-            # Seen at the last look before the VERIFY: nothing sent, exit 75.
-            assert run.returncode == 75 and run.last_json["error"] == "sim-changed", run.stdout
-            assert b.pin_commands() == []
+            # Seen at the last look before the VERIFY: nothing went to the
+            # first card; the gate read the slot again and paired the card
+            # now in it with that card's own PIN, read for its own ICCID.
+            assert run.returncode == 0 and run.last_json["iccid"] == str(other.iccid), run.stdout + run.stderr
+            assert b.pin_commands() == ["20"] and other.pin_attempts == 3
+            swap_at = b.modem.commands.index(swapped[0])
+            verify_at = next(i for i, c in enumerate(b.modem.commands) if (_ins_of_csim(c) or ("", ""))[0] == "20"
+                             and _ins_of_csim(c)[1])
+            assert any(c.upper().startswith('AT+CSIM=10,"00B0') for c in b.modem.commands[swap_at + 1:verify_at])
+            with b.modem._lock:  # the first card back for the way-out check below
+                card.power_cycle()
+                b.modem.card = card
         else:
             # PC/SC ends the card session; whatever this run did next, a PIN
             # only went to the card inserted again, after its ICCID was read anew.
@@ -203,7 +212,8 @@ def test_card_swapped_between_read_and_verify_gets_no_pin(bench, backend):
         # The way out: the next run pairs (the card back, or the other one).
         again = b.gateway.mtcd("once", "--json")
         assert again.returncode == 0 and again.last_json["state"] == "paired", again.stdout + again.stderr
-        assert b.pin_commands() == ["20"] and b.state()["pin_attempts"] == 3
+        # One VERIFY with a PIN per pairing (over csim two: the other card's, then this one's).
+        assert b.pin_commands() == ["20"] * (2 if backend == "csim" else 1) and b.state()["pin_attempts"] == 3
 
 
 def test_pin_rotate_interrupted_recovers(bench, backend):

@@ -48,7 +48,7 @@ MODEM_FACTS = (
     ("pin_attempts", "PIN attempts left"),
     ("puk_attempts", "PUK attempts left"),
     ("pin_enabled", "PIN enabled"),
-    ("card_pairing_record", "card's pairing record"),
+    ("card_pairing_record", "card's record"),
     ("radio", "radio"),
     ("registration", "registration"),
     ("signal_rssi", "signal"),

@@ -313,7 +313,7 @@ def test_doctor_and_the_journal_show_the_cards_record(gateway):
     assert decision["card_record"].startswith(f"latest OK with IMEI {IMEI}")
     record = json.loads(doctor.stdout)["modem"]["card_pairing_record"]
     assert record["records"][0]["status"] == "ok" and record["service"] == "available"
-    assert f"card's pairing record: latest OK with IMEI {IMEI}" in " ".join(human.stdout.split())
+    assert f"card's record: latest OK with IMEI {IMEI}" in " ".join(human.stdout.split())
     assert TEST_PIN not in doctor.stdout + human.stdout and TEST_PUK not in doctor.stdout
 
 
@@ -356,3 +356,37 @@ def test_pairing_status_through_the_running_service(gateway, notify_socket):
     assert [r["status"] for r in report["records"]] == ["ok", "ko"]
     assert not any(c.startswith(("AT+CPIN=", "AT+CFUN=", "AT+CPWD", "AT+CLCK=\"SC\",1", "AT+CLCK=\"SC\",0"))
                    for c in sent)
+
+
+@pytest.mark.parametrize("kind, expect", [
+    ("ko", ("available", "present", ["ko"])),
+    ("absent", ("available", "absent", [])),
+    ("unreadable", ("available", "unreadable", [])),
+    ("none", ("not-available", "not-read", [])),
+])
+def test_mtcd_sim_serve_pairing_record(gateway, tmp_path, kind, expect):
+    """`mtcd-sim serve --pairing-record`: the same states from the command line."""
+    import signal
+    import subprocess
+
+    from simfixtures import sim_cli
+
+    state = tmp_path / "card.json"
+    made = subprocess.run([*sim_cli(), "card", "--state", str(state), "--iccid", "8949020000000000014",
+                           "--imsi", "262019876543210", "--pin-disabled"], input=f"{TEST_PIN}\n{TEST_PUK}\n",
+                          capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    proc = subprocess.Popen([*sim_cli(), "serve", "--state", str(state), "--pairing-record", kind, "--ipd-readable"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = proc.stdout.readline().strip()
+        assert port.startswith("/dev/"), proc.stderr.read()
+        gateway.configure(port)
+        run = gateway.mtcctl("sim", "pairing-status", "--json")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    report = json.loads(run.stdout)
+    assert (report["service"], report["ips"]["state"], [r["status"] for r in report["records"]]) == expect, report
+    if kind == "ko":
+        assert report["devices"][0]["kind"] == "imei"  # the simulator's own IMEI, readable here

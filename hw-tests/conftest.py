@@ -195,7 +195,7 @@ def _identify(bench: Bench, modem) -> None:
         "source": f"bench {datetime.date.today().isoformat()}",
     }
     if bench.proxy is not None:
-        bench.proxy.headers.update(bench.headers)
+        bench.proxy.set_headers(bench.headers)
 
 
 def _start_proxy(bench: Bench, directory: Path):
@@ -265,13 +265,21 @@ def check_restored(bench: Bench) -> list[str]:
             if iccid != start.iccid:
                 problems.append(f"the card in the slot is {iccid or 'unreadable'}, not {start.iccid}")
                 return problems
+            proven = False
+            if pin_left is None and lock == "READY" and enabled and card is not None:
+                # A verified card's VERIFY without data says 9000, not its count
+                # (modems without AT+CPINR): the starting PIN accepted now means full.
+                uicc = Uicc(modem, settle_time=10)
+                uicc.lock()
+                if uicc.change_pin(card.pin, card.pin, uicc.iccid()) is PinOutcome.ACCEPTED:
+                    pin_left, proven = start.pin_left, True
             if pin_left != start.pin_left:
                 problems.append(f"PIN attempts left: {_count(pin_left)}, {start.pin_left} at the start")
             if puk_left != start.puk_left:
                 problems.append(f"PUK attempts left: {_count(puk_left)}, {start.puk_left} at the start")
             if enabled != start.pin_enabled:
                 problems.append(f"PIN enabled: {enabled}, {start.pin_enabled} at the start")
-            if problems or not bench.destructive_ran or card is None:
+            if problems or not bench.destructive_ran or card is None or proven:
                 return problems
             uicc = Uicc(modem, settle_time=10)
             lock = uicc.lock()

@@ -128,7 +128,8 @@ class DialogueWriter:
 
     def __init__(self, path: Path, headers: dict[str, str]):
         self.path = path
-        self.lines = [f"#: {key}: {value}" for key, value in headers.items() if value]
+        self.headers = headers  # written at save(): known better by then
+        self.lines: list[str] = []
         self.pending = False  # a command is waiting for its final result
         self.last = time.monotonic()
 
@@ -154,7 +155,8 @@ class DialogueWriter:
 
     def save(self) -> None:
         if any(not line.startswith("#") for line in self.lines):
-            self.path.write_text("\n".join(self.lines) + "\n", encoding="utf-8")
+            head = [f"#: {key}: {value}" for key, value in self.headers.items() if value]
+            self.path.write_text("\n".join(head + self.lines) + "\n", encoding="utf-8")
 
 
 class DialogueProxy:
@@ -178,6 +180,12 @@ class DialogueProxy:
         self._thread: threading.Thread | None = None
 
     # -- the files --
+    def set_headers(self, headers: dict[str, str]) -> None:
+        with self._lock:
+            self.headers.update(headers)
+            if self.writer is not None:
+                self.writer.headers.update(headers)
+
     def start(self, name: str, notes: str = "") -> None:
         with self._lock:
             self._save()

@@ -166,6 +166,23 @@ def test_ipd_readable_only_with_adm_is_said_so():
     assert record.devices == () and "device: EF-IPD unreadable" in record.summary()
 
 
+def test_ipd_absent_is_said_so():
+    record = read_pairing_record(_card(ips=[encode_ips_record(Verdict.OK, 1)], ipd=None))
+    assert record.device_file.state is State.ABSENT and record.device_file.why.startswith("6A82")
+    assert record.latest.ipd_record == 1 and record.devices == ()
+
+
+def test_a_refusal_is_journaled_with_the_cards_record(gateway):
+    card = _with_pairing(make_card())
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        done = gateway.mtcd("once", "--json")
+    assert done.returncode == 1 and done.last_json["reason"] == "unknown-sim"
+    decision = [e for e in gateway.history() if e["event"] == "decision"][-1]
+    # Locked card: EF-UST needs the PIN, EF-IPS is READ ALWAYS.
+    assert (decision["card_service"], decision["card_ips"], decision["card_latest"]) == ("unreadable", "present", "ok")
+
+
 @pytest.mark.parametrize("sw, state", [(0x6982, State.UNREADABLE), (0x6A82, State.ABSENT)])
 def test_ips_unreadable_or_absent(sw, state):
     card = _card(ips=[encode_ips_record(Verdict.OK, 1)])

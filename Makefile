@@ -99,9 +99,14 @@ bench: venv
 	$(PY) bench/idle_cpu.py
 	$(PY) bench/journal_scale.py
 
-# Real modem and SIM on the bench: make hw-test MODEM=/dev/ttyUSB2
+# Real modem and SIM on the bench (hw-tests/README.md first):
+#   make hw-test MODEM=/dev/ttyUSB2 [VENDOR=quectel] [CARD=card.toml] [READER=name] \
+#                [DESTRUCTIVE=yes] [RECORD=dir] [HW_TEST_FLAGS="--foreign-sim --hotswap"]
+# Without MODEM every test is skipped with the reason.
 hw-test: venv
-	$(PY) -m pytest -q hw-tests --modem=$(MODEM)
+	$(PY) -m pytest -q -p no:cacheprovider hw-tests $(if $(MODEM),--modem=$(MODEM)) $(if $(VENDOR),--vendor=$(VENDOR)) \
+	  $(if $(CARD),--card=$(CARD)) $(if $(READER),--reader=$(READER)) $(if $(filter yes,$(DESTRUCTIVE)),--destructive) \
+	  $(if $(RECORD),--record=$(RECORD)) $(HW_TEST_FLAGS)
 
 # make install DESTDIR=/tmp/stage: for machines that do not take the .deb
 # (`make deb`, which is the recommended way on Debian and Raspberry Pi OS).

@@ -1,42 +1,488 @@
 """Hardware-in-the-loop tests: a real modem with a real SIM on the bench.
 
-    make hw-test MODEM=/dev/ttyUSB2 [VENDOR=quectel]
-    .venv/bin/python -m pytest hw-tests --modem=/dev/ttyUSB2 --vendor=auto
+    make hw-test MODEM=/dev/ttyUSB2 [VENDOR=quectel] [CARD=card.toml] [READER=...]
+    .venv/bin/python -m pytest hw-tests --modem=/dev/ttyUSB2 --card=card.toml [--destructive] [--record DIR]
 
-Without --modem every test is skipped with the reason.  These tests only
-read: they never present a PIN or PUK and never change the SIM, except
-test_pairing.py, which needs --state-dir with a PIN stored by mtcctl for the
-SIM inserted (and then presents it at most once, under the usual guard).
+Without --modem every test is skipped with the reason.  Read hw-tests/README.md
+before running it on a card you care about.
+
+The guards, in the order they act:
+- the card file (--card) must be mode 0600 and the runner's own; its PIN and
+  PUK are never printed and reach mtcd/mtcctl only on stdin;
+- before anything touches the card, both counters (PIN and PUK attempts
+  left) are read and the session refuses to start unless both are full (and,
+  when the card file names an ICCID, unless that card is the one inserted);
+- tests that spend attempts or change the PIN run only with --destructive;
+- at the end the card is checked: same ICCID, full counters, PIN enabled as
+  it was and, after destructive tests, the starting PIN (proven once with
+  full counters).  A card not restored fails `test_card_back_as_it_started`
+  and prints a banner.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchcard import BenchCard, CardFileError, load_card  # noqa: E402
+
+RESTORE_TEST = "test_card_back_as_it_started"
+EXIT_REFUSED_TO_START = 3
+EXIT_BAD_CARD_FILE = 4
 
 
 def pytest_addoption(parser):
-    parser.addoption("--modem", default="", help="AT port of the modem under test")
-    parser.addoption("--vendor", default="auto", help="dialect (default: auto from AT+CGMI)")
-    parser.addoption("--baudrate", type=int, default=115200)
-    parser.addoption("--state-dir", default="", help="mtcd state dir with the PIN of the inserted SIM (pairing test)")
+    group = parser.getgroup("hw-tests", "real modem and SIM")
+    group.addoption("--modem", default="", help="AT port of the modem under test")
+    group.addoption("--vendor", default="auto", help="dialect (default: auto from AT+CGMI)")
+    group.addoption("--baudrate", type=int, default=115200)
+    group.addoption("--state-dir", default="", help="mtcd state dir with the PIN of the inserted SIM (pairing test)")
+    group.addoption("--card", default="", help="the test SIM's card file (TOML, mode 0600): pin, puk, iccid")
+    group.addoption("--reader", default="", help="PC/SC reader (name substring or index) holding the test SIM")
+    group.addoption("--destructive", action="store_true",
+                    help="also run the tests that spend PIN attempts or change the PIN (the card is restored)")
+    group.addoption("--record", default="", metavar="DIR",
+                    help="write every AT dialogue into DIR (docs/dialogue-format.md; PIN and PUK redacted)")
+    group.addoption("--foreign-sim", action="store_true",
+                    help="a second SIM is at hand: the suite asks for it to be inserted, then the test SIM back")
+    group.addoption("--hotswap", action="store_true",
+                    help="the slot takes a SIM pulled and inserted with the modem on: the suite asks for it")
+    group.addoption("--reset-wait", type=float, default=60.0, help="seconds a modem may take to come back after a reset")
 
 
-@pytest.fixture(scope="session")
-def modem_port(request) -> str:
-    port = request.config.getoption("--modem")
-    if not port:
-        pytest.skip("no modem given (use --modem=/dev/ttyUSBn or make hw-test MODEM=...)")
-    return port
+def pytest_configure(config):
+    config.addinivalue_line("markers", "destructive: spends PIN attempts or changes the PIN (needs --destructive)")
+    config.addinivalue_line("markers", "needs_card: needs --card")
+    config.hw = Bench(config)
 
 
-@pytest.fixture
-def modem(request, modem_port):
+@dataclass
+class StartState:
+    iccid: str | None
+    lock: str
+    pin_left: int | None
+    puk_left: int | None
+    pin_enabled: bool | None
+
+
+@dataclass
+class Bench:
+    config: object
+    card: BenchCard | None = None
+    port: str = ""
+    proxy: object = None
+    start: StartState | None = None
+    headers: dict = field(default_factory=dict)
+    destructive_ran: bool = False
+    restore_problems: list[str] | None = None
+    scratch: Path | None = None
+
+    @property
+    def modem_port(self) -> str:
+        return self.config.getoption("--modem")
+
+    def open_modem(self, vendor: str | None = None):
+        return open_modem(self.port, self.config.getoption("--baudrate"), vendor or self.config.getoption("--vendor"))
+
+
+@contextlib.contextmanager
+def open_modem(port: str, baudrate: int, vendor: str = "auto"):
     from mtcd.modem import Modem
     from mtcd.transport import SerialTransport
 
-    transport = SerialTransport(modem_port, request.config.getoption("--baudrate"))
-    with transport:
-        m = Modem(transport)
-        m.initialise()
-        m.choose_dialect(request.config.getoption("--vendor"))
+    with SerialTransport(port, baudrate, timeout=10) as transport:
+        modem = Modem(transport)
+        modem.initialise()
+        modem.choose_dialect(vendor)
+        yield modem
+
+
+def read_counters(modem) -> tuple[str, str | None, int | None, int | None, bool | None]:
+    """(lock, ICCID, PIN left, PUK left, PIN enabled): read-only (no VERIFY
+    or UNBLOCK with data)."""
+    from mtcd.uicc import Uicc
+
+    uicc = Uicc(modem, settle_time=10)
+    lock = uicc.lock()
+    iccid = uicc.iccid()
+    counters = uicc.attempts()
+    pin_left = counters.pin1 if counters is not None else None
+    puk_left = uicc.puk_attempts()
+    return lock.value, str(iccid) if iccid else None, pin_left, puk_left, uicc.pin_enabled()
+
+
+# -- session start: the card file and the counters ------------------------------------
+
+
+def pytest_sessionstart(session):
+    config = session.config
+    bench: Bench = config.hw
+    if not bench.modem_port:
+        return
+    card_path = config.getoption("--card")
+    if card_path:
+        try:
+            bench.card = load_card(card_path)
+        except CardFileError as exc:
+            pytest.exit(f"hw-tests: {exc}", returncode=EXIT_BAD_CARD_FILE)
+    if config.getoption("--destructive") and bench.card is None:
+        pytest.exit("hw-tests: --destructive needs --card (the PIN the card is restored to)",
+                    returncode=EXIT_BAD_CARD_FILE)
+    bench.scratch = Path(tempfile.mkdtemp(prefix="mtcd-hw-"))
+    bench.port = bench.modem_port
+    record = config.getoption("--record")
+    if record:
+        bench.proxy = _start_proxy(bench, Path(record))
+        bench.port = str(bench.proxy.link)
+        bench.proxy.start("session-start", "the counters read before any test")
+    try:
+        with bench.open_modem() as modem:
+            _identify(bench, modem)
+            lock, iccid, pin_left, puk_left, enabled = read_counters(modem)
+    except Exception as exc:  # noqa: BLE001 - any failure here means: do not start
+        pytest.exit(f"hw-tests: cannot read the card's counters before starting: {exc}",
+                    returncode=EXIT_REFUSED_TO_START)
+    bench.start = StartState(iccid, lock, pin_left, puk_left, enabled)
+    refusal = start_refusal(bench.start, bench.card)
+    if refusal:
+        pytest.exit(f"hw-tests: refusing to start: {refusal}", returncode=EXIT_REFUSED_TO_START)
+
+
+def start_refusal(start: StartState, card: BenchCard | None) -> str | None:
+    """Why the session must not touch this card, or None."""
+    pin_full = card.pin_tries if card else 3
+    puk_full = card.puk_tries if card else 10
+    if start.iccid is None:
+        return f"no card's ICCID could be read (SIM state {start.lock})"
+    if card is not None and card.iccid is not None and str(card.iccid) != start.iccid:
+        return f"the inserted card is {start.iccid}, not the card file's {card.iccid}"
+    if start.pin_left is None or start.puk_left is None:
+        return (f"the attempt counters cannot be read (PIN: {_count(start.pin_left)}, PUK: {_count(start.puk_left)}); "
+                "a modem with AT+CPINR, a vendor counter or AT+CSIM is needed")
+    if start.pin_left != pin_full or start.puk_left != puk_full:
+        return (f"the card has {start.pin_left} of {pin_full} PIN and {start.puk_left} of {puk_full} PUK attempts "
+                "left: restore it first (enter the right PIN once on a phone), or use another card")
+    return None
+
+
+def _count(value: int | None) -> str:
+    return "unreadable" if value is None else str(value)
+
+
+def _identify(bench: Bench, modem) -> None:
+    from mtcd.at import commands, parsers
+
+    def ask(command, prefixes):
+        try:
+            return parsers.parse_identity_text(modem.run(command).lines, command.text, prefixes)
+        except Exception:  # noqa: BLE001 - the header says unknown
+            return "unknown"
+
+    bench.headers = {
+        "vendor": ask(commands.manufacturer(), ("+CGMI:", "Manufacturer:")),
+        "model": ask(commands.model(), ("+CGMM:", "Model:")),
+        "firmware": ask(commands.revision(), ("+CGMR:", "Revision:")),
+        "source": f"bench {datetime.date.today().isoformat()}",
+    }
+    if bench.proxy is not None:
+        bench.proxy.set_headers(bench.headers)
+
+
+def _start_proxy(bench: Bench, directory: Path):
+    from dialogue import DialogueProxy
+
+    secrets = {}
+    if bench.card is not None:
+        secrets[bench.card.pin.reveal()] = "<pin>"
+        if bench.card.puk is not None:
+            secrets[bench.card.puk.reveal()] = "<puk>"
+    proxy = DialogueProxy(bench.modem_port, bench.config.getoption("--baudrate"), directory,
+                          bench.scratch / "ttyRECORDED", secrets,
+                          {"source": f"bench {datetime.date.today().isoformat()}", "vendor": "unknown"},
+                          reopen_wait=bench.config.getoption("--reset-wait"))
+    try:
+        return proxy.open()
+    except Exception as exc:  # noqa: BLE001
+        pytest.exit(f"hw-tests: cannot open {bench.modem_port} for --record: {exc}", returncode=EXIT_REFUSED_TO_START)
+
+
+# -- collection: what runs ---------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(config, items):
+    bench: Bench = config.hw
+    if not bench.modem_port:
+        skip = pytest.mark.skip(reason="no modem given (use --modem=/dev/ttyUSBn or make hw-test MODEM=...)")
+        for item in items:
+            item.add_marker(skip)
+        return
+    for item in items:
+        if item.get_closest_marker("destructive") and not config.getoption("--destructive"):
+            item.add_marker(pytest.mark.skip(
+                reason="spends PIN attempts or changes the PIN: run with --destructive (the card is restored)"))
+        elif item.get_closest_marker("needs_card") and bench.card is None:
+            item.add_marker(pytest.mark.skip(reason="needs the test SIM's card file: --card card.toml (mode 0600)"))
+    # The card's check comes last, whatever order the files were given in.
+    items.sort(key=lambda item: item.name == RESTORE_TEST)
+
+
+def pytest_runtest_setup(item):
+    bench: Bench = item.config.hw
+    if item.get_closest_marker("destructive") and bench.modem_port and item.config.getoption("--destructive"):
+        bench.destructive_ran = True
+    if bench.proxy is not None:
+        bench.proxy.start(item.nodeid.split("::", 1)[-1].replace("::", "."), f"{item.nodeid}")
+
+
+# -- the end: the card back as it started ---------------------------------------------------
+
+
+def check_restored(bench: Bench) -> list[str]:
+    """What differs from the start (empty: the card is back as it started).
+    After destructive tests the starting PIN is proven once, with full
+    counters only (a wrong one then costs one attempt, and is reported)."""
+    from mtcd.policy import PinOutcome
+    from mtcd.simlock import SimLock
+    from mtcd.uicc import Uicc
+
+    start, card = bench.start, bench.card
+    problems: list[str] = []
+    if bench.proxy is not None:
+        bench.proxy.start("session-end", "the card checked after the tests")
+    try:
+        with bench.open_modem() as modem:
+            lock, iccid, pin_left, puk_left, enabled = read_counters(modem)
+            if iccid != start.iccid:
+                problems.append(f"the card in the slot is {iccid or 'unreadable'}, not {start.iccid}")
+                return problems
+            proven = False
+            if pin_left is None and lock == "READY" and enabled and card is not None:
+                # A verified card's VERIFY without data says 9000, not its count
+                # (modems without AT+CPINR): the starting PIN accepted now means full.
+                uicc = Uicc(modem, settle_time=10)
+                uicc.lock()
+                if uicc.change_pin(card.pin, card.pin, uicc.iccid()) is PinOutcome.ACCEPTED:
+                    pin_left, proven = start.pin_left, True
+            if pin_left != start.pin_left:
+                problems.append(f"PIN attempts left: {_count(pin_left)}, {start.pin_left} at the start")
+            if puk_left != start.puk_left:
+                problems.append(f"PUK attempts left: {_count(puk_left)}, {start.puk_left} at the start")
+            if enabled != start.pin_enabled:
+                problems.append(f"PIN enabled: {enabled}, {start.pin_enabled} at the start")
+            if problems or not bench.destructive_ran or card is None or proven:
+                return problems
+            uicc = Uicc(modem, settle_time=10)
+            lock = uicc.lock()
+            iccid_now = uicc.iccid()
+            if lock is SimLock.SIM_PIN:
+                outcome = uicc.present_pin(card.pin, iccid_now)
+            elif lock is SimLock.READY and enabled:
+                outcome = uicc.change_pin(card.pin, card.pin, iccid_now)
+            else:
+                problems.append(f"the starting PIN cannot be proven in SIM state {lock.value}")
+                return problems
+            if outcome is not PinOutcome.ACCEPTED:
+                problems.append(f"the card did not accept the starting PIN ({outcome.value}): its PIN was not restored")
+    except Exception as exc:  # noqa: BLE001 - reported as a problem, never swallowed
+        problems.append(f"the card could not be checked: {exc}")
+    return problems
+
+
+def run_restore_check(bench: Bench) -> list[str]:
+    if bench.restore_problems is None:
+        bench.restore_problems = check_restored(bench)
+    return bench.restore_problems
+
+
+def pytest_sessionfinish(session, exitstatus):
+    bench: Bench = session.config.hw
+    if bench.start is not None and bench.restore_problems is None:
+        # The check's own test did not run (-k, -x): the check runs anyway.
+        if run_restore_check(bench):
+            session.exitstatus = 1
+    if bench.proxy is not None:
+        bench.proxy.close()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    bench: Bench = config.hw
+    if bench.restore_problems:
+        terminalreporter.write_sep("!", "THE TEST SIM WAS NOT RESTORED", red=True, bold=True)
+        for problem in bench.restore_problems:
+            terminalreporter.write_line(f"  {problem}", red=True, bold=True)
+        terminalreporter.write_line("  Restore it by hand before any other run (hw-tests/README.md, \"If the card "
+                                    "was not restored\").", red=True, bold=True)
+        terminalreporter.write_sep("!", red=True, bold=True)
+    if bench.proxy is not None:
+        terminalreporter.write_line(f"AT dialogues written to {bench.proxy.directory}")
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def bench(request) -> Bench:
+    bench: Bench = request.config.hw
+    if not bench.modem_port:
+        pytest.skip("no modem given (use --modem=/dev/ttyUSBn or make hw-test MODEM=...)")
+    return bench
+
+
+@pytest.fixture(scope="session")
+def modem_port(bench) -> str:
+    """The port the tests and the processes they start use (the recording
+    proxy's, with --record)."""
+    return bench.port
+
+
+@pytest.fixture
+def modem(request, bench):
+    with bench.open_modem() as m:
         yield m
+
+
+@pytest.fixture(scope="session")
+def bench_card(bench) -> BenchCard:
+    if bench.card is None:
+        pytest.skip("needs the test SIM's card file: --card card.toml (mode 0600)")
+    return bench.card
+
+
+@dataclass
+class BenchGateway:
+    """A throw-away mtcd state directory and configuration for the modem on
+    the bench; mtcd and mtcctl run as separate processes, secrets on stdin."""
+
+    root: Path
+    port: str
+    vendor: str
+
+    def __post_init__(self):
+        self.state_dir = self.root / "state"
+        self.config = self.root / "mtcd.toml"
+        self.config.write_text(
+            f'state_dir = "{self.state_dir}"\n[modem]\nport = "{self.port}"\nvendor = "{self.vendor}"\n'
+            f'[datalink]\nbackend = "none"\n[service]\ncontrol_socket = "{self.root / "control.sock"}"\n')
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MTCD")}
+        # systemd-creds' host secret of this run, never the bench machine's own.
+        env["SYSTEMD_CREDENTIAL_SECRET"] = str(self.root / "host-credential.secret")
+        return env
+
+    def run(self, module: str, *args: str, stdin: str = "", timeout: float = 300):
+        import subprocess
+
+        return subprocess.run([sys.executable, "-m", module, "--config", str(self.config), *args], input=stdin,
+                              capture_output=True, text=True, timeout=timeout, env=self.env)
+
+    def mtcd(self, *args: str):
+        return self.run("mtcd.cli.daemon", *args)
+
+    def mtcctl(self, *args: str, stdin: str = ""):
+        return self.run("mtcd.cli.ctl", *args, stdin=stdin)
+
+    def stored_pin(self, iccid: str):
+        """The PIN the keystore holds now (a Pin: never printed)."""
+        from mtcd.identity import Iccid
+        from mtcd.sealers import open_keystore
+
+        saved = os.environ.get("SYSTEMD_CREDENTIAL_SECRET")
+        os.environ["SYSTEMD_CREDENTIAL_SECRET"] = self.env["SYSTEMD_CREDENTIAL_SECRET"]
+        try:
+            entry = open_keystore(self.state_dir, "auto")[0].get(Iccid(iccid))
+        finally:
+            if saved is None:
+                del os.environ["SYSTEMD_CREDENTIAL_SECRET"]
+            else:
+                os.environ["SYSTEMD_CREDENTIAL_SECRET"] = saved
+        return entry
+
+
+@pytest.fixture
+def bench_gateway(bench, tmp_path) -> BenchGateway:
+    return BenchGateway(tmp_path, bench.port, bench.config.getoption("--vendor"))
+
+
+@pytest.fixture
+def card_restorer(bench, bench_card):
+    """For a destructive test: `restorer.pin` is the PIN the card holds now
+    (the test updates it when it changes it); afterwards the card gets its
+    starting PIN back and its PIN enabled as it was.  Best effort: the
+    session's final check says whether it worked."""
+    restorer = Restorer(bench, bench_card.pin)
+    yield restorer
+    restorer.restore()
+
+
+class Restorer:
+    def __init__(self, bench: Bench, pin):
+        self.bench, self.pin = bench, pin
+        self.notes: list[str] = []
+
+    def restore(self) -> None:
+        from mtcd.simlock import SimLock
+        from mtcd.uicc import Uicc
+
+        card, start = self.bench.card, self.bench.start
+        wait_for_modem(self.bench)
+        with self.bench.open_modem() as modem:
+            uicc = Uicc(modem, settle_time=10)
+            lock = uicc.lock()
+            iccid = uicc.iccid()
+            if lock is SimLock.SIM_PIN:
+                uicc.present_pin(self.pin, iccid)
+                lock = uicc.lock()
+            if lock is not SimLock.READY:
+                self.notes.append(f"cannot restore: SIM state {lock.value}")
+                return
+            if uicc.pin_enabled() is False and start.pin_enabled:
+                uicc.enable_pin(self.pin, iccid)
+                uicc.lock()
+            if self.pin != card.pin:
+                uicc.change_pin(self.pin, card.pin, iccid)
+                self.pin = card.pin
+
+
+def wait_for_modem(bench: Bench, timeout: float | None = None) -> None:
+    """After a reset: until the port opens and the SIM answers AT+CPIN?."""
+    from mtcd.simlock import SimLock
+    from mtcd.uicc import Uicc
+
+    deadline = time.monotonic() + (timeout or bench.config.getoption("--reset-wait"))
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            with bench.open_modem() as modem:
+                lock = Uicc(modem, settle_time=5).lock()
+                if lock in (SimLock.SIM_PIN, SimLock.READY, SimLock.SIM_PUK):
+                    return
+                last = lock.value
+        except Exception as exc:  # noqa: BLE001 - not back yet
+            last = str(exc)
+        time.sleep(1)
+    raise AssertionError(f"the modem did not come back within the reset wait: {last}")
+
+
+def ask_person(request, prompt: str) -> None:
+    """A question to the person at the bench, on the terminal (pytest holds stdin)."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        try:
+            with open("/dev/tty", "r+") as tty:
+                tty.write(f"\n>>> {prompt} [Enter] ")
+                tty.flush()
+                tty.readline()
+        except OSError:
+            pytest.skip("needs a person at a terminal to answer")

@@ -14,7 +14,8 @@ The facts are one JSON-able dict with stable keys (README "mtcctl doctor"):
     modem           reachable, via ("service" | "direct"), error, manufacturer,
                     model, firmware, dialect, dialect_reason, imei, imeisv,
                     sim_state, iccid, pin_attempts, pin_attempts_source,
-                    puk_attempts, puk_attempts_source, pin_enabled, radio, registration,
+                    puk_attempts, puk_attempts_source, pin_enabled, card_pairing_record
+                    (mtcd.pairing_record's JSON: EF-IPS as the card keeps it), radio, registration,
                     eps_registration, signal_rssi, unreadable {fact: why}
     keystore        sealer, error, stored_pins, entry (null: none for the ICCID)
     last_decision   the journal's last decision record, or null
@@ -48,6 +49,7 @@ MODEM_FACTS = (
     ("pin_attempts", "PIN attempts left"),
     ("puk_attempts", "PUK attempts left"),
     ("pin_enabled", "PIN enabled"),
+    ("card_pairing_record", "card's record"),
     ("radio", "radio"),
     ("registration", "registration"),
     ("signal_rssi", "signal"),
@@ -355,6 +357,8 @@ def _modem_value(modem: Mapping, key: str) -> str:
         return f"{value} (from {source})" if source else str(value)
     if key == "pin_enabled":
         return _yes_no(value)
+    if key == "card_pairing_record":
+        return str(value.get("summary") or "read")
     if key == "radio":
         return radio_text(value)
     if key == "registration":

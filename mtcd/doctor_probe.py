@@ -6,7 +6,8 @@ Read-only means: nothing here presents a PIN or PUK, switches the radio,
 or writes to the keystore.  The modem is asked only AT+CGMI/CGMM/CGMR,
 AT+CGSN, AT+CPIN?, the dialect's ICCID and attempt-counter queries (none
 spends an attempt: VERIFY and UNBLOCK go without data), AT+CLCK="SC",2,
-AT+CFUN?, AT+CREG?, AT+CEREG? and AT+CSQ.  (The direct path also sends
+AT+CFUN?, AT+CREG?, AT+CEREG?, AT+CSQ, and AT+CRSM reads (GET RESPONSE,
+READ BINARY, READ RECORD) of EF-UST, EF-IPS and EF-IPD.  (The direct path also sends
 ATE0 and AT+CMEE=1 first, as every mtcd session does: they change how the
 modem answers, not what it does.)
 """
@@ -23,6 +24,7 @@ from .at import commands, parsers
 from .doctor import dialect_choice, mm_ignore
 from .errors import CommandFailed, ModemProtocolError, ModemUnavailable, MtcdError
 from .modem import Modem
+from .pairing_record_at import read_over_at
 from .portholder import PROC, holders_of, unit_of
 from .simlock import SimLock
 from .uicc import Uicc
@@ -31,6 +33,8 @@ from .vendors import DIALECTS, Dialect, dialect_named
 # How long AT+CPIN? may keep saying "busy" before doctor reports it as is.
 SIM_SETTLE = 3.0
 _SIM_PRESENT = (SimLock.READY, SimLock.SIM_PIN, SimLock.SIM_PUK)
+# The newest EF-IPS records doctor reads (`mtcctl sim pairing-status`: all).
+CARD_RECORDS = 10
 
 
 def unreachable_modem(error: str, via: str | None) -> dict:
@@ -96,7 +100,7 @@ def probe_modem(modem: Modem, vendor: str, dialect: Dialect | None = None, *, vi
     lock = p.ask("sim_state", lambda: uicc.lock(settle=True))
     p.facts["sim_state"] = lock.value if lock is not None else None
     for key in ("iccid", "pin_attempts", "puk_attempts", "pin_attempts_source", "puk_attempts_source",
-                "pin_enabled"):
+                "pin_enabled", "card_pairing_record"):
         p.facts.setdefault(key, None)
     if lock in _SIM_PRESENT:
         iccid = p.ask("iccid", uicc.iccid, "no ICCID query of the dialect answered")
@@ -117,6 +121,8 @@ def probe_modem(modem: Modem, vendor: str, dialect: Dialect | None = None, *, vi
             p.ask("pin_enabled", uicc.pin_enabled, "the card's FCP has no PIN status for PIN1")
         else:
             p.ask("pin_enabled", lambda: parsers.parse_clck(run(commands.pin_enabled_query()).lines))
+            # The card's own pairing record (EF-UST, EF-IPS, EF-IPD over AT+CRSM): reads only.
+            p.ask("card_pairing_record", lambda: read_over_at(modem, CARD_RECORDS).as_json())
     p.ask("radio", lambda: parsers.parse_cfun(run(commands.functionality_query()).lines))
     p.ask("registration", lambda: parsers.parse_registration(run(commands.registration_query("+CREG")).lines, "+CREG"))
     p.ask("eps_registration",

@@ -17,6 +17,7 @@ from .journal import PairingJournal
 from .lifecycle import Lifecycle, LifecycleRefused, now_utc, rotation_due
 from .sealers import open_keystore
 from .modem import Modem
+from .pairing_record_at import journal_fields
 from .policy import PolicySettings
 from .progress import NO_WAITS, Waits
 from .transport import SerialTransport
@@ -216,7 +217,9 @@ class Gateway:
         outcome = pair(self.uicc, self.keystore, policy_settings(self.config), self.imei, self.imeisv)
         for event, fields in outcome.pin_events:
             self.journal.append(event, **fields)
-        self.association_change = _journal_decision(self.journal, outcome, self.config.service.show_imsi)
+        # The card's own pairing record (EF-IPS), read-only, goes on the decision's line.
+        card = journal_fields(self.modem)
+        self.association_change = _journal_decision(self.journal, outcome, self.config.service.show_imsi, card)
         return outcome
 
     def lifecycle(self) -> Lifecycle:
@@ -298,7 +301,8 @@ class _WaitingTransport(SerialTransport):
             return super().execute(command, timeout)
 
 
-def _journal_decision(journal: PairingJournal, outcome: PairingOutcome, show_imsi: bool = False) -> dict | None:
+def _journal_decision(journal: PairingJournal, outcome: PairingOutcome, show_imsi: bool = False,
+                      card: dict | None = None) -> dict | None:
     """Journal the decision, and an association change when there is one;
     return that change (with a one-line `message`) or None.  The IMSI is
     masked as in the systemd journal unless `show_imsi`."""
@@ -319,6 +323,7 @@ def _journal_decision(journal: PairingJournal, outcome: PairingOutcome, show_ims
         iccid=iccid,
         imsi=None if not outcome.imsi else str(outcome.imsi) if show_imsi else masked_imsi(outcome.imsi),
         pin_retries=outcome.pin_retries,
+        **(card or {}),
     )
     sim_changed = old_iccid is not None and iccid is not None and iccid != old_iccid
     imei_changed = old_imei is not None and imei != old_imei

@@ -107,6 +107,9 @@ def test_modem_reset_through_the_control_socket(gateway, notify_socket, rehearsa
     gateway.store_pin(iccid)
     with service(gateway, notify_socket):
         notify_socket.wait_for("STATUS", f"paired ICCID {iccid}, link up")
+        # READY=1 repeats that STATUS: read it too, so that the "paired" awaited
+        # after the reset is the new session's, not this one's echo.
+        notify_socket.wait_for("READY", "1")
         start = len(notify_socket.messages)
         rehearsal.ctl("reset", "--down", "1.5")
         notify_socket.wait_until(lambda m: m.get("STATUS", "").startswith("modem unavailable"),

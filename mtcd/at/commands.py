@@ -195,6 +195,21 @@ def read_imsi_file() -> AtCommand:
     return restricted_sim_access(176, 0x6F07, 0, 0, 9)
 
 
+# Path from the MF to ADF.USIM ('7FFF': the current USIM application), for
+# the <pathid> of AT+CRSM: the EFs of TS 31.102 live there, not under the MF.
+USIM_PATH = "3F007FFF"
+
+
+def usim_file_access(command: int, file_id: int, p1: int = 0, p2: int = 0, p3: int = 0) -> AtCommand:
+    """AT+CRSM on an EF of ADF.USIM, selected by path (27.007 §8.18
+    <pathid>): 176 READ BINARY, 178 READ RECORD, 192 GET RESPONSE.  Reads
+    only: a write command is refused here."""
+    if command not in (176, 178, 192):
+        raise ValueError("only READ BINARY, READ RECORD and GET RESPONSE are sent to ADF.USIM")
+    return AtCommand(f'AT+CRSM={command},{file_id},{p1},{p2},{p3},,"{USIM_PATH}"', prefixes=("+CRSM:",),
+                     timeout=10.0, name="crsm")
+
+
 # PIN commands of TS 102 221 §11.1.9-13: VERIFY, CHANGE, DISABLE, ENABLE,
 # UNBLOCK PIN.  With data they carry PIN or PUK blocks.
 _PIN_INSTRUCTIONS = frozenset({0x20, 0x24, 0x26, 0x28, 0x2C})

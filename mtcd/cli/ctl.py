@@ -11,6 +11,7 @@
     mtcctl repair [--json]               take a pairing decision now
     mtcctl compromise [--json]           presume every stored PIN known; rotate them
     mtcctl sim unblock [--allow-last-attempt]  PUK and new PIN on stdin, two lines
+    mtcctl sim pairing-status [--json]   the card's own pairing record (EF-IPS), read-only
     mtcctl status [--json]               last decision, stored PINs, sealer
     mtcctl history [--limit N] [--since WHEN] [--follow] [--json]  the pairing journal, newest N
                                          events (--json: one object a line), then new ones (--follow)
@@ -102,6 +103,8 @@ def _parser() -> ArgumentParser:
     unblock.add_argument("--allow-last-attempt", action="store_true",
                          help="send the PUK even when the card has one PUK attempt left")
     unblock.add_argument("--json", action="store_true")
+    pairing = sim_sub.add_parser("pairing-status", help="the card's own pairing record (EF-IPS, EF-IPD), read-only")
+    pairing.add_argument("--json", action="store_true", help="one JSON object")
     status = sub.add_parser("status", help="last pairing decision and keystore summary")
     status.add_argument("--json", action="store_true")
     history = sub.add_parser("history", help="the pairing journal (the newest events, oldest first)")
@@ -503,6 +506,10 @@ def _body(argv: list[str]) -> int:
         return repair(config, args, _running_service)
     if args.command == "compromise":
         return _compromise(config, args)
+    if args.command == "sim" and args.sim_command == "pairing-status":
+        from .pairing_status import pairing_status
+
+        return pairing_status(config, args)
     if args.command == "sim":
         return _unblock(config, args)
     if args.command == "status":

@@ -66,6 +66,15 @@ ADF_USIM = 0x7FFF
 DF_GSM = 0x7F20
 EF_ICCID = 0x2FE2
 EF_IMSI = 0x6F07
+# USIM files of the pairing record (TS 31.102 §4.2.8, §4.2.101, §4.2.102).
+EF_UST = 0x6F38
+EF_IPS = 0x6FF1
+EF_IPD = 0x6FF2
+INS_READ_RECORD = 0xB2
+SW_RECORD_NOT_FOUND = 0x6A83
+# Services of EF-UST on a plain card: no USAT Application Pairing (n°102).
+DEFAULT_UST_SERVICES = frozenset({1, 2, 10, 12, 27, 33})
+USAT_PAIRING = 102
 _DEDICATED = (MF, ADF_USIM, DF_GSM)
 _SFI = {0x02: EF_ICCID, 0x07: EF_IMSI}
 
@@ -142,6 +151,16 @@ class SimCard:
         self.verified = False
         self.selected = MF
         self._response = b""  # pending data for GET RESPONSE (T=0)
+        # The pairing record (none by default: a card without the service).
+        # Tests set them with `pairing_record()`; not kept in the state file.
+        self.ust_services: frozenset[int] = DEFAULT_UST_SERVICES
+        self.ips_records: list[bytes] | None = None  # None: no EF-IPS; newest first
+        self.ips_size = 10  # records in EF-IPS
+        self.ipd_records: list[bytes] | None = None  # None: no EF-IPD
+        self.ipd_record_length = 10
+        # Files whose reads the card refuses (6982), like EF-IPD's ADM
+        # condition; EF-UST is refused too while the PIN is not verified.
+        self.unreadable: set[int] = {EF_IPD}
         # Called after every change of persistent state (to save the file).
         self.on_change: Callable[[SimCard], None] | None = None
 
@@ -281,12 +300,66 @@ class SimCard:
 
     # --- files -------------------------------------------------------------
 
+    def pairing_record(self, *, service: bool = True, ips: list[bytes] | None = None,
+                       ipd: list[bytes] | None = None, unreadable: set[int] | None = None) -> None:
+        """Give the card USAT Application Pairing: service n°102 in EF-UST
+        (`service`), EF-IPS with `ips` (newest first; None: no file), EF-IPD
+        with `ipd` (None: no file), and the files whose reads it refuses
+        (default: EF-IPD, READ ADM)."""
+        services = set(self.ust_services)
+        (services.add if service else services.discard)(USAT_PAIRING)
+        self.ust_services = frozenset(services)
+        self.ips_records = None if ips is None else [bytes(r) for r in ips]
+        self.ipd_records = None if ipd is None else [bytes(r) for r in ipd]
+        self.unreadable = {EF_IPD} if unreadable is None else set(unreadable)
+
     def _file(self, fid: int) -> bytes | None:
         if fid == EF_ICCID:
             return self.iccid.to_ef()
         if fid == EF_IMSI:
             return self.imsi.to_ef()
+        if fid == EF_UST:
+            table = bytearray(16)
+            for n in self.ust_services:
+                table[(n - 1) // 8] |= 1 << ((n - 1) % 8)
+            return bytes(table)
         return None
+
+    def _records(self, fid: int) -> tuple[list[bytes], int, bool] | None:
+        """(records, record length, cyclic) of a record EF, None if absent."""
+        if fid == EF_IPS and self.ips_records is not None:
+            padded = self.ips_records[: self.ips_size]
+            padded += [b"\xff" * 4] * (self.ips_size - len(padded))
+            return padded, 4, True
+        if fid == EF_IPD and self.ipd_records is not None:
+            size = max(len(self.ipd_records), 1)
+            padded = [r.ljust(self.ipd_record_length, b"\xff") for r in self.ipd_records]
+            padded += [b"\xff" * self.ipd_record_length] * (size - len(padded))
+            return padded, self.ipd_record_length, False
+        return None
+
+    def _read_refused(self, fid: int) -> bool:
+        if fid in self.unreadable:
+            return True
+        # EF-IMSI and EF-UST are READ PIN (TS 31.102 §4.2.2, §4.2.8).
+        return fid in (EF_IMSI, EF_UST) and self.lock is not SimLock.READY
+
+    def read_record(self, fid: int, number: int, mode: int, length: int) -> tuple[bytes, int]:
+        """READ RECORD in absolute mode (P2 = 04): (data, status word).
+        `length` 0 means the whole record."""
+        found = self._records(fid)
+        if found is None:
+            return b"", SW_INCOMPATIBLE_FILE if (fid in _DEDICATED or self._file(fid) is not None) else SW_FILE_NOT_FOUND
+        if mode != 0x04:
+            return b"", SW_WRONG_P1P2
+        records, record_length, _ = found
+        if self._read_refused(fid):
+            return b"", SW_SECURITY_NOT_SATISFIED
+        if not 1 <= number <= len(records):
+            return b"", SW_RECORD_NOT_FOUND
+        if length not in (0, record_length):
+            return b"", SW_WRONG_LENGTH
+        return records[number - 1], SW_OK
 
     def fcp(self, fid: int) -> bytes | None:
         """File control parameters (TS 102 221 §11.1.1.3), enough to tell a
@@ -295,6 +368,13 @@ class SimCard:
             ps_do = 0x80 if self.pin_enabled else 0x00  # bit 8: key ref 01 enabled
             body = bytes([0x82, 0x02, 0x78, 0x21, 0x83, 0x02]) + fid.to_bytes(2, "big")
             body += bytes([0xC6, 0x06, 0x90, 0x01, ps_do, 0x83, 0x01, KEY_PIN1])
+            return bytes([0x62, len(body)]) + body
+        found = self._records(fid)
+        if found is not None:
+            records, record_length, cyclic = found
+            descriptor = bytes([0x46 if cyclic else 0x42, 0x21]) + record_length.to_bytes(2, "big") + bytes([len(records)])
+            body = bytes([0x82, len(descriptor)]) + descriptor + bytes([0x83, 0x02]) + fid.to_bytes(2, "big")
+            body += bytes([0x80, 0x02]) + (record_length * len(records)).to_bytes(2, "big")
             return bytes([0x62, len(body)]) + body
         content = self._file(fid)
         if content is None:
@@ -308,9 +388,11 @@ class SimCard:
         "whatever is there" for AT+CRSM callers; the APDU path handles Le=00."""
         content = self._file(fid)
         if content is None:
+            if self._records(fid) is not None:
+                return b"", SW_INCOMPATIBLE_FILE
             return b"", SW_FILE_NOT_FOUND if fid not in _DEDICATED else SW_INCOMPATIBLE_FILE
         # EF.IMSI is protected by PIN1 (TS 31.102 §4.2.2 access condition).
-        if fid == EF_IMSI and self.lock is not SimLock.READY:
+        if self._read_refused(fid):
             return b"", SW_SECURITY_NOT_SATISFIED
         if offset >= len(content):
             return b"", SW_WRONG_OFFSET
@@ -348,6 +430,7 @@ class SimCard:
             INS_UNBLOCK: self._apdu_unblock,
             INS_SELECT: self._apdu_select,
             INS_READ_BINARY: self._apdu_read_binary,
+            INS_READ_RECORD: self._apdu_read_record,
             INS_GET_RESPONSE: self._apdu_get_response,
         }.get(ins)
         if handler is None:
@@ -424,6 +507,14 @@ class SimCard:
         out, self._response = self._response[:le], self._response[le:]
         return out + sw_bytes(SW_OK)
 
+    def _apdu_read_record(self, p1, p2, data, le) -> bytes:
+        if data:
+            return sw_bytes(SW_WRONG_LENGTH)
+        if self.selected in _DEDICATED:
+            return sw_bytes(SW_NO_EF_SELECTED)
+        out, sw = self.read_record(self.selected, p1, p2, le or 0)
+        return out + sw_bytes(sw)
+
     def _apdu_read_binary(self, p1, p2, data, le) -> bytes:
         if data:
             return sw_bytes(SW_WRONG_LENGTH)
@@ -441,7 +532,7 @@ class SimCard:
         if le is None or le == 0:
             # T=0 "wrong Le": tell the exact length to ask for.
             if content is not None and offset < len(content):
-                if fid == EF_IMSI and self.lock is not SimLock.READY:
+                if self._read_refused(fid):
                     return sw_bytes(SW_SECURITY_NOT_SATISFIED)
                 return sw_bytes(0x6C00 | (len(content) - offset))
         out, sw = self.read_binary(fid, offset, le or 0)

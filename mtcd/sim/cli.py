@@ -91,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="seconds before each reply")
     serve.add_argument("--power-on-cfun", type=int, choices=(0, 1, 4), default=1,
                        help="radio level after power-on and reset (default 1)")
+    serve.add_argument("--pairing-record", choices=PAIRING_RECORDS, default="none",
+                       help="the card's USAT Application Pairing files: none (no service), ok / ko (EF-IPS's "
+                            "newest verdict, linked to this modem's IMEI in EF-IPD), absent (service, no "
+                            "EF-IPS), unreadable (EF-IPS refuses reads)")
+    serve.add_argument("--ipd-readable", action="store_true",
+                       help="EF-IPD readable by anyone (real cards: ADM only)")
     serve.add_argument("--link", help="symlink to create to the pty")
     serve.add_argument("--control", metavar="SOCKET",
                        help="Unix socket for pull-sim, insert-sim, swap-sim, ota-pin, reset and status")
@@ -239,6 +245,21 @@ def _read_new_pin() -> str:
         raise _Usage(str(e)) from None
 
 
+PAIRING_RECORDS = ("none", "ok", "ko", "absent", "unreadable")
+
+
+def _pairing_files(card, kind: str, ipd_readable: bool, imei: Imei) -> None:
+    """EF-UST/EF-IPS/EF-IPD as `--pairing-record` asks (not kept in the state file)."""
+    from ..pairing_record import EF_IPD, EF_IPS, Verdict, encode_ipd_record, encode_ips_record
+
+    if kind == "none":
+        return
+    verdict = Verdict.KO if kind == "ko" else Verdict.OK
+    ips = None if kind == "absent" else [encode_ips_record(verdict, 1)]
+    unreadable = ({EF_IPS} if kind == "unreadable" else set()) | (set() if ipd_readable else {EF_IPD})
+    card.pairing_record(service=True, ips=ips, ipd=[encode_ipd_record(imei)], unreadable=unreadable)
+
+
 def _cmd_serve(args) -> int:
     if args.ready_delay < 0 or args.latency < 0:
         raise _Usage("delays must not be negative")
@@ -247,6 +268,7 @@ def _cmd_serve(args) -> int:
     except ValueError as e:
         raise _Usage(str(e)) from None
     card = open_card(args.state)
+    _pairing_files(card, args.pairing_record, args.ipd_readable, Imei(args.imei))
     modem = SimulatedModem(
         card,
         imei=args.imei,

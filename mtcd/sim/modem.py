@@ -827,8 +827,8 @@ class SimulatedModem:
             data, sw = (fcp, SW_OK) if fcp is not None else (b"", 0x6A82)
         elif command == 242:  # STATUS
             data, sw = card.fcp(0x3F00), SW_OK
-        elif command == 178:  # READ RECORD: our EFs are transparent
-            data, sw = b"", 0x6981 if card.fcp(fid) is not None else 0x6A82
+        elif command == 178:  # READ RECORD, P1 the record, P2 the mode
+            data, sw = card.read_record(fid, p1, p2, p3)
         else:
             return self._cme(CME_NOT_SUPPORTED)
         line = f"+CRSM: {sw >> 8},{sw & 0xFF}"

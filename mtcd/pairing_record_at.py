@@ -1,0 +1,69 @@
+"""The card's pairing record read through the modem with AT+CRSM (27.007
+§8.18): GET RESPONSE, READ BINARY and READ RECORD on EFs of ADF.USIM,
+selected by path.  The thin edge of mtcd.pairing_record; nothing here
+writes to the card, presents a PIN, or changes the modem's state.
+"""
+
+from __future__ import annotations
+
+from .at import commands, parsers
+from .errors import CommandFailed, ModemProtocolError, ModemUnavailable, MtcdError
+from .modem import Modem
+from .pairing_record import CardPairingRecord, FileAccessError, MAX_RECORDS, read_pairing_record
+
+GET_RESPONSE, READ_BINARY, READ_RECORD = 192, 176, 178
+_ABSOLUTE = 0x04  # READ RECORD P2: absolute mode, record number in P1
+
+
+class CrsmFiles:
+    """mtcd.pairing_record.CardFiles over AT+CRSM."""
+
+    def __init__(self, modem: Modem):
+        self.modem = modem
+
+    def _crsm(self, command: int, fid: int, p1: int = 0, p2: int = 0, p3: int = 0) -> tuple[int, bytes]:
+        try:
+            sw1, sw2, data = parsers.parse_crsm(
+                self.modem.run(commands.usim_file_access(command, fid, p1, p2, p3)).lines)
+        except CommandFailed as exc:
+            raise FileAccessError(f"AT+CRSM: {exc.result}") from None
+        except ModemProtocolError as exc:
+            raise FileAccessError(str(exc)) from None
+        except ModemUnavailable as exc:
+            raise FileAccessError(str(exc), fatal=True) from None
+        return sw1 << 8 | sw2, data
+
+    def header(self, fid: int) -> tuple[int, bytes]:
+        return self._crsm(GET_RESPONSE, fid)
+
+    def read_binary(self, fid: int, offset: int, length: int) -> tuple[int, bytes]:
+        return self._crsm(READ_BINARY, fid, offset >> 8, offset & 0xFF, length)
+
+    def read_record(self, fid: int, number: int, length: int) -> tuple[int, bytes]:
+        return self._crsm(READ_RECORD, fid, number, _ABSOLUTE, length)
+
+
+def read_over_at(modem: Modem, limit: int = MAX_RECORDS) -> CardPairingRecord:
+    return read_pairing_record(CrsmFiles(modem), limit)
+
+
+def journal_fields(modem: Modem, limit: int = 1) -> dict:
+    """The card's own record as the pairing decision's journal line carries
+    it (flat `card_*` fields): the newest verdict and its device, or why
+    they could not be read.  Never raises: a failed read is journaled as
+    such, and pairing goes on whatever the card answered."""
+    try:
+        record = read_over_at(modem, limit)
+    except Exception as exc:  # noqa: BLE001 - a read-only extra must never stop a pairing
+        why = str(exc) if isinstance(exc, (MtcdError, FileAccessError)) else f"internal error ({type(exc).__name__})"
+        return {"card_record": f"unreadable: {why}", "card_service": None, "card_ips": None,
+                "card_latest": None, "card_device": None}
+    latest = record.latest
+    device = record.device(latest.ipd_record) if latest is not None else None
+    return {
+        "card_record": record.summary(),
+        "card_service": record.service.value,
+        "card_ips": record.status_file.state.value,
+        "card_latest": latest.verdict.value if latest is not None else None,
+        "card_device": device.value if device is not None else None,
+    }

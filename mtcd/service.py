@@ -29,6 +29,9 @@ from .uicc import Uicc
 
 log = logging.getLogger("mtcd")
 
+NOT_IN_THE_MODEM = {"card_record": "not read: the SIM is in a PC/SC reader, not behind the modem",
+                    "card_service": None, "card_ips": None, "card_latest": None, "card_device": None}
+
 
 class RadioNotOff(MtcdError):
     """The modem refused both AT+CFUN=4 and AT+CFUN=0: the gate cannot be
@@ -218,7 +221,8 @@ class Gateway:
         for event, fields in outcome.pin_events:
             self.journal.append(event, **fields)
         # The card's own pairing record (EF-IPS), read-only, goes on the decision's line.
-        card = journal_fields(self.modem)
+        # Over AT+CRSM: the modem's own slot, which is not the SIM a PC/SC reader holds.
+        card = journal_fields(self.modem) if self.config.uicc.backend != "pcsc" else NOT_IN_THE_MODEM
         self.association_change = _journal_decision(self.journal, outcome, self.config.service.show_imsi, card)
         return outcome
 

@@ -229,3 +229,16 @@ def test_a_recording_of_single_commands_refuses_a_concatenated_line():
     assert script.answer("ATE0") == [framed("OK")]
     assert script.answer("AT+CMEE=1") == [framed("OK")]
     assert script.mismatches == [] and script.finished
+
+
+def test_the_cards_pairing_record_reads_are_refused_not_mismatched():
+    """No public recording has mtcd's read of EF-UST/EF-IPS by path; such a
+    read is answered ERROR (mtcd journals the record as unreadable), while
+    any other unexpected command is still a mismatch."""
+    script = Script(parse_dialogue("#: vendor: x\n#: source: y\n> AT+CFUN=1\n< OK\n"))
+    assert script.answer('AT+CRSM=192,28472,0,0,0,,"3F007FFF"') == [framed("ERROR")]
+    assert script.answer("AT+CFUN=1") == [framed("OK")]
+    assert script.answer('AT+CRSM=176,28472,0,0,13,,"3F007FFF"') == [framed("ERROR")]
+    assert script.mismatches == []
+    script.answer('AT+CRSM=214,28472,0,0,1,"00",,"3F007FFF"')  # an UPDATE BINARY is never played along
+    assert len(script.mismatches) == 1

@@ -149,6 +149,13 @@ def load_dialogue(path) -> Dialogue:
         return parse_dialogue(f.read(), str(path))
 
 
+def _usim_file_read(command: str) -> bool:
+    """A read-only AT+CRSM (READ BINARY 176, READ RECORD 178, GET RESPONSE
+    192) of a file under ADF.USIM, addressed by its path 3F007FFF."""
+    text = command.strip().upper()
+    return text.startswith(("AT+CRSM=176,", "AT+CRSM=178,", "AT+CRSM=192,")) and text.endswith(',"3F007FFF"')
+
+
 def _concatenated(command: str) -> bool:
     text = command.strip()
     parts = split_command_line(text[2:]) if text[:2].upper() == "AT" else None
@@ -179,6 +186,11 @@ class Script:
         expected = events[self._at] if self._at < len(events) else None
         shown = redacted(command)  # a secret never reaches a list or a message
         self.commands.append(shown)
+        if not (isinstance(expected, Sent) and expected.matches(command)) and _usim_file_read(command):
+            # The card's pairing record (EF-UST, EF-IPS, EF-IPD by path from
+            # ADF.USIM): no public recording has these reads, so the card is
+            # played as one whose modem refuses them; mtcd journals that.
+            return [framed("ERROR")]
         if not isinstance(expected, Sent):
             self.mismatches.append(f"{self.dialogue.name}: {shown!r} after the end of the dialogue")
             return [framed("ERROR")]

@@ -97,7 +97,8 @@ class PcscStack:
                               capture_output=True, timeout=10)
         return done.returncode == 0
 
-    def wait_for_card(self, timeout: float = 15.0) -> None:
+    def wait_for_card(self, timeout: float = 30.0) -> None:
+        # pcscd polls its readers about once a second; a loaded machine is slower.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -127,6 +127,11 @@ class Monitor:
         self.cut_at: tuple[str, ...] = ()
         self.cut = threading.Event()
         self.cut_note = ""
+        # Command counter; the last AT+CPIN? read and the last change made
+        # behind the gateway's back, in its terms.
+        self.seq = self.cpin_read = 0
+        self.changed_at = -1
+        self.races = 0
         modem.handle = self
 
     def arm_cut(self, prefixes: tuple[str, ...]) -> None:
@@ -152,8 +157,15 @@ class Monitor:
         soak = self.soak
         if puk and not soak.person_puk:
             soak.violation(f"a PUK was sent: {self.modem.commands[-1]}")
-        if upper.startswith(NETWORK) and not (card and card is self.modem.card and card.verified
-                                              and card.pin_enabled):
+        with self.lock:
+            self.seq += 1
+            if upper == "AT+CPIN?":
+                self.cpin_read = self.seq
+            unseen = self.changed_at >= self.cpin_read
+        unlocked = card and card is self.modem.card and card.verified and card.pin_enabled
+        if upper.startswith(NETWORK) and not unlocked and unseen:
+            self.races += 1  # the gate must close at its next look (checked below)
+        elif upper.startswith(NETWORK) and not unlocked:
             state = (f"{card.iccid.value[-4:]} verified={card.verified} enabled={card.pin_enabled} "
                      f"attempts={card.pin_attempts} now in slot: "
                      f"{self.modem.card.iccid.value[-4:] if self.modem.card else 'none'}") if card else "no SIM"
@@ -183,6 +195,8 @@ class Monitor:
 class Soak:
     def __init__(self, root: Path, seed: int, mode: str, log=print, detail: Path | None = None):
         self.detail = detail
+        self.deadline: float | None = None
+        self.done = 0
         self.root = root
         self.seed = seed
         self.mode = mode
@@ -200,6 +214,7 @@ class Soak:
         self.cycle = 0
         self.checked = 0
         self.log_seen = 0
+        self.leaked: set[str] = set()
         self.outcomes: dict[str, int] = {}
 
     # --- bookkeeping -----------------------------------------------------
@@ -269,6 +284,14 @@ class Soak:
     def _mtcctl(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "mtcd.cli.ctl", "--config", str(self.gw.config), *args]
 
+    def behind_back(self, change, *args, **kwargs) -> None:
+        """A change to the slot or the modem the gateway learns of only by
+        looking: until its next AT+CPIN? a command it sends may still be
+        meant for the card it saw (a race no gateway can close)."""
+        with self.monitor.lock:
+            self.monitor.changed_at = self.monitor.seq
+        change(*args, **kwargs)
+
     # --- the gateway's side ------------------------------------------------
 
     def pin_set(self, iccid: str, pin: str) -> None:
@@ -303,7 +326,7 @@ class Soak:
                 proc.popen.send_signal(signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        self.modem.power_loss()
+        self.behind_back(self.modem.power_loss)
 
     def start_service(self) -> None:
         self.service = self._spawn("mtcd run", self._mtcd("run"), stderr_path=self.service_log)
@@ -342,12 +365,12 @@ class Soak:
             cut_prefixes = ("AT+CPWD=",)
             commands.append("pin rotate")
         if event == "swap":
-            self.modem.insert_card(rng.choice([c for c in self.cards[:2] if c is not self.modem.card]
+            self.behind_back(self.modem.insert_card, rng.choice([c for c in self.cards[:2] if c is not self.modem.card]
                                               or self.cards[:2]))
         elif event == "wrong-sim":
-            self.modem.insert_card(self.cards[2])
+            self.behind_back(self.modem.insert_card, self.cards[2])
         elif event == "boot":
-            self.modem.power_loss()
+            self.behind_back(self.modem.power_loss)
         if cut_on_pin:
             self.monitor.arm_cut(cut_prefixes)
         start = time.monotonic()
@@ -376,7 +399,7 @@ class Soak:
                 self.power_cut()
             else:
                 self.server.close_port()
-                self.modem.power_loss(announce=False)
+                self.behind_back(self.modem.power_loss, announce=False)
                 time.sleep(rng.uniform(0.0, 1.0))
                 self.server.reopen()
                 self.server.flush_urcs()
@@ -396,11 +419,11 @@ class Soak:
             self.service = None
         self.check_state()
         self.settle(rng)
-        self.log(f"seed {self.seed} {self.mode} cycle {index}: {event}"
+        self.log(f"seed {self.seed} {self.mode} cycle {index} ({time.monotonic() - start:.1f} s): {event}"
                  f"{' at ' + (self.monitor.cut_note or 'a PIN command that never came') if cut_on_pin else ''}, {', '.join(commands) or 'no mtcctl'};"
                  f" card {self.modem.card.iccid.value[-4:] if self.modem.card else '-'}"
                  f" {self.modem.card.pin_attempts if self.modem.card else '-'} left,"
-                 f" {len(self.violations)} violation(s)", flush=True)
+                 f" {self.monitor.races} swap race(s), {len(self.violations)} violation(s)", flush=True)
 
     # --- checks ----------------------------------------------------------------
 
@@ -417,7 +440,8 @@ class Soak:
             log, self.log_seen = whole[self.log_seen:], len(whole)
             if "Traceback" in log:
                 self.violation(f"mtcd run logged a traceback: {log[log.index('Traceback'):][:800]}")
-            for pin in self._leaks(whole):  # a PIN learnt later may have leaked earlier
+            for pin in set(self._leaks(whole)) - self.leaked:  # a PIN learnt later may have leaked earlier
+                self.leaked.add(pin)
                 self.violation(f"mtcd run logged a PIN ({len(pin)} digits)")
         self.check_rejected_twice()
         self.check_keystore()
@@ -470,7 +494,7 @@ class Soak:
 
     def paired(self) -> bool:
         card = self.modem.card
-        return bool(card and card.verified and self.modem.radio == 1)
+        return bool(card and card.verified and self.modem.radio == 1 and self.modem.pdp_active)
 
     def decide(self) -> None:
         """One pairing decision with no fault in the way."""
@@ -479,14 +503,19 @@ class Soak:
         else:
             if self.service_down():
                 self.start_service()
-            deadline = time.monotonic() + 20
+            # `mtcctl repair` answers once a decision is taken (and a paired
+            # SIM's link is up); 69 while the service has no modem yet.
+            deadline = time.monotonic() + 30
             while time.monotonic() < deadline and not self.paired():
-                time.sleep(0.2)
+                repair = self._finish(self._spawn("repair (settle)", self._mtcctl("repair")))
+                if repair.popen.returncode != 69:
+                    break
+                time.sleep(0.5)
 
     def settle(self, rng: random.Random) -> None:
         card = self.modem.card
         if card is None or card is self.cards[2]:
-            self.modem.insert_card(rng.choice(self.cards[:2]))
+            self.behind_back(self.modem.insert_card, rng.choice(self.cards[:2]))
             card = self.modem.card
         if self.paired():
             return
@@ -535,7 +564,12 @@ class Soak:
                 self.pin_set(card.iccid.value, card.pin)
             try:
                 for index in range(start, start + cycles):
+                    if self.deadline is not None and time.monotonic() > self.deadline:
+                        self.log(f"seed {self.seed} {self.mode}: time is up after cycle {index - 1}; "
+                                 f"resume with --seed {self.seed} --start {index}", flush=True)
+                        break
                     self.run_cycle(index)
+                    self.done += 1
             finally:
                 if self.mode == "service":
                     self.stop_service()
@@ -547,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, default=int(os.environ.get("SOAK_CYCLES", "100")))
     parser.add_argument("--seed", type=int, default=None, help="random seed (printed; default: from the clock)")
     parser.add_argument("--start", type=int, default=0, help="first cycle number (to resume a run)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="stop after this long (each mode its share), after the cycle under way")
     parser.add_argument("--detail", type=Path, default=None,
                         help="append what led to each violation (redacted AT log, service log) to this file")
     parser.add_argument("--mode", choices=("once", "service", "both"), default="both",
@@ -557,18 +593,24 @@ def main(argv: list[str] | None = None) -> int:
     modes = ("once", "service") if args.mode == "both" else (args.mode,)
     began = time.monotonic()
     violations: list[str] = []
+    races = done = 0
     outcomes: dict[str, int] = {}
     for n, mode in enumerate(modes):
         share = args.cycles // len(modes) + (1 if n < args.cycles % len(modes) else 0)
         with tempfile.TemporaryDirectory(prefix=f"mtcd-soak-{mode}-") as tmp:
             soak = Soak(Path(tmp), seed, mode, detail=args.detail)
+            if args.minutes is not None:
+                soak.deadline = time.monotonic() + args.minutes * 60 / len(modes)
             soak.run(share, args.start)
             violations += soak.violations
+            races += soak.monitor.races
+            done += soak.done
             for k, v in soak.outcomes.items():
                 outcomes[k] = outcomes.get(k, 0) + v
     took = time.monotonic() - began
-    print(json.dumps({"seed": seed, "cycles": args.cycles, "seconds": round(took, 1),
-                      "violations": violations, "exits": outcomes}, sort_keys=True), flush=True)
+    print(json.dumps({"seed": seed, "cycles": done, "seconds": round(took, 1),
+                      "violations": violations, "exits": outcomes,
+                      "swap_races": races}, sort_keys=True), flush=True)
     return 1 if violations else 0
 
 

@@ -24,6 +24,10 @@ What the soak does on purpose, and what it never does:
 
 The checks come from the simulator's side (it sees every command before
 redaction and the card's counters around it) and from the state directory.
+A network command that reaches a card swapped in (or a modem power-lost)
+after the gateway's last `AT+CPIN?` is counted as a swap race, not a fault:
+no gateway can see a change between two of its own commands.  The gate must
+close at its next look, and any such command after that look is a fault.
 """
 
 from __future__ import annotations

@@ -99,6 +99,16 @@ bench: venv
 	$(PY) bench/idle_cpu.py
 	$(PY) bench/journal_scale.py
 
+# The soak (tests/soak.py): boot, SIM swap, wrong SIM, modem reset and
+# power-cut cycles against the simulator with random mtcctl commands, every
+# guarantee checked each cycle.  Half the cycles against `mtcd once`, half
+# against one `mtcd run`.  Progress one line a cycle; SOAK_SEED replays a
+# schedule, SOAK_START resumes from a cycle.  Its last run: BENCHMARKS.md.
+.PHONY: soak
+SOAK_CYCLES ?= 10000
+soak: venv
+	$(PY) tests/soak.py --cycles $(SOAK_CYCLES) $(if $(SOAK_SEED),--seed $(SOAK_SEED)) $(if $(SOAK_START),--start $(SOAK_START))
+
 # Real modem and SIM on the bench (hw-tests/README.md first):
 #   make hw-test MODEM=/dev/ttyUSB2 [VENDOR=quectel] [CARD=card.toml] [READER=name] \
 #                [DESTRUCTIVE=yes] [RECORD=dir] [HW_TEST_FLAGS="--foreign-sim --hotswap"]

@@ -585,7 +585,10 @@ class Gatekeeper:
         else:
             gw.ensure_radio_off()
         self.outcome = outcome
-        self.signature = gw.sim_signature()
+        # A paired gate belongs to the SIM it unlocked.  The slot read now may
+        # already hold a card swapped in during pairing or link-up, which every
+        # later check would then pass as the paired one (and retry its link).
+        self.signature = _paired_signature(outcome) if outcome.paired else gw.sim_signature()
         self._announce(outcome, link_error, new_decision=True)
 
     def _check_sim(self) -> None:
@@ -854,6 +857,11 @@ def _paired_gateway(gk: Gatekeeper) -> Gateway:
     return gk.gateway
 
 
+def _paired_signature(outcome) -> tuple[SimLock, object]:
+    """What the slot holds while the gate is open: the SIM it paired, unlocked."""
+    return SimLock.READY, outcome.iccid
+
+
 def _change_result(gw: Gateway, result) -> dict:
     iccid = gw.uicc.iccid()
     return {"iccid": str(iccid) if iccid else None, "outcome": result.outcome, "detail": result.detail}
@@ -866,7 +874,7 @@ def _rotate(gk: Gatekeeper, length=None) -> dict:
     result = gw.lifecycle().rotate(REQUESTED, length)
     gk._emit("PIN_ROTATED", f"PIN of SIM {gk.outcome.iccid} rotated on request", iccid=str(gk.outcome.iccid),
              imei=str(gk.outcome.imei), state="paired")
-    gk.signature = gw.sim_signature()
+    gk.signature = _paired_signature(gk.outcome)
     return _change_result(gw, result)
 
 
@@ -942,7 +950,7 @@ def _compromise(gk: Gatekeeper) -> dict:
     gw.journal.append("pins-compromised", count=marked)
     gw = _paired_gateway(gk)
     result = gw.lifecycle().rotate(COMPROMISED)
-    gk.signature = gw.sim_signature()
+    gk.signature = _paired_signature(gk.outcome)
     answer = _change_result(gw, result)
     answer["detail"] = f"{marked} stored PINs marked compromised; inserted SIM: {result.detail}"
     return answer

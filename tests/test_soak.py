@@ -1,0 +1,74 @@
+"""The soak's short run (tests/soak.py; `make soak` runs the long one), and
+proof that its checks see what they are there to see."""
+
+from __future__ import annotations
+
+import pytest
+
+import soak
+from simfixtures import AtPort, TEST_PUK, make_card, sim_modem
+
+
+def test_short_soak_once_and_service(tmp_path, capsys):
+    """A few cycles against `mtcd once` and a few against `mtcd run`: every
+    guarantee holds on each."""
+    for mode, cycles in (("once", 3), ("service", 3)):
+        runner = soak.Soak(tmp_path / mode, seed=20261201, mode=mode)
+        (tmp_path / mode).mkdir()
+        runner.run(cycles)
+        assert runner.violations == [], runner.violations
+        # The cycles did talk to the SIM: the checks had something to check.
+        assert runner.monitor.presentations, "no PIN was presented in the whole run"
+    printed = capsys.readouterr().out
+    assert "seed 20261201 service cycle 2" in printed
+
+
+class _Watch:
+    """A Monitor on a bare simulated modem, with no gateway around it."""
+
+    def __init__(self, modem):
+        self.violations: list[str] = []
+        self.person = self.person_puk = False
+        self.secrets: set[str] = set()
+        self.rng_cut = None
+
+    def violation(self, text: str) -> None:
+        self.violations.append(text)
+
+
+@pytest.mark.parametrize("commands, expected", [
+    (["AT+CPIN=" + TEST_PUK + ",11112222"], "a PUK was sent"),
+    (["AT+CFUN=1"], "while the SIM is not unlocked"),
+    (["AT+CPIN=99990000", "AT+CPIN=99990001", "AT+CPIN=99990002"], "with 1 attempts left (guard 2)"),
+])
+def test_soak_checks_catch_what_they_guard(commands, expected):
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        watch = _Watch(modem)
+        soak.Monitor(watch, modem)
+        with AtPort(port) as at:
+            for command in commands:
+                at.command(command)
+    assert any(expected in v for v in watch.violations), watch.violations
+
+
+def test_soak_sees_a_rejected_pin_presented_twice(tmp_path):
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        runner = soak.Soak(tmp_path, seed=1, mode="once")
+        runner.monitor = soak.Monitor(runner, modem)
+        with AtPort(port) as at:
+            at.command("AT+CPIN=99990000")
+            runner.check_rejected_twice()
+            assert runner.violations == []
+            at.command("AT+CPIN=99990000")
+        runner.check_rejected_twice()
+    assert any("rejected presented again" in v for v in runner.violations), runner.violations
+
+
+def test_soak_sees_a_pin_in_output(tmp_path):
+    runner = soak.Soak(tmp_path, seed=1, mode="once")
+    runner.secrets.add("48151623")
+    runner._check_output("mtcctl status", "ICCID 8949020000000000014 PIN 48151623\n", 0)
+    runner._check_output("mtcctl status", "ICCID 89490200048151623000\n", 0)  # digits of an ICCID: not a PIN
+    assert runner.violations == ["[seed 1 cycle 0] mtcctl status printed a PIN (8 digits)"]

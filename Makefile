@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 # Debian packages the test suite needs.  Installed by `make deps` when they are
 # missing and we run as root; otherwise we say what is missing.
 DEB_PACKAGES ?= systemd swtpm swtpm-tools build-essential pkg-config libtss2-dev libtss2-tcti-swtpm0 libsystemd-dev strace udev
+# The real ModemManager, polkitd and a private D-Bus daemon for tests/test_modemmanager.py.
+MM_DEB_PACKAGES ?= modemmanager polkitd dbus-daemon dbus-bin
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 # What `make deb` needs: the Debian build tools, lintian, and pip to fetch
 # python-gsmmodem-new's sdist (Debian has no package of it).
@@ -38,6 +40,7 @@ endef
 
 deps:
 	$(call apt_ensure,$(DEB_PACKAGES))
+	$(call apt_ensure,$(MM_DEB_PACKAGES))
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \

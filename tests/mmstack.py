@@ -113,12 +113,21 @@ class MMStack:
         return [line.split(":", 1)[1].strip() for line in run.stdout.splitlines()
                 if line.startswith("modem-list.value")]
 
+    def state(self, modem: str = "any") -> str:
+        run = self.mmcli("-m", modem, "-K")
+        for line in run.stdout.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "modem.generic.state":
+                return value.strip()
+        return ""
+
     def wait_for_modem(self, timeout: float = 60) -> str:
-        """The D-Bus path of the first modem ModemManager exports."""
+        """The D-Bus path of the first modem ModemManager exports, once it
+        has finished probing it (locked, disabled or failed)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = self.modems()
-            if found:
+            if found and self.state(found[0]) in ("locked", "disabled", "failed", "enabled"):
                 return found[0]
             self.check_alive()
             time.sleep(0.3)
@@ -192,21 +201,21 @@ def _bus_has(env: dict, name: str) -> bool:
 def modemmanager_stack(root: Path, ports: list[str]) -> Iterator[MMStack]:
     """Bus, polkitd and ModemManager for the ptys in `ports` (announced)."""
     root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
     # polkitd drops to its own user: the bus socket lives in a directory it
     # can reach (a test's tmp_path is root's alone).
     bus_dir = Path(tempfile.mkdtemp(prefix="mtcd-mm-bus-"))
-    bus_dir.chmod(0o755)
-    socket = bus_dir / "system_bus_socket"
-    (root / "bus.conf").write_text(BUS_CONFIG.format(socket=socket))
-    names = [p.removeprefix("/dev/") for p in ports]
-    _tty_overlay(root / "class-tty", names)
-    _rules_overlay(root / "rules.d")
-    address = f"unix:path={socket}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DBUS_")}
-    env["DBUS_SYSTEM_BUS_ADDRESS"] = address
     procs: dict[str, subprocess.Popen] = {}
-    stack = MMStack(root, address, procs)
     try:
+        bus_dir.chmod(0o755)
+        socket = bus_dir / "system_bus_socket"
+        (root / "bus.conf").write_text(BUS_CONFIG.format(socket=socket))
+        _tty_overlay(root / "class-tty", [p.removeprefix("/dev/") for p in ports])
+        _rules_overlay(root / "rules.d")
+        address = f"unix:path={socket}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DBUS_")}
+        env["DBUS_SYSTEM_BUS_ADDRESS"] = address
+        stack = MMStack(root, address, procs)
         procs["dbus-daemon"] = subprocess.Popen(
             [DBUS_DAEMON, f"--config-file={root / 'bus.conf'}", "--nofork", "--nopidfile", "--nosyslog"],
             stdout=open(root / "dbus.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -229,3 +238,34 @@ def modemmanager_stack(root: Path, ports: list[str]) -> Iterator[MMStack]:
             if name in procs:
                 _stop(procs[name])
         shutil.rmtree(bus_dir, ignore_errors=True)
+
+
+# -- pytest -------------------------------------------------------------------
+
+def mm_gateway_class(base):
+    """conftest.Gateway whose commands talk to the stack's bus only."""
+
+    class MMGateway(base):
+        bus_address: str = ""
+
+        @property
+        def env(self):
+            env = {k: v for k, v in super().env.items() if not k.startswith("DBUS_")}
+            env["DBUS_SYSTEM_BUS_ADDRESS"] = self.bus_address
+            return env
+
+    return MMGateway
+
+
+@dataclass
+class MMRig:
+    """One test's simulator, ModemManager and gateway directory."""
+
+    modem: object  # mtcd.sim.SimulatedModem: its `commands` is the AT log
+    port: str
+    stack: MMStack
+    gateway: object  # conftest.Gateway with the private bus in its env
+
+    def configure(self, datalink: str = 'backend = "none"', policy: str = "", modem: str = "") -> None:
+        self.gateway.configure(self.port, datalink=datalink, policy=policy,
+                               modem=f'driver = "modemmanager"\ntimeout = 30\nsim_ready_timeout = 30\n{modem}')

@@ -115,7 +115,9 @@ class MmModem:
         off (CFUN=4 on an AT modem).  A modem whose SIM is locked cannot be
         enabled without the PIN, and ModemManager refuses low power then
         (WrongState): locked counts as off, and low power follows once the
-        card is unlocked and the modem disabled."""
+        card is unlocked and the modem disabled.  A plugin without low power
+        (ModemManager's generic one answers Unsupported) fails here: the gate
+        cannot be confirmed closed, and the caller says so (exit 69)."""
         try:
             if self.state() >= states.STATE_DISABLING:
                 self.session.call(states.MODEM, "Enable", "b", (False,))

@@ -1,0 +1,137 @@
+"""Pairing through the real ModemManager (`[modem] driver = "modemmanager"`).
+
+ModemManager (Debian `modemmanager`) drives the project's simulator on a pty,
+on a private system bus, in its own mount namespace (tests/mmstack.py).
+`mtcd once` talks to it over D-Bus; the simulator's command log shows what
+reached the modem, whoever sent it.  Skipped only where the stack cannot run
+(not root, ModemManager not installed), with that reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+import mmstack
+from conftest import Gateway, network_commands, pin_presentations, puk_commands
+from simfixtures import TEST_PIN, make_card, sim_modem
+
+pytestmark = pytest.mark.skipif(mmstack.missing() is not None, reason=mmstack.missing() or "")
+
+# What would put a SIM on the network or use it (guarantee 3): MM's own
+# AT+COPS=3,n only sets the operator name format, so it is not counted.
+ON_AIR = ("AT+CGACT=1", "AT+CGATT=1", "ATD", "AT+CFUN=1")
+
+
+def on_air(commands: list[str]) -> list[str]:
+    return [c for c in commands if c.upper().startswith(ON_AIR)]
+
+
+@contextlib.contextmanager
+def rig(tmp_path, card, **modem_options):
+    with sim_modem(card, **modem_options) as (modem, port):
+        with mmstack.modemmanager_stack(tmp_path / "mm", [port]) as stack:
+            stack.wait_for_modem()
+            gw = mmstack.mm_gateway_class(Gateway)(tmp_path / "gw")
+            gw.root.mkdir()
+            gw.bus_address = stack.bus_address
+            yield mmstack.MMRig(modem, port, stack, gw)
+
+
+@pytest.fixture
+def mm_rig(tmp_path):
+    stack = contextlib.ExitStack()
+    yield lambda card, **options: stack.enter_context(rig(tmp_path, card, **options))
+    stack.close()
+
+
+def test_modemmanager_right_sim_pairs_with_one_send_pin(mm_rig):
+    card = make_card()
+    r = mm_rig(card)
+    r.configure()
+    r.gateway.store_pin(card.iccid.value)
+    before = len(r.modem.commands)
+    run = r.gateway.mtcd("once", "--json", timeout=180)
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = run.last_json
+    assert report["state"] == "paired" and report["iccid"] == card.iccid.value and report["link"] == "up"
+    assert report["imei"] == r.modem.imei
+    # Exactly one PIN reached the modem, and only after mtcd asked for it.
+    assert len(pin_presentations(r.modem.commands)) == 1
+    assert not pin_presentations(r.modem.commands[:before])
+    assert r.stack.state() in ("enabled", "registered", "searching")
+    assert TEST_PIN not in run.stdout + run.stderr
+    assert not r.gateway.keystore().get(card.iccid).attempt_started  # the marker is settled
+
+
+def test_modemmanager_foreign_sim_refused_without_send_pin(mm_rig):
+    card = make_card(serial_number=7)
+    r = mm_rig(card)
+    r.configure()
+    r.gateway.store_pin(make_card(serial_number=8).iccid.value)  # another card's PIN
+    run = r.gateway.mtcd("once", "--json", timeout=120)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.last_json["reason"] == "unknown-sim" and run.last_json["link"] == "down"
+    assert pin_presentations(r.modem.commands) == [] and puk_commands(r.modem.commands) == []
+    assert on_air(r.modem.commands) == []
+    assert r.stack.state() == "locked"
+
+
+def test_modemmanager_wrong_pin_presented_once_then_never_again(mm_rig):
+    card = make_card()
+    r = mm_rig(card)
+    r.configure()
+    r.gateway.store_pin(card.iccid.value, "11112222")
+    first = r.gateway.mtcd("once", "--json", timeout=120)
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert first.last_json["reason"] == "pin-rejected"
+    assert len(pin_presentations(r.modem.commands)) == 1
+    assert card.pin_attempts == 2
+    # The next run (a restart) reads the latch: nothing is sent again.
+    second = r.gateway.mtcd("once", "--json", timeout=120)
+    assert second.returncode == 1 and second.last_json["reason"] == "pin-rejected"
+    assert len(pin_presentations(r.modem.commands)) == 1 and card.pin_attempts == 2
+    assert puk_commands(r.modem.commands) == [] and on_air(r.modem.commands) == []
+    assert "11112222" not in first.stdout + first.stderr + second.stdout + second.stderr
+
+
+def test_modemmanager_retry_guard_keeps_the_pin(mm_rig):
+    card = make_card(pin_attempts=1)
+    r = mm_rig(card)
+    r.configure()
+    r.gateway.store_pin(card.iccid.value)
+    run = r.gateway.mtcd("once", "--json", timeout=120)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.last_json["reason"] == "retry-guard" and run.last_json["pin_retries"] == 1
+    assert pin_presentations(r.modem.commands) == [] and on_air(r.modem.commands) == []
+    assert card.pin_attempts == 1
+
+
+def test_modemmanager_unlocked_card_without_low_power_fails_closed(mm_rig):
+    """A card whose PIN is disabled leaves the modem unlocked; ModemManager's
+    generic plugin (the one that drives the simulator) has no low-power
+    command, so mtcd cannot confirm the radio off and stops with exit 69
+    before anything is decided: no PIN, nothing on the air, modem disabled."""
+    card = make_card(pin_enabled=False)
+    r = mm_rig(card)
+    r.configure()
+    r.gateway.store_pin(card.iccid.value)
+    run = r.gateway.mtcd("once", "--json", timeout=120)
+    assert run.returncode == 69, run.stdout + run.stderr
+    assert "the radio could not be switched off" in run.last_json["message"]
+    assert "SetPowerState" in run.last_json["message"]
+    assert pin_presentations(r.modem.commands) == [] and on_air(r.modem.commands) == []
+    assert r.stack.state() == "disabled"
+
+
+def test_modemmanager_blocked_sim_never_gets_a_puk(mm_rig):
+    card = make_card(pin_attempts=0)
+    r = mm_rig(card)
+    r.configure()
+    r.gateway.store_pin(card.iccid.value)
+    run = r.gateway.mtcd("once", "--json", timeout=120)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.last_json["reason"] == "sim-blocked"
+    assert pin_presentations(r.modem.commands) == [] and puk_commands(r.modem.commands) == []
+    assert on_air(r.modem.commands) == []

@@ -135,3 +135,33 @@ def test_modemmanager_blocked_sim_never_gets_a_puk(mm_rig):
     assert run.last_json["reason"] == "sim-blocked"
     assert pin_presentations(r.modem.commands) == [] and puk_commands(r.modem.commands) == []
     assert on_air(r.modem.commands) == []
+
+
+def test_modemmanager_datalink_connects_only_after_pairing(mm_rig):
+    card = make_card()
+    r = mm_rig(card)
+    r.configure(datalink='backend = "modemmanager"\napn = "iot.example"')
+    r.gateway.store_pin(card.iccid.value)
+    run = r.gateway.mtcd("once", "--json", timeout=240)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.last_json["state"] == "paired" and run.last_json["link"] == "up"
+    assert r.stack.state() == "connected"
+    commands = r.modem.commands
+    pin_at = commands.index(pin_presentations(commands)[0])
+    dial_at = next(i for i, c in enumerate(commands) if c.upper().startswith("ATD"))
+    assert pin_at < dial_at  # nothing on the air before the gate opened
+    assert not on_air(commands[:pin_at])
+    assert r.modem.contexts[1] == ("IP", "iot.example")
+
+
+def test_modemmanager_datalink_refused_sim_never_connects(mm_rig):
+    card = make_card(serial_number=9)
+    r = mm_rig(card)
+    r.configure(datalink='backend = "modemmanager"\napn = "iot.example"')
+    run = r.gateway.mtcd("once", "--json", timeout=120)
+    assert run.returncode == 1 and run.last_json["reason"] == "unknown-sim", run.stdout + run.stderr
+    assert on_air(r.modem.commands) == [] and pin_presentations(r.modem.commands) == []
+    # ModemManager's probe asks AT+CGDCONT=? (what it may define); nothing is defined.
+    assert not any(c.upper().startswith("AT+CGDCONT=") and c != "AT+CGDCONT=?" for c in r.modem.commands)
+    assert r.modem.contexts == {}
+    assert r.stack.state() == "locked"

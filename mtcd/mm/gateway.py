@@ -128,6 +128,11 @@ class MmModem:
         self.radio_on = False
 
     def switch_radio_on(self) -> None:
+        # After an unlock ModemManager re-reads the modem before it may be
+        # enabled (WrongState until then): wait for that, bounded.
+        deadline = time.monotonic() + self.session.timeout
+        while self.state() < states.STATE_DISABLED and time.monotonic() < deadline:
+            time.sleep(POLL)
         try:
             self.session.call(states.MODEM, "Enable", "b", (True,), timeout=120)
         except BusError as exc:

@@ -66,6 +66,8 @@ def sim_lock(state: int, failed_reason: int, unlock_required: int) -> SimLock:
         return SimLock.FAILURE
     if state in (STATE_UNKNOWN, STATE_INITIALIZING) or unlock_required == LOCK_UNKNOWN:
         return SimLock.NOT_READY
+    if state == STATE_LOCKED and unlock_required == LOCK_NONE:
+        return SimLock.NOT_READY  # just unlocked: ModemManager is still re-reading the modem
     return _LOCKS.get(unlock_required, SimLock.OTHER)
 
 

@@ -216,6 +216,9 @@ def modemmanager_stack(root: Path, ports: list[str]) -> Iterator[MMStack]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DBUS_")}
         env["DBUS_SYSTEM_BUS_ADDRESS"] = address
         stack = MMStack(root, address, procs)
+        # ModemManager's debug log has every AT command in clear, AT+CPIN
+        # with its PIN too: only on request (MTCD_TEST_MM_DEBUG=1), never by default.
+        debug = ["--debug"] if os.environ.get("MTCD_TEST_MM_DEBUG") == "1" else []
         procs["dbus-daemon"] = subprocess.Popen(
             [DBUS_DAEMON, f"--config-file={root / 'bus.conf'}", "--nofork", "--nopidfile", "--nosyslog"],
             stdout=open(root / "dbus.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -226,7 +229,7 @@ def modemmanager_stack(root: Path, ports: list[str]) -> Iterator[MMStack]:
         _wait_for(lambda: _bus_has(env, "org.freedesktop.PolicyKit1"), 20, "polkitd on the private bus", procs)
         procs["ModemManager"] = subprocess.Popen(
             ["unshare", "-m", "sh", "-c", NAMESPACE_SCRIPT, "mm-namespace", str(root / "rules.d"),
-             str(root / "class-tty"), MODEMMANAGER, "--no-auto-scan", "--test-no-udev", "--debug"],
+             str(root / "class-tty"), MODEMMANAGER, "--no-auto-scan", "--test-no-udev", *debug],
             env=env, stdout=open(root / "ModemManager.log", "wb"), stderr=subprocess.STDOUT,
             start_new_session=True)
         _wait_for(lambda: _bus_has(env, "org.freedesktop.ModemManager1"), 30, "ModemManager on the private bus", procs)

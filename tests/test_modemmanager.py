@@ -62,6 +62,7 @@ def test_modemmanager_right_sim_pairs_with_one_send_pin(mm_rig):
     assert not pin_presentations(r.modem.commands[:before])
     assert r.stack.state() in ("enabled", "registered", "searching")
     assert TEST_PIN not in run.stdout + run.stderr
+    assert TEST_PIN not in (r.stack.root / "ModemManager.log").read_text(errors="replace")
     assert not r.gateway.keystore().get(card.iccid).attempt_started  # the marker is settled
 
 

@@ -166,3 +166,30 @@ def test_modemmanager_datalink_refused_sim_never_connects(mm_rig):
     assert not any(c.upper().startswith("AT+CGDCONT=") and c != "AT+CGDCONT=?" for c in r.modem.commands)
     assert r.modem.contexts == {}
     assert r.stack.state() == "locked"
+
+
+def test_modemmanager_refuses_while_networkmanager_holds_a_pin(mm_rig, tmp_path, monkeypatch):
+    """The driver, in this process against the real ModemManager: a GSM
+    profile with gsm.pin stops it before anything is decided (exit 78)."""
+    from mtcd.config import load_config
+    from mtcd.errors import ConfigError
+    from mtcd.service import Gateway as ServiceGateway
+
+    card = make_card()
+    r = mm_rig(card)
+    r.configure()
+    r.gateway.store_pin(card.iccid.value)
+    profiles = tmp_path / "system-connections"
+    profiles.mkdir()
+    (profiles / "lte.nmconnection").write_text(
+        "[connection]\nid=lte\ntype=gsm\n\n[gsm]\napn=iot.example\npin=" + TEST_PIN + "\n")
+    for key, value in r.gateway.env.items():
+        if key.startswith(("DBUS_", "SYSTEMD_CREDENTIAL")):
+            monkeypatch.setenv(key, value)
+    gw = ServiceGateway(load_config(r.gateway.config))
+    gw.nm_profile_dirs = (profiles,)
+    with gw, pytest.raises(ConfigError) as refused:
+        gw.pair_once()
+    assert "NetworkManager profile 'lte'" in str(refused.value) and TEST_PIN not in str(refused.value)
+    assert pin_presentations(r.modem.commands) == [] and on_air(r.modem.commands) == []
+    assert r.stack.state() == "locked"

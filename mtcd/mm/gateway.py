@@ -28,6 +28,7 @@ from ..simlock import PinAttempts, SimLock
 from ..uicc import PresentationRefused
 from . import states
 from .bus import BusError, ModemManagerBus
+from .nm import PROFILE_DIRS, refuse_pin_profiles
 
 log = logging.getLogger("mtcd.mm")
 
@@ -297,11 +298,17 @@ class MmGateway(Gateway):
         self.urcs_enabled = False
         self.association_change = None
 
+    # NetworkManager's keyfile directories (a test points them elsewhere).
+    nm_profile_dirs = PROFILE_DIRS
+
     def start(self, prepare_link: bool = True) -> None:
         # Disabled and low power before anything is decided (guarantee 3).
         from ..service import switch_radio_off
 
         switch_radio_off(self.modem)
+        # A profile that lets NetworkManager send a PIN would unlock any card
+        # behind the gate: nothing is decided while one exists.
+        refuse_pin_profiles(self.nm_profile_dirs)
         self.imei = self.modem.imei()
         self.imeisv = None  # ModemManager does not report the SVN
         self.keystore, self.sealer = open_keystore(self.config.state_dir, self.config.keystore.sealer)

@@ -193,3 +193,40 @@ def test_modemmanager_refuses_while_networkmanager_holds_a_pin(mm_rig, tmp_path,
     assert "NetworkManager profile 'lte'" in str(refused.value) and TEST_PIN not in str(refused.value)
     assert pin_presentations(r.modem.commands) == [] and on_air(r.modem.commands) == []
     assert r.stack.state() == "locked"
+
+
+def test_modemmanager_service_pairs_and_stops_with_the_link_down(mm_rig, tmp_path):
+    """`mtcd run` over ModemManager: READY=1 once paired and connected;
+    SIGTERM disconnects and disables the modem (and says that ModemManager's
+    generic plugin cannot put it in low power)."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import NotifySocket
+
+    card = make_card()
+    r = mm_rig(card)
+    r.configure(datalink='backend = "modemmanager"\napn = "iot.example"')
+    r.gateway.store_pin(card.iccid.value)
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = dict(r.gateway.env, NOTIFY_SOCKET=str(notify.path))
+    proc = subprocess.Popen([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(r.gateway.config), "run"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        ready = notify.wait_for("READY", "1", timeout=120)
+        assert ready["STATUS"] == f"paired ICCID {card.iccid}, link up"
+        assert r.stack.state() == "connected"
+        proc.send_signal(signal.SIGTERM)
+        notify.wait_for("STOPPING", "1", timeout=60)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        notify.close()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert r.stack.state() == "disabled", err
+    assert len(pin_presentations(r.modem.commands)) == 1
+    # The generic plugin has no low power: said, not hidden (see README).
+    assert "the radio could not be switched off" in err and "Unsupported" in err

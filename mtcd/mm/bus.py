@@ -1,8 +1,8 @@
 """The D-Bus edge: ModemManager's objects read and called through jeepney.
 
-python3-jeepney (pure Python, no GLib main loop, packaged by Debian since
-buster) on the system bus, or wherever DBUS_SYSTEM_BUS_ADDRESS points.  Every
-call has a bound; D-Bus errors come back as `BusError` with their name, so
+python3-jeepney (pure Python, no GLib main loop, packaged by Debian) on the
+system bus, or wherever DBUS_SYSTEM_BUS_ADDRESS points.  Every call has a
+bound; D-Bus errors come back as `BusError` with their name, so
 the layer above decides what a refusal means.
 """
 

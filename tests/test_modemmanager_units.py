@@ -84,3 +84,21 @@ def test_modemmanager_gateway_seam_picks_the_driver(tmp_path):
 
     assert type(Gateway(_config(tmp_path, 'driver = "modemmanager"', 'backend = "none"'))) is MmGateway
     assert type(Gateway(_config(tmp_path, "", ""))) is Gateway
+
+
+def test_modemmanager_simulator_answers_the_cops_family():
+    """What ModemManager's enable and connect ask of the simulator."""
+    from mtcd.sim import SimulatedModem
+    from simfixtures import make_card
+
+    modem = SimulatedModem(make_card(pin_enabled=False), power_on_cfun=4)
+    assert modem.handle("AT+COPS?") == ["+COPS: 0", "OK"]  # radio off: no operator
+    assert modem.handle("AT+COPS=?")[-1] == "OK"
+    assert modem.handle("AT+CFUN=1")[-1] == "OK"
+    assert modem.handle("AT+COPS=0") == ["OK"]
+    assert modem.handle("AT+COPS=3,2") == ["OK"]
+    assert modem.handle("AT+COPS?") == ['+COPS: 0,2,"26201",7', "OK"]
+    assert modem.handle("AT+COPS=3,0") == ["OK"]
+    assert modem.handle("AT+COPS?") == ['+COPS: 0,0,"mtcd sim",7', "OK"]
+    assert modem.handle("AT+COPS=1,2,\"26202\"")[-1] == "ERROR"  # manual selection: not simulated
+    assert modem.handle("AT+COPS=3")[-1] == "ERROR"

@@ -112,8 +112,8 @@ def test_modemmanager_retry_guard_keeps_the_pin(mm_rig):
 def test_modemmanager_unlocked_card_without_low_power_fails_closed(mm_rig):
     """A card whose PIN is disabled leaves the modem unlocked; ModemManager's
     generic plugin (the one that drives the simulator) has no low-power
-    command, so mtcd cannot confirm the radio off and stops with exit 69
-    before anything is decided: no PIN, nothing on the air, modem disabled."""
+    command, so once the card is refused mtcd cannot confirm the radio off
+    and stops with exit 69: no PIN, nothing on the air, the modem disabled."""
     card = make_card(pin_enabled=False)
     r = mm_rig(card)
     r.configure()
@@ -121,7 +121,9 @@ def test_modemmanager_unlocked_card_without_low_power_fails_closed(mm_rig):
     run = r.gateway.mtcd("once", "--json", timeout=120)
     assert run.returncode == 69, run.stdout + run.stderr
     assert "the radio could not be switched off" in run.last_json["message"]
-    assert "SetPowerState" in run.last_json["message"]
+    assert "Unsupported" in run.last_json["message"]
+    decisions = [e for e in r.gateway.history() if e.get("event") == "decision"]
+    assert decisions[-1]["outcome"] == "refused" and decisions[-1]["reason"] == "pin-disabled"
     assert pin_presentations(r.modem.commands) == [] and on_air(r.modem.commands) == []
     assert r.stack.state() == "disabled"
 
@@ -230,3 +232,24 @@ def test_modemmanager_service_pairs_and_stops_with_the_link_down(mm_rig, tmp_pat
     assert len(pin_presentations(r.modem.commands)) == 1
     # The generic plugin has no low power: said, not hidden (see README).
     assert "the radio could not be switched off" in err and "Unsupported" in err
+
+
+def test_modemmanager_puk_only_when_a_person_unblocks(mm_rig):
+    """A blocked card: `mtcd once` sends nothing; `mtcctl sim unblock` (the
+    PUK typed by a person) goes out as one Sim.SendPuk, and the next
+    `mtcd once` pairs with the new PIN it stored."""
+    from simfixtures import TEST_PUK
+
+    card = make_card(pin_attempts=0)
+    r = mm_rig(card)
+    r.configure()
+    refused = r.gateway.mtcd("once", "--json", timeout=120)
+    assert refused.returncode == 1 and refused.last_json["reason"] == "sim-blocked"
+    assert puk_commands(r.modem.commands) == [] and pin_presentations(r.modem.commands) == []
+    unblock = r.gateway.mtcctl("sim", "unblock", stdin=f"{TEST_PUK}\n13572468\n", timeout=120)
+    assert unblock.returncode == 0, unblock.stdout + unblock.stderr
+    assert len(puk_commands(r.modem.commands)) == 1 and card.pin_attempts == 3
+    assert TEST_PUK not in unblock.stdout + unblock.stderr
+    paired = r.gateway.mtcd("once", "--json", timeout=180)
+    assert paired.returncode == 0 and paired.last_json["state"] == "paired", paired.stdout + paired.stderr
+    assert len(puk_commands(r.modem.commands)) == 1

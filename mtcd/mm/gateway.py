@@ -303,9 +303,19 @@ class MmGateway(Gateway):
 
     def start(self, prepare_link: bool = True) -> None:
         # Disabled and low power before anything is decided (guarantee 3).
-        from ..service import switch_radio_off
+        from ..service import RadioNotOff, switch_radio_off
 
-        switch_radio_off(self.modem)
+        try:
+            switch_radio_off(self.modem)
+        except RadioNotOff as exc:
+            if self.modem.state() > states.STATE_DISABLED or "Unsupported" not in str(exc):
+                raise
+            # Disabled, but this plugin has no low power: ModemManager sends
+            # nothing to the network for a disabled modem.  The decision goes
+            # on; a refusal then stops with this error (ensure_radio_off), a
+            # pairing enables the modem anyway.
+            log.warning("%s; the modem is disabled, and a refusal will stop here", exc)
+            self.modem.radio_on = None
         # A profile that lets NetworkManager send a PIN would unlock any card
         # behind the gate: nothing is decided while one exists.
         refuse_pin_profiles(self.nm_profile_dirs)

@@ -253,3 +253,42 @@ def test_modemmanager_puk_only_when_a_person_unblocks(mm_rig):
     paired = r.gateway.mtcd("once", "--json", timeout=180)
     assert paired.returncode == 0 and paired.last_json["state"] == "paired", paired.stdout + paired.stderr
     assert len(puk_commands(r.modem.commands)) == 1
+
+
+def test_modemmanager_service_loses_the_modem_and_pairs_again(mm_rig, tmp_path):
+    """ModemManager drops the modem (the port went away): `mtcd run` reports
+    it within seconds; when the modem is back it pairs again by itself."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import NotifySocket
+
+    card = make_card()
+    r = mm_rig(card)
+    r.configure(modem="")
+    r.gateway.store_pin(card.iccid.value)
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = dict(r.gateway.env, NOTIFY_SOCKET=str(notify.path))
+    proc = subprocess.Popen([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(r.gateway.config), "run"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        ready = notify.wait_for("READY", "1", timeout=120)
+        assert ready["STATUS"].startswith("paired")
+        r.stack.withdraw(r.port)
+        lost = notify.wait_until(lambda m: m.get("STATUS", "").startswith("modem unavailable"), 20,
+                                 what="modem loss reported")
+        start = notify.messages.index(lost) + 1
+        r.stack.announce(r.port)
+        notify.wait_until(lambda m: m.get("STATUS", "").startswith("paired"), 90, start=start,
+                          what="paired again after the modem came back")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        notify.close()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    # The card stayed unlocked: the PIN went out once, at the first pairing.
+    assert len(pin_presentations(r.modem.commands)) == 1

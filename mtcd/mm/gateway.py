@@ -325,6 +325,26 @@ class MmGateway(Gateway):
         self.journal = PairingJournal(self.config.state_dir)
         self.uicc = MmUicc(self.modem, settle_time=self.config.modem.sim_ready_timeout, waits=self.waits)
 
+    _refused = False  # the last decision of this session was a refusal
+
+    def pair(self):
+        outcome = super().pair()
+        self._refused = not outcome.paired
+        return outcome
+
+    def ensure_radio_off(self) -> None:
+        """As over serial, except before a decision: a disabled modem whose
+        plugin has no low power lets the decision go on (ModemManager sends
+        nothing to the network for it); after a refusal it never does."""
+        from ..service import RadioNotOff
+
+        try:
+            super().ensure_radio_off()
+        except RadioNotOff as exc:
+            if self._refused or "Unsupported" not in str(exc) or self.modem.state() > states.STATE_DISABLED:
+                raise
+            log.warning("%s; the modem is disabled, and a refusal will stop here", exc)
+
     def enable_sim_urcs(self) -> bool:
         return False  # the periodic check reads ModemManager's properties
 

@@ -102,3 +102,4 @@ def test_modemmanager_simulator_answers_the_cops_family():
     assert modem.handle("AT+COPS?") == ['+COPS: 0,0,"mtcd sim",7', "OK"]
     assert modem.handle("AT+COPS=1,2,\"26202\"")[-1] == "ERROR"  # manual selection: not simulated
     assert modem.handle("AT+COPS=3")[-1] == "ERROR"
+    assert modem.handle("AT+COPS=3,x")[-1] == "ERROR"

@@ -935,9 +935,10 @@ class SimulatedModem:
             return ['+COPS: (2,"mtcd sim","mtcd sim","26201",7),,(0-4),(0-2)'] + _FINAL_OK
         if form == "set":
             f = fields(args)
-            if f and f[0] in ("0", "3") and not (f[0] == "3" and len(f) < 2):
-                if f[0] == "3":
-                    self.cops_format = int(f[1])
+            if f and f[0] == "0":
+                return _FINAL_OK
+            if len(f) >= 2 and f[0] == "3" and f[1] in ("0", "1", "2"):
+                self.cops_format = int(f[1])
                 return _FINAL_OK
             return _ERROR
         if form != "read":

@@ -10,6 +10,8 @@ STAMP  := $(VENV)/.installed
 # pip finds no wheel of it; python3-pyscard is for Debian's own python3.
 DEB_PACKAGES ?= systemd swtpm swtpm-tools build-essential pkg-config libtss2-dev libtss2-tcti-swtpm0 libsystemd-dev strace udev \
   pcscd vsmartcard-vpcd libpcsclite-dev swig python3-pyscard
+# The real ModemManager, polkitd and a private D-Bus daemon for tests/test_modemmanager.py.
+MM_DEB_PACKAGES ?= modemmanager polkitd dbus-daemon dbus-bin
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 # What `make deb` needs: the Debian build tools, lintian, and pip to fetch
 # python-gsmmodem-new's sdist (Debian has no package of it).
@@ -42,6 +44,7 @@ endef
 
 deps:
 	$(call apt_ensure,$(DEB_PACKAGES))
+	$(call apt_ensure,$(MM_DEB_PACKAGES))
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \

@@ -16,6 +16,7 @@ tables merged key by key, a later value winning; each is checked as strictly.
     vendor = "auto"
     sim_ready_timeout = 10         # seconds the SIM may stay busy/not ready
     pin_timeout = 20               # seconds, longest wait for a PIN or PUK command
+    driver = "serial"              # or "modemmanager": through ModemManager over D-Bus
     [policy]
     min_retries = 2                # never present the PIN with fewer attempts left
     require_pin_enabled = true
@@ -38,7 +39,7 @@ tables merged key by key, a later value winning; each is checked as strictly.
     backend = "at"                 # "at" (AT+CPIN) | "csim" (APDUs over AT+CSIM) | "pcsc" (a PC/SC reader)
     reader = ""                    # pcsc only: part of the reader's name, or its index
     [datalink]
-    backend = "at"                 # "at" | "ecm" | "qmi" | "ppp" | "command" | "none"
+    backend = "at"                 # "at" | "ecm" | "qmi" | "ppp" | "command" | "none" | "modemmanager"
     apn = "internet"
     pdp_type = "IP"
     cid = 1
@@ -78,7 +79,11 @@ SEALERS = ("auto", "systemd-creds", "tpm2", "file")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _MAX_SECONDS = 10**9  # about 31 years: more is a typo
 UICC_BACKENDS = ("at", "csim", "pcsc")
-DATALINK_BACKENDS = ("at", "ecm", "qmi", "ppp", "command", "none")
+DATALINK_BACKENDS = ("at", "ecm", "qmi", "ppp", "command", "none", "modemmanager")
+# How mtcd reaches the modem: its AT port, or ModemManager over D-Bus (mtcd.mm).
+MODEM_DRIVERS = ("serial", "modemmanager")
+# The backends that need no AT port of their own: the ones the modemmanager driver allows.
+MM_DATALINK_BACKENDS = ("modemmanager", "command", "none")
 PDP_TYPES = ("IP", "IPV6", "IPV4V6")
 MAX_APN_LENGTH = 100  # TS 23.003 §9.1
 
@@ -92,6 +97,7 @@ class ModemConfig:
     vendor: str = "auto"
     sim_ready_timeout: float = 10.0  # how long the SIM may stay busy (CME 14) or not ready
     pin_timeout: float = 20.0
+    driver: str = "serial"  # "modemmanager": port names the modem's primary port in ModemManager
 
 
 @dataclass(frozen=True)
@@ -343,6 +349,7 @@ _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "vendor": _one_of(VENDORS),
         "sim_ready_timeout": _seconds,
         "pin_timeout": _seconds,
+        "driver": _one_of(MODEM_DRIVERS),
     },
     "policy": {
         "min_retries": _integer(2, 3),
@@ -556,6 +563,7 @@ def _build(path: Path, doc: dict, origins: dict[str, Path] | None = None) -> Con
             fail(f"datalink.{key}",
                  f'is only used with backend = "command" (backend is "{backend}")')
     _datalink_backend_keys(datalink, backend, modem["port"], fail)
+    _driver_and_backend(modem.get("driver", ModemConfig.driver), backend, fail)
 
     state_dir = DEFAULT_STATE_DIR
     if "state_dir" in doc:
@@ -588,6 +596,18 @@ def _build(path: Path, doc: dict, origins: dict[str, Path] | None = None) -> Con
         alerts=AlertsConfig(**alerts),
         uicc=UiccConfig(**uicc),
     )
+
+
+def _driver_and_backend(driver: str, backend: str, fail) -> None:
+    """ModemManager owns the AT port under the modemmanager driver, so only
+    backends that need no port of their own go with it, and its own backend
+    needs it."""
+    if driver == "modemmanager" and backend not in MM_DATALINK_BACKENDS:
+        fail("datalink.backend", f'must be one of {", ".join(MM_DATALINK_BACKENDS)} with modem.driver = '
+                                 f'"modemmanager" (got "{backend}")')
+    if backend == "modemmanager" and driver != "modemmanager":
+        fail("datalink.backend", 'is "modemmanager", which needs modem.driver = "modemmanager" '
+                                 f'(driver is "{driver}")')
 
 
 # Keys that only one backend reads: given for another, they are a mistake.

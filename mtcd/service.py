@@ -97,6 +97,15 @@ class Gateway:
     `waits` tells a person or systemd what a long wait is for (mtcd.progress).
     """
 
+    def __new__(cls, config: Config, **_):
+        # The driver seam: `[modem] driver = "modemmanager"` reaches the modem
+        # through ModemManager over D-Bus (mtcd.mm), everything else as here.
+        if cls is Gateway and config.modem.driver == "modemmanager":
+            from .mm.gateway import MmGateway
+
+            cls = MmGateway
+        return super().__new__(cls)
+
     def __init__(self, config: Config, *, on_sim_event=None, on_failure=None, heartbeat=None,
                  waits: Waits = NO_WAITS):
         self.config = config

@@ -270,6 +270,7 @@ class SimulatedModem:
         # SIMCom reports SIM hot-swap only once AT+UIMHOTSWAPON=1 switched it
         # on; the setting is stored in the modem and survives a reboot.
         self.hotswap = False
+        self.cops_format = 0  # AT+COPS=3,<format>: how AT+COPS? names the operator
         self._reset_volatile()
 
     def _reset_volatile(self) -> None:
@@ -505,6 +506,7 @@ class SimulatedModem:
             "+CGREG": self._registration("+CGREG"),
             "+CEREG": self._registration("+CEREG"),
             "+CSQ": self._csq,
+            "+COPS": self._cops,
             "+CMGF": self._cmgf,
             "+CMGS": self._cmgs,
         }
@@ -1010,6 +1012,26 @@ class SimulatedModem:
             return _ERROR
 
         return handler
+
+    def _cops(self, form, args):
+        """Operator selection (TS 27.007 §7.3), as much as ModemManager asks:
+        automatic mode only; the operator is the card's home network."""
+        if form == "test":
+            return ['+COPS: (2,"mtcd sim","mtcd sim","26201",7),,(0-4),(0-2)'] + _FINAL_OK
+        if form == "set":
+            f = fields(args)
+            if f and f[0] == "0":
+                return _FINAL_OK
+            if len(f) >= 2 and f[0] == "3" and f[1] in ("0", "1", "2"):
+                self.cops_format = int(f[1])
+                return _FINAL_OK
+            return _ERROR
+        if form != "read":
+            return _ERROR
+        if not (self.radio == 1 and self._sim_ready()):
+            return ["+COPS: 0"] + _FINAL_OK
+        name = self.card.imsi.value[:5] if self.cops_format == 2 else "mtcd sim"
+        return [f'+COPS: 0,{self.cops_format},"{name}",7'] + _FINAL_OK
 
     def _csq(self, form, args):
         if form != "exec":

@@ -1,0 +1,352 @@
+"""The Gateway over ModemManager: the same pairing walk (mtcd.gate), the same
+keystore markers and journal, with ModemManager's D-Bus calls where the
+serial driver sends AT commands.
+
+The last line of defence stays here as in mtcd.uicc: Sim.SendPin goes out
+only when the most recent reading in this session said exactly SIM PIN and
+the PIN was looked up for the ICCID read from this same card.  Nothing here
+ever calls SendPuk except `unblock`, which only a person's command reaches.
+ModemManager itself never sends a PIN on its own (measured, 1.20); the
+modem is kept disabled and in low power until a Paired decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ..datalink import Datalink, DatalinkFailed, datalink_for
+from ..errors import CommandFailed, ModemUnavailable
+from ..identity import Iccid, Imei, Imsi
+from ..journal import PairingJournal
+from ..policy import PinOutcome
+from ..progress import NO_WAITS
+from ..sealers import open_keystore
+from ..secret import Pin, Puk
+from ..service import Gateway
+from ..simlock import PinAttempts, SimLock
+from ..uicc import PresentationRefused
+from . import states
+from .bus import BusError, ModemManagerBus
+from .nm import PROFILE_DIRS, refuse_pin_profiles
+
+log = logging.getLogger("mtcd.mm")
+
+# How often a reading is repeated while ModemManager is still probing.
+POLL = 0.25
+
+
+class MmSession:
+    """What the rest of mtcd calls the transport: here the bus connection and
+    the modem object chosen by `[modem] port` (its primary port's name)."""
+
+    slow_command_timeout = None  # read by Gateway._link_commands; ModemManager bounds its own
+
+    def __init__(self, port: str, timeout: float, bus: ModemManagerBus | None = None):
+        self.port = port
+        self.timeout = timeout
+        self.bus = bus or ModemManagerBus()
+        self.path: str | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.bus.alive and self.path is not None
+
+    def open(self) -> None:
+        """Connect and find the modem; waits up to `timeout` while
+        ModemManager probes it.  ModemUnavailable when it is not there."""
+        self.bus.open()
+        want = states.port_name(self.port)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                for path, props in self.bus.modems().items():
+                    ports = {name for name, _ in props.get("Ports", [])}
+                    if props.get("PrimaryPort") == want or want in ports or props.get("Device") == self.port:
+                        self.path = path
+                        return
+            except ModemUnavailable:
+                if time.monotonic() >= deadline:
+                    self.bus.close()
+                    raise
+            if time.monotonic() >= deadline:
+                self.bus.close()
+                raise ModemUnavailable(f"{self.port}: ModemManager has no modem on this port")
+            time.sleep(POLL)
+
+    def close(self) -> None:
+        self.path = None
+        self.bus.close()
+
+    # -- the modem object --------------------------------------------------
+    def modem(self, name: str):
+        return self.bus.get(self._path(), states.MODEM, name)
+
+    def call(self, interface: str, method: str, signature: str | None = None, body=(), timeout: float | None = None):
+        return self.bus.call(self._path(), interface, method, signature, body,
+                             **({} if timeout is None else {"timeout": timeout}))
+
+    def _path(self) -> str:
+        if self.path is None:
+            raise ModemUnavailable(f"{self.port}: no modem session")
+        return self.path
+
+
+class MmModem:
+    """The mobile equipment through ModemManager: identity and radio."""
+
+    def __init__(self, session: MmSession):
+        self.session = session
+        self.transport = session  # for code that names the port
+        self.radio_on: bool | None = None
+
+    def imei(self) -> Imei:
+        value = self.session.modem("EquipmentIdentifier")
+        try:
+            return Imei(value)
+        except ValueError:
+            raise ModemUnavailable(f"{self.session.port}: ModemManager reports no IMEI (got {value!r})") from None
+
+    def state(self) -> int:
+        return self.session.modem("State")
+
+    def switch_radio_off(self) -> None:
+        """Disabled and in low power: ModemManager sends no attach, PDP or
+        dial command for a disabled modem, and low power switches the radio
+        off (CFUN=4 on an AT modem).  A modem whose SIM is locked cannot be
+        enabled without the PIN, and ModemManager refuses low power then
+        (WrongState): locked counts as off, and low power follows once the
+        card is unlocked and the modem disabled.  A plugin without low power
+        (ModemManager's generic one answers Unsupported) fails here: the gate
+        cannot be confirmed closed, and the caller says so (exit 69)."""
+        try:
+            if self.state() >= states.STATE_DISABLING:
+                self.session.call(states.MODEM, "Enable", "b", (False,))
+            if self.state() == states.STATE_DISABLED:
+                self.session.call(states.MODEM, "SetPowerState", "u", (states.POWER_LOW,))
+        except BusError as exc:
+            raise CommandFailed("Modem.Enable(false)/SetPowerState(low)", exc.name) from None
+        self.radio_on = False
+
+    def switch_radio_on(self) -> None:
+        # After an unlock ModemManager re-reads the modem before it may be
+        # enabled (WrongState until then): wait for that, bounded.
+        deadline = time.monotonic() + self.session.timeout
+        while self.state() < states.STATE_DISABLED and time.monotonic() < deadline:
+            time.sleep(POLL)
+        try:
+            self.session.call(states.MODEM, "Enable", "b", (True,), timeout=120)
+        except BusError as exc:
+            raise CommandFailed("Modem.Enable(true)", exc.name) from None
+        self.radio_on = True
+
+
+class MmUicc:
+    """The SIM as ModemManager reports it, with mtcd.uicc.Uicc's contract."""
+
+    def __init__(self, modem: MmModem, *, settle_time: float = 10.0, waits=None):
+        self.modem = modem
+        self.session = modem.session
+        self.settle_time = settle_time
+        self.waits = waits if waits is not None else NO_WAITS
+        self._lock: SimLock | None = None
+        self._iccid: Iccid | None = None
+
+    def sim_changed(self) -> None:
+        self._lock = None
+        self._iccid = None
+
+    def lock(self, settle: bool = True) -> SimLock:
+        """What the SIM asks for, waiting a bounded time while ModemManager
+        still probes or re-reads the card (after an unlock, it does)."""
+        self._lock = None
+        deadline = time.monotonic() + (self.settle_time if settle else 0.0)
+        with self.waits.waiting("waiting for ModemManager to read the SIM", self.settle_time):
+            while True:
+                props = self.session.bus.get_all(self.session._path(), states.MODEM)
+                state = states.sim_lock(props.get("State", states.STATE_UNKNOWN),
+                                        props.get("StateFailedReason", 0),
+                                        props.get("UnlockRequired", states.LOCK_UNKNOWN))
+                if state is not SimLock.NOT_READY or time.monotonic() >= deadline:
+                    self._lock = state
+                    return state
+                time.sleep(POLL)
+
+    def _sim_path(self) -> str | None:
+        path = self.session.modem("Sim")
+        return None if path in ("", "/") else path
+
+    def iccid(self) -> Iccid | None:
+        self._iccid = None
+        path = self._sim_path()
+        if path is None:
+            return None
+        try:
+            self._iccid = Iccid(self.session.bus.get(path, states.SIM, "SimIdentifier"))
+        except (ValueError, BusError):
+            return None
+        return self._iccid
+
+    def attempts(self) -> PinAttempts | None:
+        return states.pin_attempts(dict(self.session.modem("UnlockRetries")))
+
+    def pin_enabled(self) -> bool | None:
+        try:
+            return states.pin_enabled(self.session.bus.get(self.session._path(), states.MODEM_3GPP,
+                                                           "EnabledFacilityLocks"))
+        except BusError:
+            return None
+
+    def imsi(self) -> Imsi | None:
+        path = self._sim_path()
+        if path is None:
+            return None
+        try:
+            return Imsi(self.session.bus.get(path, states.SIM, "Imsi"))
+        except (ValueError, BusError):
+            return None
+
+    def puk_attempts(self) -> int | None:
+        attempts = self.attempts()
+        return attempts.puk1 if attempts is not None else None
+
+    def may_present(self, iccid: Iccid) -> bool:
+        return self._lock is SimLock.SIM_PIN and self._iccid is not None and self._iccid == iccid
+
+    def present_pin(self, pin: Pin, for_iccid: Iccid) -> PinOutcome:
+        self._require(SimLock.SIM_PIN, for_iccid, "the SIM is not asking for exactly SIM PIN")
+        return self._send("SendPin", "s", (pin.reveal(),))
+
+    def change_pin(self, old: Pin, new: Pin, for_iccid: Iccid) -> PinOutcome:
+        self._require(SimLock.READY, for_iccid, "a PIN is only changed on an unlocked SIM")
+        return self._send("ChangePin", "ss", (old.reveal(), new.reveal()))
+
+    def enable_pin(self, pin: Pin, for_iccid: Iccid) -> PinOutcome:
+        self._require(SimLock.READY, for_iccid, "the PIN is only enabled on an unlocked SIM")
+        return self._send("EnablePin", "sb", (pin.reveal(), True))
+
+    def unblock(self, puk: Puk, new_pin: Pin, for_iccid: Iccid) -> PinOutcome:
+        """Sim.SendPuk: only for a person who typed the PUK (guarantee 2)."""
+        self._require(SimLock.SIM_PUK, for_iccid, "the SIM is not asking for its PUK")
+        return self._send("SendPuk", "ss", (puk.reveal(), new_pin.reveal()))
+
+    def _require(self, lock: SimLock, iccid: Iccid, why: str) -> None:
+        if self._lock is not lock:
+            raise PresentationRefused(why)
+        if self._iccid is None or self._iccid != iccid:
+            raise PresentationRefused("the secret was not looked up for the ICCID of this card")
+
+    def _send(self, method: str, signature: str, body) -> PinOutcome:
+        self._lock = None  # whatever happens next, the reading is no longer current
+        path = self._sim_path()
+        if path is None:
+            return PinOutcome.UNKNOWN
+        try:
+            self.session.bus.call(path, states.SIM, method, signature, body, timeout=self.session.timeout + 30)
+        except BusError as exc:
+            outcome = states.pin_outcome(exc.name)
+            if outcome is PinOutcome.UNKNOWN:
+                log.warning("Sim.%s ended with %s; outcome unknown", method, exc.name)
+            return outcome
+        except ModemUnavailable:
+            return PinOutcome.UNKNOWN
+        return PinOutcome.ACCEPTED
+
+
+class MmDatalink(Datalink):
+    """`[datalink] backend = "modemmanager"`: Simple.Connect with the APN
+    after a Paired decision, Simple.Disconnect and low power when the gate
+    closes."""
+
+    name = "modemmanager"
+
+    def __init__(self, modem: MmModem, apn: str, pdp_type: str = "IP"):
+        super().__init__(modem)
+        self.apn, self.pdp_type = apn, pdp_type
+
+    def _bring_up(self) -> None:
+        ip_type = {"IP": 1, "IPV6": 2, "IPV4V6": 4}[self.pdp_type]  # MMBearerIpFamily
+        try:
+            self.modem.session.call(states.SIMPLE, "Connect", "a{sv}",
+                                    ({"apn": ("s", self.apn), "ip-type": ("u", ip_type)},), timeout=180)
+        except BusError as exc:
+            raise DatalinkFailed(f"ModemManager could not connect ({exc.name})") from None
+
+    def _take_down(self) -> None:
+        try:
+            if self.modem.state() >= states.STATE_ENABLED:
+                self.modem.session.call(states.SIMPLE, "Disconnect", "o", ("/",), timeout=60)
+        except BusError as exc:
+            log.info("Simple.Disconnect: %s", exc.name)  # nothing connected is not a failure
+
+
+class MmGateway(Gateway):
+    """Gateway with `[modem] driver = "modemmanager"` (see Gateway.__new__)."""
+
+    def __init__(self, config, *, on_sim_event=None, on_failure=None, heartbeat=None, waits=NO_WAITS):
+        self.config = config
+        self.uicc = None
+        self.on_sim_event = on_sim_event
+        self.waits = waits
+        self.transport = MmSession(config.modem.port, config.modem.timeout)
+        self.modem = MmModem(self.transport)
+        if config.datalink.backend == "modemmanager":
+            self.datalink = MmDatalink(self.modem, config.datalink.apn, config.datalink.pdp_type)
+        else:
+            self.datalink = datalink_for(config.datalink, self.modem)
+        self.link_up = False
+        self.urcs_enabled = False
+        self.association_change = None
+
+    # NetworkManager's keyfile directories (a test points them elsewhere).
+    nm_profile_dirs = PROFILE_DIRS
+
+    def start(self, prepare_link: bool = True) -> None:
+        # Disabled and low power before anything is decided (guarantee 3).
+        from ..service import RadioNotOff, switch_radio_off
+
+        try:
+            switch_radio_off(self.modem)
+        except RadioNotOff as exc:
+            if self.modem.state() > states.STATE_DISABLED or "Unsupported" not in str(exc):
+                raise
+            # Disabled, but this plugin has no low power: ModemManager sends
+            # nothing to the network for a disabled modem.  The decision goes
+            # on; a refusal then stops with this error (ensure_radio_off), a
+            # pairing enables the modem anyway.
+            log.warning("%s; the modem is disabled, and a refusal will stop here", exc)
+            self.modem.radio_on = None
+        # A profile that lets NetworkManager send a PIN would unlock any card
+        # behind the gate: nothing is decided while one exists.
+        refuse_pin_profiles(self.nm_profile_dirs)
+        self.imei = self.modem.imei()
+        self.imeisv = None  # ModemManager does not report the SVN
+        self.keystore, self.sealer = open_keystore(self.config.state_dir, self.config.keystore.sealer)
+        self.journal = PairingJournal(self.config.state_dir)
+        self.uicc = MmUicc(self.modem, settle_time=self.config.modem.sim_ready_timeout, waits=self.waits)
+
+    _refused = False  # the last decision of this session was a refusal
+
+    def pair(self):
+        outcome = super().pair()
+        self._refused = not outcome.paired
+        return outcome
+
+    def ensure_radio_off(self) -> None:
+        """As over serial, except before a decision: a disabled modem whose
+        plugin has no low power lets the decision go on (ModemManager sends
+        nothing to the network for it); after a refusal it never does."""
+        from ..service import RadioNotOff
+
+        try:
+            super().ensure_radio_off()
+        except RadioNotOff as exc:
+            if self._refused or "Unsupported" not in str(exc) or self.modem.state() > states.STATE_DISABLED:
+                raise
+            log.warning("%s; the modem is disabled, and a refusal will stop here", exc)
+
+    def enable_sim_urcs(self) -> bool:
+        return False  # the periodic check reads ModemManager's properties
+
+    def radio_level(self) -> int:
+        return 1 if self.modem.state() >= states.STATE_ENABLING else 4

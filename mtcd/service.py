@@ -230,10 +230,19 @@ class Gateway:
         for event, fields in outcome.pin_events:
             self.journal.append(event, **fields)
         # The card's own pairing record (EF-IPS), read-only, goes on the decision's line.
-        # Over AT+CRSM: the modem's own slot, which is not the SIM a PC/SC reader holds.
-        card = journal_fields(self.modem) if self.config.uicc.backend != "pcsc" else NOT_IN_THE_MODEM
+        card = self._card_record()
         self.association_change = _journal_decision(self.journal, outcome, self.config.service.show_imsi, card)
         return outcome
+
+    def _card_record(self) -> dict:
+        """The card's pairing record for the decision's journal line, read
+        over AT+CRSM: only where mtcd holds the AT port and the SIM is the
+        modem's (not through ModemManager, not a PC/SC reader's card)."""
+        if self.config.modem.driver != "serial":
+            return dict(NOT_IN_THE_MODEM, card_record="not read: the modem is reached through ModemManager")
+        if self.config.uicc.backend == "pcsc":
+            return NOT_IN_THE_MODEM
+        return journal_fields(self.modem)
 
     def lifecycle(self) -> Lifecycle:
         return Lifecycle(self.uicc, self.keystore, self.journal, self.config.policy, self.imei)

@@ -9,8 +9,8 @@ never logged), the keystore that seals it, and the AT reader's redaction
 
 from __future__ import annotations
 
-import hmac
-import secrets as _random
+# hmac and secrets (for compare_digest and PIN generation) load OpenSSL's
+# libcrypto, several MB: imported where used, not by every `mtcctl --help`.
 
 
 class Secret:
@@ -53,6 +53,8 @@ class Secret:
     def __eq__(self, other) -> bool:
         if type(other) is not type(self):
             return NotImplemented
+        import hmac
+
         return hmac.compare_digest(self._value.encode(), other._value.encode())
 
     def __hash__(self) -> int:
@@ -75,7 +77,9 @@ class Pin(Secret):
         """A fresh random PIN from the system CSPRNG (TR 33.868: use all 8 digits)."""
         if not cls.min_digits <= length <= cls.max_digits:
             raise ValueError(f"PIN length must be {cls.min_digits} to {cls.max_digits}")
-        return cls("".join(_random.choice("0123456789") for _ in range(length)))
+        import secrets
+
+        return cls("".join(secrets.choice("0123456789") for _ in range(length)))
 
 
 class Puk(Secret):

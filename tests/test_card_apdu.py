@@ -265,3 +265,19 @@ def test_virtual_usim_serves_extra_files_only_when_asked():
     assert plain.answer(apdu.select_file(0x6FF1).tpdu()) == b"\x6a\x82"
     # EF.DIR names the USIM, and only that AID (or a prefix of it) selects it.
     assert plain.answer(files.select_aid(bytes.fromhex("A0000000871004")).tpdu()) == b"\x6a\x82"
+
+
+def test_the_private_pcscd_socket_path_fits_whatever_the_root(tmp_path):
+    """A Unix socket's path holds at most 107 bytes; `make demo` under a
+    test worker's directory once put pcscd's socket at 114 and the card
+    never showed up."""
+    from mtcd.sim.pcscstack import PcscStack
+    from simfixtures import make_card
+
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    stack = PcscStack(deep, make_card())
+    try:
+        assert len(str(stack.socket).encode()) <= 107
+    finally:
+        stack.__exit__(None, None, None)
+    assert not stack.run_dir.exists()

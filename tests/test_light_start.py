@@ -40,3 +40,13 @@ def test_mtcd_help_usage_and_config_errors_stay_light(argv):
     assert "mtcd.cli.common" in loaded  # the probe did run the CLI
     heavy = sorted(m for m in loaded if m.startswith(HEAVY))
     assert heavy == []
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["pin", "--help"], ["pin", "--bogus"], ["pin", "set"],
+                                  ["--config", "/nonexistent/mtcd.toml", "pin", "list"], ["--version"]])
+def test_mtcctl_help_usage_and_config_errors_stay_light(argv):
+    loaded = imported("ctl", argv)
+    assert "mtcd.cli.common" in loaded
+    heavy = sorted(m for m in loaded if m.startswith((*HEAVY, "mtcd.control", "mtcd.journal", "mtcd.lifecycle",
+                                                      "_hashlib")))
+    assert heavy == []

@@ -41,14 +41,8 @@ import sys
 
 from ..errors import EXIT_DATAERR, EXIT_OK, EXIT_TEMPFAIL, ModemUnavailable, MtcdError, UsageError
 from ..identity import Iccid
-from ..journal import PairingJournal
-from ..sealers import open_keystore
-from ..lifecycle import COMPROMISED, REQUESTED, LifecycleRefused, check_change_allowed, stage
 from ..secret import Pin, Puk
-from ..control import ControlClient, ControlUnavailable
 from ..logsetup import LEVEL_NAMES, RESET
-from ..service import Gateway
-from .recovery import confirm, forget_warning, pin_try, read_pin_confirmed, repair
 from .common import ArgumentParser, add_version_option, add_config_option, config_from, print_json, run_main, setup_logging
 
 PROG = "mtcctl"
@@ -492,10 +486,25 @@ def _log_level(config, args) -> int:
     return EXIT_OK
 
 
+def _import_the_stack() -> None:
+    """The modules the commands work with (keystore, sealers, the service,
+    the control socket), imported once the arguments and the configuration
+    were read: --help, usage and configuration errors need none of them."""
+    global PairingJournal, open_keystore, COMPROMISED, REQUESTED, LifecycleRefused, check_change_allowed, stage
+    global ControlClient, ControlUnavailable, Gateway, confirm, forget_warning, pin_try, read_pin_confirmed, repair
+    from ..control import ControlClient, ControlUnavailable
+    from ..journal import PairingJournal
+    from ..lifecycle import COMPROMISED, REQUESTED, LifecycleRefused, check_change_allowed, stage
+    from ..sealers import open_keystore
+    from ..service import Gateway
+    from .recovery import confirm, forget_warning, pin_try, read_pin_confirmed, repair
+
+
 def _body(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     setup_logging(PROG, args.verbose)
     config = config_from(args)
+    _import_the_stack()
     if args.command == "pin":
         actions = {"set": _pin_set, "list": _pin_list, "stage": _pin_stage, "rotate": _pin_rotate, "forget": _pin_forget,
                    "try": lambda c, a: pin_try(c, a, _running_service)}

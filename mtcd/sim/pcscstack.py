@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,7 +51,9 @@ class PcscStack:
         card.save(self.card_file)
         self.files = files
         self.vusim_args = vusim_args
-        self.run_dir = self.root / "pcscd-run"
+        # Its own short directory: a Unix socket's path holds at most 107
+        # bytes, which a test's (or the demo's) own directory may exceed.
+        self.run_dir = Path(tempfile.mkdtemp(prefix="mtcd-pcscd-"))
         self.socket = self.run_dir / "pcscd.comm"
         self.log = self.root / "vusim.jsonl"
         self.pcscd_log = self.root / "pcscd.log"
@@ -148,3 +151,4 @@ class PcscStack:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        shutil.rmtree(self.run_dir, ignore_errors=True)

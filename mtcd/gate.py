@@ -62,38 +62,31 @@ def pair(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei, i
     rereads = 0
     while True:
         decision: Decision = decide(obs, settings)
-        if decision is Step.READ_SIM_LOCK:
-            obs = obs.with_(lock=uicc.lock())
-        elif decision is Step.READ_ICCID:
-            obs = obs.with_(iccid=uicc.iccid())
-        elif decision is Step.LOOK_UP_PIN:
-            obs = obs.with_(stored=_stored_view(keystore, obs.iccid))
-        elif decision is Step.READ_PIN_ENABLED:
-            obs = obs.with_(pin_enabled=uicc.pin_enabled())
-        elif decision is Step.READ_ATTEMPTS:
-            retries = _pin1(uicc)
-            obs = obs.with_(attempts=retries)
-        elif decision is Step.LATCH_LOST_ATTEMPT:
+        read = read_step(decision, obs, uicc, keystore)
+        if read is not None:
+            obs = read
+            if decision is Step.READ_ATTEMPTS:
+                retries = obs.attempts
+            continue
+        if decision is Step.LATCH_LOST_ATTEMPT:
             which = keystore.get(obs.iccid).attempt
             log.warning("the PIN attempt lost in a power cut was rejected (%s PIN); latched", which)
             keystore.record_rejected(obs.iccid, which)
             events.append(("pin-attempt-rejected", {"iccid": str(obs.iccid), "pin": which, "settled": "by counter"}))
             obs = obs.with_(stored=_stored_view(keystore, obs.iccid))
         elif decision in (Step.PRESENT_PIN, Step.PRESENT_PENDING_PIN):
-            if not uicc.may_present(obs.iccid):
-                # A SIM-state URC arrived since the card was read: read it all
-                # again rather than present on a stale reading.
-                rereads += 1
-                if rereads > 3:
-                    decision = Refused(Reason.SIM_ERROR, "the SIM's state keeps changing")
-                    break
-                obs = Observations(imei=imei, presented=obs.presented, presented_pending=obs.presented_pending)
-                continue
             which = CURRENT if decision is Step.PRESENT_PIN else PENDING
-            try:
-                obs = _present(uicc, keystore, obs, which, events)
-            except PresentationRefused:
-                # A URC landed after may_present(): nothing was sent; read again.
+            # A SIM-state URC since the card was read (seen before the
+            # presentation, or landing after that check, when nothing was
+            # sent either): read it all again rather than present on a
+            # stale reading.
+            sent = uicc.may_present(obs.iccid)
+            if sent:
+                try:
+                    obs = _present(uicc, keystore, obs, which, events)
+                except PresentationRefused:
+                    sent = False
+            if not sent:
                 rereads += 1
                 if rereads > 3:
                     decision = Refused(Reason.SIM_ERROR, "the SIM's state keeps changing; `mtcctl repair`")
@@ -125,6 +118,23 @@ def pair(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei, i
         pin_retries=retries,
         pin_events=tuple(events),
     )
+
+
+def read_step(step: Decision, obs: Observations, uicc: Uicc, keystore: Keystore) -> Observations | None:
+    """The observations with what a read-only step asks for; None for any
+    other step (one that presents, latches, writes or ends the walk).  The
+    one place pairing and its dry run read the card and the keystore."""
+    if step is Step.READ_SIM_LOCK:
+        return obs.with_(lock=uicc.lock())
+    if step is Step.READ_ICCID:
+        return obs.with_(iccid=uicc.iccid())
+    if step is Step.LOOK_UP_PIN:
+        return obs.with_(stored=_stored_view(keystore, obs.iccid))
+    if step is Step.READ_PIN_ENABLED:
+        return obs.with_(pin_enabled=uicc.pin_enabled())
+    if step is Step.READ_ATTEMPTS:
+        return obs.with_(attempts=_pin1(uicc))
+    return None
 
 
 def _pin1(uicc: Uicc) -> int | None:

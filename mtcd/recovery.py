@@ -30,7 +30,7 @@ import logging
 from dataclasses import dataclass
 
 from .errors import EXIT_REFUSED, MtcdError
-from .gate import _pin1, _present, _stored_view
+from .gate import _pin1, _present, _stored_view, read_step
 from .identity import Iccid, Imei
 from .journal import PairingJournal
 from .keystore import CURRENT, PENDING, Keystore
@@ -293,18 +293,10 @@ def dry_run(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei
     obs = Observations(imei=imei)
     while True:
         decision = decide(obs, settings)
-        if decision is Step.READ_SIM_LOCK:
-            obs = obs.with_(lock=uicc.lock())
-        elif decision is Step.READ_ICCID:
-            obs = obs.with_(iccid=uicc.iccid())
-        elif decision is Step.LOOK_UP_PIN:
-            obs = obs.with_(stored=_stored_view(keystore, obs.iccid))
-        elif decision is Step.READ_PIN_ENABLED:
-            obs = obs.with_(pin_enabled=uicc.pin_enabled())
-        elif decision is Step.READ_ATTEMPTS:
-            obs = obs.with_(attempts=_pin1(uicc))
-        else:
+        read = read_step(decision, obs, uicc, keystore)
+        if read is None:
             break
+        obs = read
     iccid = obs.iccid if isinstance(obs.iccid, Iccid) else None
     attempts = obs.attempts if isinstance(obs.attempts, int) else None
     counted = "an unreported number of PIN attempts left" if attempts is None else \

@@ -86,3 +86,81 @@ def test_6cxx_still_fetches_what_a_reading_command_has():
     channel = OddCard(card)
     uicc = ApduUicc(channel, settle_time=0)
     assert uicc.iccid() == card.iccid
+
+
+# --- the last look before a PIN goes out ----------------------------------------
+
+def _asking_card_uicc(fault_after):
+    """A SIM PIN card read as the gate reads it; `fault_after` then breaks
+    the exchanges that follow (the last look before the PIN)."""
+    card = make_card()
+    armed = []
+    channel = OddCard(card, lambda t: fault_after(t) if armed else None)
+    uicc = ApduUicc(channel, settle_time=0)
+    assert uicc.lock(settle=False) is SimLock.SIM_PIN
+    iccid = uicc.iccid()
+    assert uicc.attempts().pin1 == 3
+    assert uicc.may_present(iccid)
+    armed.append(True)
+    return card, channel, uicc, iccid
+
+
+@pytest.mark.parametrize("break_with", [
+    lambda: CardReset("vpcd: the card was reset"),  # what the PC/SC channel raises
+    lambda: ModemProtocolError("AT+CSIM: response has no status word"),  # a garbled +CSIM
+])
+def test_a_reset_during_the_last_look_is_a_refusal_that_takes_the_marker_back(break_with):
+    """pcsc: SCARD_W_RESET_CARD on the last VERIFY without data (before the
+    PIN); csim: an unreadable answer.  Nothing was sent, and the gate takes
+    its attempt marker back only on PresentationRefused: anything else left
+    a marker for a presentation that never happened."""
+    card, channel, uicc, iccid = _asking_card_uicc(lambda t: break_with() if _bare_query(t) else None)
+    with pytest.raises(PresentationRefused) as raised:
+        uicc.present_pin(Pin(TEST_PIN), iccid)
+    assert isinstance(raised.value, CardChangedMidway)
+    assert [t for t in channel.pin_commands() if len(t) > 5] == []  # no PIN went out
+    assert card.pin_attempts == 3 and not card.verified
+
+
+# --- a lost answer to VERIFY, and another card in the slot -----------------------
+
+WRONG_PIN = "97531"
+
+
+def test_a_lost_verify_answer_is_not_settled_as_accepted_by_another_card(gateway):
+    """The card takes VERIFY (a wrong PIN: its counter falls), then the answer
+    is lost to a removal (pcsc: SCARD_E_NOT_TRANSACTED), and by the gate's
+    next reading a PIN-less card is in the reader, READY.  Before the fix the
+    gate read that READY as "the answer was lost but the card unlocked: it
+    took this PIN": the wrong PIN was recorded as accepted (its rejection
+    forgotten, to be presented again) and the other card Paired under the
+    first card's ICCID."""
+    from mtcd.config import load_config
+    from mtcd.gate import pair
+    from mtcd.identity import Imei
+    from mtcd.service import policy_settings
+
+    first = make_card()
+    other = make_card(serial_number=2, pin_enabled=False)
+    channel = OddCard(first)
+
+    def lost_after_the_card_took_it(tpdu: bytes):
+        if tpdu[1] == apdu.INS_VERIFY and len(tpdu) > 5:
+            channel.usim.answer(tpdu)  # the first card counts it...
+            channel.usim = VirtualUsim(other)  # ...and is gone; another is inserted
+            return CardReset("vpcd: Transaction failed.")
+        return None
+
+    channel.fault = lost_after_the_card_took_it
+    gateway.configure("/dev/null")
+    keystore = gateway.keystore()
+    keystore.set_pin(first.iccid, Pin(WRONG_PIN))
+    config = load_config(gateway.config)
+    uicc = ApduUicc(channel, settle_time=0)
+
+    outcome = pair(uicc, keystore, policy_settings(config), Imei("490154203237518"), None)
+
+    assert first.pin_attempts == 2  # the PIN did reach the first card, which refused it
+    assert not outcome.paired, outcome
+    entry = keystore.get(first.iccid)
+    assert entry.rejected or entry.unsettled or entry.attempt_started, entry  # kept to be settled, never accepted

@@ -164,3 +164,66 @@ def test_a_lost_verify_answer_is_not_settled_as_accepted_by_another_card(gateway
     assert not outcome.paired, outcome
     entry = keystore.get(first.iccid)
     assert entry.rejected or entry.unsettled or entry.attempt_started, entry  # kept to be settled, never accepted
+
+
+# --- a concatenated line that fails while the SIM changes -----------------------
+
+class _PartlyRunningModemPort:
+    """A modem that runs AT+CGDCONT of the line `AT+CGDCONT=...;+CGACT=1,1`,
+    sends a SIM-state URC (read before the line's final result, as a reader
+    thread hands it on) and ends the line with a plain ERROR."""
+
+    def __init__(self):
+        self.sent: list[str] = []
+        self.port = "/dev/ttyTEST"
+        self.on_urc = None
+
+    def execute(self, command, timeout=None):
+        from mtcd.at.reader import FinalResult, Response
+
+        self.sent.append(command.loggable)
+        if ";" in command.text:
+            self.on_urc("+CPIN: NOT INSERTED")
+            return Response(command, (), FinalResult("ERROR"))
+        return Response(command, (), FinalResult("OK"))
+
+
+def test_no_pdp_activation_alone_after_a_sim_change_during_the_line():
+    """The fallback of a refused concatenated line sends its commands one by
+    one.  A SIM-state URC that crossed the line means the card in the slot
+    may not be the paired one: AT+CGACT=1,1 is then not sent again (the
+    link fails, the gate's check pairs the new card first), guarantee 3."""
+    from mtcd.datalink.base import AtDatalink, DatalinkFailed
+    from mtcd.modem import Modem
+    from mtcd.policy import Paired
+    from mtcd.vendors import dialect_named
+
+    port = _PartlyRunningModemPort()
+    modem = Modem(port, dialect_named("generic"))
+    modem.radio_on = False
+
+    def urc(line):  # what Gateway._unsolicited does with a SIM-state URC
+        if modem.dialect.sim_event(line) is not None:
+            modem.sim_events = getattr(modem, "sim_events", 0) + 1
+
+    port.on_urc = urc
+    link = AtDatalink(modem, "iot.example")
+    with pytest.raises(DatalinkFailed):
+        link._bring_up()
+    assert not any(c.startswith("AT+CGACT=1,1") for c in port.sent), port.sent
+    assert sum("CGACT=1,1" in c for c in port.sent) == 1  # the line's own, which the modem refused
+
+
+def test_the_gateway_counts_sim_state_urcs_for_the_modem(tmp_path):
+    """The counter the fallback looks at is the one the service's URC
+    handler moves (also without a UICC yet)."""
+    from mtcd.config import load_config
+    from mtcd.service import Gateway
+
+    config = tmp_path / "mtcd.toml"
+    config.write_text(f'state_dir = "{tmp_path}/state"\n[modem]\nport = "/dev/null"\n')
+    gw = Gateway(load_config(config))
+    before = gw.modem.sim_events
+    gw._unsolicited("+CPIN: NOT INSERTED")
+    gw._unsolicited("+CSQ: 10,99")
+    assert gw.modem.sim_events == before + 1

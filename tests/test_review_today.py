@@ -227,3 +227,63 @@ def test_the_gateway_counts_sim_state_urcs_for_the_modem(tmp_path):
     gw._unsolicited("+CPIN: NOT INSERTED")
     gw._unsolicited("+CSQ: 10,99")
     assert gw.modem.sim_events == before + 1
+
+
+# --- attacks that held (kept as guards) --------------------------------------------
+
+def test_a_card_saying_9000_to_the_attempts_query_never_gets_a_pin_below_the_guard():
+    """VERIFY without data answers 9000 once, between the lock reading (63C1:
+    one attempt left) and the attempts reading, which then reports 3 (a
+    verified PIN's counter is full).  The last look before the PIN sees
+    63C1 again, not the 3 the policy was shown: nothing is presented."""
+    card = make_card(pin_attempts=1)
+    bare = []
+
+    def once_9000(tpdu):
+        if tpdu[1] == apdu.INS_VERIFY and len(tpdu) == 5:
+            bare.append(tpdu)
+            if len(bare) == 2:  # the attempts query
+                return sw_bytes(0x9000)
+        return None
+
+    channel = OddCard(card, once_9000)
+    uicc = ApduUicc(channel, settle_time=0)
+    assert uicc.lock(settle=False) is SimLock.SIM_PIN
+    iccid = uicc.iccid()
+    assert uicc.attempts().pin1 == 3  # what the card's 9000 makes of it
+    with pytest.raises(CardChangedMidway):
+        uicc.present_pin(Pin(TEST_PIN), iccid)
+    assert [t for t in channel.pin_commands() if len(t) > 5] == []
+    assert card.pin_attempts == 1
+
+
+@pytest.mark.parametrize("sw", [0x63C0, 0x6983, 0x6984, 0x6A82, 0x6F00, 0x6C08])
+def test_odd_answers_to_the_lock_query_never_read_as_sim_pin_ready_to_present(sw):
+    """63C0, blocked, invalidated, not found, no diagnosis, wrong length: none
+    of them lets a PIN out."""
+    card = make_card()
+    channel = OddCard(card, lambda t: sw_bytes(sw) if _bare_query(t) and t[1] == apdu.INS_VERIFY else None)
+    uicc = ApduUicc(channel, settle_time=0)
+    lock = uicc.lock(settle=False)
+    iccid = uicc.iccid()
+    assert lock is not SimLock.SIM_PIN and not uicc.may_present(iccid)
+    with pytest.raises(PresentationRefused):
+        uicc.present_pin(Pin(TEST_PIN), iccid)
+    assert [t for t in channel.pin_commands() if len(t) > 5] == []
+
+
+def test_an_iccid_that_reads_otherwise_at_the_last_look_gets_no_pin():
+    """A modem that missed a swap (no URC, the card session never moved): the
+    card now answers another ICCID, the same SIM PIN and the same count."""
+    card = make_card()
+    channel = OddCard(card)
+    uicc = ApduUicc(channel, settle_time=0)
+    assert uicc.lock(settle=False) is SimLock.SIM_PIN
+    iccid = uicc.iccid()
+    assert uicc.attempts().pin1 == 3
+    other = make_card(serial_number=7)
+    channel.usim = VirtualUsim(other)
+    with pytest.raises(CardChangedMidway):
+        uicc.present_pin(Pin(TEST_PIN), iccid)
+    assert [t for t in channel.pin_commands() if len(t) > 5] == []
+    assert (card.pin_attempts, other.pin_attempts) == (3, 3)

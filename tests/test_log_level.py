@@ -58,7 +58,7 @@ def test_debug_then_reset_on_a_running_service(gateway, tmp_path, notify_socket)
             assert (run.returncode, run.stderr) == (0, ""), run.stderr
             assert json.loads(run.stdout) == {"ok": True, "level": "debug"}
             # The periodic checks are traced now, PIN-redacted as always.
-            wait_until(lambda: any("> AT+CPIN?" in line for line in _debug_lines(stderr_path)), 10, "AT traces")
+            wait_until(lambda: any("> AT" in line and "+CPIN?" in line for line in _debug_lines(stderr_path)), 10, "AT traces")
             assert "log level raised to debug" in stderr_path.read_text()
 
             run = gateway.mtcctl("log-level", "reset")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from .errors import ModemUnavailable
+from .errors import ModemUnavailable, MtcdError
 from .identity import Iccid, Imei, Imeisv, Imsi
 from .keystore import CURRENT, PENDING, Keystore
 from .simlock import SimLock
@@ -137,6 +137,14 @@ def read_step(step: Decision, obs: Observations, uicc: Uicc, keystore: Keystore)
     return None
 
 
+def _still_the_card(uicc: Uicc, iccid) -> bool:
+    """Whether the card in the slot now is the one with `iccid`."""
+    try:
+        return uicc.iccid() == iccid
+    except MtcdError:
+        return False
+
+
 def _pin1(uicc: Uicc) -> int | None:
     attempts = uicc.attempts()
     return attempts.pin1 if attempts is not None else None
@@ -185,7 +193,14 @@ def _present(uicc: Uicc, keystore: Keystore, obs: Observations, which: str,
         if outcome is not PinOutcome.UNKNOWN:
             raise
         lock = obs.lock  # the modem went quiet: the marker stays for the next run
-    if lock is SimLock.READY and outcome is PinOutcome.UNKNOWN:
+        settles = False
+    else:
+        # A lost answer is settled by what the card says now: only if it is
+        # still the card the PIN went to (a reader's card can be swapped
+        # while the answer is lost; another card's READY or counter says
+        # nothing about this PIN).  Otherwise the marker stays.
+        settles = outcome is not PinOutcome.UNKNOWN or _still_the_card(uicc, obs.iccid)
+    if settles and lock is SimLock.READY and outcome is PinOutcome.UNKNOWN:
         # The answer was lost but the card unlocked: it took this PIN.
         outcome = PinOutcome.ACCEPTED
     elif outcome is PinOutcome.ACCEPTED and lock is not SimLock.READY:
@@ -194,7 +209,7 @@ def _present(uicc: Uicc, keystore: Keystore, obs: Observations, which: str,
         # (now, or at the next run) settles it.
         log.warning("the modem accepted the %s PIN but the SIM reports %s; outcome unknown", which, lock.value)
         outcome = PinOutcome.UNKNOWN
-    if outcome is PinOutcome.UNKNOWN and lock is SimLock.SIM_PIN and obs.attempts is not None:
+    if settles and outcome is PinOutcome.UNKNOWN and lock is SimLock.SIM_PIN and obs.attempts is not None:
         after = _pin1(uicc)
         if after is not None and after < obs.attempts:
             outcome = PinOutcome.REJECTED  # the counter fell: the card refused it

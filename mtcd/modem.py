@@ -34,6 +34,11 @@ class LockedOutModem(ModemUnavailable):
     the modem could be read; `mtcd run` keeps trying, as for a modem gone."""
 
 
+class SimChangedMidway(ModemUnavailable):
+    """A SIM-state URC arrived while commands that go together ran: the
+    rest is not sent, for a card the decision was not taken on."""
+
+
 class Modem:
     def __init__(self, transport: SerialTransport, dialect: Dialect | None = None):
         self.transport = transport
@@ -42,6 +47,8 @@ class Modem:
         # Whether command lines with several commands are worth trying: set
         # False once this modem refused one that its parts then passed.
         self.concatenation = True
+        # SIM-state URCs seen (counted by whoever reads them: the Gateway).
+        self.sim_events = 0
 
     # -- plumbing ------------------------------------------------------------
     def run(self, command: AtCommand) -> Response:
@@ -55,7 +62,10 @@ class Modem:
         """Run commands without information replies on one command line
         (one round trip), or one by one on a modem that refuses the
         concatenated line.  Raises CommandFailed like `run` for the first
-        command that fails."""
+        command that fails.  A SIM-state URC on the way stops the rest:
+        a line that failed may have failed for a card swapped meanwhile,
+        and its commands (a PDP activation) are not sent again for that one."""
+        events = self.sim_events
         if self.concatenation and len(parts) > 1:
             try:
                 self.run(commands.concatenated(parts))
@@ -67,6 +77,8 @@ class Modem:
         else:
             failed = None
         for part in parts:
+            if self.sim_events != events:
+                raise SimChangedMidway(f"the SIM changed while {part.loggable} waited to be sent; not sent")
             self.run(part)
         if failed is not None:
             # Every part passed alone: the line's form was the problem.

@@ -127,6 +127,8 @@ class Gateway:
 
     def _unsolicited(self, line: str) -> None:
         event = self.modem.dialect.sim_event(line)
+        if event is not None:
+            self.modem.sim_events += 1  # stops a run_together under way (mtcd.modem)
         if event is not None and self.uicc is not None:
             log.info("SIM event: %s", event.value)
             self.uicc.sim_changed()

@@ -23,6 +23,10 @@ log = logging.getLogger("mtcd.card")
 # A card that keeps answering 61xx would loop for ever: a real answer to
 # any command here is a few hundred bytes at most.
 MAX_GET_RESPONSES = 8
+# 6Cxx ("wrong Le, xx available") is only acted on for commands that read:
+# sent again with P3 = xx, a VERIFY or UNBLOCK PIN header would announce xx
+# bytes of PIN or PUK the card may take as a (wrong) presentation.
+RESENT_ON_6C = frozenset({apdu.INS_READ_BINARY, 0xB2, apdu.INS_GET_RESPONSE, 0xF2})  # 0xB2 READ RECORD, 0xF2 STATUS
 
 
 class CardAbsent(MtcdError):
@@ -50,7 +54,7 @@ class CardChannel(Protocol):
 def transmit(channel: CardChannel, command: Apdu) -> ApduResponse:
     """Send `command` and return the whole answer, 61xx and 6Cxx handled."""
     response = _send(channel, command)
-    if response.sw1 == 0x6C and not command.data:
+    if response.sw1 == 0x6C and not command.data and command.ins in RESENT_ON_6C:
         # Wrong Le: the card says how many bytes it has; ask for exactly those.
         response = _send(channel, Apdu(command.cla, command.ins, command.p1, command.p2,
                                        le=response.sw2 or 256))

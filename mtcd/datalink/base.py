@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from ..at import commands
 from ..errors import EXIT_UNAVAILABLE, CommandFailed, MtcdError
-from ..modem import Modem
+from ..modem import Modem, SimChangedMidway
 from ..policy import Paired
 
 log = logging.getLogger("mtcd.datalink")
@@ -88,7 +88,7 @@ class AtDatalink(Datalink):
         try:
             self.modem.run_together([commands.define_pdp_context(self.cid, self.pdp_type, self.apn),
                                      commands.activate_pdp_context(self.cid, True)])
-        except CommandFailed as exc:
+        except (CommandFailed, SimChangedMidway) as exc:
             raise DatalinkFailed(f"PDP context activation failed: {exc}") from None
 
     def _take_down(self) -> None:

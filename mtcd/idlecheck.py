@@ -26,8 +26,6 @@ from .simlock import SimLock
 
 # A slot whose card answers: its ICCID belongs in the signature.
 CARD_STATES = (SimLock.READY, SimLock.SIM_PIN, SimLock.SIM_PUK)
-# What "not in this form" may look like (see mtcd.modem.NOT_THIS_FORM).
-_FORM_REFUSED = (None, 3, 4)
 
 
 @dataclass(frozen=True)
@@ -70,7 +68,7 @@ def read_idle_answer(lines: Sequence[str], result: FinalResult, iccid_prefixes: 
     iccid_lines = [line for line in lines if line.startswith(tuple(iccid_prefixes))]
     if not radio_lines:
         # Nothing ran: the line's form, or the modem, said no.
-        return Unclear(form_refused=not result.ok and not lines and result.code in _FORM_REFUSED)
+        return Unclear(form_refused=not result.ok and not lines and result.code in commands.NOT_THIS_FORM)
     try:
         radio = parsers.parse_cfun(radio_lines)
         if not lock_lines:

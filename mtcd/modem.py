@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from .at import commands, parsers
-from .at.commands import AtCommand
+from .at.commands import NOT_THIS_FORM, AtCommand
 from .at.reader import Response
 from .errors import CommandFailed, ModemProtocolError, ModemUnavailable
 from .identity import Imei, Imeisv
@@ -19,9 +19,6 @@ from .vendors.base import Dialect, Query
 
 log = logging.getLogger("mtcd.modem")
 
-# Answers to a concatenated line that may mean "not in this form": a plain
-# ERROR, or +CME ERROR 3/4 (operation not allowed / not supported).
-NOT_THIS_FORM = (None, 3, 4)
 T = TypeVar("T")
 
 CME_SIM_PIN_REQUIRED = 11  # TS 27.007 §9.2

@@ -61,6 +61,11 @@ class AtCommand:
     __str__ = __repr__
 
 
+# Answers to a concatenated line that may mean "not in this form": a plain
+# ERROR (code None), or +CME ERROR 3/4 (operation not allowed / not supported).
+NOT_THIS_FORM = (None, 3, 4)
+
+
 def concatenated(parts: Sequence[AtCommand]) -> AtCommand:
     """Several commands on one command line (V.250 §5.2.1: `ATE0+CMEE=1`,
     `AT+CGDCONT=...;+CGACT=1,1`): one round trip instead of several.  Only

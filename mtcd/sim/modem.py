@@ -413,21 +413,28 @@ class SimulatedModem:
                 lines = self._execute_all(parts)
                 self._dial_by_itself()
                 return lines
-            fault = self._take_fault(line)
-            if fault == "before":
-                return []
-            queued = len(self._urcs)
-            try:
-                lines = self._execute(line)
-            except _Reply as r:
-                lines = r.lines
+            return self._execute_with_faults(line, dial=True) or []
+
+    def _execute_with_faults(self, line: str, dial: bool) -> list[str] | None:
+        """One command, struck by a fault injected for it (fail_after): None when
+        no answer goes out.  `dial`: let the modem dial by itself before a
+        lost answer takes the URCs the command caused."""
+        fault = self._take_fault(line)
+        if fault == "before":
+            return None
+        queued = len(self._urcs)
+        try:
+            lines = self._execute(line)
+        except _Reply as r:
+            lines = r.lines
+        if dial:
             self._dial_by_itself()
-            if fault == "drop":
-                del self._urcs[queued:]  # power was cut: nothing goes out
-                return []
-            if fault in ("ok", "error"):
-                return lines[:-1] + (_FINAL_OK if fault == "ok" else _ERROR) if lines else lines
-            return lines
+        if fault == "drop":
+            del self._urcs[queued:]  # power was cut: nothing goes out
+            return None
+        if fault in ("ok", "error") and lines:
+            return lines[:-1] + (_FINAL_OK if fault == "ok" else _ERROR)
+        return lines
 
     def _execute_all(self, parts: list[str]) -> list[str]:
         """A concatenated command line: the commands run in order; the first
@@ -438,20 +445,9 @@ class SimulatedModem:
             return _ERROR
         information: list[str] = []
         for part in parts:
-            command = f"AT{part}"
-            fault = self._take_fault(command)
-            if fault == "before":
-                return []
-            queued = len(self._urcs)
-            try:
-                reply = self._execute(command)
-            except _Reply as r:
-                reply = r.lines
-            if fault == "drop":
-                del self._urcs[queued:]
-                return []
-            if fault in ("ok", "error") and reply:
-                reply = reply[:-1] + (_FINAL_OK if fault == "ok" else _ERROR)
+            reply = self._execute_with_faults(f"AT{part}", dial=False)
+            if reply is None:
+                return []  # a lost answer loses the whole line's
             if not reply or reply[-1] != "OK":
                 return information + reply
             information += reply[:-1]

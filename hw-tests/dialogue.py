@@ -25,6 +25,8 @@ import time
 import tty
 from pathlib import Path
 
+from mtcd.sim.modem import raw_fields
+
 FINAL = re.compile(r"^(OK|ERROR|\+CME ERROR:.*|\+CMS ERROR:.*|CONNECT.*|NO CARRIER|BUSY|NO ANSWER|NO DIALTONE)$")
 SILENCE = 0.5  # a pause at least this long is written as `@ seconds`
 
@@ -32,18 +34,6 @@ SILENCE = 0.5  # a pause at least this long is written as `@ seconds`
 # the placeholders of their 8-byte blocks, in order.
 _CSIM_BLOCKS = {0x20: ("<pin>",), 0x24: ("<pin>", "<newpin>"), 0x26: ("<pin>",), 0x28: ("<pin>",),
                 0x2C: ("<puk>", "<newpin>")}
-
-
-def _split_fields(args: str) -> list[str] | None:
-    out, start, quoted = [], 0, False
-    for i, ch in enumerate(args):
-        if ch == '"':
-            quoted = not quoted
-        elif ch == "," and not quoted:
-            out.append(args[start:i])
-            start = i + 1
-    out.append(args[start:])
-    return None if quoted else out
 
 
 def _placeholder(field: str, name: str, found: list[tuple[str, str]]) -> str:
@@ -64,7 +54,7 @@ def redact_command(line: str) -> tuple[str, list[tuple[str, str]]]:
     found: list[tuple[str, str]] = []
     if not sep or args.strip() == "?" or not name.startswith("AT"):
         return line, found
-    fields = _split_fields(args)
+    fields = raw_fields(args)
     if name in ("AT+CPIN", "AT^CPIN"):
         if fields is None:
             return f"{head}=<pin>", found

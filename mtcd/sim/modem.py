@@ -102,7 +102,7 @@ def fields(text: str) -> list[str]:
     return out
 
 
-def _raw_fields(text: str) -> list[str] | None:
+def raw_fields(text: str) -> list[str] | None:
     """Split on commas outside quotes, keeping each field as written;
     None when the quotes do not balance."""
     out, start, quoted = [], 0, False
@@ -189,7 +189,7 @@ def redacted(line: str) -> str:
     name = head[2:].strip().upper()
     if not sep or args.strip() == "?" or name not in (*_SECRET_FIELDS, "+CSIM"):
         return line
-    parts = _raw_fields(args)
+    parts = raw_fields(args)
     if parts is None:
         return f"{head}={REDACTED}"
     if name == "+CSIM":

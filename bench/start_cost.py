@@ -22,18 +22,21 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import rusage  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
 
-def measure(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env)
-    _, _, usage = os.wait4(proc.pid, 0)
-    return time.perf_counter() - start, usage.ru_maxrss  # KiB on Linux
+def measure(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(seconds, max RSS in MiB), started from bench/rusage.py's small launcher:
+    from this script directly, a command's peak would include this script's
+    own memory, which fork and exec carry over."""
+    done = rusage.measure(argv, env)
+    return done["wall"], done["rss"]
 
 
 def main() -> None:
@@ -74,7 +77,7 @@ def main() -> None:
             runs = [measure(argv, env) for _ in range(args.runs)]
             wall = statistics.median(r[0] for r in runs)
             rss = statistics.median(r[1] for r in runs)
-            print(f"{name:<34} {wall * 1000:>10.0f} ms {rss / 1024:>13.1f} MiB")
+            print(f"{name:<34} {wall * 1000:>10.0f} ms {rss:>13.1f} MiB")
 
 
 if __name__ == "__main__":

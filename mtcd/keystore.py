@@ -46,9 +46,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from .errors import KeystoreError, StateError
 from .fsutil import atomic_write, check_private_dir, ensure_private_dir
 from .identity import Iccid
@@ -605,7 +602,7 @@ class Keystore:
         ensure_private_dir(self.state_dir)
         if self._key is None:
             self._key = self._sealer.load_key() or self._sealer.create_key()
-        aead = AESGCM(self._key)
+        aead = _aesgcm(self._key)
         sealed = dict(self._sealed)
         for entry in entries:
             nonce = secrets.token_bytes(NONCE_BYTES)
@@ -895,10 +892,21 @@ def _parse_store(path: Path, raw: bytes) -> tuple[dict[Iccid, tuple[bytes, bytes
     return out, generation, counted, mac
 
 
+def _aesgcm(key: bytes):
+    """The AEAD for entries.  Imported here, not at the top: `cryptography`
+    maps its own OpenSSL (about 6 MB resident), and opening the store,
+    counting its entries or checking its MAC (`mtcctl status`) never needs it."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(key)
+
+
 def _unseal(path: Path, key: bytes, iccid: Iccid, sealed: tuple[bytes, bytes]) -> PinEntry:
+    from cryptography.exceptions import InvalidTag
+
     nonce, blob = sealed
     try:
-        plain = AESGCM(key).decrypt(nonce, blob, _associated_data(iccid))
+        plain = _aesgcm(key).decrypt(nonce, blob, _associated_data(iccid))
     except InvalidTag:
         raise KeystoreError(
             f"{path} is damaged: entry {iccid} fails authentication"

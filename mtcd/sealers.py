@@ -28,9 +28,7 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
 import stat
-import subprocess
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -146,6 +144,8 @@ class SystemdCredsSealer:
         if self.tpm2_device is not None:
             argv.append("--tpm2-device=" + self.tpm2_device)
         argv += args
+        import subprocess  # here: only this sealer runs a program
+
         try:
             done = subprocess.run(
                 argv, input=data, capture_output=True, timeout=_SYSTEMD_CREDS_TIMEOUT,
@@ -393,6 +393,8 @@ def tpm2_pytss_available() -> bool:
 
 def systemd_creds_available() -> bool:
     # The host secret is root's (/var/lib/systemd/credential.secret, 0400).
+    import shutil
+
     return shutil.which("systemd-creds") is not None and os.geteuid() == 0
 
 

@@ -13,7 +13,6 @@ line is written first, this file second.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,14 @@ class JournalSummary:
         return JournalSummary(record, paired, position)
 
 
+def _sha256(text: str) -> str:
+    # hashlib here, not at the top: it maps OpenSSL's libcrypto (3.5 MB
+    # resident), which `mtcctl history` never needs.
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def encode(summary: JournalSummary) -> bytes:
     body = {
         "version": VERSION,
@@ -47,7 +54,7 @@ def encode(summary: JournalSummary) -> bytes:
         else {"inode": summary.position[0], "offset": summary.position[1]},
     }
     text = json.dumps(body, ensure_ascii=True, sort_keys=True)
-    digest = hashlib.sha256(text.encode()).hexdigest()
+    digest = _sha256(text)
     return (json.dumps({"sha256": digest, "state": body}, ensure_ascii=True, sort_keys=True) + "\n").encode()
 
 
@@ -61,7 +68,7 @@ def decode(data: bytes) -> JournalSummary:
         raise ValueError("no state object")
     body = outer["state"]
     text = json.dumps(body, ensure_ascii=True, sort_keys=True)
-    if hashlib.sha256(text.encode()).hexdigest() != outer.get("sha256"):
+    if _sha256(text) != outer.get("sha256"):
         raise ValueError("checksum mismatch")
     if body.get("version") != VERSION:
         raise ValueError(f"unknown version {body.get('version')!r}")

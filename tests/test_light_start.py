@@ -50,3 +50,83 @@ def test_mtcctl_help_usage_and_config_errors_stay_light(argv):
     heavy = sorted(m for m in loaded if m.startswith((*HEAVY, "mtcd.control", "mtcd.journal", "mtcd.lifecycle",
                                                       "_hashlib")))
     assert heavy == []
+
+
+# --- offline mtcctl commands: the store and the journal, nothing else ---
+
+SERVICE_STACK = ("mtcd.service", "mtcd.gatekeeper", "mtcd.gate", "mtcd.uicc", "mtcd.datalink", "mtcd.lifecycle",
+                 "mtcd.control", "mtcd.modem", "mtcd.transport", "mtcd.at", "mtcd.card", "mtcd.cli.recovery",
+                 "mtcd.keyring_backend", "serial", "systemd", "keyring")
+
+OFFLINE_PROBE = """
+import json, sys
+from mtcd.cli.ctl import main
+try:
+    code = main({argv!r})
+except SystemExit as exc:
+    code = exc.code
+sys.__stdout__.write("\\nMODULES " + json.dumps([code, sorted(sys.modules)]) + "\\n")
+"""
+
+ICCID = "8949020000000000014"
+
+
+@pytest.fixture(scope="module")
+def offline_state(tmp_path_factory):
+    """A state directory with one stored PIN and one journaled decision."""
+    from mtcd.journal import PairingJournal
+
+    root = tmp_path_factory.mktemp("offline")
+    config = root / "mtcd.toml"
+    config.write_text(f'state_dir = "{root / "state"}"\n[modem]\nport = "/dev/null"\n[keystore]\nsealer = "file"\n'
+                      f'[service]\ncontrol_socket = "{root / "control.sock"}"\n')
+    subprocess.run([sys.executable, "-m", "mtcd.cli.ctl", "--config", str(config), "pin", "set", ICCID],
+                   input="1234\n", text=True, check=True, capture_output=True, timeout=60)
+    PairingJournal(root / "state").append("decision", outcome="paired", reason=None, iccid=ICCID,
+                                          imei="359999010000015")
+    return root, config
+
+
+def offline(config, argv: list[str]) -> tuple[int, str, set[str]]:
+    done = subprocess.run([sys.executable, "-c", OFFLINE_PROBE.format(argv=["--config", str(config), *argv])],
+                          capture_output=True, text=True, timeout=60)
+    output, _, line = done.stdout.rpartition("\nMODULES ")
+    code, modules = json.loads(line)
+    return code, output, set(modules)
+
+
+@pytest.mark.parametrize("argv", [["pin", "list"], ["pin", "list", "--json"], ["status"], ["status", "--json"],
+                                  ["history"], ["history", "--limit", "1", "--json"]])
+def test_offline_commands_load_neither_the_service_nor_the_modem(offline_state, argv):
+    code, output, loaded = offline(offline_state[1], argv)
+    assert code == 0 and ICCID in output  # it did its work: the store or the journal was read
+    assert sorted(m for m in loaded if m.startswith(SERVICE_STACK)) == []
+
+
+@pytest.mark.parametrize("argv", [["status"], ["history"]])
+def test_status_and_history_never_load_cryptography(offline_state, argv):
+    """Neither unseals an entry: counting them and checking the file's MAC
+    needs hmac, not AES-GCM (about 7 MB of OpenSSL bindings)."""
+    code, output, loaded = offline(offline_state[1], argv)
+    assert code == 0 and ICCID in output
+    assert sorted(m for m in loaded if m.startswith("cryptography")) == []
+
+
+def test_history_does_not_even_load_libcrypto(offline_state):
+    code, output, loaded = offline(offline_state[1], ["history"])
+    assert code == 0 and "decision" in output
+    assert sorted(m for m in loaded if m in ("_hashlib", "hashlib", "hmac", "secrets", "_ssl")) == []
+
+
+def test_status_still_asks_a_service_whose_socket_is_there(offline_state, tmp_path):
+    """The cheap check only skips the control stack when there is no socket
+    at all; anything at the path is asked (here: nothing listens)."""
+    root, config = offline_state
+    socket_path = root / "control.sock"
+    socket_path.touch()
+    try:
+        code, output, loaded = offline(config, ["status"])
+    finally:
+        socket_path.unlink()
+    assert code == 0 and "not running" in output
+    assert "mtcd.control" in loaded

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import sys
 
 from ..errors import EXIT_DATAERR, EXIT_OK, EXIT_TEMPFAIL, ModemUnavailable, MtcdError, UsageError
@@ -201,6 +202,8 @@ def _entry_view(entry) -> dict:
 
 
 def _pin_list(config, args) -> int:
+    from ..sealers import open_keystore
+
     entries = [_entry_view(e) for e in open_keystore(config.state_dir, config.keystore.sealer)[0].entries()]
     if args.json:
         # One object, as every --json output; the entries under "pins".
@@ -226,6 +229,14 @@ def _result(args, iccid, outcome: str, detail: str) -> int:
 def _running_service(config):
     """A client of the running service, or None when none runs (then mtcctl
     opens the modem itself; the port's exclusive lock keeps it single)."""
+    try:
+        os.lstat(config.service.control_socket)
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # no socket, no service: the offline commands never load the control stack
+    except OSError:
+        pass  # e.g. not allowed to look: the client says so
+    from ..control import ControlClient
+
     client = ControlClient(config.service.control_socket)
     return client if client.available() else None
 
@@ -366,6 +377,9 @@ def _unblock(config, args) -> int:
 
 
 def _status(config, args) -> int:
+    from ..journal import PairingJournal
+    from ..sealers import open_keystore
+
     keystore, sealer = open_keystore(config.state_dir, config.keystore.sealer)
     # From the journal's summary file; None when unknown (never an error).
     last = PairingJournal(config.state_dir).last("decision")
@@ -453,6 +467,8 @@ def _imsi_shown(record: dict, show_imsi: bool) -> dict:
 
 
 def _history(config, args) -> int:
+    from ..journal import PairingJournal
+
     journal = PairingJournal(config.state_dir)
 
     def show(ev: dict) -> None:
@@ -500,10 +516,18 @@ def _import_the_stack() -> None:
     from .recovery import confirm, forget_warning, pin_try, read_pin_confirmed, repair
 
 
+# Commands that read the state directory only: each imports what it needs
+# itself, never the service, the modem or the control stack (unless a
+# service's socket is there), so a 512 MB gateway pays for the store alone.
+_OFFLINE = {("pin", "list"): _pin_list, ("status", None): _status, ("history", None): _history}
+
+
 def _body(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     setup_logging(PROG, args.verbose)
     config = config_from(args)
+    if (args.command, getattr(args, "pin_command", None)) in _OFFLINE:
+        return _OFFLINE[args.command, getattr(args, "pin_command", None)](config, args)
     _import_the_stack()
     if args.command == "pin":
         actions = {"set": _pin_set, "list": _pin_list, "stage": _pin_stage, "rotate": _pin_rotate, "forget": _pin_forget,

@@ -69,6 +69,7 @@ def test_modemmanager_networkmanager_activates_only_after_pairing_and_release_re
     r.configure()
     r.gateway.store_pin(card.iccid.value)
     assert r.nm.value("connection.autoconnect", "connection", "show", "lte") == "yes"
+    assert r.nm.nmcli("connection", "modify", "lte", "gsm.password", "operator-pw").returncode == 0
     run = r.gateway.mtcd("once", "--json", timeout=240)
     assert run.returncode == 0, run.stdout + run.stderr + r.nm.log_tail()
     assert run.last_json["state"] == "paired" and run.last_json["link"] == "up"
@@ -81,6 +82,10 @@ def test_modemmanager_networkmanager_activates_only_after_pairing_and_release_re
     assert len(pin_presentations(commands)) == 1  # mtcd's SendPin, nothing from NetworkManager
     # NetworkManager may no longer bring it up by itself; what it was is kept.
     assert r.nm.value("connection.autoconnect", "connection", "show", "lte") == "no"
+    # The update kept the profile's own secret and wrote no PIN into it.
+    assert r.nm.nmcli("-s", "-g", "gsm.password", "connection", "show", "lte").stdout.strip() == "operator-pw"
+    keyfile = "".join(p.read_text() for p in r.nm.profiles.iterdir())
+    assert "autoconnect=false" in keyfile and "pin=" not in keyfile and TEST_PIN not in keyfile
     record = r.record()
     assert [p["autoconnect"] for p in record["profiles"].values()] == [True] and record["wwan_enabled"] is True
     assert TEST_PIN not in run.stdout + run.stderr + json.dumps(record)
@@ -182,3 +187,39 @@ def test_modemmanager_networkmanager_service_takes_the_connection_down(nm_rig, t
         assert r.mm.state() == "disabled", err
         time.sleep(0.5)
     assert len(pin_presentations(r.modem.commands)) == 1 and puk_commands(r.modem.commands) == []
+
+
+def test_modemmanager_networkmanager_modem_loss_takes_the_connection_down(nm_rig, tmp_path):
+    """ModemManager drops the modem while the link is up: the connection is
+    down and WWAN off; when the modem is back, pairing activates it again."""
+    from conftest import NotifySocket
+
+    card = make_card()
+    r = nm_rig(card)
+    r.configure()
+    r.gateway.store_pin(card.iccid.value)
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = dict(r.gateway.env, NOTIFY_SOCKET=str(notify.path))
+    proc = subprocess.Popen([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(r.gateway.config), "run"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        notify.wait_for("READY", "1", timeout=180)
+        assert r.nm.active() == ["lte"]
+        r.mm.withdraw(r.port)
+        lost = notify.wait_until(lambda m: m.get("STATUS", "").startswith("modem unavailable"), 30,
+                                 what="modem loss reported")
+        assert r.nm.active() == [] and r.nm.wwan() == "disabled"
+        start = notify.messages.index(lost) + 1
+        r.mm.announce(r.port)
+        notify.wait_until(lambda m: m.get("STATUS", "") == f"paired ICCID {card.iccid}, link up", 120, start=start,
+                          what="paired again, link up, after the modem came back")
+        assert r.nm.active() == ["lte"]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        notify.close()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert r.nm.active() == []

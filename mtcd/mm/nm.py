@@ -207,7 +207,7 @@ def read_takeover(data: bytes) -> dict:
             isinstance(v, dict) and isinstance(v.get("autoconnect"), bool) and isinstance(v.get("id"), str)
             for v in profiles.values()):
         raise ValueError("its profiles are not {uuid: {id, autoconnect}}")
-    if record.get("wwan_enabled") not in (True, False, None):
+    if not (record.get("wwan_enabled") is None or isinstance(record.get("wwan_enabled"), bool)):
         raise ValueError("wwan_enabled is not true, false or null")
     return {"version": TAKEOVER_VERSION, "profiles": profiles, "wwan_enabled": record.get("wwan_enabled")}
 

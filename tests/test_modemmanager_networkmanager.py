@@ -223,3 +223,27 @@ def test_modemmanager_networkmanager_modem_loss_takes_the_connection_down(nm_rig
         notify.close()
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert r.nm.active() == []
+
+
+def test_modemmanager_networkmanager_link_nm_brought_up_alone_is_down_before_the_decision(nm_rig):
+    """What the backend exists for, measured: with WWAN on and autoconnect
+    on, NetworkManager enables the modem and connects a card whose PIN is
+    disabled all by itself.  mtcd's session start takes that down before
+    deciding; the card (PIN disabled, no stored PIN) is refused and nothing
+    comes back up."""
+    card = make_card(pin_enabled=False, serial_number=5)
+    r = nm_rig(card)
+    r.configure()
+    deadline = time.monotonic() + 60
+    while r.nm.active() != ["lte"] or r.mm.state() != "connected":
+        assert time.monotonic() < deadline, "NetworkManager did not connect by itself: " + r.nm.log_tail()
+        time.sleep(0.5)
+    run = r.gateway.mtcd("once", "--json", timeout=180)
+    # Refused (1), or 69 where the generic plugin's missing low power is
+    # reported: either way with the modem disabled (below).
+    assert run.returncode in (1, 69) and not run.last_json["ok"], run.stdout + run.stderr
+    decisions = [e for e in r.gateway.history() if e.get("event") == "decision"]
+    assert decisions[-1]["outcome"] == "refused"
+    assert r.nm.active() == [] and r.nm.wwan() == "disabled" and r.mm.state() == "disabled"
+    assert "pppd stopped" in r.nm.pppd_log()
+    assert pin_presentations(r.modem.commands) == []

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError, MtcdError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, ensure_private_dir
 from ..mm import nm
 from ..mm.nm import PROFILE_DIRS, refuse_pin_profiles
 from .base import Datalink, DatalinkFailed
@@ -53,9 +53,12 @@ class NetworkManagerGone(DatalinkFailed):
     """NetworkManager does not answer on the system bus (exit 69)."""
 
 
-class BusError(Exception):
+class BusError(DatalinkFailed):
+    """A D-Bus error reply from NetworkManager: `name` is the error's name.
+    Unexpected where it is not caught: the link then counts as failed (69)."""
+
     def __init__(self, name: str, message: str = ""):
-        super().__init__(f"{name}: {message}" if message else name)
+        super().__init__(f"NetworkManager answered {name}" + (f": {message}" if message else ""))
         self.name = name
 
 
@@ -226,7 +229,9 @@ class NmDatalink(Datalink):
         own, settings = self.client.profile(self.connection)
         record = self._read_record()
         wwan = self.client.wwan_enabled()
-        self._write_record(nm.remember(record, own, wwan))
+        remembered = nm.remember(record, own, wwan)
+        if remembered != record or not (self.state_dir / TAKEOVER_FILE).exists():
+            self._write_record(remembered)  # before anything is changed
         if wwan:
             log.warning("NetworkManager's WWAN switch was on: switching it off, so that NetworkManager enables "
                         "no modem before pairing (`mtcctl datalink release` switches it back)")
@@ -239,7 +244,23 @@ class NmDatalink(Datalink):
             except BusError as exc:
                 raise DatalinkFailed(f"NetworkManager refused to switch off autoconnect of '{own.id}' "
                                      f"({exc.name})") from None
+        # Whatever NetworkManager started before (an autoconnect while WWAN
+        # was on, an earlier mtcd's link) comes down before the decision,
+        # and a modem it enabled meanwhile is disabled again.
+        self._deactivate(strict=True)
+        self._keep_disabled()
         self._refuse(own)
+
+    def _keep_disabled(self) -> None:
+        from ..mm import states
+        from ..mm.bus import BusError as MmBusError
+
+        if self.modem.state() >= states.STATE_ENABLING:
+            log.warning("NetworkManager had enabled the modem: disabling it again until pairing")
+            try:
+                self.modem.session.call(states.MODEM, "Enable", "b", (False,))
+            except MmBusError as exc:  # the gate cannot be confirmed closed
+                raise DatalinkFailed(f"the modem NetworkManager enabled could not be disabled ({exc.name})") from None
 
     def _refuse(self, own: nm.Profile) -> None:
         refuse_pin_profiles(self.profile_dirs)
@@ -318,9 +339,12 @@ class NmDatalink(Datalink):
     def release_without_modem(self) -> None:
         self._deactivate()
 
-    def _deactivate(self) -> None:
-        """Every active connection of the profile down, WWAN off; errors are
-        logged (the modem is disabled after this anyway)."""
+    def _deactivate(self, strict: bool = False) -> None:
+        """Every active connection of the profile down, and whatever else is
+        active on the modem's device (Device.Disconnect, which also keeps
+        NetworkManager from activating anything there by itself), WWAN off.
+        Errors are logged when the gate closes (the modem is disabled after
+        this anyway); `strict` (before a decision) raises them."""
         try:
             own, _ = self.client.profile(self.connection)
             for active in self.client.active_for(own.path):
@@ -329,8 +353,17 @@ class NmDatalink(Datalink):
                     log.info("NetworkManager deactivated '%s'", own.id)
                 except BusError as exc:
                     log.info("DeactivateConnection: %s", exc.name)  # already going down
+            path = self.modem.session.path
+            device = self.client.modem_device(path) if path else None
+            if device is not None and self.client.bus.get(device, DEVICE, "ActiveConnection") != "/":
+                try:
+                    self.client.bus.call(device, DEVICE, "Disconnect")
+                except BusError as exc:
+                    log.info("Device.Disconnect: %s", exc.name)
             self._set_wwan(False)
         except MtcdError as exc:
+            if strict:
+                raise
             log.warning("taking NetworkManager's connection down: %s", exc)
 
     def _set_wwan(self, enabled: bool) -> None:
@@ -363,6 +396,7 @@ def read_record(state_dir: Path) -> dict:
 
 
 def write_record(state_dir: Path, record: dict) -> None:
+    ensure_private_dir(Path(state_dir))  # a first start may come before any PIN is stored
     atomic_write(Path(state_dir) / TAKEOVER_FILE, (json.dumps(record, sort_keys=True) + "\n").encode())
 
 

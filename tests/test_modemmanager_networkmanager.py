@@ -243,7 +243,7 @@ def test_modemmanager_networkmanager_link_nm_brought_up_alone_is_down_before_the
     # reported: either way with the modem disabled (below).
     assert run.returncode in (1, 69) and not run.last_json["ok"], run.stdout + run.stderr
     decisions = [e for e in r.gateway.history() if e.get("event") == "decision"]
-    assert decisions[-1]["outcome"] == "refused"
+    assert decisions and decisions[-1]["outcome"] == "refused", run.stdout + run.stderr
     assert r.nm.active() == [] and r.nm.wwan() == "disabled" and r.mm.state() == "disabled"
     assert "pppd stopped" in r.nm.pppd_log()
     assert pin_presentations(r.modem.commands) == []

@@ -47,6 +47,7 @@ DEVICE_DISCONNECTED = 30  # NMDeviceState: available, nothing active
 UPDATE2_TO_DISK = 0x1  # NMSettingsUpdate2Flags
 CALL_TIMEOUT = 30.0
 POLL = 0.2  # between readings of a state NetworkManager is changing
+MM_DISCONNECTING, MM_CONNECTING = 9, 10  # MMModemState, besides mtcd.mm.states'
 
 
 class NetworkManagerGone(DatalinkFailed):
@@ -223,19 +224,54 @@ class NmDatalink(Datalink):
         self.profile_dirs = profile_dirs
 
     # -- before anything is decided ---------------------------------------
-    def prepare(self) -> None:
-        """WWAN off and the profile's autoconnect off (remembered first), then
-        the refusals: a profile that can send a PIN, a rival GSM profile."""
-        own, settings = self.client.profile(self.connection)
+    def hold(self) -> None:
+        """Before mtcd disables the modem: WWAN off (remembered first) and
+        NetworkManager's connection on it down, waited for within
+        modem.timeout, so that the disable does not race NetworkManager
+        enabling or connecting the modem (measured: ModemManager then answers
+        WrongState, and the link NetworkManager made stays up)."""
+        try:
+            self._remember(None)
+            self._deactivate(strict=True)
+            self._settle()
+        except MtcdError as exc:
+            log.warning("NetworkManager not yet kept off the modem: %s", exc)
+
+    def _remember(self, profile: nm.Profile | None) -> None:
+        """Record the profile's autoconnect and the WWAN switch as found (the
+        first values only), then switch WWAN off."""
         record = self._read_record()
         wwan = self.client.wwan_enabled()
-        remembered = nm.remember(record, own, wwan)
+        remembered = nm.remember(record, profile, wwan)
         if remembered != record or not (self.state_dir / TAKEOVER_FILE).exists():
             self._write_record(remembered)  # before anything is changed
         if wwan:
             log.warning("NetworkManager's WWAN switch was on: switching it off, so that NetworkManager enables "
                         "no modem before pairing (`mtcctl datalink release` switches it back)")
             self._set_wwan(False)
+
+    def _settle(self) -> None:
+        """Wait, bounded, until NetworkManager has let go of the modem: its
+        device unavailable (what WWAN off leads to) and the modem in no
+        transition ModemManager would refuse a disable in."""
+        from ..mm import states
+
+        path = self.modem.session.path
+        device = self.client.modem_device(path) if path else None
+        deadline = time.monotonic() + self.modem.session.timeout
+        while time.monotonic() < deadline:
+            busy = self.modem.state() in (states.STATE_DISABLING, states.STATE_ENABLING, MM_DISCONNECTING,
+                                          MM_CONNECTING)
+            if not busy and (device is None or self.client.bus.get(device, DEVICE, "State") < DEVICE_DISCONNECTED):
+                return
+            time.sleep(POLL)
+        log.info("NetworkManager still holds the modem after %g s; disabling it anyway", self.modem.session.timeout)
+
+    def prepare(self) -> None:
+        """WWAN off and the profile's autoconnect off (remembered first), then
+        the refusals: a profile that can send a PIN, a rival GSM profile."""
+        own, settings = self.client.profile(self.connection)
+        self._remember(own)
         if own.autoconnect:
             log.warning("NetworkManager connection '%s' had autoconnect on: switching it off, mtcd activates it "
                         "after pairing (`mtcctl datalink release` switches it back)", own.id)

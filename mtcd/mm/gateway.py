@@ -310,6 +310,8 @@ class MmGateway(Gateway):
         # Disabled and low power before anything is decided (guarantee 3).
         from ..service import RadioNotOff, switch_radio_off
 
+        if prepare_link:
+            self.datalink.hold()  # networkmanager: it would enable the modem again
         try:
             switch_radio_off(self.modem)
         except RadioNotOff as exc:

@@ -247,3 +247,40 @@ def test_modemmanager_networkmanager_link_nm_brought_up_alone_is_down_before_the
     assert r.nm.active() == [] and r.nm.wwan() == "disabled" and r.mm.state() == "disabled"
     assert "pppd stopped" in r.nm.pppd_log()
     assert pin_presentations(r.modem.commands) == []
+
+
+def test_modemmanager_networkmanager_refusal_after_pairing_takes_the_connection_down(nm_rig, tmp_path):
+    """`mtcd run` paired with the connection active; the SIM's PIN is
+    forgotten (`mtcctl pin forget`), the service decides again and closes
+    the gate: the connection goes down and WWAN off, the modem disabled."""
+    from conftest import NotifySocket
+
+    card = make_card()
+    r = nm_rig(card)
+    r.configure()
+    r.gateway.store_pin(card.iccid.value)
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = dict(r.gateway.env, NOTIFY_SOCKET=str(notify.path))
+    proc = subprocess.Popen([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(r.gateway.config), "run"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        notify.wait_for("READY", "1", timeout=180)
+        assert r.nm.active() == ["lte"]
+        start = len(notify.messages)
+        forget = r.gateway.mtcctl("pin", "forget", card.iccid.value, "--yes", timeout=60)
+        assert forget.returncode == 0, forget.stdout + forget.stderr
+        # Refused; with ModemManager's generic plugin (no low power) the
+        # service says the gate is closed but the radio not confirmed off.
+        notify.wait_until(lambda m: m.get("STATUS", "").startswith(("refused", "gate closed")), 60, start=start,
+                          what="the gate closed once the PIN is forgotten")
+        assert r.nm.active() == [] and r.nm.wwan() == "disabled"
+        assert r.mm.state() == "disabled"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        notify.close()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert r.nm.active() == [] and len(pin_presentations(r.modem.commands)) == 1

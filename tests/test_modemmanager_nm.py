@@ -86,10 +86,12 @@ def test_modemmanager_nm_profile_defaults_to_autoconnect_on():
     (2, False, "lets a secret agent supply a PIN (gsm.pin-flags)"),
     (0, False, None),
     (4, True, None),  # not required: NetworkManager neither keeps nor sends one
+    (0, None, "could not be checked for a stored PIN"),  # GetSecrets failed: nobody vouches for it
 ])
 def test_modemmanager_nm_pin_source_from_dbus_settings(flags, stored, why):
     profile = nm.profile_from_settings("/p/1", settings(pin_flags=flags))
-    assert nm.pin_source_of(profile, stored) == why
+    said = nm.pin_source_of(profile, stored)
+    assert said == why if why is None else said.startswith(why)
 
 
 def test_modemmanager_nm_pin_refusal_names_profile_and_fix_never_the_pin():

@@ -45,6 +45,7 @@ TAKEOVER_FILE = "networkmanager.json"
 DEVICE_TYPE_MODEM = 8  # NMDeviceType
 DEVICE_DISCONNECTED = 30  # NMDeviceState: available, nothing active
 UPDATE2_TO_DISK = 0x1  # NMSettingsUpdate2Flags
+NO_SECRETS = SERVICE + ".AgentManager.NoSecrets"  # GetSecrets of a profile that stores none
 CALL_TIMEOUT = 30.0
 POLL = 0.2  # between readings of a state NetworkManager is changing
 MM_DISCONNECTING, MM_CONNECTING = 9, 10  # MMModemState, besides mtcd.mm.states'
@@ -154,16 +155,20 @@ class NetworkManagerClient:
                               f"'{profile.type}', not a mobile broadband (gsm) profile")
         return matches[0]
 
-    def stores_a_pin(self, profile: nm.Profile) -> bool:
+    def stores_a_pin(self, profile: nm.Profile) -> bool | None:
         """GetSecrets for the gsm setting: only system-owned secrets (flags 0)
         are asked for, so no secret agent is ever woken.  The value is
-        looked at for presence and dropped at once, never kept or shown."""
-        if profile.pin_flags != 0:
+        looked at for presence and dropped at once, never kept or shown.
+        None: NetworkManager would not say (the caller refuses)."""
+        if profile.type != "gsm" or profile.pin_flags != 0:
             return False
         try:
             secrets = self.bus.call(profile.path, CONNECTION, "GetSecrets", "s", ("gsm",))[0]
-        except BusError:
-            return False
+        except BusError as exc:
+            if exc.name == NO_SECRETS:
+                return False  # NetworkManager keeps no secret for it: no PIN
+            log.warning("GetSecrets of NetworkManager profile '%s': %s", profile.id, exc.name)
+            return None
         return bool(secrets.get("gsm", {}).get("pin", ("s", ""))[1])
 
     def set_autoconnect(self, profile: nm.Profile, settings: dict, value: bool) -> None:

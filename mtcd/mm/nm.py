@@ -128,13 +128,16 @@ def profile_from_settings(path: str, settings: dict) -> Profile:
                    device_id=str(gsm.get("device-id", "") or ""), pin_flags=int(gsm.get("pin-flags", 0) or 0))
 
 
-def pin_source_of(profile: Profile, stores_a_pin: bool) -> str | None:
+def pin_source_of(profile: Profile, stores_a_pin: bool | None) -> str | None:
     """Why this GSM profile can make NetworkManager send a PIN, or None.
-    `stores_a_pin`: GetSecrets("gsm") came back with a gsm.pin."""
+    `stores_a_pin`: GetSecrets("gsm") came back with a gsm.pin (None: it
+    failed, and a profile nobody can vouch for counts as one)."""
     if profile.type != "gsm" or profile.pin_flags & NOT_REQUIRED:
         return None
     if stores_a_pin:
         return "stores a PIN (gsm.pin)"
+    if stores_a_pin is None and not profile.pin_flags & (AGENT_OWNED | NOT_SAVED):
+        return "could not be checked for a stored PIN (NetworkManager refused GetSecrets)"
     if profile.pin_flags & (AGENT_OWNED | NOT_SAVED):
         return "lets a secret agent supply a PIN (gsm.pin-flags)"
     return None

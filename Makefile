@@ -12,6 +12,10 @@ DEB_PACKAGES ?= systemd swtpm swtpm-tools build-essential pkg-config libtss2-dev
   pcscd vsmartcard-vpcd libpcsclite-dev swig python3-pyscard
 # The real ModemManager, polkitd and a private D-Bus daemon for tests/test_modemmanager.py.
 MM_DEB_PACKAGES ?= modemmanager polkitd dbus-daemon dbus-bin
+# The real NetworkManager for tests/test_modemmanager_networkmanager.py: the
+# tests run their own, in private namespaces (tests/nmstack.py); on a machine
+# booted with systemd the package also enables its own service.
+NM_DEB_PACKAGES ?= network-manager iproute2
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 # What `make deb` needs: the Debian build tools, lintian, and pip to fetch
 # python-gsmmodem-new's sdist (Debian has no package of it).
@@ -45,6 +49,7 @@ endef
 deps:
 	$(call apt_ensure,$(DEB_PACKAGES))
 	$(call apt_ensure,$(MM_DEB_PACKAGES))
+	$(call apt_ensure,$(NM_DEB_PACKAGES))
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \

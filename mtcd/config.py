@@ -39,7 +39,7 @@ tables merged key by key, a later value winning; each is checked as strictly.
     backend = "at"                 # "at" (AT+CPIN) | "csim" (APDUs over AT+CSIM) | "pcsc" (a PC/SC reader)
     reader = ""                    # pcsc only: part of the reader's name, or its index
     [datalink]
-    backend = "at"                 # "at" | "ecm" | "qmi" | "ppp" | "command" | "none" | "modemmanager"
+    backend = "at"                 # "at" | "ecm" | "qmi" | "ppp" | "command" | "none" | "modemmanager" | "networkmanager"
     apn = "internet"
     pdp_type = "IP"
     cid = 1
@@ -54,6 +54,7 @@ tables merged key by key, a later value winning; each is checked as strictly.
     run_dir = "/run/mtcd/ppp"      # ppp only: generated peer file and chat script
     up_timeout = 60                # ppp: seconds until the interface is up; qmi: for each qmicli
     command_timeout = 150          # seconds for the modem's attach/PDP/data-call commands
+    connection = ""                # networkmanager: the NetworkManager connection id to activate, required
 """
 
 from __future__ import annotations
@@ -79,11 +80,11 @@ SEALERS = ("auto", "systemd-creds", "tpm2", "file")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _MAX_SECONDS = 10**9  # about 31 years: more is a typo
 UICC_BACKENDS = ("at", "csim", "pcsc")
-DATALINK_BACKENDS = ("at", "ecm", "qmi", "ppp", "command", "none", "modemmanager")
+DATALINK_BACKENDS = ("at", "ecm", "qmi", "ppp", "command", "none", "modemmanager", "networkmanager")
 # How mtcd reaches the modem: its AT port, or ModemManager over D-Bus (mtcd.mm).
 MODEM_DRIVERS = ("serial", "modemmanager")
 # The backends that need no AT port of their own: the ones the modemmanager driver allows.
-MM_DATALINK_BACKENDS = ("modemmanager", "command", "none")
+MM_DATALINK_BACKENDS = ("modemmanager", "networkmanager", "command", "none")
 PDP_TYPES = ("IP", "IPV6", "IPV4V6")
 MAX_APN_LENGTH = 100  # TS 23.003 §9.1
 
@@ -147,6 +148,7 @@ class DatalinkConfig:
     qmicli: str = "/usr/bin/qmicli"
     up_timeout: float = 60.0
     command_timeout: float = 150.0  # the modem's slow link commands (attach, PDP, data call)
+    connection: str = ""  # networkmanager: the NetworkManager connection id (connection.id)
 
 
 @dataclass(frozen=True)
@@ -330,6 +332,13 @@ def _reader(value):
     return value
 
 
+def _connection_id(value):
+    # NetworkManager's connection.id: any text, but one line a person can read.
+    if not isinstance(value, str) or not value.strip() or len(value) > 255 or not value.isprintable():
+        raise _Bad(f"must be a NetworkManager connection id, as `nmcli connection show` lists it (got {_show(value)})")
+    return value
+
+
 def _ppp_path(value):
     if value == "":
         return value
@@ -393,6 +402,7 @@ _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "command_timeout": _seconds,
         "qmi_device": _ppp_path,
         "qmicli": _ppp_path,
+        "connection": _connection_id,
     },
 }
 
@@ -605,6 +615,11 @@ def _driver_and_backend(driver: str, backend: str, fail) -> None:
     if driver == "modemmanager" and backend not in MM_DATALINK_BACKENDS:
         fail("datalink.backend", f'must be one of {", ".join(MM_DATALINK_BACKENDS)} with modem.driver = '
                                  f'"modemmanager" (got "{backend}")')
+    if backend == "networkmanager" and driver != "modemmanager":
+        # NetworkManager reaches a modem only through ModemManager, which the
+        # serial driver keeps off the AT port.
+        fail("datalink.backend", 'is "networkmanager", which needs modem.driver = "modemmanager": NetworkManager '
+                                 f'drives the modem through ModemManager (driver is "{driver}")')
     if backend == "modemmanager" and driver != "modemmanager":
         fail("datalink.backend", 'is "modemmanager", which needs modem.driver = "modemmanager" '
                                  f'(driver is "{driver}")')
@@ -615,7 +630,7 @@ _SIM_CODE_OPTIONS = ("--uim-verify-pin", "--uim-unblock-pin", "--uim-change-pin"
                      "--dms-uim-unblock-pin", "--dms-uim-change-pin")
 _BACKEND_KEYS = {"interface": ("ecm", "qmi", "ppp"), "networkctl": ("ecm", "qmi"), "ppp_port": ("ppp",),
                  "pppd": ("ppp",), "run_dir": ("ppp",), "up_timeout": ("qmi", "ppp"),
-                 "qmi_device": ("qmi",), "qmicli": ("qmi",)}
+                 "qmi_device": ("qmi",), "qmicli": ("qmi",), "connection": ("networkmanager",)}
 
 
 def _datalink_backend_keys(datalink: dict, backend: str, modem_port: str, fail) -> None:
@@ -635,6 +650,9 @@ def _datalink_backend_keys(datalink: dict, backend: str, modem_port: str, fail) 
         for key in ("qmi_device", "qmicli"):
             if datalink.get(key) == "":
                 fail(f"datalink.{key}", "must not be empty")
+    if backend == "networkmanager" and not datalink.get("connection"):
+        fail("datalink.connection", 'is required when backend = "networkmanager" (the connection id '
+                                    '`nmcli connection show` lists, e.g. "lte")')
     if backend != "ppp":
         return
     if not datalink.get("ppp_port"):

@@ -158,7 +158,7 @@ BAD = [
     (MINIMAL + "[policy]\non_imei_change = 'ignore'\n",
      'policy.on_imei_change must be one of "report", "refuse" (got "ignore")'),
     (MINIMAL + "[datalink]\nbackend = 'wifi'\n",
-     'datalink.backend must be one of "at", "ecm", "qmi", "ppp", "command", "none", "modemmanager" (got "wifi")'),
+     'datalink.backend must be one of "at", "ecm", "qmi", "ppp", "command", "none", "modemmanager", "networkmanager" (got "wifi")'),
     (MINIMAL + "[datalink]\napn = 'my\"apn'\n",
      'datalink.apn must be printable ASCII without quotes (got "my\\"apn")'),
     (MINIMAL + "[datalink]\napn = \"it's\"\n",

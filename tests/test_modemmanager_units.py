@@ -70,7 +70,7 @@ def test_modemmanager_driver_config(tmp_path):
 
 @pytest.mark.parametrize("modem, datalink, complaint", [
     ('driver = "mm"', "", "modem.driver must be one of"),
-    ('driver = "modemmanager"', 'backend = "at"', 'datalink.backend must be one of modemmanager, command, none'),
+    ('driver = "modemmanager"', 'backend = "at"', 'datalink.backend must be one of modemmanager, networkmanager, command, none'),
     ("", 'backend = "modemmanager"', 'needs modem.driver = "modemmanager"'),
 ])
 def test_modemmanager_driver_config_mistakes(tmp_path, modem, datalink, complaint):

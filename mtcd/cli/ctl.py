@@ -18,6 +18,7 @@
     mtcctl doctor [--json]               read-only check; what to run next for each problem
     mtcctl log-level LEVEL [--json]      the running service's log level: debug, info,
                                          warning, error, or reset (the configured one)
+    mtcctl datalink release [--json]     give NetworkManager back its autoconnect and WWAN values
 (all take --config PATH; with --json every outcome, errors included, is one
 JSON object on stdout: docs/json/, mtcd/cli/jsonout.py)
 
@@ -117,6 +118,9 @@ def _parser() -> ArgumentParser:
     log_level.add_argument("level", choices=(*LEVEL_NAMES, RESET), metavar="LEVEL",
                            help="debug (with the AT traces), info, warning, error, or reset (the configured level)")
     log_level.add_argument("--json", action="store_true", help='print {"ok": true, "level": ...}')
+    from .datalink_release import add_parser as add_datalink_parser
+
+    add_datalink_parser(sub)
     return parser
 
 
@@ -556,6 +560,10 @@ def _body(argv: list[str]) -> int:
         return doctor(config, args, {" ".join(words) for words, _ in _leaves(_parser())})
     if args.command == "log-level":
         return _log_level(config, args)
+    if args.command == "datalink":
+        from .datalink_release import release
+
+        return release(config, args, _running_service)
     raise UsageError(f"unknown command {args.command}")
 
 

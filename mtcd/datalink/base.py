@@ -58,6 +58,11 @@ class Datalink:
         modem would do by itself (a vendor auto-connect).  Reads and
         switches off only; never starts anything."""
 
+    def hold(self) -> None:
+        """At session start, before the radio is switched off: stop what
+        outside the modem would switch it on again (NetworkManager's WWAN).
+        Never raises; prepare() meets any failure again, radio off."""
+
     def _bring_up(self) -> None:
         pass
 

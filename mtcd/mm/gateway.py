@@ -292,6 +292,11 @@ class MmGateway(Gateway):
         self.modem = MmModem(self.transport)
         if config.datalink.backend == "modemmanager":
             self.datalink = MmDatalink(self.modem, config.datalink.apn, config.datalink.pdp_type)
+        elif config.datalink.backend == "networkmanager":
+            from ..datalink.networkmanager import NmDatalink
+
+            self.datalink = NmDatalink(self.modem, config.datalink.connection, config.state_dir,
+                                       config.datalink.command_timeout, profile_dirs=self.nm_profile_dirs)
         else:
             self.datalink = datalink_for(config.datalink, self.modem)
         self.link_up = False
@@ -305,6 +310,8 @@ class MmGateway(Gateway):
         # Disabled and low power before anything is decided (guarantee 3).
         from ..service import RadioNotOff, switch_radio_off
 
+        if prepare_link:
+            self.datalink.hold()  # networkmanager: it would enable the modem again
         try:
             switch_radio_off(self.modem)
         except RadioNotOff as exc:
@@ -319,6 +326,8 @@ class MmGateway(Gateway):
         # A profile that lets NetworkManager send a PIN would unlock any card
         # behind the gate: nothing is decided while one exists.
         refuse_pin_profiles(self.nm_profile_dirs)
+        if prepare_link:
+            self.datalink.prepare()  # networkmanager: WWAN and autoconnect off, its refusals
         self.imei = self.modem.imei()
         self.imeisv = None  # ModemManager does not report the SVN
         self.keystore, self.sealer = open_keystore(self.config.state_dir, self.config.keystore.sealer)

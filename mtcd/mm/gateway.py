@@ -107,6 +107,15 @@ class MmSession:
 class MmModem:
     """The mobile equipment through ModemManager: identity and radio."""
 
+    dialect = None  # no AT dialect: ModemManager drives the modem
+
+    def doctor_facts(self) -> dict:
+        """`mtcctl doctor`'s modem facts from ModemManager's properties
+        (read-only; mtcd.doctor_mm)."""
+        from ..doctor_mm import modem_facts
+
+        return modem_facts(self.session.bus, self.session._path())
+
     def __init__(self, session: MmSession):
         self.session = session
         self.transport = session  # for code that names the port

@@ -37,6 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import EXIT_NOPERM, EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE
+from .mm.states import NO_HOT_SWAP_PLUGINS
 from .policy import try_command
 
 # The udev properties that keep ModemManager off a port, strongest first.
@@ -265,6 +266,12 @@ def _modemmanager_findings(mm: Mapping, port: Mapping, config: Mapping) -> list[
         out.append(Finding("modemmanager-no-modem", f"ModemManager has no modem on {config.get('port')}",
                            "`mmcli -L` lists ModemManager's modems and `mmcli -m any` each one's primary port: "
                            "set [modem] port to it"))
+    elif mm.get("plugin") in NO_HOT_SWAP_PLUGINS:
+        out.append(Finding("modemmanager-no-hot-swap",
+                           f"ModemManager drives the modem with its {mm['plugin']} plugin, which does not notice a "
+                           "SIM swap: a card swapped in behind it is seen only when ModemManager probes the modem again",
+                           "use the serial driver with this modem (mtcd reads the slot itself), or a modem whose "
+                           "ModemManager plugin reports SIM hot swap (see README \"In front of ModemManager\")"))
     return out
 
 

@@ -39,7 +39,7 @@ def test_modemmanager_doctor_reads_the_sim_through_dbus(mm_rig):
     r.gateway.store_pin(card.iccid.value)
     sent = len(r.modem.commands)
     run = r.gateway.mtcctl("doctor", "--json", timeout=60)
-    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.returncode == 1, run.stdout + run.stderr
     facts = run.last_json
     mm = facts["modemmanager"]
     assert mm["reachable"] and mm["modem"].startswith("/org/freedesktop/ModemManager1/Modem/")
@@ -51,10 +51,11 @@ def test_modemmanager_doctor_reads_the_sim_through_dbus(mm_rig):
     assert (modem["sim_state"], modem["iccid"]) == ("SIM PIN", card.iccid.value)
     assert (modem["pin_attempts"], modem["puk_attempts"], modem["pin_enabled"]) == (3, 10, True)
     # ModemManager holds the port by design: no "held by ModemManager" problem, no AT from doctor.
-    assert facts["problems"] == []
+    # The one problem: the generic plugin notices no SIM swap (measured, see test_modemmanager_hotswap).
+    assert [p["code"] for p in facts["problems"]] == ["modemmanager-no-hot-swap"]
     assert r.modem.commands[sent:] == []
     text = r.gateway.mtcctl("doctor", timeout=60)
-    assert text.returncode == 0, text.stdout + text.stderr
+    assert text.returncode == 1, text.stdout + text.stderr
     assert "through ModemManager (D-Bus)" in text.stdout and "plugin generic" in text.stdout
     assert "None" not in text.stdout
 
@@ -138,6 +139,10 @@ MM_OK = {"reachable": True, "error": None, "modem": "/org/freedesktop/ModemManag
 def test_modemmanager_doctor_findings_want_modemmanager_on_the_port():
     # ModemManager holding the port is how this driver works: no finding.
     assert findings(_facts(MM_OK)) == []
+    # Its generic plugin notices no SIM swap: said, with the way out.
+    blind = findings(_facts(dict(MM_OK, plugin="generic")))
+    assert [f.code for f in blind] == ["modemmanager-no-hot-swap"] and "serial driver" in blind[0].next
+    assert findings(_facts(dict(MM_OK, plugin="quectel"))) == []
     # mtcd's rule in effect: flagged, with how to mask it.
     flagged = findings(_facts(dict(MM_OK, udev_rule="/etc/udev/rules.d/90-mtcd-modem.rules")))
     assert [f.code for f in flagged] == ["udev-rule-keeps-modemmanager-off"]

@@ -418,6 +418,10 @@ class MmGateway(Gateway):
             watcher = ModemWatcher(lambda: self.transport.path, heard, bus=self.transport.bus.bus_name)
             if watcher.start():
                 self.transport.watcher = watcher
+            plugin = self.modem.session.modem("Plugin")
+            if plugin in states.NO_HOT_SWAP_PLUGINS:
+                log.warning("ModemManager's %s plugin does not notice a SIM swap on this modem: a card swapped in "
+                            "is seen only when ModemManager probes the modem again (see README)", plugin)
         return False
 
     def idle_reading(self):

@@ -170,3 +170,9 @@ def pin1_after_verification(reported: PinAttempts | None, seen_before: int | Non
         return reported
     return PinAttempts(pin1=PIN1_MAXIMUM, puk1=reported.puk1 if reported is not None else None,
                        source="ModemManager UnlockRetries before this session's accepted SendPin")
+
+
+# Plugins measured (ModemManager 1.20 with the simulator) to notice no SIM
+# hot swap: the generic one ignores +CPIN URCs and keeps the old card's
+# properties, even when the new card has no PIN and the modem is registered.
+NO_HOT_SWAP_PLUGINS = frozenset({"generic"})

@@ -213,3 +213,37 @@ def test_modemmanager_unblock_only_from_a_person_and_the_next_boot_pairs(mm_rig)
     paired = r.gateway.mtcd("once", "--json", timeout=180)
     assert paired.returncode == 0 and paired.last_json["state"] == "paired", paired.stdout + paired.stderr
     assert len(puk_commands(r.modem.commands)) == 1 and len(pin_presentations(r.modem.commands)) == 2
+
+
+def test_modemmanager_pin_rotate_through_the_running_service(mm_rig, tmp_path):
+    """`mtcctl pin rotate` while `mtcd run` holds the session: the change
+    runs in the service (ChangePin after its own SendPin), the link stays
+    up, and the card and the keystore agree afterwards."""
+    from conftest import NotifySocket
+
+    card = make_card()
+    r = mm_rig(card)
+    r.configure()
+    r.gateway.store_pin(card.iccid.value)
+    notify = NotifySocket(tmp_path / "notify.sock")
+    proc = subprocess.Popen([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(r.gateway.config), "run"],
+                            env=dict(r.gateway.env, NOTIFY_SOCKET=str(notify.path)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        notify.wait_for("READY", "1", timeout=120)
+        run = r.gateway.mtcctl("pin", "rotate", "--json", timeout=180)
+        status = r.gateway.mtcctl("status", "--json", timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        notify.close()
+    assert run.returncode == 0 and run.last_json["outcome"] == "done", run.stdout + run.stderr
+    assert status.last_json["service"]["state"] == "paired" and status.last_json["service"]["link"] == "up"
+    assert "Traceback" not in err, err
+    stored = entry(r, card)
+    assert stored.pending_pin is None and card.pin == stored.pin.reveal() != TEST_PIN
+    assert len(pin_presentations(r.modem.commands)) == 1 and len(cpwd(r.modem.commands)) == 1
+    assert len(pin_bearing(r.modem.commands)) == 2

@@ -418,7 +418,10 @@ class MmGateway(Gateway):
             watcher = ModemWatcher(lambda: self.transport.path, heard, bus=self.transport.bus.bus_name)
             if watcher.start():
                 self.transport.watcher = watcher
-            plugin = self.modem.session.modem("Plugin")
+            try:
+                plugin = self.modem.session.modem("Plugin")
+            except BusError:
+                plugin = None
             if plugin in states.NO_HOT_SWAP_PLUGINS:
                 log.warning("ModemManager's %s plugin does not notice a SIM swap on this modem: a card swapped in "
                             "is seen only when ModemManager probes the modem again (see README)", plugin)
@@ -472,7 +475,10 @@ class MmGateway(Gateway):
                 new = self.transport.find(REPROBE_WAIT)
             except ModemUnavailable:
                 raise ModemUnavailable(f"{self.transport.port}: ModemManager removed the modem") from None
-        imei = self.transport.bus.get(new, states.MODEM, "EquipmentIdentifier")
+        try:
+            imei = self.transport.bus.get(new, states.MODEM, "EquipmentIdentifier")
+        except BusError as exc:
+            raise ModemUnavailable(f"{self.transport.port}: the modem ModemManager exported again: {exc}") from None
         if imei != self.imei.value:
             raise ModemUnavailable(f"{self.transport.port}: ModemManager exported another modem (IMEI {imei})")
         self.transport.path = new

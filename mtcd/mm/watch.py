@@ -56,7 +56,6 @@ class ModemWatcher:
         self._bus = bus
         self._stop = threading.Event()
         self.removed = threading.Event()
-        self.service_gone = threading.Event()
         self._conn = None
         self._thread: threading.Thread | None = None
 
@@ -106,7 +105,6 @@ class ModemWatcher:
                 if not self._stop.is_set():
                     # The bus itself went away: the main loop's next call says so.
                     log.warning("ModemManager's signals lost (%s); checking periodically", exc)
-                    self.service_gone.set()
                     self._on_signal(states.SERVICE_GONE)
                 return
             if message.header.message_type is not MessageType.signal:
@@ -124,8 +122,6 @@ class ModemWatcher:
             log.debug("ModemManager signal: %s", meaning)
             if meaning == states.MODEM_REMOVED:
                 self.removed.set()
-            elif meaning == states.SERVICE_GONE:
-                self.service_gone.set()
             self._on_signal(meaning)
 
 

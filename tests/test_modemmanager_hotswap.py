@@ -29,6 +29,7 @@ import mmstack
 from conftest import NotifySocket, pin_presentations, puk_commands
 from simfixtures import make_card
 from test_modemmanager import on_air, rig
+from test_modemmanager_pins import pin_bearing
 
 pytestmark = pytest.mark.skipif(mmstack.missing() is not None, reason=mmstack.missing() or "")
 
@@ -119,6 +120,8 @@ def test_modemmanager_swap_to_a_foreign_sim_closes_the_gate_and_swap_back_pairs(
         ("paired", None, first.iccid.value)]
     assert took < SWAP_NOTICED_WITHIN
     assert puk_commands(r.modem.commands) == [] and foreign.pin_attempts == 3
+    # Two SendPins for the paired card, and nothing else PIN-bearing from anyone.
+    assert len(pin_bearing(r.modem.commands)) == len(pin_presentations(r.modem.commands)) == 2
     assert "ModemManager removed the modem: link down" in proc.stderr_text, proc.stderr_text
 
 

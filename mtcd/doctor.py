@@ -19,6 +19,13 @@ The facts are one JSON-able dict with stable keys (README "mtcctl doctor"):
                     eps_registration, signal_rssi, unreadable {fact: why}
     keystore        sealer, error, stored_pins, entry (null: none for the ICCID)
     last_decision   the journal's last decision record, or null
+    modemmanager    only with driver = "modemmanager" (absent with serial):
+                    reachable, error, version, modem (its D-Bus path, null: none
+                    on the configured port), plugin, primary_port, ports, state,
+                    udev_rule (mtcd's rule as udev reads it, null: not installed
+                    or masked; not wanted in this mode).  The modem facts then
+                    come from ModemManager's properties (via "modemmanager", or
+                    "service"; mtcd.doctor_mm)
 
 A fact the modem did not give is null, and named with its reason in
 `modem.unreadable`; nothing is ever guessed.
@@ -30,6 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import EXIT_NOPERM, EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE
+from .mm.states import NO_HOT_SWAP_PLUGINS
 from .policy import try_command
 
 # The udev properties that keep ModemManager off a port, strongest first.
@@ -164,9 +172,17 @@ def findings(facts: Mapping, available: Iterable[str] = ()) -> list[Finding]:
     config, port, service = facts["config"], facts["port"], facts["service"]
     modem, keystore = facts["modem"], facts["keystore"]
 
-    out += _port_findings(port, service)
+    mm = facts.get("modemmanager")
+    if mm is None:
+        out += _port_findings(port, service)
+    else:
+        # ModemManager holds the port by design here; what matters is that it runs and has the modem.
+        out += _modemmanager_findings(mm, port, config)
     if not modem["reachable"]:
-        out.append(_unreachable(modem, port, service))
+        out.append(_unreachable(modem, port, service) if mm is None else
+                   Finding("modem-unreachable", f"the modem cannot be reached: {modem.get('error') or 'no answer'}",
+                           "fix what is named above, then `mtcctl doctor` again (`mmcli -m any` shows what "
+                           "ModemManager sees)"))
     if keystore.get("error"):
         if keystore["error"] == "permission denied":
             nxt = "run `mtcctl doctor` as root or as a member of service.admin_group"
@@ -226,6 +242,36 @@ def _port_findings(port: Mapping, service: Mapping) -> list[Finding]:
                            "ModemManager runs and the udev rule does not tell it to ignore the modem port",
                            f"copy {UDEV_RULE} to /etc/udev/rules.d/, adapt its USB ids, then "
                            "`udevadm control --reload && udevadm trigger`"))
+    return out
+
+
+def _modemmanager_findings(mm: Mapping, port: Mapping, config: Mapping) -> list[Finding]:
+    """driver = "modemmanager": ModemManager must run and drive the modem
+    on the configured port; mtcd's udev rule, which keeps it off, must not
+    be in effect."""
+    out = []
+    rule = mm.get("udev_rule")
+    if rule or port.get("mm_ignore"):
+        where = rule or f"the port's udev property {port.get('mm_ignore_by')}"
+        out.append(Finding("udev-rule-keeps-modemmanager-off",
+                           f"mtcd's udev rule ({where}) tells ModemManager to ignore the modem, but driver = "
+                           "\"modemmanager\" needs ModemManager to drive it",
+                           f"mask the rule: `ln -s /dev/null /etc/udev/rules.d/{UDEV_RULE.rsplit('/', 1)[-1]} && "
+                           "udevadm control --reload && udevadm trigger`"))
+    if not mm.get("reachable"):
+        out.append(Finding("modemmanager-unreachable",
+                           f"ModemManager cannot be reached on the system bus: {mm.get('error') or 'no answer'}",
+                           "`systemctl enable --now ModemManager` (driver = \"modemmanager\" talks to it over D-Bus)"))
+    elif not mm.get("modem"):
+        out.append(Finding("modemmanager-no-modem", f"ModemManager has no modem on {config.get('port')}",
+                           "`mmcli -L` lists ModemManager's modems and `mmcli -m any` each one's primary port: "
+                           "set [modem] port to it"))
+    elif mm.get("plugin") in NO_HOT_SWAP_PLUGINS:
+        out.append(Finding("modemmanager-no-hot-swap",
+                           f"ModemManager drives the modem with its {mm['plugin']} plugin, which does not notice a "
+                           "SIM swap: a card swapped in behind it is seen only when ModemManager probes the modem again",
+                           "use the serial driver with this modem (mtcd reads the slot itself), or a modem whose "
+                           "ModemManager plugin reports SIM hot swap (see README \"In front of ModemManager\")"))
     return out
 
 
@@ -390,6 +436,22 @@ def _port_lines(port: Mapping, service: Mapping) -> list[tuple[str, str]]:
     return [("port", where), ("port held by", held or "nobody else"), ("ModemManager", mm)]
 
 
+def _modemmanager_lines(port: Mapping, mm: Mapping) -> list[tuple[str, str]]:
+    if not mm.get("reachable"):
+        text = f"not reachable ({mm.get('error') or 'no answer'})"
+    else:
+        text = f"{mm.get('version') or 'version unknown'}"
+        if mm.get("modem"):
+            text += (f"; modem {mm['modem']} (plugin {mm.get('plugin') or 'unknown'}, primary port "
+                     f"{mm.get('primary_port') or 'unknown'}), {mm.get('state') or 'state unknown'}")
+        else:
+            text += "; no modem on the configured port"
+    rule = mm.get("udev_rule")
+    return [("port", port["path"] + ("" if port["exists"] else " (missing)")), ("ModemManager", text),
+            ("udev rule", f"{rule} (not wanted with this driver)" if rule else
+             "not in effect (right: ModemManager drives the modem)")]
+
+
 def _holder_role(holder: Mapping, service: Mapping) -> str:
     if holder["pid"] == service.get("pid"):
         return "the service"
@@ -428,10 +490,13 @@ def render(facts: Mapping, found: Sequence[Finding]) -> list[str]:
     config, port, service = facts["config"], facts["port"], facts["service"]
     modem, keystore = facts["modem"], facts["keystore"]
     rows: list[tuple[str, str]] = [("config", str(config["path"]))]
-    rows += _port_lines(port, service)
+    mm = facts.get("modemmanager")
+    rows += _port_lines(port, service) if mm is None else _modemmanager_lines(port, mm)
     rows.append(("service", _service_text(service)))
     if modem["reachable"]:
-        rows.append(("modem", "through the service" if modem.get("via") == "service" else "opened directly"))
+        via = {"service": "through the service", "modemmanager": "through ModemManager (D-Bus)"}
+        rows.append(("modem", via.get(modem.get("via"), "opened directly")
+                     + (" (ModemManager's properties)" if mm is not None and modem.get("via") == "service" else "")))
         rows += [(label, _modem_value(modem, key)) for key, label in MODEM_FACTS]
     else:
         rows.append(("modem", f"unreachable: {modem.get('error') or 'no answer'}"))

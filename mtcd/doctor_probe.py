@@ -76,6 +76,12 @@ def probe_modem(modem: Modem, vendor: str, dialect: Dialect | None = None, *, vi
     """The modem facts (mtcd.doctor's `modem` keys).  `dialect`: the one a
     running session chose already (kept); None: chosen here as mtcd would,
     and set on `modem` so the vendor's queries are the ones asked."""
+    own = getattr(modem, "doctor_facts", None)
+    if own is not None:
+        # The modemmanager driver: ModemManager's properties, not AT (mtcd.doctor_mm).
+        facts = own()
+        facts["via"] = via
+        return facts
     p = _Probe()
     p.facts["via"] = via
     run = modem.run

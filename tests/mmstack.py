@@ -269,6 +269,7 @@ class MMRig:
     stack: MMStack
     gateway: object  # conftest.Gateway with the private bus in its env
 
-    def configure(self, datalink: str = 'backend = "none"', policy: str = "", modem: str = "") -> None:
-        self.gateway.configure(self.port, datalink=datalink, policy=policy,
+    def configure(self, datalink: str = 'backend = "none"', policy: str = "", modem: str = "",
+                  service: str = "") -> None:
+        self.gateway.configure(self.port, datalink=datalink, policy=policy, service=service,
                                modem=f'driver = "modemmanager"\ntimeout = 30\nsim_ready_timeout = 30\n{modem}')

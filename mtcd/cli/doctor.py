@@ -24,6 +24,7 @@ def _config_facts(config, path) -> dict:
         "path": str(path),
         "port": config.modem.port,
         "vendor": config.modem.vendor,
+        "driver": config.modem.driver,
         "state_dir": str(config.state_dir),
         "min_retries": config.policy.min_retries,
         "require_pin_enabled": config.policy.require_pin_enabled,
@@ -73,11 +74,17 @@ def _directly(config) -> dict:
 
 def doctor(config, args, available=()) -> int:
     client = ControlClient(config.service.control_socket)
+    modemmanager = None
+    if config.modem.driver == "modemmanager":
+        # ModemManager owns the port: its properties over D-Bus, never the port itself.
+        from ..doctor_mm import probe
+
+        modemmanager, direct = probe(config.modem.port)
     if client.available():
         service, modem = _through_service(client)
     else:
         service = {"running": False, "pid": None, "state": None, "status": None, "error": None, "error_exit": None}
-        modem = _directly(config)
+        modem = direct if modemmanager is not None else _directly(config)
     facts = {
         "config": _config_facts(config, args.config),
         "port": port_facts(config.modem.port),
@@ -86,6 +93,8 @@ def doctor(config, args, available=()) -> int:
         "keystore": keystore_facts(config.state_dir, config.keystore.sealer, modem.get("iccid")),
         "last_decision": last_decision(config.state_dir),
     }
+    if modemmanager is not None:
+        facts["modemmanager"] = modemmanager  # only with that driver: the serial report is unchanged
     found = findings(facts, available)
     if args.json:
         body = report(facts, found)

@@ -55,6 +55,12 @@ class ModemManagerBus:
     def alive(self) -> bool:
         return self._conn is not None
 
+    @property
+    def bus_name(self) -> str:
+        """Which bus ("SYSTEM", or an address): a second connection (the
+        signal watcher) goes to the same one."""
+        return self._bus
+
     def call(self, path: str, interface: str, method: str, signature: str | None = None, body=(),
              timeout: float = CALL_TIMEOUT):
         """The method's return values (a tuple), or BusError; ModemUnavailable

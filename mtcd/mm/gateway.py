@@ -34,6 +34,10 @@ log = logging.getLogger("mtcd.mm")
 
 # How often a reading is repeated while ModemManager is still probing.
 POLL = 0.25
+# After ModemManager removed the modem object, how long to wait for it to
+# export one again for the same port (a SIM hot swap: it re-probes the
+# modem, measured at 2-5 s) before the modem counts as gone.
+REPROBE_WAIT = 10.0
 
 
 class MmSession:
@@ -47,6 +51,7 @@ class MmSession:
         self.timeout = timeout
         self.bus = bus or ModemManagerBus()
         self.path: str | None = None
+        self.watcher = None  # mtcd.mm.watch.ModemWatcher, in `mtcd run`
 
     @property
     def alive(self) -> bool:
@@ -56,25 +61,32 @@ class MmSession:
         """Connect and find the modem; waits up to `timeout` while
         ModemManager probes it.  ModemUnavailable when it is not there."""
         self.bus.open()
-        want = states.port_name(self.port)
-        deadline = time.monotonic() + self.timeout
+        try:
+            self.path = self.find(self.timeout)
+        except ModemUnavailable:
+            self.bus.close()
+            raise
+
+    def find(self, wait: float) -> str:
+        """The object path of the modem on this port, waiting up to `wait`
+        seconds for ModemManager to export it."""
+        deadline = time.monotonic() + wait
         while True:
             try:
-                for path, props in self.bus.modems().items():
-                    ports = {name for name, _ in props.get("Ports", [])}
-                    if props.get("PrimaryPort") == want or want in ports or props.get("Device") == self.port:
-                        self.path = path
-                        return
+                path = states.modem_for_port(self.bus.modems(), self.port)
+                if path is not None:
+                    return path
             except ModemUnavailable:
                 if time.monotonic() >= deadline:
-                    self.bus.close()
                     raise
             if time.monotonic() >= deadline:
-                self.bus.close()
                 raise ModemUnavailable(f"{self.port}: ModemManager has no modem on this port")
             time.sleep(POLL)
 
     def close(self) -> None:
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None:
+            watcher.stop()
         self.path = None
         self.bus.close()
 
@@ -94,6 +106,15 @@ class MmSession:
 
 class MmModem:
     """The mobile equipment through ModemManager: identity and radio."""
+
+    dialect = None  # no AT dialect: ModemManager drives the modem
+
+    def doctor_facts(self) -> dict:
+        """`mtcctl doctor`'s modem facts from ModemManager's properties
+        (read-only; mtcd.doctor_mm)."""
+        from ..doctor_mm import modem_facts
+
+        return modem_facts(self.session.bus, self.session._path())
 
     def __init__(self, session: MmSession):
         self.session = session
@@ -151,15 +172,26 @@ class MmUicc:
         self.waits = waits if waits is not None else NO_WAITS
         self._lock: SimLock | None = None
         self._iccid: Iccid | None = None
+        # The modem object both readings were taken from: ModemManager
+        # exports a new one after a SIM hot swap, and a PIN looked up for
+        # the old object's card is never sent to the new one.
+        self._read_on: str | None = None
+        # PIN1's counter as last reported for (modem object, ICCID), and the
+        # count seen before a SendPin that card accepted in this session.
+        self._pin1_seen: tuple | None = None
+        self._verified: tuple | None = None
 
     def sim_changed(self) -> None:
         self._lock = None
         self._iccid = None
+        self._read_on = None
+        self._verified = None
 
     def lock(self, settle: bool = True) -> SimLock:
         """What the SIM asks for, waiting a bounded time while ModemManager
         still probes or re-reads the card (after an unlock, it does)."""
         self._lock = None
+        self._read_on = self.session.path
         deadline = time.monotonic() + (self.settle_time if settle else 0.0)
         with self.waits.waiting("waiting for ModemManager to read the SIM", self.settle_time):
             while True:
@@ -178,6 +210,8 @@ class MmUicc:
 
     def iccid(self) -> Iccid | None:
         self._iccid = None
+        if self._read_on != self.session.path:
+            self._lock = None  # the lock was read on another modem object
         path = self._sim_path()
         if path is None:
             return None
@@ -188,7 +222,14 @@ class MmUicc:
         return self._iccid
 
     def attempts(self) -> PinAttempts | None:
-        return states.pin_attempts(dict(self.session.modem("UnlockRetries")))
+        reported = states.pin_attempts(dict(self.session.modem("UnlockRetries")))
+        card = (self.session.path, self._iccid)
+        if reported is not None and reported.pin1 is not None:
+            self._pin1_seen = card + (reported.pin1,)
+            return reported
+        if self._verified is not None and self._verified[:2] == card:
+            return states.pin1_after_verification(reported, self._verified[2])
+        return reported
 
     def pin_enabled(self) -> bool | None:
         try:
@@ -211,7 +252,8 @@ class MmUicc:
         return attempts.puk1 if attempts is not None else None
 
     def may_present(self, iccid: Iccid) -> bool:
-        return self._lock is SimLock.SIM_PIN and self._iccid is not None and self._iccid == iccid
+        return (self._lock is SimLock.SIM_PIN and self._iccid is not None and self._iccid == iccid
+                and self._read_on == self.session.path)
 
     def present_pin(self, pin: Pin, for_iccid: Iccid) -> PinOutcome:
         self._require(SimLock.SIM_PIN, for_iccid, "the SIM is not asking for exactly SIM PIN")
@@ -235,9 +277,21 @@ class MmUicc:
             raise PresentationRefused(why)
         if self._iccid is None or self._iccid != iccid:
             raise PresentationRefused("the secret was not looked up for the ICCID of this card")
+        if self._read_on != self.session.path:
+            raise PresentationRefused("ModemManager exported the modem again since the SIM was read")
 
     def _send(self, method: str, signature: str, body) -> PinOutcome:
         self._lock = None  # whatever happens next, the reading is no longer current
+        card = (self.session.path, self._iccid)
+        outcome = self._call_sim(method, signature, body)
+        if outcome is PinOutcome.ACCEPTED and method == "SendPin":
+            seen = self._pin1_seen[2] if self._pin1_seen is not None and self._pin1_seen[:2] == card else None
+            self._verified = card + (seen,)
+        elif outcome is not PinOutcome.ACCEPTED:
+            self._verified = None  # the counter may have moved since: no longer known
+        return outcome
+
+    def _call_sim(self, method: str, signature: str, body) -> PinOutcome:
         path = self._sim_path()
         if path is None:
             return PinOutcome.UNKNOWN
@@ -355,7 +409,91 @@ class MmGateway(Gateway):
             log.warning("%s; the modem is disabled, and a refusal will stop here", exc)
 
     def enable_sim_urcs(self) -> bool:
-        return False  # the periodic check reads ModemManager's properties
+        """`mtcd run`: listen to ModemManager's signals (mtcd.mm.watch), so a
+        swap, a lock change or the modem's removal wakes the main loop at
+        once.  False all the same: the periodic check reads only
+        ModemManager's properties (nothing reaches the modem), so it keeps
+        its configured interval as the safety net for a signal not sent
+        (ModemManager's generic plugin does not notice a swap at all)."""
+        from .watch import ModemWatcher, sim_event
+
+        if self.transport.watcher is None:
+            def heard(meaning: str) -> None:
+                if meaning in (states.MODEM_REMOVED, states.SERVICE_GONE) and self.uicc is not None:
+                    self.uicc.sim_changed()  # nothing is presented on a reading of the old object
+                if self.on_sim_event is not None:
+                    self.on_sim_event(sim_event(meaning))
+
+            watcher = ModemWatcher(lambda: self.transport.path, heard, bus=self.transport.bus.bus_name)
+            if watcher.start():
+                self.transport.watcher = watcher
+            try:
+                plugin = self.modem.session.modem("Plugin")
+            except BusError:
+                plugin = None
+            if plugin in states.NO_HOT_SWAP_PLUGINS:
+                log.warning("ModemManager's %s plugin does not notice a SIM swap on this modem: a card swapped in "
+                            "is seen only when ModemManager probes the modem again (see README)", plugin)
+        return False
+
+    def idle_reading(self):
+        """The periodic check (and the check a signal wakes): the radio
+        level; the slot is read by sim_signature.  When ModemManager took
+        the modem object away, the gate closes first, then the session
+        follows the object it exports again for the same port (after a SIM
+        hot swap it re-probes the modem: a new object, the new card), or
+        the modem is lost (ModemUnavailable) when none comes back."""
+        watcher = self.transport.watcher
+        if watcher is not None:
+            self._settle(watcher)
+            if watcher.removed.is_set():
+                self._follow_reprobe(watcher)
+        return self.radio_level(), None
+
+    def _settle(self, watcher) -> None:
+        """Wait, bounded, while ModemManager is in the middle of something
+        of its own (a hot swap starts by disabling the modem, then removes
+        it): the reading is taken once it is done, not half-way."""
+        deadline = time.monotonic() + REPROBE_WAIT
+        while not watcher.removed.is_set() and time.monotonic() < deadline:
+            try:
+                if self.modem.state() not in states.TRANSIENT:
+                    return
+            except ModemUnavailable:
+                # Gone before its removal was heard: give the signal a moment.
+                if not watcher.removed.wait(1.0):
+                    raise
+                return
+            time.sleep(POLL)
+
+    def _follow_reprobe(self, watcher) -> None:
+        self.uicc.sim_changed()
+        if self.link_up:
+            # ModemManager's bearer went with the old object; a link kept
+            # outside the modem (the command backend) comes down now.
+            try:
+                self.datalink.release_without_modem()
+            finally:
+                self.link_up = False
+                self.modem.radio_on = None
+            log.warning("ModemManager removed the modem: link down")
+        watcher.removed.clear()
+        old = self.transport.path
+        with self.waits.waiting("waiting for ModemManager to export the modem again", REPROBE_WAIT):
+            try:
+                new = self.transport.find(REPROBE_WAIT)
+            except ModemUnavailable:
+                raise ModemUnavailable(f"{self.transport.port}: ModemManager removed the modem") from None
+        try:
+            imei = self.transport.bus.get(new, states.MODEM, "EquipmentIdentifier")
+        except BusError as exc:
+            raise ModemUnavailable(f"{self.transport.port}: the modem ModemManager exported again: {exc}") from None
+        if imei != self.imei.value:
+            raise ModemUnavailable(f"{self.transport.port}: ModemManager exported another modem (IMEI {imei})")
+        self.transport.path = new
+        self.modem.radio_on = None  # the gate's next step switches it off again
+        log.info("ModemManager exported the modem again (%s, was %s): reading the SIM", new, old)
+        self.uicc.lock()  # wait, bounded, until ModemManager has read the new card
 
     def radio_level(self) -> int:
         return 1 if self.modem.state() >= states.STATE_ENABLING else 4

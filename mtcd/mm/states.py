@@ -41,6 +41,8 @@ _LOCKS = {
 STATE_FAILED, STATE_UNKNOWN, STATE_INITIALIZING, STATE_LOCKED, STATE_DISABLED = -1, 0, 1, 2, 3
 STATE_DISABLING, STATE_ENABLING, STATE_ENABLED = 4, 5, 6
 STATE_CONNECTED = 11
+# ModemManager is on its way between two states (its own doing or ours).
+TRANSIENT = frozenset({STATE_INITIALIZING, STATE_DISABLING, STATE_ENABLING})
 
 # MMModemStateFailedReason
 FAILED_SIM_MISSING, FAILED_SIM_ERROR = 2, 3
@@ -98,3 +100,79 @@ def pin_outcome(error_name: str | None) -> PinOutcome:
 def port_name(port: str) -> str:
     """ModemManager names ports without /dev/ (ttyUSB2, pts/3)."""
     return port.removeprefix("/dev/")
+
+
+# -- ModemManager's signals, read as what they mean for the modem mtcd holds --
+
+OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
+PROPERTIES = "org.freedesktop.DBus.Properties"
+# The Modem properties whose change can mean another card, a card that asks
+# for something else, or a modem that failed: the periodic check reads them
+# again at once.
+WATCHED_PROPERTIES = frozenset({"Sim", "SimSlots", "UnlockRequired", "State", "StateFailedReason"})
+
+# What a signal means (see modem_signal).
+MODEM_REMOVED = "modem-removed"  # the object is gone: hot swap (re-probed) or the port went away
+MODEM_ADDED = "modem-added"
+SIM_CHANGED = "sim-changed"
+SERVICE_GONE = "service-gone"
+
+
+def modem_signal(interface: str, member: str, path: str, body: tuple, modem_path: str | None) -> str | None:
+    """What one signal says about the modem object `modem_path`, or None
+    when it says nothing that matters to the gate.  Pure: the arguments are
+    the signal's header fields and body as jeepney gives them."""
+    if interface == "org.freedesktop.DBus" and member == "NameOwnerChanged":
+        name, _old, new = body
+        return SERVICE_GONE if name == SERVICE and not new else None
+    if interface == OBJECT_MANAGER and member == "InterfacesRemoved":
+        gone, interfaces = body
+        return MODEM_REMOVED if gone == modem_path and MODEM in interfaces else None
+    if interface == OBJECT_MANAGER and member == "InterfacesAdded":
+        _added, interfaces = body
+        return MODEM_ADDED if MODEM in interfaces else None
+    if interface == PROPERTIES and member == "PropertiesChanged":
+        changed_interface, changed, invalidated = body
+        if changed_interface == MODEM and path == modem_path:
+            return SIM_CHANGED if WATCHED_PROPERTIES & (set(changed) | set(invalidated)) else None
+        if changed_interface == SIM:
+            return SIM_CHANGED  # a SIM object re-read in place (its ICCID, IMSI)
+    return None
+
+
+def modem_for_port(modems: dict[str, dict], port: str) -> str | None:
+    """The object path of the modem whose ports include `port` (as given in
+    `[modem] port`), from ObjectManager's Modem properties; None if none."""
+    want = port_name(port)
+    for path, props in sorted(modems.items()):
+        names = {name for name, _ in props.get("Ports", [])}
+        if props.get("PrimaryPort") == want or want in names or props.get("Device") == port:
+            return path
+    return None
+
+
+# TS 102 221 §9.5.2 (with 3GPP cards): PIN1's retry counter starts at 3 and
+# a VERIFY the card accepts sets it back there.
+PIN1_MAXIMUM = 3
+
+
+def pin1_after_verification(reported: PinAttempts | None, seen_before: int | None) -> PinAttempts | None:
+    """The PIN1 counter of a card unlocked in this session.  ModemManager
+    leaves PIN1 out of UnlockRetries once the card is verified (the card
+    answers a VERIFY without data with 9000, which carries no count), so a
+    PIN change on it would go out with no counter to settle a lost answer
+    by.  After a SendPin the card accepted, the counter is back at its
+    maximum; when the count read just before that SendPin was already the
+    maximum, the maximum is known: PIN1 is that.  Otherwise unknown."""
+    if reported is not None and reported.pin1 is not None:
+        return reported
+    if seen_before != PIN1_MAXIMUM:
+        return reported
+    return PinAttempts(pin1=PIN1_MAXIMUM, puk1=reported.puk1 if reported is not None else None,
+                       source="ModemManager UnlockRetries before this session's accepted SendPin")
+
+
+# Plugins measured (ModemManager 1.20 with the simulator) to notice no SIM
+# hot swap: the generic one ignores +CPIN URCs and keeps the old card's
+# properties, even when the new card has no PIN and the modem is registered.
+NO_HOT_SWAP_PLUGINS = frozenset({"generic"})

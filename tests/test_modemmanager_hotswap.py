@@ -1,0 +1,174 @@
+"""`mtcd run` over the real ModemManager: SIM hot swap and the modem's
+removal, from ModemManager's signals (mtcd.mm.watch).
+
+What ModemManager 1.20 does on a pty modem, measured here: its generic plugin
+ignores the SIM-state URCs (+CPIN: NOT INSERTED / SIM PIN) and keeps the old
+card's properties after a swap; its quectel plugin (the simulator with
+vendor "quectel" answers AT+CGMI with Quectel, and says +QUSIM: 1 when a card
+is inserted) notices the swap, removes the modem object and exports a new
+one for the same port with the new card 2-5 s later.  mtcd hears the
+removal, closes the gate, follows the new object and decides again, as it
+does after a SIM-state URC over serial.
+
+The periodic check is set to a minute here, so that only a signal can make
+these things happen within seconds.  Skipped only where the stack cannot
+run (not root, ModemManager not installed), with that reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import mmstack
+from conftest import NotifySocket, pin_presentations, puk_commands
+from simfixtures import make_card
+from test_modemmanager import on_air, rig
+from test_modemmanager_pins import pin_bearing
+
+pytestmark = pytest.mark.skipif(mmstack.missing() is not None, reason=mmstack.missing() or "")
+
+# Seconds: ModemManager's re-probe after a swap (2-5 s measured, more on a
+# loaded machine), then mtcd's decision.  Far below the periodic check.
+SWAP_NOTICED_WITHIN = 25.0
+SLOW_CHECK = 'check_interval = 60'
+ENABLED = ("enabled", "searching", "registered")
+
+
+def link_commands(log) -> str:
+    """The command backend, writing "up"/"down" to `log`: ModemManager's own
+    connect runs PPP on the simulator's only port, where no URC is heard
+    while it is in data mode (see README); a real modem says +QUSIM on
+    another port."""
+    return (f'backend = "command"\nup = ["/bin/sh", "-c", "echo up >> {log}"]\n'
+            f'down = ["/bin/sh", "-c", "echo down >> {log}"]')
+
+
+@contextlib.contextmanager
+def service(r, tmp_path):
+    """`mtcd run` against the rig's ModemManager; yields (proc, notify);
+    stopped with SIGTERM.  proc.stderr_text holds its log afterwards."""
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = dict(r.gateway.env, NOTIFY_SOCKET=str(notify.path))
+    proc = subprocess.Popen([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(r.gateway.config), "run"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        yield proc, notify
+        proc.send_signal(signal.SIGTERM)
+        _, proc.stderr_text = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            _, proc.stderr_text = proc.communicate()
+        notify.close()
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr_text, proc.stderr_text
+
+
+def status_seen(notify: NotifySocket, prefix: str, timeout: float, start: int = 0) -> int:
+    """Index of the first STATUS= from `start` beginning with `prefix`."""
+    found = notify.wait_until(lambda m: m.get("STATUS", "").startswith(prefix), timeout, start=start,
+                              what=f"STATUS {prefix}")
+    return notify.messages.index(found)
+
+
+def decisions(r) -> list[dict]:
+    return [e for e in r.gateway.history() if e.get("event") == "decision"]
+
+
+@pytest.fixture
+def swap_rig(tmp_path):
+    stack = contextlib.ExitStack()
+    yield lambda card: stack.enter_context(rig(tmp_path, card, vendor="quectel"))
+    stack.close()
+
+
+def test_modemmanager_swap_to_a_foreign_sim_closes_the_gate_and_swap_back_pairs(swap_rig, tmp_path):
+    first, foreign = make_card(serial_number=1), make_card(serial_number=2)
+    r = swap_rig(first)
+    links = tmp_path / "link.log"
+    r.configure(datalink=link_commands(links), service=SLOW_CHECK)
+    r.gateway.store_pin(first.iccid.value)
+    with service(r, tmp_path) as (proc, notify):
+        at = status_seen(notify, f"paired ICCID {first.iccid}, link up", 180)
+        assert r.stack.state() in ENABLED and links.read_text().split() == ["down", "up"]
+        presented = len(pin_presentations(r.modem.commands))
+        swapped_at = len(r.modem.commands)
+        began = time.monotonic()
+        r.modem.remove_card()
+        r.modem.insert_card(foreign)
+        at = status_seen(notify, "refused: unknown-sim", SWAP_NOTICED_WITHIN, start=at + 1)
+        took = time.monotonic() - began
+        # Link down, nothing presented to the foreign card, nothing on the air for it.
+        assert links.read_text().split()[-1] == "down" and r.stack.state() == "locked"
+        assert len(pin_presentations(r.modem.commands)) == presented and foreign.pin_attempts == 3
+        assert on_air(r.modem.commands[swapped_at:]) == []
+        # A swap, not a lost modem: the session followed ModemManager's new object.
+        assert not any(m.get("STATUS", "").startswith("modem unavailable") for m in notify.messages)
+        # Swap back: the right card pairs again and the link comes back.
+        r.modem.remove_card()
+        r.modem.insert_card(first)
+        status_seen(notify, f"paired ICCID {first.iccid}, link up", 180, start=at + 1)
+        assert r.stack.state() in ENABLED and links.read_text().split()[-1] == "up"
+    made = decisions(r)
+    assert [(d["outcome"], d["reason"], d["iccid"]) for d in made] == [
+        ("paired", None, first.iccid.value), ("refused", "unknown-sim", foreign.iccid.value),
+        ("paired", None, first.iccid.value)]
+    assert took < SWAP_NOTICED_WITHIN
+    assert puk_commands(r.modem.commands) == [] and foreign.pin_attempts == 3
+    # Two SendPins for the paired card, and nothing else PIN-bearing from anyone.
+    assert len(pin_bearing(r.modem.commands)) == len(pin_presentations(r.modem.commands)) == 2
+    assert "ModemManager removed the modem: link down" in proc.stderr_text, proc.stderr_text
+
+
+def test_modemmanager_swap_refusal_is_journalled_as_over_serial(swap_rig, tmp_path):
+    """The same journal as the serial driver's swap: the refusal's reason
+    and an association change from the paired card to the foreign one."""
+    first, foreign = make_card(serial_number=3), make_card(serial_number=4)
+    r = swap_rig(first)
+    r.configure(service=SLOW_CHECK)
+    r.gateway.store_pin(first.iccid.value)
+    with service(r, tmp_path) as (proc, notify):
+        at = status_seen(notify, f"paired ICCID {first.iccid}", 180)
+        r.modem.remove_card()
+        r.modem.insert_card(foreign)
+        status_seen(notify, "refused: unknown-sim", SWAP_NOTICED_WITHIN, start=at + 1)
+        assert r.stack.state() == "locked"
+    events = r.gateway.history()
+    change = [e for e in events if e["event"] == "association-changed"][-1]
+    assert (change["old_iccid"], change["new_iccid"]) == (first.iccid.value, foreign.iccid.value)
+    assert decisions(r)[-1]["reason"] == "unknown-sim"
+    assert len(pin_presentations(r.modem.commands)) == 1
+
+
+def test_modemmanager_modem_removed_is_noticed_from_the_signal_and_readded(mm_rig_slow, tmp_path):
+    """The port goes away (ModemManager drops the modem and exports none
+    again): reported within seconds although the periodic check is a minute
+    away; when the port is back the service pairs again."""
+    card = make_card()
+    r = mm_rig_slow(card)
+    r.configure(service=SLOW_CHECK)
+    r.gateway.store_pin(card.iccid.value)
+    with service(r, tmp_path) as (proc, notify):
+        at = status_seen(notify, "paired", 180)
+        began = time.monotonic()
+        r.stack.withdraw(r.port)
+        at = status_seen(notify, "modem unavailable", SWAP_NOTICED_WITHIN, start=at + 1)
+        took = time.monotonic() - began
+        r.stack.announce(r.port)
+        status_seen(notify, "paired", 120, start=at + 1)
+    assert took < SWAP_NOTICED_WITHIN
+    assert len(pin_presentations(r.modem.commands)) == 1  # the card stayed unlocked
+    # This modem runs on ModemManager's generic plugin, which notices no SIM swap: said at start.
+    assert "generic plugin does not notice a SIM swap" in proc.stderr_text
+
+
+@pytest.fixture
+def mm_rig_slow(tmp_path):
+    stack = contextlib.ExitStack()
+    yield lambda card: stack.enter_context(rig(tmp_path, card))
+    stack.close()

@@ -42,9 +42,11 @@ def hw(stack: PcscStack, *args: str, timeout: float = 300) -> subprocess.Complet
                            READER, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
-def the_modem():
-    """The modem that gives the IMEI: its own SIM, PIN-less, is not the test SIM."""
-    return sim_modem(make_card(serial_number=99, pin_enabled=False), vendor="simcom")
+def the_modem(slot: str = "own-sim"):
+    """The modem that gives the IMEI: its own SIM, PIN-less, is not the test
+    SIM; or its slot is empty (a board whose UICC hangs off the reader)."""
+    card = make_card(serial_number=99, pin_enabled=False) if slot == "own-sim" else None
+    return sim_modem(card, vendor="simcom")
 
 
 def no_secret(stack: PcscStack, done: subprocess.CompletedProcess, secrets=(TEST_PIN, TEST_PUK)) -> None:
@@ -112,11 +114,12 @@ def test_pcsc_the_wrong_card_makes_the_suite_refuse_to_start(tmp_path, stack):
     assert secrets_sent == []
 
 
-@pytest.mark.parametrize("with_modem", [True, False], ids=["gateway-rotation", "reader-only"])
-def test_pcsc_a_destructive_run_leaves_the_card_at_its_starting_pin(tmp_path, stack, with_modem):
+@pytest.mark.parametrize("modem_slot", ["own-sim", "empty", None], ids=["gateway-rotation", "modem-slot-empty",
+                                                                       "reader-only"])
+def test_pcsc_a_destructive_run_leaves_the_card_at_its_starting_pin(tmp_path, stack, modem_slot):
     card = make_card()
-    with stack(card) as pcsc, the_modem() as (modem, port):
-        args = [f"--modem={port}"] if with_modem else []
+    with stack(card) as pcsc, the_modem(modem_slot or "empty") as (modem, port):
+        args = [f"--modem={port}"] if modem_slot else []
         done = hw(pcsc, *args, f"--card={card_file(tmp_path, card)}", "--destructive")
         state, changes = pcsc.state(), [e for e in pcsc.pin_commands() if e["ins"] == "24"]
     out = done.stdout + done.stderr

@@ -529,7 +529,7 @@ def bench_gateway(bench, tmp_path) -> BenchGateway:
 
 
 @pytest.fixture
-def card_restorer(bench, bench_card):
+def card_restorer(bench, bench_card, tmp_path):
     """For a destructive test: `restorer.pin` is the PIN the card holds now
     (the test updates it when it changes it); afterwards the card gets its
     starting PIN back and its PIN enabled as it was.  Best effort: the
@@ -539,7 +539,7 @@ def card_restorer(bench, bench_card):
     try:
         restorer.restore()
     finally:
-        bench.restore_notes += restorer.notes
+        bench.restore_notes += [f"{note} (that test's gateway state: {tmp_path})" for note in restorer.notes]
 
 
 class Restorer:
@@ -637,11 +637,11 @@ def pcsc_gateway(pcsc_bench, tmp_path) -> BenchGateway:
 
 
 @pytest.fixture
-def pcsc_restorer(request, pcsc_bench, bench_card):
+def pcsc_restorer(request, pcsc_bench, bench_card, tmp_path):
     """card_restorer for the reader's card."""
     from pcscbench import PcscRestorer
 
     restorer = PcscRestorer(pcsc_bench, bench_card.pin)
     yield restorer
     restorer.restore(request.node.name)
-    pcsc_bench.pcsc_restore_notes += restorer.notes
+    pcsc_bench.pcsc_restore_notes += [f"{note} (the test's gateway state: {tmp_path})" for note in restorer.notes]

@@ -52,7 +52,8 @@ def pytest_addoption(parser):
     group.addoption("--state-dir", default="", help="mtcd state dir with the PIN of the inserted SIM (pairing test)")
     group.addoption("--card", default="", help="the test SIM's card file (TOML, mode 0600): pin, puk, iccid")
     group.addoption("--reader", default="",
-                    help="PC/SC reader (name substring or index) holding the test SIM; the card file is then its card")
+                    help="PC/SC reader (name substring or index) holding the test SIM; the card file is then "
+                         "its card")
     group.addoption("--destructive", action="store_true",
                     help="also run the tests that spend PIN attempts or change the PIN (the card is restored)")
     group.addoption("--record", default="", metavar="DIR",

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import pin_presentations
-from simfixtures import TEST_PIN, make_card, sim_modem, wait_until
+from simfixtures import TEST_PIN, make_card, server_of, sim_modem, wait_until
 
 from mtcd.sim import SimulatedModem
 
@@ -46,8 +46,6 @@ def test_the_port_vanishes_with_the_reset_and_comes_back(sim):
             deadline = time.monotonic() + 3
             while time.monotonic() < deadline:
                 link.read(64)
-    from simfixtures import server_of
-
     server = server_of(modem)
     wait_until(lambda: server.is_open, 5, "the port back")
     assert modem.card.pin == "24682468"
@@ -55,11 +53,14 @@ def test_the_port_vanishes_with_the_reset_and_comes_back(sim):
 
 @pytest.mark.parametrize("fault, card_changes", [("reset", True), ("reset-before", False)])
 @pytest.mark.parametrize("personality", [{}, {"vendor": "quectel", "has_cpinr": False}])
-def test_rotation_cut_by_a_modem_reset_pairs_with_the_cards_pin(gateway, fault, card_changes, personality):
+def test_rotation_cut_by_a_modem_reset_pairs_with_the_cards_pin(gateway, tmp_path, fault, card_changes, personality):
     card = make_card()
-    with sim_modem(card, **personality) as (modem, port):
+    # The port comes back as a new pty: the gateway follows the link, as it
+    # would a udev name, never a /dev/pts number another process may get.
+    link = tmp_path / "ttyMODEM"
+    with sim_modem(card, link=link, **personality) as (modem, port):
         modem.reset_down = 0.5
-        gateway.configure(port)
+        gateway.configure(str(link))
         gateway.store_pin(str(card.iccid))
         modem.fail_after("AT+CPWD", fault)
         rotated = gateway.mtcctl("pin", "rotate", timeout=60)
@@ -70,7 +71,7 @@ def test_rotation_cut_by_a_modem_reset_pairs_with_the_cards_pin(gateway, fault, 
         assert entry.pending_pin is not None, "the new PIN was not sealed before the card heard of it"
         assert (card.pin == entry.pending_pin.reveal()) is card_changes
         assert card.pin == (entry.pending_pin.reveal() if card_changes else TEST_PIN)
-        wait_until(lambda: server_open(modem), 10, "the modem's port back")
+        wait_until(lambda: server_of(modem).is_open, 10, "the modem's port back")
 
         before = len(pin_presentations(modem.commands))
         run = gateway.mtcd("once", "--json")
@@ -93,8 +94,3 @@ def test_rotation_cut_by_a_modem_reset_pairs_with_the_cards_pin(gateway, fault, 
         assert len(pin_presentations(modem.commands)) - before == 1
         assert card.pin_attempts == 3
 
-
-def server_open(modem) -> bool:
-    from simfixtures import server_of
-
-    return server_of(modem).is_open

@@ -3,7 +3,9 @@
     make hw-test MODEM=/dev/ttyUSB2 [VENDOR=quectel] [CARD=card.toml] [READER=...]
     .venv/bin/python -m pytest hw-tests --modem=/dev/ttyUSB2 --card=card.toml [--destructive] [--record DIR]
 
-Without --modem every test is skipped with the reason.  Read hw-tests/README.md
+Without --modem or --reader every test is skipped with the reason.  With
+--reader the card file describes the card in that PC/SC reader (the
+modem's own SIM, if a modem is given too, is then only read).  Read hw-tests/README.md
 before running it on a card you care about.
 
 The guards, in the order they act:
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchcard import BenchCard, CardFileError, load_card  # noqa: E402
 
 RESTORE_TEST = "test_card_back_as_it_started"
+PCSC_RESTORE_TEST = "test_pcsc_card_back_as_it_started"
 EXIT_REFUSED_TO_START = 3
 EXIT_BAD_CARD_FILE = 4
 
@@ -48,7 +51,9 @@ def pytest_addoption(parser):
     group.addoption("--baudrate", type=int, default=115200)
     group.addoption("--state-dir", default="", help="mtcd state dir with the PIN of the inserted SIM (pairing test)")
     group.addoption("--card", default="", help="the test SIM's card file (TOML, mode 0600): pin, puk, iccid")
-    group.addoption("--reader", default="", help="PC/SC reader (name substring or index) holding the test SIM")
+    group.addoption("--reader", default="",
+                    help="PC/SC reader (name substring or index) holding the test SIM; the card file is then "
+                         "its card")
     group.addoption("--destructive", action="store_true",
                     help="also run the tests that spend PIN attempts or change the PIN (the card is restored)")
     group.addoption("--record", default="", metavar="DIR",
@@ -63,6 +68,7 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "destructive: spends PIN attempts or changes the PIN (needs --destructive)")
     config.addinivalue_line("markers", "needs_card: needs --card")
+    config.addinivalue_line("markers", "pcsc: the card in the PC/SC reader (needs --reader)")
     config.hw = Bench(config)
 
 
@@ -86,10 +92,25 @@ class Bench:
     destructive_ran: bool = False
     restore_problems: list[str] | None = None
     scratch: Path | None = None
+    restore_notes: list[str] = field(default_factory=list)  # what a test's restorer could not do
+    # The card in the PC/SC reader (--reader): its own start, notes and final check.
+    pcsc_start: StartState | None = None
+    pcsc_destructive_ran: bool = False
+    pcsc_restore_notes: list[str] = field(default_factory=list)
+    pcsc_restore_problems: list[str] | None = None
 
     @property
     def modem_port(self) -> str:
         return self.config.getoption("--modem")
+
+    @property
+    def reader(self) -> str:
+        return self.config.getoption("--reader")
+
+    @property
+    def modem_card(self) -> BenchCard | None:
+        """The card file, when it describes the modem's SIM (not with --reader)."""
+        return None if self.reader else self.card
 
     def open_modem(self, vendor: str | None = None):
         return open_modem(self.port, self.config.getoption("--baudrate"), vendor or self.config.getoption("--vendor"))
@@ -127,7 +148,7 @@ def read_counters(modem) -> tuple[str, str | None, int | None, int | None, bool 
 def pytest_sessionstart(session):
     config = session.config
     bench: Bench = config.hw
-    if not bench.modem_port:
+    if not bench.modem_port and not bench.reader:
         return
     card_path = config.getoption("--card")
     if card_path:
@@ -139,6 +160,10 @@ def pytest_sessionstart(session):
         pytest.exit("hw-tests: --destructive needs --card (the PIN the card is restored to)",
                     returncode=EXIT_BAD_CARD_FILE)
     bench.scratch = Path(tempfile.mkdtemp(prefix="mtcd-hw-"))
+    if bench.reader:
+        _start_reader(bench)
+    if not bench.modem_port:
+        return
     bench.port = bench.modem_port
     record = config.getoption("--record")
     if record:
@@ -153,9 +178,29 @@ def pytest_sessionstart(session):
         pytest.exit(f"hw-tests: cannot read the card's counters before starting: {exc}",
                     returncode=EXIT_REFUSED_TO_START)
     bench.start = StartState(iccid, lock, pin_left, puk_left, enabled)
-    refusal = start_refusal(bench.start, bench.card)
+    # With --reader the test SIM is the reader's: the modem's slot (empty on
+    # a board whose UICC hangs off a reader chip) is only read, never refused.
+    refusal = start_refusal(bench.start, bench.modem_card) if not bench.reader else None
     if refusal:
         pytest.exit(f"hw-tests: refusing to start: {refusal}", returncode=EXIT_REFUSED_TO_START)
+
+
+def _start_reader(bench: Bench) -> None:
+    """The same guard for the card in the PC/SC reader, before anything
+    else touches it: both counters full, the card file's card."""
+    from pcscbench import open_reader, read_card
+
+    try:
+        with open_reader(bench.reader) as uicc:
+            lock, iccid, pin_left, puk_left, enabled = read_card(uicc)
+    except Exception as exc:  # noqa: BLE001 - any failure here means: do not start
+        pytest.exit(f"hw-tests: cannot read the counters of the card in PC/SC reader {bench.reader!r} before "
+                    f"starting: {exc}", returncode=EXIT_REFUSED_TO_START)
+    bench.pcsc_start = StartState(iccid, lock, pin_left, puk_left, enabled)
+    refusal = start_refusal(bench.pcsc_start, bench.card)
+    if refusal:
+        pytest.exit(f"hw-tests: refusing to start: PC/SC reader {bench.reader!r}: {refusal}",
+                    returncode=EXIT_REFUSED_TO_START)
 
 
 def start_refusal(start: StartState, card: BenchCard | None) -> str | None:
@@ -221,25 +266,37 @@ def _start_proxy(bench: Bench, directory: Path):
 
 def pytest_collection_modifyitems(config, items):
     bench: Bench = config.hw
-    if not bench.modem_port:
-        skip = pytest.mark.skip(reason="no modem given (use --modem=/dev/ttyUSBn or make hw-test MODEM=...)")
+    no_modem = "no modem given (use --modem=/dev/ttyUSBn or make hw-test MODEM=...)"
+    if not bench.modem_port and not bench.reader:
+        skip = pytest.mark.skip(reason=no_modem)
         for item in items:
             item.add_marker(skip)
         return
     for item in items:
-        if item.get_closest_marker("destructive") and not config.getoption("--destructive"):
+        pcsc = item.get_closest_marker("pcsc") is not None
+        if pcsc and not bench.reader:
+            item.add_marker(pytest.mark.skip(reason="the PC/SC path needs --reader=NAME (make hw-test READER=...)"))
+        elif not pcsc and not bench.modem_port:
+            item.add_marker(pytest.mark.skip(reason=no_modem))
+        elif not pcsc and bench.reader and item.get_closest_marker("needs_card"):
+            item.add_marker(pytest.mark.skip(
+                reason="with --reader the card file is the reader's card: the modem's SIM is only read"))
+        elif item.get_closest_marker("destructive") and not config.getoption("--destructive"):
             item.add_marker(pytest.mark.skip(
                 reason="spends PIN attempts or changes the PIN: run with --destructive (the card is restored)"))
         elif item.get_closest_marker("needs_card") and bench.card is None:
             item.add_marker(pytest.mark.skip(reason="needs the test SIM's card file: --card card.toml (mode 0600)"))
     # The card's check comes last, whatever order the files were given in.
-    items.sort(key=lambda item: item.name == RESTORE_TEST)
+    items.sort(key=lambda item: item.name in (RESTORE_TEST, PCSC_RESTORE_TEST))
 
 
 def pytest_runtest_setup(item):
     bench: Bench = item.config.hw
-    if item.get_closest_marker("destructive") and bench.modem_port and item.config.getoption("--destructive"):
-        bench.destructive_ran = True
+    if item.get_closest_marker("destructive") and item.config.getoption("--destructive"):
+        if item.get_closest_marker("pcsc"):
+            bench.pcsc_destructive_ran = bench.pcsc_destructive_ran or bool(bench.reader)
+        elif bench.modem_port and not bench.reader:
+            bench.destructive_ran = True
     if bench.proxy is not None:
         bench.proxy.start(item.nodeid.split("::", 1)[-1].replace("::", "."), f"{item.nodeid}")
 
@@ -255,7 +312,7 @@ def check_restored(bench: Bench) -> list[str]:
     from mtcd.simlock import SimLock
     from mtcd.uicc import Uicc
 
-    start, card = bench.start, bench.card
+    start, card = bench.start, bench.modem_card
     problems: list[str] = []
     if bench.proxy is not None:
         bench.proxy.start("session-end", "the card checked after the tests")
@@ -279,6 +336,9 @@ def check_restored(bench: Bench) -> list[str]:
                 problems.append(f"PUK attempts left: {_count(puk_left)}, {start.puk_left} at the start")
             if enabled != start.pin_enabled:
                 problems.append(f"PIN enabled: {enabled}, {start.pin_enabled} at the start")
+            if bench.restore_notes:
+                # Known not restored: proving the starting PIN would spend an attempt.
+                return problems + bench.restore_notes
             if problems or not bench.destructive_ran or card is None or proven:
                 return problems
             uicc = Uicc(modem, settle_time=10)
@@ -304,11 +364,60 @@ def run_restore_check(bench: Bench) -> list[str]:
     return bench.restore_problems
 
 
+def check_reader_restored(bench: Bench) -> list[str]:
+    """check_restored for the card in the PC/SC reader."""
+    from mtcd.policy import PinOutcome
+    from mtcd.simlock import SimLock
+    from pcscbench import open_reader, read_card
+
+    start, card = bench.pcsc_start, bench.card
+    problems: list[str] = []
+    try:
+        with open_reader(bench.reader) as uicc:
+            lock, iccid, pin_left, puk_left, enabled = read_card(uicc)
+            if iccid != start.iccid:
+                return [f"the card in the reader is {iccid or 'unreadable'}, not {start.iccid}"]
+            if pin_left != start.pin_left:
+                problems.append(f"PIN attempts left: {_count(pin_left)}, {start.pin_left} at the start")
+            if puk_left != start.puk_left:
+                problems.append(f"PUK attempts left: {_count(puk_left)}, {start.puk_left} at the start")
+            if enabled != start.pin_enabled:
+                problems.append(f"PIN enabled: {enabled}, {start.pin_enabled} at the start")
+            if bench.pcsc_restore_notes:
+                # Known not restored: proving the starting PIN would spend an attempt.
+                return problems + bench.pcsc_restore_notes
+            if problems or not bench.pcsc_destructive_ran or card is None:
+                return problems
+            # The starting PIN proven once, with full counters only.
+            lock = uicc.lock()
+            iccid_now = uicc.iccid()
+            if lock is SimLock.SIM_PIN:
+                outcome = uicc.present_pin(card.pin, iccid_now)
+            elif lock is SimLock.READY and enabled:
+                outcome = uicc.change_pin(card.pin, card.pin, iccid_now)
+            else:
+                return [f"the starting PIN cannot be proven in SIM state {lock.value}"]
+            if outcome is not PinOutcome.ACCEPTED:
+                problems.append(f"the card did not accept the starting PIN ({outcome.value}): its PIN was not restored")
+    except Exception as exc:  # noqa: BLE001 - reported as a problem, never swallowed
+        problems.append(f"the card in the reader could not be checked: {exc}")
+    return problems
+
+
+def run_reader_restore_check(bench: Bench) -> list[str]:
+    if bench.pcsc_restore_problems is None:
+        bench.pcsc_restore_problems = check_reader_restored(bench)
+    return bench.pcsc_restore_problems
+
+
 def pytest_sessionfinish(session, exitstatus):
     bench: Bench = session.config.hw
     if bench.start is not None and bench.restore_problems is None:
         # The check's own test did not run (-k, -x): the check runs anyway.
         if run_restore_check(bench):
+            session.exitstatus = 1
+    if bench.pcsc_start is not None and bench.pcsc_restore_problems is None:
+        if run_reader_restore_check(bench):
             session.exitstatus = 1
     if bench.proxy is not None:
         bench.proxy.close()
@@ -316,9 +425,11 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     bench: Bench = config.hw
-    if bench.restore_problems:
-        terminalreporter.write_sep("!", "THE TEST SIM WAS NOT RESTORED", red=True, bold=True)
-        for problem in bench.restore_problems:
+    for where, problems in (("", bench.restore_problems), (" IN THE PC/SC READER", bench.pcsc_restore_problems)):
+        if not problems:
+            continue
+        terminalreporter.write_sep("!", f"THE TEST SIM{where} WAS NOT RESTORED", red=True, bold=True)
+        for problem in problems:
             terminalreporter.write_line(f"  {problem}", red=True, bold=True)
         terminalreporter.write_line("  Restore it by hand before any other run (hw-tests/README.md, \"If the card "
                                     "was not restored\").", red=True, bold=True)
@@ -352,7 +463,8 @@ def modem(request, bench):
 
 
 @pytest.fixture(scope="session")
-def bench_card(bench) -> BenchCard:
+def bench_card(request) -> BenchCard:
+    bench: Bench = request.config.hw
     if bench.card is None:
         pytest.skip("needs the test SIM's card file: --card card.toml (mode 0600)")
     return bench.card
@@ -366,13 +478,15 @@ class BenchGateway:
     root: Path
     port: str
     vendor: str
+    reader: str | None = None  # the PIN's card is in this PC/SC reader: [uicc] backend = "pcsc"
 
     def __post_init__(self):
         self.state_dir = self.root / "state"
         self.config = self.root / "mtcd.toml"
+        uicc = "" if self.reader is None else f'[uicc]\nbackend = "pcsc"\nreader = {self.reader!r}\n'
         self.config.write_text(
             f'state_dir = "{self.state_dir}"\n[modem]\nport = "{self.port}"\nvendor = "{self.vendor}"\n'
-            f'[datalink]\nbackend = "none"\n[service]\ncontrol_socket = "{self.root / "control.sock"}"\n')
+            f'[datalink]\nbackend = "none"\n[service]\ncontrol_socket = "{self.root / "control.sock"}"\n{uicc}')
 
     @property
     def env(self) -> dict[str, str]:
@@ -416,14 +530,17 @@ def bench_gateway(bench, tmp_path) -> BenchGateway:
 
 
 @pytest.fixture
-def card_restorer(bench, bench_card):
+def card_restorer(bench, bench_card, tmp_path):
     """For a destructive test: `restorer.pin` is the PIN the card holds now
     (the test updates it when it changes it); afterwards the card gets its
     starting PIN back and its PIN enabled as it was.  Best effort: the
     session's final check says whether it worked."""
     restorer = Restorer(bench, bench_card.pin)
     yield restorer
-    restorer.restore()
+    try:
+        restorer.restore()
+    finally:
+        bench.restore_notes += [f"{note} (that test's gateway state: {tmp_path})" for note in restorer.notes]
 
 
 class Restorer:
@@ -432,6 +549,7 @@ class Restorer:
         self.notes: list[str] = []
 
     def restore(self) -> None:
+        from mtcd.policy import PinOutcome
         from mtcd.simlock import SimLock
         from mtcd.uicc import Uicc
 
@@ -451,7 +569,10 @@ class Restorer:
                 uicc.enable_pin(self.pin, iccid)
                 uicc.lock()
             if self.pin != card.pin:
-                uicc.change_pin(self.pin, card.pin, iccid)
+                if uicc.change_pin(self.pin, card.pin, iccid) is not PinOutcome.ACCEPTED:
+                    self.notes.append("the card did not take back its starting PIN: it still holds the PIN a "
+                                      "test set (sealed in that test's gateway state)")
+                    return
                 self.pin = card.pin
 
 
@@ -486,3 +607,42 @@ def ask_person(request, prompt: str) -> None:
                 tty.readline()
         except OSError:
             pytest.skip("needs a person at a terminal to answer")
+
+
+# -- the card in the PC/SC reader ----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pcsc_bench(request) -> Bench:
+    bench: Bench = request.config.hw
+    if not bench.reader:
+        pytest.skip("the PC/SC path needs --reader=NAME (make hw-test READER=...)")
+    return bench
+
+
+@pytest.fixture
+def reader_uicc(pcsc_bench):
+    """mtcd's ApduUicc on the reader's card (mtcd.card.pcsc)."""
+    from pcscbench import open_reader
+
+    with open_reader(pcsc_bench.reader) as uicc:
+        yield uicc
+
+
+@pytest.fixture
+def pcsc_gateway(pcsc_bench, tmp_path) -> BenchGateway:
+    """A throw-away gateway whose SIM is the reader's card; the modem (its
+    own SIM left alone) gives the IMEI, or /dev/null where mtcd needs none."""
+    port = pcsc_bench.port or "/dev/null"
+    return BenchGateway(tmp_path, port, pcsc_bench.config.getoption("--vendor"), reader=pcsc_bench.reader)
+
+
+@pytest.fixture
+def pcsc_restorer(request, pcsc_bench, bench_card, tmp_path):
+    """card_restorer for the reader's card."""
+    from pcscbench import PcscRestorer
+
+    restorer = PcscRestorer(pcsc_bench, bench_card.pin)
+    yield restorer
+    restorer.restore(request.node.name)
+    pcsc_bench.pcsc_restore_notes += [f"{note} (the test's gateway state: {tmp_path})" for note in restorer.notes]

@@ -16,7 +16,7 @@ from mtcd.secret import Pin
 from mtcd.simlock import SimLock
 from mtcd.uicc import Uicc
 
-from conftest import wait_for_modem
+from conftest import BenchGateway, wait_for_modem
 
 pytestmark = [pytest.mark.destructive, pytest.mark.needs_card]
 
@@ -47,28 +47,58 @@ def test_pin_disabled_is_refused(bench, bench_gateway, card_restorer):
     assert report["link"] == "down"
 
 
-def test_rotation_interrupted_by_a_modem_reset_recovers(bench, bench_gateway, card_restorer):
-    """The gateway stages a new PIN; the card is changed to it and the modem
-    reset (AT+CFUN=1,1) before the gateway heard the answer.  The next
-    pairing must find the card's PIN (the old one is refused once, the
-    pending one accepted) and the counters end full."""
+@pytest.mark.parametrize("card_acts", ["after", "before"], ids=["card-changed", "card-not-changed"])
+def test_rotation_interrupted_by_a_modem_reset_recovers(bench, tmp_path, card_restorer, card_acts):
+    """The gateway's own `mtcctl pin rotate`, and a modem reset
+    (AT+CFUN=1,1) in the middle of its AT+CPWD: the card took the new PIN
+    ("after") or never saw the change ("before"), and the gateway heard
+    neither.  The next pairing must find the card's PIN, present no PIN the
+    card refused twice, and end with full counters (guarantee 5)."""
+    from interposer import Interposer
+
     iccid = bench.start.iccid
-    assert bench_gateway.mtcctl("pin", "set", iccid, stdin=card_restorer.pin.reveal() + "\n").returncode == 0
-    new = Pin.generate(8)
-    staged = bench_gateway.mtcctl("pin", "stage", iccid, stdin=new.reveal() + "\n")
-    assert staged.returncode == 0, staged.stderr
+    vendor = bench.config.getoption("--vendor")
+    direct = BenchGateway(tmp_path, bench.port, vendor)
+    assert direct.mtcctl("pin", "set", iccid, stdin=card_restorer.pin.reveal() + "\n").returncode == 0
+    paired = direct.mtcd("once", "--json")
+    assert paired.returncode == 0, paired.stdout + paired.stderr  # unlocked: a rotation needs it
+
+    link = tmp_path / "ttyINTERPOSED"
+    with Interposer(bench.port, bench.config.getoption("--baudrate"), link, reset_mid_change=card_acts) as relay:
+        through = BenchGateway(tmp_path, str(link), vendor)  # the same state, the relay's port
+        rotated = through.mtcctl("pin", "rotate")
+    entry = direct.stored_pin(iccid)
+    assert relay.change_seen and relay.reset_sent, "the rotation never sent its AT+CPWD"
+    assert entry.pending_pin is not None, "the new PIN was not sealed before the card heard of it"
+    # Until the pairing settles it, the restore tries the PIN the card took.
+    changed = card_acts == "after" and relay.change_result == "OK"
+    card_restorer.pin = entry.pending_pin if changed else entry.pin
+    assert rotated.returncode != 0 and "Traceback" not in rotated.stderr, rotated.stdout + rotated.stderr
+    assert card_acts == "before" or relay.change_result == "OK", f"the card answered {relay.change_result}"
+
+    wait_for_modem(bench)
+    direct = BenchGateway(tmp_path, bench.port, vendor)
+    with Interposer(bench.port, bench.config.getoption("--baudrate"), link) as relay:
+        settled = BenchGateway(tmp_path, str(link), vendor).mtcd("once", "--json")
+    report = json.loads(settled.stdout.strip().splitlines()[-1])
+    assert settled.returncode == 0 and report["state"] == "paired", report
+    entry = direct.stored_pin(iccid)
+    card_restorer.pin = entry.pin
+    assert entry.pending_pin is None
+    # Changed: the old PIN refused once, then the new one; not changed: the old one at once.
+    assert relay.presentations == (2 if changed else 1), relay.presentations
     with bench.open_modem() as modem:
-        uicc, card_iccid = _unlocked(modem, card_restorer.pin)
-        assert uicc.change_pin(card_restorer.pin, new, card_iccid) is PinOutcome.ACCEPTED
-        card_restorer.pin = new
+        counters = Uicc(modem).attempts()
+    assert counters is None or counters.pin1 in (None, bench.card.pin_tries)
+
+    # Settled: after another reset the card's PIN alone, once; the refused one never again.
+    with bench.open_modem() as modem:
         try:
             modem.transport.execute(AtCommand("AT+CFUN=1,1", timeout=30))
         except (ModemUnavailable, CommandFailed):
             pass  # the port goes away with the reset
     wait_for_modem(bench)
-    done = bench_gateway.mtcd("once", "--json")
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert done.returncode == 0 and report["state"] == "paired", report
-    with bench.open_modem() as modem:
-        counters = Uicc(modem).attempts()
-    assert counters is None or counters.pin1 in (None, bench.card.pin_tries)
+    with Interposer(bench.port, bench.config.getoption("--baudrate"), link) as relay:
+        again = BenchGateway(tmp_path, str(link), vendor).mtcd("once", "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert relay.presentations == 1, relay.presentations

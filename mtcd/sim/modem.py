@@ -36,7 +36,10 @@ VENDORS = ("generic", "quectel", "huawei", "simcom")
 # "drop": applied, no answer (power cut after the card acted); "before":
 # neither applied nor answered; "ok" / "error": applied, then answered with
 # a plain OK / ERROR whatever the card said (modems that lie, seen in the field).
-FAULT_MODES = ("drop", "before", "ok", "error")
+# "reset" / "reset-before": the modem resets (AT+CFUN=1,1 from another
+# port, a watchdog) while the command is in flight, after or before the card
+# acted on it; no answer goes out and, on a pty, the port vanishes a moment.
+FAULT_MODES = ("drop", "before", "ok", "error", "reset", "reset-before")
 
 _TAC = "35999900"
 _SERIAL = "000001"
@@ -261,6 +264,8 @@ class SimulatedModem:
         self._urcs: list[str] = []
         self._urc_listeners: list[Callable[[], None]] = []
         self._faults: list[list] = []  # [prefix, mode, times left]
+        self.reset_down = 1.0  # seconds the port stays away after a reset fault
+        self._reset_struck = False  # a reset fault struck: the pty server makes the port vanish
         self._lock = threading.RLock()
         # USB network (ECM) data call: the vendor's stored auto-connect
         # setting survives a reboot; the call itself does not.
@@ -422,6 +427,8 @@ class SimulatedModem:
         fault = self._take_fault(line)
         if fault == "before":
             return None
+        if fault in ("reset", "reset-before"):
+            return self._reset_mid_command(line, acted=fault == "reset")
         queued = len(self._urcs)
         try:
             lines = self._execute(line)
@@ -435,6 +442,26 @@ class SimulatedModem:
         if fault in ("ok", "error") and lines:
             return lines[:-1] + (_FINAL_OK if fault == "ok" else _ERROR)
         return lines
+
+    def _reset_mid_command(self, line: str, acted: bool) -> None:
+        """The modem resets while `line` runs: the card acted on it or not,
+        its answer and the URCs it caused are lost, the boot URCs follow."""
+        if acted:
+            queued = len(self._urcs)
+            try:
+                self._execute(line)
+            except _Reply:
+                pass
+            del self._urcs[queued:]
+        self._reboot()
+        self._reset_struck = True
+        return None
+
+    def take_reset(self) -> bool:
+        """Whether a reset fault struck since the last call (the pty server asks)."""
+        with self._lock:
+            struck, self._reset_struck = self._reset_struck, False
+            return struck
 
     def _execute_all(self, parts: list[str]) -> list[str]:
         """A concatenated command line: the commands run in order; the first

@@ -12,6 +12,7 @@ import errno
 import os
 import select
 import threading
+import time
 import traceback
 import tty
 from pathlib import Path
@@ -114,6 +115,16 @@ class PtyModemServer:
         if self.link is not None and self.link.is_symlink():
             self.link.unlink()
 
+    def vanish_for(self, down: float) -> None:
+        """The port vanishes for `down` seconds, then comes back with the
+        URCs queued meanwhile."""
+        self.close_port()
+        time.sleep(down)
+        if not self._listening:
+            return  # the server was stopped meanwhile: the modem stays away
+        self.reopen()
+        self.flush_urcs()
+
     def reopen(self) -> str:
         """The modem comes back, on a new pty; the link follows it."""
         self.start()
@@ -170,6 +181,11 @@ class PtyModemServer:
             self.errors.append(exc)
             traceback.print_exc()
             reply = ["ERROR"]
+        if self.modem.take_reset():
+            # The modem reset mid-command: its USB port goes away, and the
+            # boot URCs appear on the port that comes back.
+            threading.Thread(target=self.vanish_for, args=(self.modem.reset_down,), daemon=True).start()
+            return
         self._reply(reply)
 
     def _reply(self, reply: list[str]) -> None:

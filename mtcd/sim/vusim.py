@@ -24,6 +24,10 @@ inserted again; with `--swap-to other.json` another card comes back.
 SIGUSR1 pulls and reinserts the card at once (a power cycle of the card).
 `--stall-ins 24 --stall-for S`: the first CHANGE PIN is carried out, logged,
 and its answer held back S seconds (time to cut the gateway's power).
+`--refuse-ins 24 --refuse-after N`: the first N commands with that INS are
+carried out, every later one is answered 6F00 (technical problem) and not
+carried out: a card that will not take its PIN back (the hw suite's
+failed-restore test).
 """
 
 from __future__ import annotations
@@ -179,6 +183,15 @@ class Server:
                 time.sleep(0.1)
         return None
 
+    def _refused(self, ins: int | None) -> bytes | None:
+        """6F00 instead of carrying out a command --refuse-ins names, after the first --refuse-after."""
+        if ins is None or self.args.refuse_ins is None or f"{ins:02X}" != self.args.refuse_ins.upper():
+            return None
+        if self.args.refuse_after > 0:
+            self.args.refuse_after -= 1
+            return None
+        return sw_bytes(0x6F00)
+
     def session(self, conn: socket.socket) -> bool:
         """Serve one insertion; True when the card is pulled (not vpcd going away)."""
         conn.settimeout(0.2)
@@ -207,8 +220,10 @@ class Server:
                 elif control == 4:
                     conn.sendall(struct.pack(">H", len(ATR)) + ATR)
                 continue
-            answer = self.usim.answer(body)
             ins = body[1] if len(body) > 1 else None
+            answer = self._refused(ins)
+            if answer is None:
+                answer = self.usim.answer(body)
             entry = {"ins": f"{ins:02X}" if ins is not None else None, "p1p2": body[2:4].hex().upper(),
                      "lc": body[4] if len(body) > 5 else 0, "sw": answer[-2:].hex().upper()}
             if ins not in SECRET_INS:
@@ -235,6 +250,8 @@ def main(argv=None) -> int:
     parser.add_argument("--swap-to")
     parser.add_argument("--stall-ins", help="hold the answer to the first command with this INS (hex)")
     parser.add_argument("--stall-for", type=float, default=3.0)
+    parser.add_argument("--refuse-ins", help="answer commands with this INS (hex) 6F00, not carrying them out")
+    parser.add_argument("--refuse-after", type=int, default=0, help="carry out this many of them first")
     args = parser.parse_args(argv)
     server = Server(args)
     signal.signal(signal.SIGUSR1, lambda *_: server.pull_now.set())

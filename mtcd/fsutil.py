@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import stat
 from pathlib import Path
 
@@ -26,7 +25,9 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     was; the failure is raised as StateError naming the file.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+    # os.urandom, not `secrets`: that imports hmac and OpenSSL's libcrypto
+    # (3.5 MB resident) into every reader that only might write.
+    tmp = path.with_name(f".{path.name}.tmp-{os.urandom(4).hex()}")
     fd = -1
     try:
         fd = os.open(

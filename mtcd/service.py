@@ -7,25 +7,28 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 from .at import commands, parsers
 from .config import Config
 from .datalink import Datalink, datalink_for
 from .errors import EXIT_UNAVAILABLE, CommandFailed, MtcdError
-from .events import masked_imsi
-from .gate import PairingOutcome, pair
-from .journal import PairingJournal
-from .lifecycle import Lifecycle, LifecycleRefused, now_utc, rotation_due
-from .sealers import open_keystore
 from .modem import Modem
-from .pairing_record_at import journal_fields
 from .policy import PolicySettings
 from .progress import NO_WAITS, Waits
 from .transport import SerialTransport
 from .identity import Iccid
-from .idlecheck import IdleReading, idle_line, read_idle_answer
 from .simlock import SimLock
-from .card import uicc_for
-from .uicc import Uicc
+
+# The pairing stack (keystore and its cryptography, sealers, journal, gate,
+# UICC layer, the card's record) is imported where it is used, once the
+# session has sent its first command: the modem hears from a booting
+# gateway sooner (bench/first_command.py, tests/test_first_command.py).
+if TYPE_CHECKING:
+    from .gate import PairingOutcome
+    from .journal import PairingJournal
+    from .lifecycle import Lifecycle
+    from .uicc import Uicc
 
 log = logging.getLogger("mtcd")
 
@@ -159,6 +162,10 @@ class Gateway:
         if prepare_link:
             self.datalink.prepare()
         self.imei, self.imeisv = modem.identities()
+        from .card import uicc_for
+        from .journal import PairingJournal
+        from .sealers import open_keystore
+
         self.keystore, self.sealer = open_keystore(self.config.state_dir, self.config.keystore.sealer)
         self.journal = PairingJournal(self.config.state_dir)
         self.uicc = uicc_for(self.config, modem, waits=self.waits)
@@ -184,6 +191,9 @@ class Gateway:
         one command line where the modem takes it (mtcd.idlecheck), else
         `radio_level()` alone (signature None: the caller reads it with
         `sim_signature()` once the radio is where it should be)."""
+        from .idlecheck import IdleReading, idle_line, read_idle_answer
+        from .uicc import Uicc
+
         query = self.uicc.iccid_query if type(self.uicc) is Uicc else None
         line = idle_line(query.command) if query is not None and self.modem.concatenation else None
         if line is not None and self._idle_line_ok:
@@ -228,6 +238,8 @@ class Gateway:
 
     def pair(self) -> PairingOutcome:
         """One pairing decision, journalled; the link is not touched."""
+        from .gate import pair
+
         outcome = pair(self.uicc, self.keystore, policy_settings(self.config), self.imei, self.imeisv)
         for event, fields in outcome.pin_events:
             self.journal.append(event, **fields)
@@ -240,6 +252,8 @@ class Gateway:
         """The card's pairing record for the decision's journal line, read
         over AT+CRSM: only where mtcd holds the AT port and the SIM is the
         modem's (not through ModemManager, not a PC/SC reader's card)."""
+        from .pairing_record_at import journal_fields
+
         if self.config.modem.driver != "serial":
             return dict(NOT_IN_THE_MODEM, card_record="not read: the modem is reached through ModemManager")
         if self.config.uicc.backend == "pcsc":
@@ -247,6 +261,8 @@ class Gateway:
         return journal_fields(self.modem)
 
     def lifecycle(self) -> Lifecycle:
+        from .lifecycle import Lifecycle
+
         return Lifecycle(self.uicc, self.keystore, self.journal, self.config.policy, self.imei)
 
     def pair_once(self) -> Report:
@@ -269,6 +285,8 @@ class Gateway:
         """Compromised, transport or old PINs are changed while the SIM is
         unlocked, before the link comes up.  A failed change does not keep
         a paired SIM off the network: it is journalled and tried again."""
+        from .lifecycle import LifecycleRefused, now_utc, rotation_due
+
         entry = self.keystore.get(iccid)
         reason = rotation_due(entry, self.config.policy, now_utc())
         if reason is None:
@@ -330,6 +348,8 @@ def _journal_decision(journal: PairingJournal, outcome: PairingOutcome, show_ims
     """Journal the decision, and an association change when there is one;
     return that change (with a one-line `message`) or None.  The IMSI is
     masked as in the systemd journal unless `show_imsi`."""
+    from .events import masked_imsi
+
     iccid = str(outcome.iccid) if outcome.iccid else None
     imei = str(outcome.imei)
     # Compared with what the gateway saw last time, paired or not, so that a

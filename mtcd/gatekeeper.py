@@ -571,6 +571,12 @@ class Gatekeeper:
 
     # -- pairing and watching ---------------------------------------------------
     def _pair(self) -> None:
+        """_decide_and_open, then the card's own pairing record: its reads
+        wait until the link is up or the gate closed (Gateway.card_record_after)."""
+        with self.gateway.card_record_after():
+            self._decide_and_open()
+
+    def _decide_and_open(self) -> None:
         """Close the gate, take a decision, open it only for a paired SIM.
         Raises (the caller drops the session) when the radio cannot be
         confirmed off: pairing never goes on with it in an unknown state."""

@@ -69,7 +69,8 @@ def test_a_damaged_journal_line_is_reported_and_skipped(gateway, damage, summary
     history = gateway.mtcctl("history", "--json")
     assert history.returncode == 0, history.stderr
     # The damaged line is gone (an inserted one hid none); the new decision is there.
-    kept = ["decision", "card-record"] * 3 if damage == "huge line" else ["card-record"] + ["decision", "card-record"] * 2
+    pairs = ["decision", "card-record"]
+    kept = pairs * 3 if damage == "huge line" else ["card-record"] + pairs * 2
     assert [e["event"] for e in history.json_lines] == ["pin-set"] + kept
     # One warning line, naming the file and the line.
     warnings = [line for line in history.stderr.splitlines() if "damaged" in line]

@@ -13,7 +13,10 @@ time.monotonic(): from just before the process is started to the moment
 the simulator has answered the link's activation line, and to the end of
 the process.  The modem's own share is lines x latency; the rest is mtcd's
 own overhead (interpreter start, imports, parsing, file writes), compared
-with the floor of 10 exchanges a pairing cannot do without.  mtcd runs
+with the floor of 10 exchanges a pairing cannot do without.  `--show`
+lists the plain modem's lines with mtcd's own time before each: from its
+start to the first line, then from the simulator's answer to one line to
+the arrival of the next.  mtcd runs
 with its modules compiled, as from an installed package (bytecode kept in
 a temporary PYTHONPYCACHEPREFIX after a warm-up run; `--no-bytecode`: as
 the environment says, which in a development shell may be
@@ -66,9 +69,11 @@ def one_run(options: dict, root: Path, latency: float, base_env: dict) -> dict:
         cli = [sys.executable, "-m", "mtcd.cli.ctl", "--config", str(config), "pin", "set", str(card.iccid)]
         subprocess.run(cli, input=TEST_PIN + "\n", text=True, check=True, capture_output=True, env=env)
         answered: list[tuple[float, str]] = []
+        arrived: list[float] = []
         handle = modem.handle
 
         def timed(line: str) -> list[str]:
+            arrived.append(time.monotonic() - modem.latency)  # the server waited `latency` before calling
             reply = handle(line)
             answered.append((time.monotonic(), line))
             return reply
@@ -85,8 +90,12 @@ def one_run(options: dict, root: Path, latency: float, base_env: dict) -> dict:
     state_word = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr.strip()
     activation = next((i for i, line in enumerate(lines) if "+CGACT=1" in line), None)
     link_time = next((t for t, line in answered if "+CGACT=1" in line), None)
+    # mtcd's own time before each line: from its start, or from the answer
+    # to the line before (the simulator answers as soon as it has handled it).
+    gaps = [arrived[0] - start] + [arrived[i] - answered[i - 1][0] for i in range(1, len(arrived))] if arrived else []
     return {
         "lines": lines,
+        "gaps": list(zip(gaps, (line for _, line in answered))),
         "to_link": activation + 1 if activation is not None else None,
         "link_time": link_time - start if link_time is not None else None,
         "elapsed": elapsed,
@@ -99,7 +108,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs for each modem (default 3)")
     parser.add_argument("--latency", type=float, default=0.0,
                         help="seconds the simulator takes before answering each line (default 0)")
-    parser.add_argument("--show", action="store_true", help="print the command lines of the first personality")
+    parser.add_argument("--show", action="store_true",
+                        help="print the command lines of the first personality, with mtcd's own time before each")
     parser.add_argument("--no-bytecode", action="store_true",
                         help="run as the environment says (PYTHONDONTWRITEBYTECODE), not with compiled modules")
     args = parser.parse_args()
@@ -135,8 +145,10 @@ def measure(args, env: dict) -> int:
                   f"({100 * own / floor:.0f} % of the floor {floor:.2f}s); "
                   f"link up at {statistics.median(link_times) / floor:.2f}x the floor")
         if args.show and name == PERSONALITIES[0][0]:
-            for i, line in enumerate(last["lines"], 1):
-                print(f"    {i:2}. {line}")
+            # Median over the runs of mtcd's own time before each line.
+            for i, line in enumerate(last["lines"]):
+                gap = statistics.median(r["gaps"][i][0] for r in runs if len(r["gaps"]) > i)
+                print(f"    {i + 1:2}. {line:<45} mtcd's own time before it: {gap * 1000:6.1f} ms")
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     return 0
 

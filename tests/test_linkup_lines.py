@@ -142,7 +142,8 @@ def test_the_service_reads_the_record_after_the_link(gateway):
         proc = subprocess.Popen([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(gateway.config), "run"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=gateway.env)
         try:
-            wait_until(lambda: any(e["event"] == "card-record" for e in gateway.history()), 30, "the card's record")
+            journal = gateway.state_dir / "journal.jsonl"
+            wait_until(lambda: journal.exists() and b'"card-record"' in journal.read_bytes(), 30, "the card's record")
             lines = list(modem.lines)
         finally:
             proc.send_signal(signal.SIGTERM)

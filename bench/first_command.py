@@ -14,7 +14,7 @@ Both clocks are this process's monotonic clock.
 
 Bytecode: a gateway runs mtcd from an installed package, compiled when it
 was installed; a development shell may say PYTHONDONTWRITEBYTECODE=1, and
-then every start compiles every module from source (about 40 % more CPU
+then every start compiles every module from source (about 60 % more CPU
 before the first command here).  So the children run with bytecode kept
 in a temporary PYTHONPYCACHEPREFIX, after one warm-up run that is not
 counted (`--no-bytecode`: as the environment says).

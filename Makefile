@@ -103,6 +103,7 @@ demo: demo-deps $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
 
 bench: venv
 	$(PY) bench/commands_to_pair.py
+	$(PY) bench/first_command.py
 	$(PY) bench/keystore_scale.py
 	$(PY) bench/idle_cpu.py
 	$(PY) bench/journal_scale.py

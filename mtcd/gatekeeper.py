@@ -42,6 +42,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import Config, load_config
 from .datalink import DatalinkFailed
@@ -49,13 +50,15 @@ from .errors import ConfigError, ModemUnavailable, MtcdError
 from .events import Event, EventLog
 from . import logsetup
 from .metrics import Metrics
-from .gate import PairingOutcome, _stored_view
 from .identity import Iccid
 from .progress import Waits
 from .sdnotify import sd_notify
 from .policy import Observations, Paired, PolicySettings, Reason, Refused, StoredPin, decide
 from .service import Gateway, RadioNotOff, policy_settings
 from .simlock import SimEvent, SimLock
+
+if TYPE_CHECKING:  # mtcd.gate (and the keystore's cryptography) loads after the first AT command
+    from .gate import PairingOutcome
 
 log = logging.getLogger("mtcd")
 
@@ -470,6 +473,8 @@ class Gatekeeper:
             iccid = outcome.observations.iccid
             if not isinstance(iccid, Iccid):
                 return  # no card identity was read: no stored PIN can matter
+            from .gate import _stored_view
+
             fresh = _stored_view(gw.keystore, iccid)
             if not decision_may_change(outcome, fresh, policy_settings(self.config)):
                 log.debug("%s; the decision for %s stands", why, iccid)
@@ -566,6 +571,12 @@ class Gatekeeper:
 
     # -- pairing and watching ---------------------------------------------------
     def _pair(self) -> None:
+        """_decide_and_open, then the card's own pairing record: its reads
+        wait until the link is up or the gate closed (Gateway.card_record_after)."""
+        with self.gateway.card_record_after():
+            self._decide_and_open()
+
+    def _decide_and_open(self) -> None:
         """Close the gate, take a decision, open it only for a paired SIM.
         Raises (the caller drops the session) when the radio cannot be
         confirmed off: pairing never goes on with it in an unknown state."""

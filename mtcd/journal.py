@@ -25,6 +25,9 @@ Events written by mtcd (fields):
                        pin_retries
   association-changed  old_iccid, new_iccid, old_imei, new_imei,
                        change ("sim"|"imei"|"both")
+  card-record          after a decision: iccid, decided (the decision's
+                       time), card_record, card_service, card_ips,
+                       card_latest, card_device (mtcd.service)
   pin-rejected, pin-set, pin-forgotten   iccid
 """
 

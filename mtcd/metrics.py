@@ -38,7 +38,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import secrets
 import threading
 import time
 from enum import Enum
@@ -199,8 +198,9 @@ def _retries(value: int | None) -> int | None:
 
 def _replace(path: Path, data: bytes) -> None:
     # Not ending in .prom: the collector only reads *.prom, so it never sees
-    # the temporary file even if a crash leaves one behind.
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # the temporary file even if a crash leaves one behind.  A unique name,
+    # not a secret (os.urandom, not the `secrets` module and its libcrypto).
+    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
         os.fchmod(fd, 0o644)  # whatever the umask (systemd units often set 0077)

@@ -20,17 +20,22 @@ class CrsmFiles:
 
     def __init__(self, modem: Modem):
         self.modem = modem
+        # Whether any answer told of a card (its status words, or a +CME
+        # ERROR about the SIM): a plain ERROR from the modem tells of none.
+        self.card_answered = False
 
     def _crsm(self, command: int, fid: int, p1: int = 0, p2: int = 0, p3: int = 0) -> tuple[int, bytes]:
         try:
             sw1, sw2, data = parsers.parse_crsm(
                 self.modem.run(commands.usim_file_access(command, fid, p1, p2, p3)).lines)
         except CommandFailed as exc:
+            self.card_answered = self.card_answered or exc.cme is not None or "CME" in exc.result
             raise FileAccessError(f"AT+CRSM: {exc.result}") from None
         except ModemProtocolError as exc:
             raise FileAccessError(str(exc)) from None
         except ModemUnavailable as exc:
             raise FileAccessError(str(exc), fatal=True) from None
+        self.card_answered = True
         return sw1 << 8 | sw2, data
 
     def header(self, fid: int) -> tuple[int, bytes]:
@@ -47,13 +52,21 @@ def read_over_at(modem: Modem, limit: int = MAX_RECORDS) -> CardPairingRecord:
     return read_pairing_record(CrsmFiles(modem), limit)
 
 
-def journal_fields(modem: Modem, limit: int = 1) -> dict:
-    """The card's own record as the pairing decision's journal line carries
-    it (flat `card_*` fields): the newest verdict and its device, or why
-    they could not be read.  Never raises: a failed read is journaled as
-    such, and pairing goes on whatever the card answered."""
+def not_read(why: str) -> dict:
+    """The journal's `card_*` fields of a record that was not read, and why."""
+    return {"card_record": f"not read: {why}", "card_service": None, "card_ips": None,
+            "card_latest": None, "card_device": None}
+
+
+def journal_fields(modem: Modem, limit: int = 1, files: CrsmFiles | None = None) -> dict:
+    """The card's own record as the journal's card-record line carries it
+    (flat `card_*` fields): the newest verdict and its device, or why they
+    could not be read.  `files`: the CrsmFiles to read through, for a caller
+    that wants to know afterwards whether a card answered.  Never raises: a
+    failed read is journaled as such, and pairing goes on whatever the card
+    answered."""
     try:
-        record = read_over_at(modem, limit)
+        record = read_over_at(modem, limit) if files is None else read_pairing_record(files, limit)
     except Exception as exc:  # noqa: BLE001 - a read-only extra must never stop a pairing
         why = str(exc) if isinstance(exc, (MtcdError, FileAccessError)) else f"internal error ({type(exc).__name__})"
         return {"card_record": f"unreadable: {why}", "card_service": None, "card_ips": None,

@@ -68,11 +68,13 @@ class Waits:
         timeout in seconds that ends the wait, said once when it starts."""
         wait = _Wait(what, bound, self._clock())
         with self._lock:
+            idle = not self._stack
             self._stack.append(wait)
             if self._ticker is None or not self._ticker.is_alive():
                 self._ticker = threading.Thread(target=self._tick, name="mtcd-waits", daemon=True)
                 self._ticker.start()
-            self._wake.notify()
+            elif idle:
+                self._wake.notify()  # the ticker sleeps until a wait starts
         try:
             yield
         finally:
@@ -86,13 +88,20 @@ class Waits:
                 self.on_end()
 
     def _tick(self) -> None:
+        # One thread for the life of the Waits, asleep while nothing is
+        # waited for and until the oldest wait is due to be shown: a service
+        # sending a quick command every few seconds neither starts a thread
+        # nor wakes one for each of them.
         while True:
             with self._lock:
                 if not self._stack:
-                    # Idle: the thread ends; the next wait starts another.
-                    self._ticker = None
-                    return
+                    self._wake.wait()
+                    continue
                 now = self._clock()
+                due = self._stack[0].start + self.show_after - now
+                if due > 0:
+                    self._wake.wait(due)
+                    continue
                 old = [w for w in self._stack if now - w.start >= self.show_after]
                 if old:
                     shown = old[-1]

@@ -7,30 +7,35 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 from .at import commands, parsers
 from .config import Config
 from .datalink import Datalink, datalink_for
 from .errors import EXIT_UNAVAILABLE, CommandFailed, MtcdError
-from .events import masked_imsi
-from .gate import PairingOutcome, pair
-from .journal import PairingJournal
-from .lifecycle import Lifecycle, LifecycleRefused, now_utc, rotation_due
-from .sealers import open_keystore
 from .modem import Modem
-from .pairing_record_at import journal_fields
 from .policy import PolicySettings
 from .progress import NO_WAITS, Waits
 from .transport import SerialTransport
 from .identity import Iccid
-from .idlecheck import IdleReading, idle_line, read_idle_answer
 from .simlock import SimLock
-from .card import uicc_for
-from .uicc import Uicc
+
+# The pairing stack (keystore and its cryptography, sealers, journal, gate,
+# UICC layer, the card's record) is imported where it is used, once the
+# session has sent its first command: the modem hears from a booting
+# gateway sooner (bench/first_command.py, tests/test_first_command.py).
+if TYPE_CHECKING:
+    from .gate import PairingOutcome
+    from .journal import PairingJournal
+    from .lifecycle import Lifecycle
+    from .uicc import Uicc
 
 log = logging.getLogger("mtcd")
 
-NOT_IN_THE_MODEM = {"card_record": "not read: the SIM is in a PC/SC reader, not behind the modem",
-                    "card_service": None, "card_ips": None, "card_latest": None, "card_device": None}
+# The journal event after a decision with the card's own pairing record
+# (mtcd.pairing_record): `iccid` and `decided` (the decision line's time)
+# name the decision it belongs to.
+CARD_RECORD = "card-record"
 
 
 class RadioNotOff(MtcdError):
@@ -97,6 +102,10 @@ class Gateway:
     `waits` tells a person or systemd what a long wait is for (mtcd.progress).
     """
 
+    # Inside card_record_after(): the decision whose card record waits.  On
+    # the class, so that a subclass with its own __init__ has it too.
+    _card_record_held: list | None = None
+
     def __new__(cls, config: Config, **_):
         # The driver seam: `[modem] driver = "modemmanager"` reaches the modem
         # through ModemManager over D-Bus (mtcd.mm), everything else as here.
@@ -159,6 +168,10 @@ class Gateway:
         if prepare_link:
             self.datalink.prepare()
         self.imei, self.imeisv = modem.identities()
+        from .card import uicc_for
+        from .journal import PairingJournal
+        from .sealers import open_keystore
+
         self.keystore, self.sealer = open_keystore(self.config.state_dir, self.config.keystore.sealer)
         self.journal = PairingJournal(self.config.state_dir)
         self.uicc = uicc_for(self.config, modem, waits=self.waits)
@@ -184,6 +197,9 @@ class Gateway:
         one command line where the modem takes it (mtcd.idlecheck), else
         `radio_level()` alone (signature None: the caller reads it with
         `sim_signature()` once the radio is where it should be)."""
+        from .idlecheck import IdleReading, idle_line, read_idle_answer
+        from .uicc import Uicc
+
         query = self.uicc.iccid_query if type(self.uicc) is Uicc else None
         line = idle_line(query.command) if query is not None and self.modem.concatenation else None
         if line is not None and self._idle_line_ok:
@@ -227,48 +243,104 @@ class Gateway:
             self.transport.slow_command_timeout = None
 
     def pair(self) -> PairingOutcome:
-        """One pairing decision, journalled; the link is not touched."""
+        """One pairing decision, journalled; the link is not touched.  The
+        card's own pairing record follows on a card-record line: at once,
+        or inside card_record_after() once that block is done."""
+        from .gate import pair
+
         outcome = pair(self.uicc, self.keystore, policy_settings(self.config), self.imei, self.imeisv)
         for event, fields in outcome.pin_events:
             self.journal.append(event, **fields)
-        # The card's own pairing record (EF-IPS), read-only, goes on the decision's line.
-        card = self._card_record()
-        self.association_change = _journal_decision(self.journal, outcome, self.config.service.show_imsi, card)
+        decided, self.association_change = _journal_decision(self.journal, outcome, self.config.service.show_imsi)
+        if self._card_record_held is not None:
+            self._card_record_held[:] = [(outcome, decided["time"])]
+        else:
+            self.journal_card_record(outcome, decided["time"])
         return outcome
 
-    def _card_record(self) -> dict:
-        """The card's pairing record for the decision's journal line, read
-        over AT+CRSM: only where mtcd holds the AT port and the SIM is the
-        modem's (not through ModemManager, not a PC/SC reader's card)."""
+    @contextlib.contextmanager
+    def card_record_after(self):
+        """Hold back the card's pairing record of a decision taken inside
+        this block until the block is done: after the link is up, or the
+        gate closed and the radio off, so its reads (2 to 6 AT+CRSM lines)
+        never stand between a decision and the link.  A block that ends in
+        an error (the radio would not switch off, the port went away) reads
+        nothing: the card is not asked again in a session that failed."""
+        self._card_record_held = held = []
+        try:
+            yield
+        finally:
+            self._card_record_held = None
+        for outcome, decided in held:
+            self.journal_card_record(outcome, decided)
+
+    def journal_card_record(self, outcome: PairingOutcome, decided: str) -> None:
+        """Read the card's pairing record (read-only) and journal it as the
+        record of the decision journaled at `decided`.  Never raises for
+        the card or the journal: the decision stands as it was taken."""
+        fields = self._card_record(outcome)
+        try:
+            self.journal.append(CARD_RECORD, iccid=str(outcome.iccid) if outcome.iccid else None,
+                                decided=decided, **fields)
+        except MtcdError as exc:
+            log.warning("the card's pairing record was not journaled: %s", exc)
+
+    def _card_record(self, outcome: PairingOutcome) -> dict:
+        """The card's pairing record, read over AT+CRSM: only where mtcd
+        holds the AT port and the SIM is the modem's (not through
+        ModemManager, not a PC/SC reader's card), and only from the card
+        the decision was about."""
+        from .pairing_record_at import CrsmFiles, journal_fields, not_read
+
         if self.config.modem.driver != "serial":
-            return dict(NOT_IN_THE_MODEM, card_record="not read: the modem is reached through ModemManager")
+            return not_read("the modem is reached through ModemManager")
         if self.config.uicc.backend == "pcsc":
-            return NOT_IN_THE_MODEM
-        return journal_fields(self.modem)
+            return not_read("the SIM is in a PC/SC reader, not behind the modem")
+        if outcome.iccid is None:
+            return not_read("no card was identified")
+        files = CrsmFiles(self.modem)
+        fields = journal_fields(self.modem, files=files)
+        # The link came up (or the gate closed) since the card was read: the
+        # answers may be another card's.  The ICCID read after the record
+        # says which card gave it; a swap back within that time is not
+        # possible in the hand.  A modem that only said ERROR told of no card.
+        if files.card_answered:
+            try:
+                now = self.uicc.iccid()
+            except MtcdError as exc:
+                return not_read(f"the SIM could not be identified again ({exc})")
+            if now != outcome.iccid:
+                return not_read("the SIM changed")
+        return fields
 
     def lifecycle(self) -> Lifecycle:
+        from .lifecycle import Lifecycle
+
         return Lifecycle(self.uicc, self.keystore, self.journal, self.config.policy, self.imei)
 
     def pair_once(self) -> Report:
         self.start()
-        outcome = self.pair()
-        if outcome.paired:
-            try:
-                self.bring_up(outcome)
-            except MtcdError:
-                # Half up is not up, whatever failed: close what may be open.
-                self.close_gate()
-                raise
-            log.info("paired: ICCID %s, IMEI %s, link up (%s)", outcome.iccid, self.imei, self.datalink.name)
-        else:
-            self.ensure_radio_off()
-            log.warning("refused: %s (%s); radio off", outcome.reason.value, outcome.decision.detail)
+        with self.card_record_after():
+            outcome = self.pair()
+            if outcome.paired:
+                try:
+                    self.bring_up(outcome)
+                except MtcdError:
+                    # Half up is not up, whatever failed: close what may be open.
+                    self.close_gate()
+                    raise
+                log.info("paired: ICCID %s, IMEI %s, link up (%s)", outcome.iccid, self.imei, self.datalink.name)
+            else:
+                self.ensure_radio_off()
+                log.warning("refused: %s (%s); radio off", outcome.reason.value, outcome.decision.detail)
         return _report(outcome, self.link_up)
 
     def _rotate_if_due(self, iccid) -> None:
         """Compromised, transport or old PINs are changed while the SIM is
         unlocked, before the link comes up.  A failed change does not keep
         a paired SIM off the network: it is journalled and tried again."""
+        from .lifecycle import LifecycleRefused, now_utc, rotation_due
+
         entry = self.keystore.get(iccid)
         reason = rotation_due(entry, self.config.policy, now_utc())
         if reason is None:
@@ -325,11 +397,14 @@ class _WaitingTransport(SerialTransport):
             return super().execute(command, timeout)
 
 
-def _journal_decision(journal: PairingJournal, outcome: PairingOutcome, show_imsi: bool = False,
-                      card: dict | None = None) -> dict | None:
+def _journal_decision(journal: PairingJournal, outcome: PairingOutcome,
+                      show_imsi: bool = False) -> tuple[dict, dict | None]:
     """Journal the decision, and an association change when there is one;
-    return that change (with a one-line `message`) or None.  The IMSI is
-    masked as in the systemd journal unless `show_imsi`."""
+    return the decision's record and that change (with a one-line
+    `message`) or None.  The IMSI is masked as in the systemd journal
+    unless `show_imsi`."""
+    from .events import masked_imsi
+
     iccid = str(outcome.iccid) if outcome.iccid else None
     imei = str(outcome.imei)
     # Compared with what the gateway saw last time, paired or not, so that a
@@ -337,7 +412,7 @@ def _journal_decision(journal: PairingJournal, outcome: PairingOutcome, show_ims
     # From the journal's summary, not a scan; {} when unknown.
     last = journal.last("decision") or {}
     old_iccid, old_imei = last.get("iccid"), last.get("imei")
-    journal.append(
+    decided = journal.append(
         "decision",
         outcome="paired" if outcome.paired else "refused",
         reason=outcome.reason.value if outcome.reason else None,
@@ -347,7 +422,6 @@ def _journal_decision(journal: PairingJournal, outcome: PairingOutcome, show_ims
         iccid=iccid,
         imsi=None if not outcome.imsi else str(outcome.imsi) if show_imsi else masked_imsi(outcome.imsi),
         pin_retries=outcome.pin_retries,
-        **(card or {}),
     )
     sim_changed = old_iccid is not None and iccid is not None and iccid != old_iccid
     imei_changed = old_imei is not None and imei != old_imei
@@ -368,9 +442,9 @@ def _journal_decision(journal: PairingJournal, outcome: PairingOutcome, show_ims
             parts.append(f"IMEI {old_imei} -> {imei}")
         message = "association changed: " + ", ".join(parts)
         log.warning("%s", message)
-        return {"change": change, "old_iccid": old_iccid, "new_iccid": iccid,
-                "old_imei": old_imei, "new_imei": imei, "message": message}
-    return None
+        return decided, {"change": change, "old_iccid": old_iccid, "new_iccid": iccid,
+                         "old_imei": old_imei, "new_imei": imei, "message": message}
+    return decided, None
 
 
 def _report(outcome: PairingOutcome, link_up: bool) -> Report:

@@ -84,7 +84,10 @@ class SerialTransport:
                 self.baudrate,
                 rtscts=self.rtscts,
                 dsrdtr=False,
-                timeout=0.2,
+                # The reader blocks until data comes: close() wakes it with
+                # cancel_read, so a read timeout would only wake an idle
+                # service five times a second for nothing.
+                timeout=None,
                 exclusive=True,
             )
         except (serial.SerialException, OSError, ValueError) as exc:

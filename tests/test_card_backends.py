@@ -118,12 +118,12 @@ def test_right_sim_pairs(bench):
         b.no_secret_anywhere(run, doctor)
         # The card's pairing record is read through the modem's slot only
         # when the SIM is there (csim); a reader's card is not in that slot.
-        [decision] = [e for e in b.gateway.history() if e["event"] == "decision"]
+        [record] = [e for e in b.gateway.history() if e["event"] == "card-record"]
         if b.backend == "pcsc":
-            assert decision["card_record"].startswith("not read: the SIM is in a PC/SC reader")
+            assert record["card_record"].startswith("not read: the SIM is in a PC/SC reader")
             assert not any("3F007FFF" in c for c in b.modem.commands)
         else:
-            assert not decision["card_record"].startswith("not read")
+            assert not record["card_record"].startswith("not read")
 
 
 def test_foreign_sim_refused(bench):

@@ -90,7 +90,10 @@ def test_a_silent_swap_is_caught_with_or_without_the_one_line_check(gateway, not
         gateway.store_pin(str(ours.iccid))
         with service(gateway, notify_socket):
             notify_socket.wait_for("READY", "1")
-            mark = len(modem.lines)
+            # After READY the card's pairing record is read (AT+CRSM), then the checks start.
+            start = len(modem.lines)
+            wait_until(lambda: any(line.startswith("AT+CFUN?") for line in modem.lines[start:]), 10, "a first check")
+            mark = start + next(i for i, line in enumerate(modem.lines[start:]) if line.startswith("AT+CFUN?"))
             wait_until(lambda: len(modem.lines) >= mark + 3, 10, "a few periodic checks")
             checks = modem.lines[mark:]
             if concatenation:

@@ -50,7 +50,7 @@ def test_a_damaged_journal_line_is_reported_and_skipped(gateway, damage, summary
         for _ in range(2):
             assert gateway.mtcd("once").returncode == 0
         lines = journal_lines(gateway)
-        assert [json.loads(line)["event"] for line in lines] == ["pin-set", "decision", "decision"]
+        assert [json.loads(line)["event"] for line in lines] == ["pin-set"] + ["decision", "card-record"] * 2
         if damage == "huge line":
             lines.insert(1, b'{"time": "' + b"9" * (8 << 20) + b'"}')  # 8 MB, no newline inside
         else:
@@ -69,8 +69,9 @@ def test_a_damaged_journal_line_is_reported_and_skipped(gateway, damage, summary
     history = gateway.mtcctl("history", "--json")
     assert history.returncode == 0, history.stderr
     # The damaged line is gone (an inserted one hid none); the new decision is there.
-    decisions = 3 if damage == "huge line" else 2
-    assert [e["event"] for e in history.json_lines] == ["pin-set"] + ["decision"] * decisions
+    pairs = ["decision", "card-record"]
+    kept = pairs * 3 if damage == "huge line" else ["card-record"] + pairs * 2
+    assert [e["event"] for e in history.json_lines] == ["pin-set"] + kept
     # One warning line, naming the file and the line.
     warnings = [line for line in history.stderr.splitlines() if "damaged" in line]
     assert len(warnings) == 1, history.stderr
@@ -88,11 +89,11 @@ def test_imsi_is_masked_in_the_journal_and_history_by_default(gateway):
         assert gateway.mtcd("once").returncode == 0
     journal = (gateway.state_dir / "journal.jsonl").read_text()
     assert TEST_IMSI not in journal
-    assert json.loads(journal.splitlines()[-1])["imsi"] == MASKED_IMSI
+    assert json.loads(journal.splitlines()[-2])["imsi"] == MASKED_IMSI  # the decision, then the card's record
     assert TEST_IMSI.encode() not in (gateway.state_dir / "journal.state").read_bytes()
     history = gateway.mtcctl("history")
     assert TEST_IMSI not in history.stdout and f"imsi={MASKED_IMSI}" in history.stdout
-    assert gateway.history()[-1]["imsi"] == MASKED_IMSI
+    assert gateway.history()[-2]["imsi"] == MASKED_IMSI
     status = gateway.mtcctl("status", "--json")
     assert json.loads(status.stdout)["last_decision"]["imsi"] == MASKED_IMSI
 
@@ -117,7 +118,7 @@ def test_show_imsi_keeps_it_in_full(gateway):
         gateway.configure(port, service="show_imsi = true")
         gateway.store_pin(str(card.iccid))
         assert gateway.mtcd("once").returncode == 0
-    assert gateway.history()[-1]["imsi"] == TEST_IMSI
+    assert gateway.history()[-2]["imsi"] == TEST_IMSI  # the decision, then the card's record
     assert TEST_IMSI in (gateway.state_dir / "journal.jsonl").read_text()
 
 
@@ -262,5 +263,5 @@ def test_a_legacy_journal_too_big_is_rotated_whole(gateway, tmp_path):
         shutil.copy(big, saved)
         assert gateway.mtcd("once").returncode == 0
     assert (gateway.state_dir / "journal.jsonl.1").read_bytes() == saved.read_bytes()
-    assert [e["event"] for e in gateway.history()][-1] == "decision"
+    assert [e["event"] for e in gateway.history()][-2:] == ["decision", "card-record"]
     assert (gateway.state_dir / "journal.jsonl").stat().st_size < 1000

@@ -178,9 +178,9 @@ def test_a_refusal_is_journaled_with_the_cards_record(gateway):
         gateway.configure(port)
         done = gateway.mtcd("once", "--json")
     assert done.returncode == 1 and done.last_json["reason"] == "unknown-sim"
-    decision = [e for e in gateway.history() if e["event"] == "decision"][-1]
+    record = [e for e in gateway.history() if e["event"] == "card-record"][-1]
     # Locked card: EF-UST needs the PIN, EF-IPS is READ ALWAYS.
-    assert (decision["card_service"], decision["card_ips"], decision["card_latest"]) == ("unreadable", "present", "ok")
+    assert (record["card_service"], record["card_ips"], record["card_latest"]) == ("unreadable", "present", "ok")
 
 
 @pytest.mark.parametrize("sw, state", [(0x6982, State.UNREADABLE), (0x6A82, State.ABSENT)])
@@ -324,10 +324,11 @@ def test_doctor_and_the_journal_show_the_cards_record(gateway):
         doctor = gateway.mtcctl("doctor", "--json")
         human = gateway.mtcctl("doctor")
     decision = [e for e in gateway.history() if e["event"] == "decision"][-1]
-    assert decision["outcome"] == "paired"
-    assert (decision["card_service"], decision["card_ips"], decision["card_latest"], decision["card_device"]) == (
+    record = [e for e in gateway.history() if e["event"] == "card-record"][-1]
+    assert decision["outcome"] == "paired" and record["decided"] == decision["time"]
+    assert (record["card_service"], record["card_ips"], record["card_latest"], record["card_device"]) == (
         "available", "present", "ok", IMEI)
-    assert decision["card_record"].startswith(f"latest OK with IMEI {IMEI}")
+    assert record["card_record"].startswith(f"latest OK with IMEI {IMEI}")
     record = json.loads(doctor.stdout)["modem"]["card_pairing_record"]
     assert record["records"][0]["status"] == "ok" and record["service"] == "available"
     assert f"card's record: latest OK with IMEI {IMEI}" in " ".join(human.stdout.split())
@@ -342,9 +343,9 @@ def test_a_failed_read_is_journaled_and_pairing_goes_on(gateway):
         done = gateway.mtcd("once", "--json")
         assert done.returncode == 0 and done.last_json["state"] == "paired", done.stderr
         assert modem.pdp_active
-    decision = [e for e in gateway.history() if e["event"] == "decision"][-1]
-    assert decision["card_ips"] == "unreadable" and "AT+CRSM" in decision["card_record"]
-    assert decision["card_latest"] is None
+    record = [e for e in gateway.history() if e["event"] == "card-record"][-1]
+    assert record["card_ips"] == "unreadable" and "AT+CRSM" in record["card_record"]
+    assert record["card_latest"] is None
 
 
 def test_a_broken_reader_never_raises(monkeypatch):

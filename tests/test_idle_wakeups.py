@@ -1,0 +1,54 @@
+"""Idle while paired (issue 11): no thread of mtcd's wakes up for nothing.
+
+An idle service sends one check every few seconds.  Between checks the AT
+reader waits for the modem to say something (close() wakes it), and the
+progress ticker sleeps until a wait starts; neither is woken by a timer,
+and the ticker is one thread for the session, not one per command.  This
+counts how often the kernel ran the threads (schedstat), not how long it
+took: the CPU figure is bench/idle_cpu.py's."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from mtcd.at.commands import AtCommand
+from mtcd.progress import Waits
+from mtcd.transport import SerialTransport
+from simfixtures import sim_modem
+
+READER_THREAD = "mtcd-at-reader"
+
+
+def runs(thread: threading.Thread) -> int:
+    """How many times the kernel has run this thread so far."""
+    return int(Path(f"/proc/self/task/{thread.native_id}/schedstat").read_text().split()[2])
+
+
+def test_an_idle_reader_sleeps_until_the_modem_speaks():
+    with sim_modem() as (modem, port), SerialTransport(port, timeout=5) as transport:
+        assert transport.execute(AtCommand("AT")).result.ok
+        [reader] = [t for t in threading.enumerate() if t.name == READER_THREAD and t.is_alive()]
+        time.sleep(0.2)
+        before = runs(reader)
+        time.sleep(1.2)
+        # A read timeout of 0.2 s ran it six times in this window.
+        assert runs(reader) - before <= 2  # (a run cut short by another thread counts twice)
+        assert transport.execute(AtCommand("AT")).result.ok  # and it still hears the modem
+    assert not reader.is_alive()
+
+
+def test_one_progress_ticker_for_many_quick_waits():
+    waits = Waits()
+    with waits.waiting("waiting for the modem to answer AT"):
+        pass
+    ticker = waits._ticker
+    time.sleep(0.3)  # a ticker that ended when idle has ended by now
+    for _ in range(5):
+        with waits.waiting("waiting for the modem to answer AT"):
+            pass
+    assert waits._ticker is ticker and ticker.is_alive()
+    before = runs(ticker)
+    time.sleep(1.5)  # past SHOW_AFTER of the last wait: at most one look, then asleep
+    assert runs(ticker) - before <= 2

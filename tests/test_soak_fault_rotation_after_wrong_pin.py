@@ -1,0 +1,100 @@
+"""Soak seed 1201, service cycle 1119, replayed deterministically.
+
+A person stored a wrong PIN for the paired SIM (`mtcctl pin set`, the card
+unlocked so nothing checked it); a rotation then sent AT+CPWD with that PIN
+as the old one, and a power cut killed it with the answer lost (the card
+refused it: one attempt).  The next pairing read the counter, latched the
+wrong PIN, and then presented the rotation's pending PIN: a PIN the card
+cannot hold, since it refused the change that would have set it.  Second
+attempt, 3 -> 1, and the gateway below its own guard."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+
+from conftest import pin_presentations
+from simfixtures import TEST_PIN, make_card, sim_modem, wait_until
+from test_soak_faults import service
+
+WRONG = "86428642"
+
+
+def _rotation_killed_at_its_cpwd(gateway, modem) -> None:
+    """`mtcctl pin rotate` dies (SIGKILL) the moment its AT+CPWD reaches the
+    card, which acts on it with the answer lost, and the modem loses power."""
+    modem.fail_after("AT+CPWD", "drop")
+    sent = threading.Event()
+    handle = modem.handle
+
+    def watch(line: str) -> list[str]:
+        reply = handle(line)
+        if line.strip().upper().startswith("AT+CPWD"):
+            sent.set()
+        return reply
+
+    modem.handle = watch
+    rotate = subprocess.Popen(
+        [sys.executable, "-m", "mtcd.cli.ctl", "--config", str(gateway.config), "pin", "rotate"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=gateway.env)
+    try:
+        assert sent.wait(30), "the rotation never sent AT+CPWD"
+    finally:
+        rotate.send_signal(signal.SIGKILL)
+        rotate.communicate(timeout=30)
+        modem.handle = handle
+    modem.power_loss()
+
+
+def test_a_rotation_refused_in_a_power_cut_leaves_its_new_pin_unpresented(gateway):
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        gateway.store_pin(str(card.iccid))
+        assert gateway.mtcd("once", "--json").last_json["state"] == "paired"
+        gateway.store_pin(str(card.iccid), WRONG)  # unchecked: the card is unlocked
+
+        _rotation_killed_at_its_cpwd(gateway, modem)
+        assert card.pin == TEST_PIN and card.pin_attempts == 2  # the card refused the old PIN
+        entry = gateway.keystore().get(card.iccid)
+        assert entry.attempt == "current" and entry.attempt_change and entry.pending_pin is not None
+
+        before = len(pin_presentations(modem.commands))
+        run = gateway.mtcd("once", "--json")
+        # The counter settles the lost AT+CPWD as refused: the wrong PIN is
+        # latched and the change's new PIN is void, so nothing is presented.
+        assert run.last_json["state"] == "refused" and run.last_json["reason"] == "pin-rejected", run.stdout
+        assert f"mtcctl pin set {card.iccid}" in run.last_json["message"]
+        assert pin_presentations(modem.commands)[before:] == []
+        assert card.pin_attempts == 2 and modem.radio != 1
+        entry = gateway.keystore().get(card.iccid)
+        assert entry.rejected and entry.pending_pin is None and entry.attempt is None
+
+        # The way out the refusal names works, without going below the guard.
+        gateway.store_pin(str(card.iccid))
+        run = gateway.mtcd("once", "--json")
+        assert run.last_json["state"] == "paired", run.stdout + run.stderr
+        assert len(pin_presentations(modem.commands)[before:]) == 1 and card.pin_attempts == 3
+
+
+def test_the_running_service_settles_it_and_pairs_once_the_right_pin_is_stored(gateway):
+    """The soak's own steps: `mtcd run` up throughout, then the person stores
+    the card's PIN (`mtcctl pin set`) and the service pairs by itself."""
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port, modem="timeout = 3\npin_timeout = 4\nsim_ready_timeout = 3",
+                          service="check_interval = 0.5\nbackoff_max = 2")
+        gateway.store_pin(str(card.iccid))
+        with service(gateway):
+            wait_until(lambda: card.verified and modem.radio == 1, 20, "paired")
+            gateway.store_pin(str(card.iccid), WRONG)
+            before = len(pin_presentations(modem.commands))
+            _rotation_killed_at_its_cpwd(gateway, modem)
+            wait_until(lambda: gateway.keystore().get(card.iccid).rejected, 20, "the lost change settled")
+            assert gateway.keystore().get(card.iccid).pending_pin is None
+            gateway.store_pin(str(card.iccid))
+            wait_until(lambda: card.verified and modem.radio == 1, 20, "paired again")
+        assert len(pin_presentations(modem.commands)[before:]) == 1
+        assert card.pin_attempts == 3

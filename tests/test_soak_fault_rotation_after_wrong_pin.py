@@ -22,9 +22,11 @@ from test_soak_faults import service
 WRONG = "86428642"
 
 
-def _rotation_killed_at_its_cpwd(gateway, modem) -> None:
-    """`mtcctl pin rotate` dies (SIGKILL) the moment its AT+CPWD reaches the
-    card, which acts on it with the answer lost, and the modem loses power."""
+def _rotation_killed_at_its_cpwd(gateway, modem, *others: subprocess.Popen) -> None:
+    """A power cut the moment `mtcctl pin rotate`'s AT+CPWD reaches the card
+    (which acts on it, its answer lost): that process and `others` (the
+    service, which runs the rotation when it is up) die with SIGKILL and
+    the modem loses power."""
     modem.fail_after("AT+CPWD", "drop")
     sent = threading.Event()
     handle = modem.handle
@@ -42,8 +44,10 @@ def _rotation_killed_at_its_cpwd(gateway, modem) -> None:
     try:
         assert sent.wait(30), "the rotation never sent AT+CPWD"
     finally:
-        rotate.send_signal(signal.SIGKILL)
-        rotate.communicate(timeout=30)
+        for proc in (rotate, *others):
+            proc.send_signal(signal.SIGKILL)
+        for proc in (rotate, *others):
+            proc.communicate(timeout=30)
         modem.handle = handle
     modem.power_loss()
 
@@ -79,21 +83,37 @@ def test_a_rotation_refused_in_a_power_cut_leaves_its_new_pin_unpresented(gatewa
         assert len(pin_presentations(modem.commands)[before:]) == 1 and card.pin_attempts == 3
 
 
-def test_the_running_service_settles_it_and_pairs_once_the_right_pin_is_stored(gateway):
-    """The soak's own steps: `mtcd run` up throughout, then the person stores
-    the card's PIN (`mtcctl pin set`) and the service pairs by itself."""
+def _start_service(gateway) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mtcd.cli.daemon", "--config", str(gateway.config), "run"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=gateway.env)
+
+
+def test_the_service_killed_mid_rotation_settles_it_and_pairs_once_the_right_pin_is_stored(gateway):
+    """The soak's own steps: `mtcd run` up, the rotation runs in it and the
+    power cut kills it; a new `mtcd run` settles the lost change, then the
+    person stores the card's PIN (`mtcctl pin set`) and it pairs by itself."""
     card = make_card()
     with sim_modem(card) as (modem, port):
         gateway.configure(port, modem="timeout = 3\npin_timeout = 4\nsim_ready_timeout = 3",
                           service="check_interval = 0.5\nbackoff_max = 2")
         gateway.store_pin(str(card.iccid))
-        with service(gateway):
+        first = _start_service(gateway)
+        try:
             wait_until(lambda: card.verified and modem.radio == 1, 20, "paired")
             gateway.store_pin(str(card.iccid), WRONG)
             before = len(pin_presentations(modem.commands))
-            _rotation_killed_at_its_cpwd(gateway, modem)
+            _rotation_killed_at_its_cpwd(gateway, modem, first)
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.communicate()
+        assert card.pin_attempts == 2 and gateway.keystore().get(card.iccid).attempt_change
+        with service(gateway):
             wait_until(lambda: gateway.keystore().get(card.iccid).rejected, 20, "the lost change settled")
-            assert gateway.keystore().get(card.iccid).pending_pin is None
+            entry = gateway.keystore().get(card.iccid)
+            assert entry.pending_pin is None and entry.attempt is None
+            assert pin_presentations(modem.commands)[before:] == [] and card.pin_attempts == 2
             gateway.store_pin(str(card.iccid))
             wait_until(lambda: card.verified and modem.radio == 1, 20, "paired again")
         assert len(pin_presentations(modem.commands)[before:]) == 1

@@ -10,6 +10,8 @@ attempt, 3 -> 1, and the gateway below its own guard."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import signal
 import subprocess
 import sys
@@ -118,3 +120,39 @@ def test_the_service_killed_mid_rotation_settles_it_and_pairs_once_the_right_pin
             wait_until(lambda: card.verified and modem.radio == 1, 20, "paired again")
         assert len(pin_presentations(modem.commands)[before:]) == 1
         assert card.pin_attempts == 3
+
+
+def test_a_person_try_while_the_service_backs_off_says_so_and_works_once_it_is_back(gateway):
+    """Why the soak's person step did not pair the card: its own `mtcctl
+    repair`, sent before the restarted service listened, opened the modem
+    itself, so the service lost the port and was backing off when `mtcctl
+    pin try --below-guard --last-attempt` came: exit 69, nothing presented,
+    and the harness never tried again.  The command said what was wrong
+    and works once the service has the modem back (tests/soak.py now waits
+    for the service and tries again on 69, as a person would)."""
+    card = make_card(pin_attempts=1)
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port, modem="timeout = 3\npin_timeout = 4\nsim_ready_timeout = 3",
+                          service="check_interval = 0.5\nbackoff_max = 2")
+        gateway.store_pin(str(card.iccid))
+        holder = os.open(port, os.O_RDWR | os.O_NOCTTY)
+        try:
+            fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process has the port
+            with service(gateway):
+                wait_until(lambda: gateway.control_socket.exists(), 20, "the service listening")
+                person = ("pin", "try", "--below-guard", "--yes", "--last-attempt")
+                early = gateway.mtcctl(*person, timeout=60)
+                assert early.returncode == 69, early.stdout + early.stderr
+                assert "the modem is not connected" in early.stderr and len(early.stderr.strip().splitlines()) == 1
+                assert pin_presentations(modem.commands) == [] and card.pin_attempts == 1
+                os.close(holder)
+                holder = None
+                wait_until(lambda: gateway.mtcctl("status").returncode == 0 and any(
+                    c.startswith("AT+CPINR") for c in modem.commands), 20, "the service back on the modem")
+                later = gateway.mtcctl(*person, timeout=60)
+                assert later.returncode == 0, later.stdout + later.stderr
+                wait_until(lambda: card.verified and modem.radio == 1, 20, "paired")
+        finally:
+            if holder is not None:
+                os.close(holder)
+        assert len(pin_presentations(modem.commands)) == 1 and card.pin_attempts == 3

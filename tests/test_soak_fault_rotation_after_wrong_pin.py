@@ -156,3 +156,48 @@ def test_a_person_try_while_the_service_backs_off_says_so_and_works_once_it_is_b
             if holder is not None:
                 os.close(holder)
         assert len(pin_presentations(modem.commands)) == 1 and card.pin_attempts == 3
+
+
+# -- the keystore's side: the change marker, sealed like the rest ------------
+
+def test_the_change_marker_survives_a_restart_and_only_a_refused_change_voids_its_pending_pin(tmp_path):
+    from mtcd.identity import Iccid
+    from mtcd.keystore import CURRENT, PENDING, ROTATION, STAGED, Keystore
+    from mtcd.secret import Pin
+
+    state = tmp_path / "state"
+    iccid = Iccid("8949020000000000014")
+    new = Pin("24682468")
+    ks = Keystore.open(state)
+    ks.set_pin(iccid, Pin(WRONG))
+    ks.stage_pending(iccid, new, ROTATION)
+    ks.begin_attempt(iccid, attempts_before=3, which=CURRENT, change=True)
+    entry = Keystore.open(state).get(iccid)  # as the next boot reads it
+    assert entry.attempt == CURRENT and entry.attempt_change and entry.pending_pin == new
+
+    # A presentation that follows replaces the marker: no longer a change.
+    ks.begin_attempt(iccid, attempts_before=3, which=CURRENT)
+    assert not Keystore.open(state).get(iccid).attempt_change
+    ks.begin_attempt(iccid, attempts_before=3, which=CURRENT, change=True)
+
+    # Settled as refused by the counter: the old PIN latched, the new one gone.
+    ks.record_rejected(iccid, CURRENT)
+    entry = Keystore.open(state).get(iccid)
+    assert entry.rejected and entry.pending_pin is None and not entry.attempt_change and entry.attempt is None
+
+    # A refused AT+CPIN= of the current PIN (no change) keeps the rotation's
+    # pending PIN: the card may hold it (the change went through before).
+    ks.set_pin(iccid, Pin(WRONG))
+    ks.stage_pending(iccid, new, ROTATION)
+    ks.begin_attempt(iccid, attempts_before=3, which=CURRENT)
+    ks.record_rejected(iccid, CURRENT)
+    entry = Keystore.open(state).get(iccid)
+    assert entry.rejected and entry.pending_pin == new and not entry.pending_rejected
+
+    # An operator's staged PIN is never dropped by it either.
+    ks.set_pin(iccid, Pin(WRONG))
+    ks.stage_pending(iccid, new, STAGED)
+    ks.begin_attempt(iccid, attempts_before=3, which=CURRENT, change=True)
+    ks.record_rejected(iccid, CURRENT)
+    assert Keystore.open(state).get(iccid).pending_pin == new
+    ks.begin_attempt(iccid, attempts_before=2, which=PENDING)

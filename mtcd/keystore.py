@@ -83,7 +83,7 @@ _RECORD_FIELDS = {
 }
 # Written only when not empty, so an entry that never had one reads the same
 # to a release without it.
-_OPTIONAL_FIELDS = {"unsettled"}
+_OPTIONAL_FIELDS = {"unsettled", "change"}
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,10 @@ class PinEntry:
     # counter could settle, beyond the one in `attempt`: the card may have
     # refused them, so none is presented again until a person stores a PIN.
     unsettled: tuple[str, ...] = ()
+    # The open attempt is a PIN change (AT+CPWD, the current PIN as the old
+    # one, the pending PIN as the new): if the counter shows it was refused,
+    # the card never took the new PIN either.
+    attempt_change: bool = False
 
     @property
     def rejected(self) -> bool:
@@ -342,7 +346,8 @@ class Keystore:
         now = _now()
         entry = replace(old, pin=old.pending_pin, pending_pin=None, pending_origin=None,
                         pending_rejected=False, state=ACTIVE, transport=False,
-                        attempt=None, attempts_before=None, unsettled=(), rotated=now, updated=now,
+                        attempt=None, attempts_before=None, unsettled=(), attempt_change=False,
+                        rotated=now, updated=now,
                         last_imei=str(imei) if imei is not None else old.last_imei)
         self._commit([entry])
         return entry
@@ -357,13 +362,14 @@ class Keystore:
     @_transaction
     def begin_attempt(self, iccid: Iccid, attempts_before: int | None = None,
                       which: str = CURRENT, presenting: Pin | None = None,
-                      unsettled_ok: bool = False) -> bool:
+                      unsettled_ok: bool = False, change: bool = False) -> bool:
         """Persist that a PIN is about to be presented. Call BEFORE sending it,
         so a power cut mid-presentation is visible at the next boot.
         `presenting`: the PIN the caller looked up; when another process
         replaced it since, nothing is marked and False says "look again".
         `unsettled_ok`: a person asked for an unsettled candidate (pin try
-        --unsettled); its new attempt replaces the old unsettled one."""
+        --unsettled); its new attempt replaces the old unsettled one.
+        `change`: the PIN goes out as the old PIN of a change to the pending one."""
         entry = self._require(iccid)
         if presenting is not None and entry.candidate(which) != presenting:
             return False
@@ -381,7 +387,7 @@ class Keystore:
             # an attempt the card already counted (guarantee 1).
             unsettled = _with(unsettled, entry.attempt)
         self._commit([replace(entry, attempt=which, attempts_before=attempts_before,
-                              unsettled=unsettled, updated=_now())])
+                              unsettled=unsettled, attempt_change=change, updated=_now())])
         return True
 
     @_transaction
@@ -393,7 +399,8 @@ class Keystore:
         if entry is None or entry.attempt != which or entry.candidate(which) != before.candidate(which):
             return
         self._commit([replace(entry, attempt=before.attempt, attempts_before=before.attempts_before,
-                              unsettled=before.unsettled, updated=_now())])
+                              unsettled=before.unsettled, attempt_change=before.attempt_change,
+                              updated=_now())])
 
     @_transaction
     def record_accepted(self, iccid: Iccid, imei: str | None, which: str = CURRENT) -> PinEntry:
@@ -401,7 +408,7 @@ class Keystore:
         if which == PENDING:
             return self.promote_pending(iccid, imei)
         entry = self._require(iccid)
-        changes = dict(attempt=None, attempts_before=None,
+        changes = dict(attempt=None, attempts_before=None, attempt_change=False,
                        last_imei=str(imei) if imei is not None else None)
         if entry.attempt == PENDING:
             # Still open: the card, holding the current PIN, refused it if it got it.
@@ -439,12 +446,20 @@ class Keystore:
             entry = replace(entry, pending_rejected=True)
         else:
             entry = replace(entry, state=REJECTED)
+        if which == CURRENT and entry.attempt == CURRENT and entry.attempt_change \
+                and entry.pending_origin == ROTATION:
+            # The lost attempt was our change's AT+CPWD and the card refused
+            # its old PIN, so it never took the new one: presenting that
+            # pending PIN now could only spend another attempt.
+            entry = replace(entry, pending_pin=None, pending_origin=None, pending_rejected=False,
+                            unsettled=_without(entry.unsettled, PENDING))
         # The latch is stronger than "unsettled"; the other candidate's open
         # attempt, if any, stays unsettled rather than being forgotten.
         unsettled = _without(entry.unsettled, which)
         if entry.attempt not in (None, which):
             unsettled = _with(unsettled, entry.attempt)
-        self._commit([replace(entry, attempt=None, attempts_before=None, unsettled=unsettled, updated=_now())])
+        self._commit([replace(entry, attempt=None, attempts_before=None, unsettled=unsettled,
+                              attempt_change=False, updated=_now())])
 
     @_transaction
     def mark_compromised(self, iccids: list[Iccid] | None = None) -> int:
@@ -789,7 +804,8 @@ def _record(entry: PinEntry) -> dict:
         "last_imei": entry.last_imei,
         "attempt": entry.attempt,
         "attempts_before": entry.attempts_before,
-    } | ({"unsettled": list(entry.unsettled)} if entry.unsettled else {})
+    } | ({"unsettled": list(entry.unsettled)} if entry.unsettled else {}) \
+        | ({"change": True} if entry.attempt_change else {})
 
 
 def _read_store(path: Path) -> tuple[bytes | None, "_HeldFile | None"]:
@@ -937,6 +953,7 @@ def _unseal(path: Path, key: bytes, iccid: Iccid, sealed: tuple[bytes, bytes]) -
             transport=record["transport"],
             rotated=record["rotated"],
             unsettled=tuple(sorted(unsettled)),
+            attempt_change=record.get("change", False),
         )
         checks = (
             entry.state in STATES,
@@ -948,6 +965,7 @@ def _unseal(path: Path, key: bytes, iccid: Iccid, sealed: tuple[bytes, bytes]) -
             or (type(entry.attempts_before) is int and 0 <= entry.attempts_before <= 15),
             entry.pending_origin in ((None,) if pending is None else (ROTATION, STAGED)),
             type(entry.pending_rejected) is bool and type(entry.transport) is bool,
+            type(entry.attempt_change) is bool and (not entry.attempt_change or entry.attempt == CURRENT),
         )
         if not all(checks):
             raise ValueError

@@ -142,7 +142,7 @@ class Lifecycle:
         # AT+CPWD carries the current PIN: a wrong one costs an attempt, so
         # it is marked like a presentation and settled the same way.
         try:
-            outcome = self._spend(iccid, left, lambda: self.uicc.change_pin(entry.pin, new, iccid))
+            outcome = self._spend(iccid, left, lambda: self.uicc.change_pin(entry.pin, new, iccid), change=True)
         except PresentationRefused:
             # Nothing went out: the new PIN never reached the card.
             self.keystore.discard_pending(iccid)
@@ -151,7 +151,7 @@ class Lifecycle:
                                    "run the command again") from None
         return self._settle_change(iccid, outcome, reason)
 
-    def _spend(self, iccid: Iccid, attempts_before: int | None, send) -> PinOutcome:
+    def _spend(self, iccid: Iccid, attempts_before: int | None, send, change: bool = False) -> PinOutcome:
         """Send a command that carries the current PIN to the card: the
         attempt marker is written before, and settled after by the answer,
         or by the counter when the answer was lost or said nothing (a plain
@@ -159,7 +159,7 @@ class Lifecycle:
         without counters until a person acts.  A counter that fell also
         overrules an OK: some modems answer OK whatever the card said."""
         before = self.keystore.get(iccid)
-        self.keystore.begin_attempt(iccid, attempts_before=attempts_before, which=CURRENT)
+        self.keystore.begin_attempt(iccid, attempts_before=attempts_before, which=CURRENT, change=change)
         try:
             outcome = send()
         except PresentationRefused:

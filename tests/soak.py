@@ -507,6 +507,7 @@ class Soak:
         else:
             if self.service_down():
                 self.start_service()
+            self._wait_for_service()
             # `mtcctl repair` answers once a decision is taken (and a paired
             # SIM's link is up); 69 while the service has no modem yet.
             deadline = time.monotonic() + 30
@@ -515,6 +516,30 @@ class Soak:
                 if repair.popen.returncode != 69:
                     break
                 time.sleep(0.5)
+
+    def _wait_for_service(self, within: float = 20.0) -> None:
+        """Until the service answers on its control socket: a `repair` sent
+        before would open the modem itself (seed 1201 cycle 1119: it paired
+        in competition with the starting service, which lost the port and
+        was still backing off when the person's `pin try` came)."""
+        from mtcd.control import ControlClient
+
+        client = ControlClient(self.gw.control_socket)
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline and not self.service_down() and not client.available():
+            time.sleep(0.1)
+
+    def person_try(self, card) -> Proc:
+        """The person's `mtcctl pin try --below-guard`, again while it says
+        the modem or the service is not there yet (exit 69: the service
+        backing off after losing the port), as a person would."""
+        args = ["pin", "try", "--below-guard", "--yes"] + (["--last-attempt"] if card.pin_attempts == 1 else [])
+        deadline = time.monotonic() + 30
+        while True:
+            proc = self._finish(self._spawn("pin try --below-guard", self._mtcctl(*args)))
+            if proc.popen.returncode != 69 or time.monotonic() > deadline:
+                return proc
+            time.sleep(0.5)
 
     def settle(self, rng: random.Random) -> None:
         card = self.modem.card
@@ -537,17 +562,19 @@ class Soak:
             self.decide()
             if not self.paired():
                 self.decide()
+        tried = None
         if not self.paired() and card.pin_attempts < GUARD:
             self.person = True
             try:
-                args = ["pin", "try", "--below-guard", "--yes"] + (["--last-attempt"] if card.pin_attempts == 1 else [])
-                self._finish(self._spawn("pin try --below-guard", self._mtcctl(*args)))
+                tried = self.person_try(card)
             finally:
                 self.person = False
             self.decide()
         if not self.paired():
+            said = (tried.out + tried.err).strip().splitlines() if tried else []
+            person = f"; `pin try` exit {tried.popen.returncode}: {said[-1] if said else ''}" if tried else ""
             self.violation(f"SIM {card.iccid.value} not paired again with its PIN stored "
-                           f"({card.pin_attempts} attempts left, radio {self.modem.radio})")
+                           f"({card.pin_attempts} attempts left, radio {self.modem.radio}){person}")
 
     # --- the whole run ------------------------------------------------------
 

@@ -172,3 +172,78 @@ def mm_rig_slow(tmp_path):
     stack = contextlib.ExitStack()
     yield lambda card: stack.enter_context(rig(tmp_path, card))
     stack.close()
+
+
+# -- a swap the generic plugin does not see ------------------------------------
+# ModemManager's generic plugin keeps the old card's SIM properties after a
+# swap.  A PIN-less foreign card behind it would look like the paired,
+# unlocked one; mtcd makes ModemManager probe the modem again (a fresh read
+# of the slot) before a decision and before any link comes up.
+
+def reported_iccid(stack) -> str:
+    """The ICCID ModemManager's SIM object holds now (mmcli, as a person would see it)."""
+    modem = stack.mmcli("-m", "any", "-K").stdout
+    sim = next(line.split(":", 1)[1].strip() for line in modem.splitlines()
+               if line.startswith("modem.generic.sim "))
+    props = stack.mmcli("-i", sim, "-K").stdout
+    return next(line.split(":", 1)[1].strip() for line in props.splitlines()
+                if line.startswith("sim.properties.iccid"))
+
+
+def test_modemmanager_generic_swap_to_a_pinless_foreign_sim_never_connects(mm_rig_slow):
+    paired, foreign = make_card(serial_number=21), make_card(serial_number=22, pin_enabled=False)
+    r = mm_rig_slow(paired)
+    r.configure()
+    r.gateway.store_pin(paired.iccid.value)
+    first = r.gateway.mtcd("once", "--json", timeout=180)
+    assert first.returncode == 0 and first.last_json["state"] == "paired", first.stdout + first.stderr
+    r.modem.remove_card()
+    r.modem.insert_card(foreign)
+    # The hole: ModemManager still describes the paired card, unlocked.
+    assert reported_iccid(r.stack) == paired.iccid.value
+    r.configure(datalink='backend = "modemmanager"\napn = "iot.example"')
+    swapped_at = len(r.modem.commands)
+    run = r.gateway.mtcd("once", "--json", timeout=180)
+    # Refused; and as with any unlocked card the generic plugin refuses low
+    # power, so mtcd stops with exit 69 rather than claim the radio off.
+    assert run.returncode == 69 and "Unsupported" in run.last_json["message"], run.stdout + run.stderr
+    decided = decisions(r)[-1]
+    assert (decided["outcome"], decided["reason"], decided["iccid"]) == ("refused", "unknown-sim",
+                                                                         foreign.iccid.value)
+    after = r.modem.commands[swapped_at:]
+    assert on_air(after) == [] and not any(c.upper().startswith("AT+CGDCONT=1") for c in after)
+    assert pin_presentations(after) == [] and r.modem.contexts == {}
+    assert reported_iccid(r.stack) == foreign.iccid.value  # read afresh
+
+
+def test_modemmanager_generic_swap_before_a_link_retry_is_refused(mm_rig_slow, monkeypatch):
+    """A link retried later (`mtcd run` retries a paired SIM's failed link)
+    reads the slot afresh first: a PIN-less foreign card swapped in since
+    the decision gets no radio, no Simple.Connect."""
+    from mtcd.config import load_config
+    from mtcd.datalink import DatalinkFailed
+    from mtcd.service import Gateway as ServiceGateway
+
+    paired, foreign = make_card(serial_number=23), make_card(serial_number=24, pin_enabled=False)
+    r = mm_rig_slow(paired)
+    r.configure(datalink='backend = "modemmanager"\napn = "iot.example"')
+    r.gateway.store_pin(paired.iccid.value)
+    for key, value in r.gateway.env.items():
+        if key.startswith(("DBUS_", "SYSTEMD_CREDENTIAL")):
+            monkeypatch.setenv(key, value)
+    with ServiceGateway(load_config(r.gateway.config)) as gw:
+        gw.start()
+        outcome = gw.pair()
+        assert outcome.paired
+        gw.bring_up(outcome)
+        assert r.stack.state() == "connected"
+        gw.close_gate()  # the link went down
+        r.modem.remove_card()
+        r.modem.insert_card(foreign)
+        swapped_at = len(r.modem.commands)
+        with pytest.raises(DatalinkFailed) as refused:
+            gw.bring_up(outcome)
+        assert f"found ICCID {foreign.iccid}, not the paired ICCID {paired.iccid}" in str(refused.value)
+        assert not gw.link_up
+    assert on_air(r.modem.commands[swapped_at:]) == []
+    assert pin_presentations(r.modem.commands[swapped_at:]) == []

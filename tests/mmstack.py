@@ -270,6 +270,6 @@ class MMRig:
     gateway: object  # conftest.Gateway with the private bus in its env
 
     def configure(self, datalink: str = 'backend = "none"', policy: str = "", modem: str = "",
-                  service: str = "") -> None:
+                  service: str = "", timeout: float = 30) -> None:
         self.gateway.configure(self.port, datalink=datalink, policy=policy, service=service,
-                               modem=f'driver = "modemmanager"\ntimeout = 30\nsim_ready_timeout = 30\n{modem}')
+                               modem=f'driver = "modemmanager"\ntimeout = {timeout:g}\nsim_ready_timeout = 30\n{modem}')

@@ -520,8 +520,9 @@ class MmGateway(Gateway):
             except BusError:
                 plugin = None
             if plugin in states.NO_HOT_SWAP_PLUGINS:
-                log.warning("ModemManager's %s plugin does not notice a SIM swap on this modem: a card swapped in "
-                            "is seen only when ModemManager probes the modem again (see README)", plugin)
+                log.warning("ModemManager's %s plugin does not notice a SIM swap on this modem: mtcd has it probe "
+                            "the modem again before every decision and link, and a card swapped in while the link "
+                            "is up is seen only then (see README)", plugin)
         return False
 
     def idle_reading(self):

@@ -173,13 +173,23 @@ class MmModem:
         card is unlocked and the modem disabled.  A plugin without low power
         (ModemManager's generic one answers Unsupported) fails here: the gate
         cannot be confirmed closed, and the caller says so (exit 69)."""
-        try:
-            if self.state() >= states.STATE_DISABLING:
-                self.session.call(states.MODEM, "Enable", "b", (False,))
-            if self.state() == states.STATE_DISABLED:
-                self.session.call(states.MODEM, "SetPowerState", "u", (states.POWER_LOW,))
-        except BusError as exc:
-            raise CommandFailed("Modem.Enable(false)/SetPowerState(low)", exc.name) from None
+        deadline = time.monotonic() + self.session.timeout
+        while True:
+            try:
+                if self.state() >= states.STATE_DISABLING:
+                    self.session.call(states.MODEM, "Enable", "b", (False,))
+                if self.state() == states.STATE_DISABLED:
+                    self.session.call(states.MODEM, "SetPowerState", "u", (states.POWER_LOW,))
+                break
+            except BusError as exc:
+                # InProgress: ModemManager is still busy with something of its
+                # own (NetworkManager's bearer being disconnected): measured,
+                # a retry after it is done succeeds.  Bounded by modem.timeout.
+                if exc.name == states.ERROR_IN_PROGRESS and time.monotonic() < deadline:
+                    time.sleep(POLL)
+                    continue
+                failure = CommandFailed("Modem.Enable(false)/SetPowerState(low)", exc.name)
+            raise failure
         self.radio_on = False
 
     def switch_radio_on(self) -> None:

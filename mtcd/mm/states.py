@@ -55,6 +55,7 @@ FACILITY_SIM = 1 << 0
 POWER_LOW, POWER_ON = 2, 3
 
 _ERROR = "org.freedesktop.ModemManager1.Error."
+ERROR_IN_PROGRESS = _ERROR + "Core.InProgress"
 # The card refused the PIN: one attempt spent (SimPuk: it was the last one).
 _REJECTED = {_ERROR + "MobileEquipment.IncorrectPassword", _ERROR + "MobileEquipment.SimPuk"}
 

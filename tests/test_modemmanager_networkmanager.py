@@ -114,6 +114,32 @@ def test_modemmanager_networkmanager_foreign_sim_never_activates(nm_rig):
     assert r.mm.state() == "locked"
 
 
+def test_modemmanager_networkmanager_generic_swap_to_a_pinless_foreign_sim_never_activates(nm_rig):
+    """ModemManager's generic plugin keeps the paired card's properties
+    after a swap; mtcd reads the slot afresh before deciding, so the
+    PIN-less foreign card is refused and NetworkManager activates nothing."""
+    from test_modemmanager_hotswap import reported_iccid
+
+    paired, foreign = make_card(serial_number=25), make_card(serial_number=26, pin_enabled=False)
+    r = nm_rig(paired)
+    r.configure()
+    r.gateway.store_pin(paired.iccid.value)
+    first = r.gateway.mtcd("once", "--json", timeout=240)
+    assert first.returncode == 0 and first.last_json["link"] == "up", first.stdout + first.stderr
+    r.modem.remove_card()
+    r.modem.insert_card(foreign)
+    assert reported_iccid(r.mm) == paired.iccid.value  # ModemManager did not notice
+    activations = r.nm.pppd_log().count("SetIp4Config")
+    swapped_at = len(r.modem.commands)
+    run = r.gateway.mtcd("once", "--json", timeout=240)
+    decided = [e for e in r.gateway.history() if e.get("event") == "decision"][-1]
+    assert (decided["outcome"], decided["reason"], decided["iccid"]) == ("refused", "unknown-sim",
+                                                                         foreign.iccid.value), run.stdout + run.stderr
+    assert r.nm.active() == [] and r.nm.wwan() == "disabled"
+    assert r.nm.pppd_log().count("SetIp4Config") == activations
+    assert on_air(r.modem.commands[swapped_at:]) == [] and pin_presentations(r.modem.commands[swapped_at:]) == []
+
+
 def test_modemmanager_networkmanager_refuses_a_profile_holding_a_pin(nm_rig):
     """The profile lives in NetworkManager's own (test) directory, which the
     keyfile check does not read: the refusal comes from NetworkManager's

@@ -6,20 +6,13 @@ where the stack cannot run (not root, ModemManager not installed)."""
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import subprocess
-import sys
-
 import pytest
 
 import mmstack
-from conftest import NotifySocket
 from mtcd.errors import EXIT_UNAVAILABLE, CommandFailed, ModemUnavailable, MtcdError
 from mtcd.mm import states
 from mtcd.mm.bus import BusError, ModemManagerBus, call_name
 from simfixtures import make_card
-from test_modemmanager import rig
 
 needs_stack = pytest.mark.skipif(mmstack.missing() is not None, reason=mmstack.missing() or "")
 
@@ -52,7 +45,7 @@ def one_line(exc: BaseException) -> str:
 def test_modemmanager_dbus_failures_in_process(tmp_path, monkeypatch):
     """One stack, taken apart step by step: an error reply, a vanished
     object, ModemManager stopped, the bus gone."""
-    with rig(tmp_path, make_card()) as r:
+    with mmstack.own_rig(tmp_path, make_card()) as r:
         monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", r.stack.bus_address)
         bus = ModemManagerBus()
         bus.open()
@@ -95,26 +88,17 @@ def test_modemmanager_stopped_under_the_service(tmp_path):
     """`mtcd run`: ModemManager stops while the SIM is paired; the service
     says the modem is unavailable (no traceback) and stops cleanly."""
     card = make_card()
-    with rig(tmp_path, card) as r:
+    with mmstack.own_rig(tmp_path, card) as r:
         # The service's search for the modem again lasts modem.timeout, and
         # SIGTERM is acted on after it: a short one keeps the test short.
         r.configure(timeout=5)
         r.gateway.store_pin(card.iccid.value)
-        notify = NotifySocket(tmp_path / "notify.sock")
-        env = dict(r.gateway.env, NOTIFY_SOCKET=str(notify.path))
-        proc = subprocess.Popen([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(r.gateway.config), "run"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        with contextlib.ExitStack() as cleanup:
-            cleanup.callback(notify.close)
-            cleanup.callback(lambda: proc.poll() is None and (proc.kill(), proc.communicate()))
+        with mmstack.mtcd_run(r.gateway, tmp_path / "notify.sock") as (proc, notify):
             ready = notify.wait_for("READY", "1", timeout=120)
             assert ready["STATUS"].startswith("paired")
             mmstack._stop(r.stack.processes["ModemManager"])
-            notify.wait_until(lambda m: m.get("STATUS", "").startswith("modem unavailable"), 30,
-                              start=notify.messages.index(ready) + 1, what="ModemManager's loss reported")
-            proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=90)
-    assert proc.returncode == 0 and "Traceback" not in err, err
+            mmstack.status_seen(notify, "modem unavailable", 30, start=notify.messages.index(ready) + 1)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr_text, proc.stderr_text
 
 
 def test_modemmanager_networkmanager_errors_name_the_call():

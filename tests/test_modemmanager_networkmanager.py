@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -178,17 +176,11 @@ def test_modemmanager_networkmanager_service_takes_the_connection_down(nm_rig, t
     is refused while it runs; the modem lost, the connection goes down; on
     SIGTERM the connection is down, WWAN off and the modem stays disabled
     (NetworkManager does not enable it again)."""
-    from conftest import NotifySocket
-
     card = make_card()
     r = nm_rig(card)
     r.configure()
     r.gateway.store_pin(card.iccid.value)
-    notify = NotifySocket(tmp_path / "notify.sock")
-    env = dict(r.gateway.env, NOTIFY_SOCKET=str(notify.path))
-    proc = subprocess.Popen([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(r.gateway.config), "run"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
+    with mmstack.mtcd_run(r.gateway, tmp_path / "notify.sock") as (proc, notify):
         ready = notify.wait_for("READY", "1", timeout=180)
         assert ready["STATUS"] == f"paired ICCID {card.iccid}, link up", r.nm.log_tail()
         assert r.nm.active() == ["lte"]
@@ -197,12 +189,8 @@ def test_modemmanager_networkmanager_service_takes_the_connection_down(nm_rig, t
         assert r.nm.value("connection.autoconnect", "connection", "show", "lte") == "no"
         proc.send_signal(signal.SIGTERM)
         notify.wait_for("STOPPING", "1", timeout=60)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        notify.close()
+        proc.wait(120)
+    err = proc.stderr_text
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert r.nm.active() == [] and r.nm.wwan() == "disabled"
     assert "pppd stopped" in r.nm.pppd_log()
@@ -218,17 +206,11 @@ def test_modemmanager_networkmanager_service_takes_the_connection_down(nm_rig, t
 def test_modemmanager_networkmanager_modem_loss_takes_the_connection_down(nm_rig, tmp_path):
     """ModemManager drops the modem while the link is up: the connection is
     down and WWAN off; when the modem is back, pairing activates it again."""
-    from conftest import NotifySocket
-
     card = make_card()
     r = nm_rig(card)
     r.configure()
     r.gateway.store_pin(card.iccid.value)
-    notify = NotifySocket(tmp_path / "notify.sock")
-    env = dict(r.gateway.env, NOTIFY_SOCKET=str(notify.path))
-    proc = subprocess.Popen([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(r.gateway.config), "run"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
+    with mmstack.mtcd_run(r.gateway, tmp_path / "notify.sock") as (proc, notify):
         notify.wait_for("READY", "1", timeout=180)
         assert r.nm.active() == ["lte"]
         r.mm.withdraw(r.port)
@@ -240,13 +222,7 @@ def test_modemmanager_networkmanager_modem_loss_takes_the_connection_down(nm_rig
         notify.wait_until(lambda m: m.get("STATUS", "") == f"paired ICCID {card.iccid}, link up", 120, start=start,
                           what="paired again, link up, after the modem came back")
         assert r.nm.active() == ["lte"]
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        notify.close()
+    err = proc.stderr_text
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert r.nm.active() == []
 
@@ -279,17 +255,11 @@ def test_modemmanager_networkmanager_refusal_after_pairing_takes_the_connection_
     """`mtcd run` paired with the connection active; the SIM's PIN is
     forgotten (`mtcctl pin forget`), the service decides again and closes
     the gate: the connection goes down and WWAN off, the modem disabled."""
-    from conftest import NotifySocket
-
     card = make_card()
     r = nm_rig(card)
     r.configure()
     r.gateway.store_pin(card.iccid.value)
-    notify = NotifySocket(tmp_path / "notify.sock")
-    env = dict(r.gateway.env, NOTIFY_SOCKET=str(notify.path))
-    proc = subprocess.Popen([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(r.gateway.config), "run"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
+    with mmstack.mtcd_run(r.gateway, tmp_path / "notify.sock") as (proc, notify):
         notify.wait_for("READY", "1", timeout=180)
         assert r.nm.active() == ["lte"]
         start = len(notify.messages)
@@ -301,12 +271,6 @@ def test_modemmanager_networkmanager_refusal_after_pairing_takes_the_connection_
                           what="the gate closed once the PIN is forgotten")
         assert r.nm.active() == [] and r.nm.wwan() == "disabled"
         assert r.mm.state() == "disabled"
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        notify.close()
+    err = proc.stderr_text
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert r.nm.active() == [] and len(pin_presentations(r.modem.commands)) == 1

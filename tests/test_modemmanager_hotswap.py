@@ -168,17 +168,25 @@ def reported_iccid(stack) -> str:
                 if line.startswith("sim.properties.iccid"))
 
 
+def paired_then_swapped_unseen(r, stack, paired, foreign) -> int:
+    """`mtcd once` pairs `paired` (configured already); then `foreign` is
+    swapped in and ModemManager's generic plugin does not notice: it still
+    describes the paired card, unlocked (the hole).  Returns the index of
+    the first command after the swap."""
+    r.gateway.store_pin(paired.iccid.value)
+    first = r.gateway.mtcd("once", "--json", timeout=240)
+    assert first.returncode == 0 and first.last_json["link"] == "up", first.stdout + first.stderr
+    r.modem.remove_card()
+    r.modem.insert_card(foreign)
+    assert reported_iccid(stack) == paired.iccid.value
+    return len(r.modem.commands)
+
+
 def test_modemmanager_generic_swap_to_a_pinless_foreign_sim_never_connects(mm_rig):
     paired, foreign = make_card(serial_number=21), make_card(serial_number=22, pin_enabled=False)
     r = mm_rig(paired)
     r.configure()
-    r.gateway.store_pin(paired.iccid.value)
-    first = r.gateway.mtcd("once", "--json", timeout=180)
-    assert first.returncode == 0 and first.last_json["state"] == "paired", first.stdout + first.stderr
-    r.modem.remove_card()
-    r.modem.insert_card(foreign)
-    # The hole: ModemManager still describes the paired card, unlocked.
-    assert reported_iccid(r.stack) == paired.iccid.value
+    paired_then_swapped_unseen(r, r.stack, paired, foreign)
     r.configure(datalink='backend = "modemmanager"\napn = "iot.example"')
     swapped_at = len(r.modem.commands)
     run = r.gateway.mtcd("once", "--json", timeout=180)

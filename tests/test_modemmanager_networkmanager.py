@@ -116,19 +116,13 @@ def test_modemmanager_networkmanager_generic_swap_to_a_pinless_foreign_sim_never
     """ModemManager's generic plugin keeps the paired card's properties
     after a swap; mtcd reads the slot afresh before deciding, so the
     PIN-less foreign card is refused and NetworkManager activates nothing."""
-    from test_modemmanager_hotswap import reported_iccid
+    from test_modemmanager_hotswap import paired_then_swapped_unseen
 
     paired, foreign = make_card(serial_number=25), make_card(serial_number=26, pin_enabled=False)
     r = nm_rig(paired)
     r.configure()
-    r.gateway.store_pin(paired.iccid.value)
-    first = r.gateway.mtcd("once", "--json", timeout=240)
-    assert first.returncode == 0 and first.last_json["link"] == "up", first.stdout + first.stderr
-    r.modem.remove_card()
-    r.modem.insert_card(foreign)
-    assert reported_iccid(r.mm) == paired.iccid.value  # ModemManager did not notice
+    swapped_at = paired_then_swapped_unseen(r, r.mm, paired, foreign)
     activations = r.nm.pppd_log().count("SetIp4Config")
-    swapped_at = len(r.modem.commands)
     run = r.gateway.mtcd("once", "--json", timeout=240)
     decided = [e for e in r.gateway.history() if e.get("event") == "decision"][-1]
     assert (decided["outcome"], decided["reason"], decided["iccid"]) == ("refused", "unknown-sim",

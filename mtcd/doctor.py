@@ -269,9 +269,11 @@ def _modemmanager_findings(mm: Mapping, port: Mapping, config: Mapping) -> list[
     elif mm.get("plugin") in NO_HOT_SWAP_PLUGINS:
         out.append(Finding("modemmanager-no-hot-swap",
                            f"ModemManager drives the modem with its {mm['plugin']} plugin, which does not notice a "
-                           "SIM swap: a card swapped in behind it is seen only when ModemManager probes the modem again",
-                           "use the serial driver with this modem (mtcd reads the slot itself), or a modem whose "
-                           "ModemManager plugin reports SIM hot swap (see README \"In front of ModemManager\")"))
+                           "SIM swap: mtcd has it probe the modem again (about a second) before every decision and "
+                           "every link it brings up, but a swap while the link is up is seen only at the next one",
+                           "for a swap noticed within seconds use the serial driver with this modem (mtcd reads the "
+                           "slot itself), or a modem whose ModemManager plugin reports SIM hot swap (see README "
+                           "\"In front of ModemManager\")"))
     return out
 
 

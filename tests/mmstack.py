@@ -270,6 +270,157 @@ class MMRig:
     gateway: object  # conftest.Gateway with the private bus in its env
 
     def configure(self, datalink: str = 'backend = "none"', policy: str = "", modem: str = "",
-                  service: str = "") -> None:
+                  service: str = "", timeout: float = 30) -> None:
         self.gateway.configure(self.port, datalink=datalink, policy=policy, service=service,
-                               modem=f'driver = "modemmanager"\ntimeout = 30\nsim_ready_timeout = 30\n{modem}')
+                               modem=f'driver = "modemmanager"\ntimeout = {timeout:g}\nsim_ready_timeout = 30\n{modem}')
+
+
+# -- one ModemManager for a whole test module ------------------------------------
+# Starting the bus, polkitd and ModemManager and having it probe the port
+# for the first time takes about 4.5 s (measured); having it probe the same
+# port again after an inhibition takes about 1 s.  So a module shares one
+# stack and one pty, and each test gets a new simulated modem behind that
+# pty (its own card, an empty command log), which ModemManager then probes
+# afresh: no test sees another's modem object, card or commands.
+
+SIM_UID = "mtcd-sim"  # the uid `announce` reports: ModemManager's Device for the pty
+
+
+class SharedModemManager:
+    """A simulator pty and a ModemManager stack for one test module."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._exit = contextlib.ExitStack()
+        self.server = None
+        self.stack: MMStack | None = None
+
+    def __enter__(self) -> "SharedModemManager":
+        from mtcd.sim import PtyModemServer, SimulatedModem
+        from simfixtures import make_card
+
+        try:
+            self.server = self._exit.enter_context(PtyModemServer(SimulatedModem(make_card())))
+            self.stack = self._exit.enter_context(modemmanager_stack(self.root / "mm", [self.server.port]))
+            self.stack.wait_for_modem()
+        except BaseException:
+            self._exit.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._exit.close()
+
+    def fresh_modem(self, card, **modem_options):
+        """A new simulated modem with `card` behind the shared pty, probed
+        anew by ModemManager (a new modem object); returns it."""
+        from mtcd.sim import SimulatedModem
+
+        modem = SimulatedModem(card, **modem_options)
+        self.stack.check_alive()
+        with _inhibited(self.stack, SIM_UID) as held:
+            self._swap(modem)
+        if not held:  # no modem object to inhibit (a test withdrew the port): announce it again
+            self.stack.announce(self.server.port)
+        self.stack.wait_for_modem()
+        return modem
+
+    def _swap(self, modem) -> None:
+        server = self.server
+        server.modem.remove_urc_listener(server.flush_urcs)
+        server.modem = modem
+        modem.add_urc_listener(server.flush_urcs)
+
+    def rig(self, tmp_path: Path, card, gateway_base, **modem_options) -> "MMRig":
+        modem = self.fresh_modem(card, **modem_options)
+        gw = mm_gateway_class(gateway_base)(Path(tmp_path) / "gw")
+        gw.root.mkdir()
+        gw.bus_address = self.stack.bus_address
+        return MMRig(modem, self.server.port, self.stack, gw)
+
+
+@contextlib.contextmanager
+def own_rig(tmp_path: Path, card, **modem_options) -> Iterator["MMRig"]:
+    """A stack of the test's own, for a test that takes it apart (stops
+    ModemManager or the bus) or needs a plugin other than the generic one
+    (ModemManager keeps a device's plugin across inhibitions)."""
+    from conftest import Gateway
+    from simfixtures import sim_modem
+
+    with sim_modem(card, **modem_options) as (modem, port):
+        with modemmanager_stack(Path(tmp_path) / "mm", [port]) as stack:
+            stack.wait_for_modem()
+            gw = mm_gateway_class(Gateway)(Path(tmp_path) / "gw")
+            gw.root.mkdir()
+            gw.bus_address = stack.bus_address
+            yield MMRig(modem, port, stack, gw)
+
+
+@contextlib.contextmanager
+def _inhibited(stack: MMStack, uid: str):
+    """ModemManager lets go of the device while the block runs (its modem
+    object removed), then probes it again; yields whether it held one."""
+    from jeepney import DBusAddress, MessageType, new_method_call
+    from jeepney.io.blocking import open_dbus_connection
+
+    manager = DBusAddress("/org/freedesktop/ModemManager1", bus_name="org.freedesktop.ModemManager1",
+                          interface="org.freedesktop.ModemManager1")
+    # The inhibition lasts as long as this connection: the same one lifts it.
+    with open_dbus_connection(bus=stack.bus_address) as conn:
+        reply = conn.send_and_get_reply(new_method_call(manager, "InhibitDevice", "sb", (uid, True)), timeout=30)
+        held = reply.header.message_type is not MessageType.error
+        try:
+            yield held
+        finally:
+            if held:
+                conn.send_and_get_reply(new_method_call(manager, "InhibitDevice", "sb", (uid, False)), timeout=30)
+
+
+@contextlib.contextmanager
+def mtcd_run(gateway, notify_path: Path):
+    """`mtcd run` with the gateway's configuration and a NotifySocket;
+    yields (proc, notify) and stops it with SIGTERM after the block (killed
+    if the block failed).  proc.stderr_text holds its log afterwards."""
+    import sys
+
+    from conftest import NotifySocket
+
+    notify = NotifySocket(notify_path)
+    env = dict(gateway.env, NOTIFY_SOCKET=str(notify.path))
+    proc = subprocess.Popen([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(gateway.config), "run"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc.stderr_text = ""
+    try:
+        yield proc, notify
+        proc.send_signal(signal.SIGTERM)  # nothing when the block stopped it already
+        _, proc.stderr_text = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            _, proc.stderr_text = proc.communicate()
+        notify.close()
+
+
+def status_seen(notify, prefix: str, timeout: float, start: int = 0) -> int:
+    """Index of the first STATUS= from `start` beginning with `prefix`."""
+    found = notify.wait_until(lambda m: m.get("STATUS", "").startswith(prefix), timeout, start=start,
+                              what=f"STATUS {prefix}")
+    return notify.messages.index(found)
+
+
+# The fixtures a module imports (`from mmstack import mm_rig, mm_shared`):
+# `mm_rig(card, **modem_options)` gives a test its MMRig on the module's stack.
+import pytest  # noqa: E402  (the fixtures only)
+
+
+@pytest.fixture(scope="module")
+def mm_shared(tmp_path_factory):
+    with SharedModemManager(tmp_path_factory.mktemp("mm-shared")) as shared:
+        yield shared
+
+
+@pytest.fixture
+def mm_rig(mm_shared, tmp_path):
+    from conftest import Gateway
+
+    return lambda card, **options: mm_shared.rig(tmp_path, card, Gateway, **options)

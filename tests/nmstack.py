@@ -7,8 +7,9 @@ foreground, its log in the test directory) with its own configuration
 changes), in private mount and network namespaces (`unshare -m -n`): its
 /run is a fresh tmpfs, /var/lib/NetworkManager and /etc/NetworkManager are
 test directories, and it sees no interface but its own loopback, so it
-cannot touch the machine's network.  /usr/local/sbin (searched first for
-pppd) holds tests/nm_pppd.py's stand-in for pppd: this kernel has no PPP.
+cannot touch the machine's network.  /usr/local/sbin (searched for pppd)
+holds tests/nm_pppd.py's stand-in for pppd, also bind-mounted over
+/usr/sbin/pppd where Debian's ppp is installed: this kernel has no PPP.
 
 Every process is started here and stopped here, by its own process id.
 """
@@ -50,6 +51,9 @@ mount -t tmpfs tmpfs /run
 mount --bind "$1/lib" /var/lib/NetworkManager
 mount --bind "$1/etc" /etc/NetworkManager
 mount --bind "$1/sbin" /usr/local/sbin
+# NetworkManager runs its built-in pppd path (/usr/sbin/pppd) when it exists
+# (Debian's ppp, which network-manager recommends): the stand-in covers it.
+if [ -e /usr/sbin/pppd ]; then mount --bind "$1/sbin/pppd" /usr/sbin/pppd; fi
 shift
 exec "$@"
 """

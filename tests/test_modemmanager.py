@@ -9,13 +9,14 @@ reached the modem, whoever sent it.  Skipped only where the stack cannot run
 
 from __future__ import annotations
 
-import contextlib
+import signal
 
 import pytest
 
 import mmstack
-from conftest import Gateway, network_commands, pin_presentations, puk_commands
-from simfixtures import TEST_PIN, make_card, sim_modem
+from conftest import network_commands, pin_presentations, puk_commands
+from mmstack import mm_rig, mm_shared  # noqa: F401  (the module's shared ModemManager)
+from simfixtures import TEST_PIN, make_card
 
 pytestmark = pytest.mark.skipif(mmstack.missing() is not None, reason=mmstack.missing() or "")
 
@@ -26,24 +27,6 @@ ON_AIR = ("AT+CGACT=1", "AT+CGATT=1", "ATD", "AT+CFUN=1")
 
 def on_air(commands: list[str]) -> list[str]:
     return [c for c in commands if c.upper().startswith(ON_AIR)]
-
-
-@contextlib.contextmanager
-def rig(tmp_path, card, **modem_options):
-    with sim_modem(card, **modem_options) as (modem, port):
-        with mmstack.modemmanager_stack(tmp_path / "mm", [port]) as stack:
-            stack.wait_for_modem()
-            gw = mmstack.mm_gateway_class(Gateway)(tmp_path / "gw")
-            gw.root.mkdir()
-            gw.bus_address = stack.bus_address
-            yield mmstack.MMRig(modem, port, stack, gw)
-
-
-@pytest.fixture
-def mm_rig(tmp_path):
-    stack = contextlib.ExitStack()
-    yield lambda card, **options: stack.enter_context(rig(tmp_path, card, **options))
-    stack.close()
 
 
 def test_modemmanager_right_sim_pairs_with_one_send_pin(mm_rig):
@@ -201,32 +184,18 @@ def test_modemmanager_service_pairs_and_stops_with_the_link_down(mm_rig, tmp_pat
     """`mtcd run` over ModemManager: READY=1 once paired and connected;
     SIGTERM disconnects and disables the modem (and says that ModemManager's
     generic plugin cannot put it in low power)."""
-    import signal
-    import subprocess
-    import sys
-
-    from conftest import NotifySocket
-
     card = make_card()
     r = mm_rig(card)
     r.configure(datalink='backend = "modemmanager"\napn = "iot.example"')
     r.gateway.store_pin(card.iccid.value)
-    notify = NotifySocket(tmp_path / "notify.sock")
-    env = dict(r.gateway.env, NOTIFY_SOCKET=str(notify.path))
-    proc = subprocess.Popen([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(r.gateway.config), "run"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
+    with mmstack.mtcd_run(r.gateway, tmp_path / "notify.sock") as (proc, notify):
         ready = notify.wait_for("READY", "1", timeout=120)
         assert ready["STATUS"] == f"paired ICCID {card.iccid}, link up"
         assert r.stack.state() == "connected"
         proc.send_signal(signal.SIGTERM)
         notify.wait_for("STOPPING", "1", timeout=60)
-        _, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        notify.close()
+        proc.wait(90)
+    err = proc.stderr_text
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert r.stack.state() == "disabled", err
     assert len(pin_presentations(r.modem.commands)) == 1
@@ -258,37 +227,18 @@ def test_modemmanager_puk_only_when_a_person_unblocks(mm_rig):
 def test_modemmanager_service_loses_the_modem_and_pairs_again(mm_rig, tmp_path):
     """ModemManager drops the modem (the port went away): `mtcd run` reports
     it within seconds; when the modem is back it pairs again by itself."""
-    import signal
-    import subprocess
-    import sys
-
-    from conftest import NotifySocket
-
     card = make_card()
     r = mm_rig(card)
     r.configure(modem="")
     r.gateway.store_pin(card.iccid.value)
-    notify = NotifySocket(tmp_path / "notify.sock")
-    env = dict(r.gateway.env, NOTIFY_SOCKET=str(notify.path))
-    proc = subprocess.Popen([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(r.gateway.config), "run"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
+    with mmstack.mtcd_run(r.gateway, tmp_path / "notify.sock") as (proc, notify):
         ready = notify.wait_for("READY", "1", timeout=120)
         assert ready["STATUS"].startswith("paired")
         r.stack.withdraw(r.port)
-        lost = notify.wait_until(lambda m: m.get("STATUS", "").startswith("modem unavailable"), 20,
-                                 what="modem loss reported")
-        start = notify.messages.index(lost) + 1
+        lost = mmstack.status_seen(notify, "modem unavailable", 20)
         r.stack.announce(r.port)
-        notify.wait_until(lambda m: m.get("STATUS", "").startswith("paired"), 90, start=start,
-                          what="paired again after the modem came back")
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        notify.close()
+        mmstack.status_seen(notify, "paired", 90, start=lost + 1)
+    err = proc.stderr_text
     assert proc.returncode == 0 and "Traceback" not in err, err
     # The card stayed unlocked: the PIN went out once, at the first pairing.
     assert len(pin_presentations(r.modem.commands)) == 1

@@ -6,29 +6,18 @@ The real stack where it can run (root); the pure parts everywhere."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
-import sys
 
 import pytest
 
 import mmstack
-from conftest import Gateway, NotifySocket
+from conftest import Gateway
 from mtcd.doctor import findings
 from mtcd.doctor_mm import udev_rule_in_effect
 from simfixtures import make_card
-from test_modemmanager import rig
+from mmstack import mm_rig, mm_shared  # noqa: F401  (the module's shared ModemManager)
 
 needs_stack = pytest.mark.skipif(mmstack.missing() is not None, reason=mmstack.missing() or "")
-
-
-@pytest.fixture
-def mm_rig(tmp_path):
-    stack = contextlib.ExitStack()
-    yield lambda card, **options: stack.enter_context(rig(tmp_path, card, **options))
-    stack.close()
 
 
 @needs_stack
@@ -66,20 +55,10 @@ def test_modemmanager_doctor_through_the_running_service(mm_rig, tmp_path):
     r = mm_rig(card)
     r.configure()
     r.gateway.store_pin(card.iccid.value)
-    notify = NotifySocket(tmp_path / "notify.sock")
-    proc = subprocess.Popen([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(r.gateway.config), "run"],
-                            env=dict(r.gateway.env, NOTIFY_SOCKET=str(notify.path)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
+    with mmstack.mtcd_run(r.gateway, tmp_path / "notify.sock") as (proc, notify):
         notify.wait_for("READY", "1", timeout=120)
         run = r.gateway.mtcctl("doctor", "--json", timeout=60)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        notify.close()
+    err = proc.stderr_text
     assert "Traceback" not in err, err
     facts = run.last_json
     assert facts["service"]["running"] and facts["modem"]["via"] == "service"

@@ -18,17 +18,15 @@ run (not root, ModemManager not installed), with that reason.
 from __future__ import annotations
 
 import contextlib
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 import mmstack
-from conftest import NotifySocket, pin_presentations, puk_commands
+from conftest import pin_presentations, puk_commands
+from mmstack import mm_rig, mm_shared  # noqa: F401  (the module's shared ModemManager)
 from simfixtures import make_card
-from test_modemmanager import on_air, rig
+from test_modemmanager import on_air
 from test_modemmanager_pins import pin_bearing
 
 pytestmark = pytest.mark.skipif(mmstack.missing() is not None, reason=mmstack.missing() or "")
@@ -52,28 +50,13 @@ def link_commands(log) -> str:
 @contextlib.contextmanager
 def service(r, tmp_path):
     """`mtcd run` against the rig's ModemManager; yields (proc, notify);
-    stopped with SIGTERM.  proc.stderr_text holds its log afterwards."""
-    notify = NotifySocket(tmp_path / "notify.sock")
-    env = dict(r.gateway.env, NOTIFY_SOCKET=str(notify.path))
-    proc = subprocess.Popen([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(r.gateway.config), "run"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
+    stopped with SIGTERM, and it must have stopped cleanly."""
+    with mmstack.mtcd_run(r.gateway, tmp_path / "notify.sock") as (proc, notify):
         yield proc, notify
-        proc.send_signal(signal.SIGTERM)
-        _, proc.stderr_text = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            _, proc.stderr_text = proc.communicate()
-        notify.close()
     assert proc.returncode == 0 and "Traceback" not in proc.stderr_text, proc.stderr_text
 
 
-def status_seen(notify: NotifySocket, prefix: str, timeout: float, start: int = 0) -> int:
-    """Index of the first STATUS= from `start` beginning with `prefix`."""
-    found = notify.wait_until(lambda m: m.get("STATUS", "").startswith(prefix), timeout, start=start,
-                              what=f"STATUS {prefix}")
-    return notify.messages.index(found)
+status_seen = mmstack.status_seen
 
 
 def decisions(r) -> list[dict]:
@@ -82,8 +65,10 @@ def decisions(r) -> list[dict]:
 
 @pytest.fixture
 def swap_rig(tmp_path):
+    """A stack of the test's own: the quectel plugin (ModemManager keeps a
+    device's plugin, so the module's shared generic one cannot serve)."""
     stack = contextlib.ExitStack()
-    yield lambda card: stack.enter_context(rig(tmp_path, card, vendor="quectel"))
+    yield lambda card: stack.enter_context(mmstack.own_rig(tmp_path, card, vendor="quectel"))
     stack.close()
 
 
@@ -145,12 +130,12 @@ def test_modemmanager_swap_refusal_is_journalled_as_over_serial(swap_rig, tmp_pa
     assert len(pin_presentations(r.modem.commands)) == 1
 
 
-def test_modemmanager_modem_removed_is_noticed_from_the_signal_and_readded(mm_rig_slow, tmp_path):
+def test_modemmanager_modem_removed_is_noticed_from_the_signal_and_readded(mm_rig, tmp_path):
     """The port goes away (ModemManager drops the modem and exports none
     again): reported within seconds although the periodic check is a minute
     away; when the port is back the service pairs again."""
     card = make_card()
-    r = mm_rig_slow(card)
+    r = mm_rig(card)
     r.configure(service=SLOW_CHECK)
     r.gateway.store_pin(card.iccid.value)
     with service(r, tmp_path) as (proc, notify):
@@ -167,8 +152,84 @@ def test_modemmanager_modem_removed_is_noticed_from_the_signal_and_readded(mm_ri
     assert "generic plugin does not notice a SIM swap" in proc.stderr_text
 
 
-@pytest.fixture
-def mm_rig_slow(tmp_path):
-    stack = contextlib.ExitStack()
-    yield lambda card: stack.enter_context(rig(tmp_path, card))
-    stack.close()
+# -- a swap the generic plugin does not see ------------------------------------
+# ModemManager's generic plugin keeps the old card's SIM properties after a
+# swap.  A PIN-less foreign card behind it would look like the paired,
+# unlocked one; mtcd makes ModemManager probe the modem again (a fresh read
+# of the slot) before a decision and before any link comes up.
+
+def reported_iccid(stack) -> str:
+    """The ICCID ModemManager's SIM object holds now (mmcli, as a person would see it)."""
+    modem = stack.mmcli("-m", "any", "-K").stdout
+    sim = next(line.split(":", 1)[1].strip() for line in modem.splitlines()
+               if line.startswith("modem.generic.sim "))
+    props = stack.mmcli("-i", sim, "-K").stdout
+    return next(line.split(":", 1)[1].strip() for line in props.splitlines()
+                if line.startswith("sim.properties.iccid"))
+
+
+def paired_then_swapped_unseen(r, stack, paired, foreign) -> int:
+    """`mtcd once` pairs `paired` (configured already); then `foreign` is
+    swapped in and ModemManager's generic plugin does not notice: it still
+    describes the paired card, unlocked (the hole).  Returns the index of
+    the first command after the swap."""
+    r.gateway.store_pin(paired.iccid.value)
+    first = r.gateway.mtcd("once", "--json", timeout=240)
+    assert first.returncode == 0 and first.last_json["link"] == "up", first.stdout + first.stderr
+    r.modem.remove_card()
+    r.modem.insert_card(foreign)
+    assert reported_iccid(stack) == paired.iccid.value
+    return len(r.modem.commands)
+
+
+def test_modemmanager_generic_swap_to_a_pinless_foreign_sim_never_connects(mm_rig):
+    paired, foreign = make_card(serial_number=21), make_card(serial_number=22, pin_enabled=False)
+    r = mm_rig(paired)
+    r.configure()
+    paired_then_swapped_unseen(r, r.stack, paired, foreign)
+    r.configure(datalink='backend = "modemmanager"\napn = "iot.example"')
+    swapped_at = len(r.modem.commands)
+    run = r.gateway.mtcd("once", "--json", timeout=180)
+    # Refused; and as with any unlocked card the generic plugin refuses low
+    # power, so mtcd stops with exit 69 rather than claim the radio off.
+    assert run.returncode == 69 and "Unsupported" in run.last_json["message"], run.stdout + run.stderr
+    decided = decisions(r)[-1]
+    assert (decided["outcome"], decided["reason"], decided["iccid"]) == ("refused", "unknown-sim",
+                                                                         foreign.iccid.value)
+    after = r.modem.commands[swapped_at:]
+    assert on_air(after) == [] and not any(c.upper().startswith("AT+CGDCONT=1") for c in after)
+    assert pin_presentations(after) == [] and r.modem.contexts == {}
+    assert reported_iccid(r.stack) == foreign.iccid.value  # read afresh
+
+
+def test_modemmanager_generic_swap_before_a_link_retry_is_refused(mm_rig, monkeypatch):
+    """A link retried later (`mtcd run` retries a paired SIM's failed link)
+    reads the slot afresh first: a PIN-less foreign card swapped in since
+    the decision gets no radio, no Simple.Connect."""
+    from mtcd.config import load_config
+    from mtcd.datalink import DatalinkFailed
+    from mtcd.service import Gateway as ServiceGateway
+
+    paired, foreign = make_card(serial_number=23), make_card(serial_number=24, pin_enabled=False)
+    r = mm_rig(paired)
+    r.configure(datalink='backend = "modemmanager"\napn = "iot.example"')
+    r.gateway.store_pin(paired.iccid.value)
+    for key, value in r.gateway.env.items():
+        if key.startswith(("DBUS_", "SYSTEMD_CREDENTIAL")):
+            monkeypatch.setenv(key, value)
+    with ServiceGateway(load_config(r.gateway.config)) as gw:
+        gw.start()
+        outcome = gw.pair()
+        assert outcome.paired
+        gw.bring_up(outcome)
+        assert r.stack.state() == "connected"
+        gw.close_gate()  # the link went down
+        r.modem.remove_card()
+        r.modem.insert_card(foreign)
+        swapped_at = len(r.modem.commands)
+        with pytest.raises(DatalinkFailed) as refused:
+            gw.bring_up(outcome)
+        assert f"found ICCID {foreign.iccid}, not the paired ICCID {paired.iccid}" in str(refused.value)
+        assert not gw.link_up
+    assert on_air(r.modem.commands[swapped_at:]) == []
+    assert pin_presentations(r.modem.commands[swapped_at:]) == []

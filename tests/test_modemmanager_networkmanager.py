@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -114,6 +112,26 @@ def test_modemmanager_networkmanager_foreign_sim_never_activates(nm_rig):
     assert r.mm.state() == "locked"
 
 
+def test_modemmanager_networkmanager_generic_swap_to_a_pinless_foreign_sim_never_activates(nm_rig):
+    """ModemManager's generic plugin keeps the paired card's properties
+    after a swap; mtcd reads the slot afresh before deciding, so the
+    PIN-less foreign card is refused and NetworkManager activates nothing."""
+    from test_modemmanager_hotswap import paired_then_swapped_unseen
+
+    paired, foreign = make_card(serial_number=25), make_card(serial_number=26, pin_enabled=False)
+    r = nm_rig(paired)
+    r.configure()
+    swapped_at = paired_then_swapped_unseen(r, r.mm, paired, foreign)
+    activations = r.nm.pppd_log().count("SetIp4Config")
+    run = r.gateway.mtcd("once", "--json", timeout=240)
+    decided = [e for e in r.gateway.history() if e.get("event") == "decision"][-1]
+    assert (decided["outcome"], decided["reason"], decided["iccid"]) == ("refused", "unknown-sim",
+                                                                         foreign.iccid.value), run.stdout + run.stderr
+    assert r.nm.active() == [] and r.nm.wwan() == "disabled"
+    assert r.nm.pppd_log().count("SetIp4Config") == activations
+    assert on_air(r.modem.commands[swapped_at:]) == [] and pin_presentations(r.modem.commands[swapped_at:]) == []
+
+
 def test_modemmanager_networkmanager_refuses_a_profile_holding_a_pin(nm_rig):
     """The profile lives in NetworkManager's own (test) directory, which the
     keyfile check does not read: the refusal comes from NetworkManager's
@@ -152,17 +170,11 @@ def test_modemmanager_networkmanager_service_takes_the_connection_down(nm_rig, t
     is refused while it runs; the modem lost, the connection goes down; on
     SIGTERM the connection is down, WWAN off and the modem stays disabled
     (NetworkManager does not enable it again)."""
-    from conftest import NotifySocket
-
     card = make_card()
     r = nm_rig(card)
     r.configure()
     r.gateway.store_pin(card.iccid.value)
-    notify = NotifySocket(tmp_path / "notify.sock")
-    env = dict(r.gateway.env, NOTIFY_SOCKET=str(notify.path))
-    proc = subprocess.Popen([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(r.gateway.config), "run"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
+    with mmstack.mtcd_run(r.gateway, tmp_path / "notify.sock") as (proc, notify):
         ready = notify.wait_for("READY", "1", timeout=180)
         assert ready["STATUS"] == f"paired ICCID {card.iccid}, link up", r.nm.log_tail()
         assert r.nm.active() == ["lte"]
@@ -171,12 +183,8 @@ def test_modemmanager_networkmanager_service_takes_the_connection_down(nm_rig, t
         assert r.nm.value("connection.autoconnect", "connection", "show", "lte") == "no"
         proc.send_signal(signal.SIGTERM)
         notify.wait_for("STOPPING", "1", timeout=60)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        notify.close()
+        proc.wait(120)
+    err = proc.stderr_text
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert r.nm.active() == [] and r.nm.wwan() == "disabled"
     assert "pppd stopped" in r.nm.pppd_log()
@@ -192,17 +200,11 @@ def test_modemmanager_networkmanager_service_takes_the_connection_down(nm_rig, t
 def test_modemmanager_networkmanager_modem_loss_takes_the_connection_down(nm_rig, tmp_path):
     """ModemManager drops the modem while the link is up: the connection is
     down and WWAN off; when the modem is back, pairing activates it again."""
-    from conftest import NotifySocket
-
     card = make_card()
     r = nm_rig(card)
     r.configure()
     r.gateway.store_pin(card.iccid.value)
-    notify = NotifySocket(tmp_path / "notify.sock")
-    env = dict(r.gateway.env, NOTIFY_SOCKET=str(notify.path))
-    proc = subprocess.Popen([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(r.gateway.config), "run"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
+    with mmstack.mtcd_run(r.gateway, tmp_path / "notify.sock") as (proc, notify):
         notify.wait_for("READY", "1", timeout=180)
         assert r.nm.active() == ["lte"]
         r.mm.withdraw(r.port)
@@ -214,13 +216,7 @@ def test_modemmanager_networkmanager_modem_loss_takes_the_connection_down(nm_rig
         notify.wait_until(lambda m: m.get("STATUS", "") == f"paired ICCID {card.iccid}, link up", 120, start=start,
                           what="paired again, link up, after the modem came back")
         assert r.nm.active() == ["lte"]
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        notify.close()
+    err = proc.stderr_text
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert r.nm.active() == []
 
@@ -253,17 +249,11 @@ def test_modemmanager_networkmanager_refusal_after_pairing_takes_the_connection_
     """`mtcd run` paired with the connection active; the SIM's PIN is
     forgotten (`mtcctl pin forget`), the service decides again and closes
     the gate: the connection goes down and WWAN off, the modem disabled."""
-    from conftest import NotifySocket
-
     card = make_card()
     r = nm_rig(card)
     r.configure()
     r.gateway.store_pin(card.iccid.value)
-    notify = NotifySocket(tmp_path / "notify.sock")
-    env = dict(r.gateway.env, NOTIFY_SOCKET=str(notify.path))
-    proc = subprocess.Popen([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(r.gateway.config), "run"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
+    with mmstack.mtcd_run(r.gateway, tmp_path / "notify.sock") as (proc, notify):
         notify.wait_for("READY", "1", timeout=180)
         assert r.nm.active() == ["lte"]
         start = len(notify.messages)
@@ -275,12 +265,6 @@ def test_modemmanager_networkmanager_refusal_after_pairing_takes_the_connection_
                           what="the gate closed once the PIN is forgotten")
         assert r.nm.active() == [] and r.nm.wwan() == "disabled"
         assert r.mm.state() == "disabled"
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        notify.close()
+    err = proc.stderr_text
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert r.nm.active() == [] and len(pin_presentations(r.modem.commands)) == 1

@@ -10,7 +10,6 @@ must be caused by one of mtcd's own calls (ModemManager sends none by itself).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -22,7 +21,8 @@ import pytest
 import mmstack
 from conftest import pin_presentations, puk_commands
 from simfixtures import TEST_PIN, TEST_PUK, make_card
-from test_modemmanager import on_air, rig
+from mmstack import mm_rig, mm_shared  # noqa: F401  (the module's shared ModemManager)
+from test_modemmanager import on_air
 
 pytestmark = pytest.mark.skipif(mmstack.missing() is not None, reason=mmstack.missing() or "")
 
@@ -46,13 +46,6 @@ def pin_bearing(commands: list[str]) -> list[str]:
 
 def cpwd(commands: list[str]) -> list[str]:
     return [c for c in commands if c.upper().startswith("AT+CPWD=")]
-
-
-@pytest.fixture
-def mm_rig(tmp_path):
-    stack = contextlib.ExitStack()
-    yield lambda card, **options: stack.enter_context(rig(tmp_path, card, **options))
-    stack.close()
 
 
 def power_cycle(r) -> None:
@@ -219,27 +212,15 @@ def test_modemmanager_pin_rotate_through_the_running_service(mm_rig, tmp_path):
     """`mtcctl pin rotate` while `mtcd run` holds the session: the change
     runs in the service (ChangePin after its own SendPin), the link stays
     up, and the card and the keystore agree afterwards."""
-    from conftest import NotifySocket
-
     card = make_card()
     r = mm_rig(card)
     r.configure()
     r.gateway.store_pin(card.iccid.value)
-    notify = NotifySocket(tmp_path / "notify.sock")
-    proc = subprocess.Popen([sys.executable, "-m", "mtcd.cli.daemon", "--config", str(r.gateway.config), "run"],
-                            env=dict(r.gateway.env, NOTIFY_SOCKET=str(notify.path)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
+    with mmstack.mtcd_run(r.gateway, tmp_path / "notify.sock") as (proc, notify):
         notify.wait_for("READY", "1", timeout=120)
         run = r.gateway.mtcctl("pin", "rotate", "--json", timeout=180)
         status = r.gateway.mtcctl("status", "--json", timeout=60)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        notify.close()
+    err = proc.stderr_text
     assert run.returncode == 0 and run.last_json["outcome"] == "done", run.stdout + run.stderr
     assert status.last_json["service"]["state"] == "paired" and status.last_json["service"]["link"] == "up"
     assert "Traceback" not in err, err

@@ -103,3 +103,56 @@ def test_modemmanager_simulator_answers_the_cops_family():
     assert modem.handle("AT+COPS=1,2,\"26202\"")[-1] == "ERROR"  # manual selection: not simulated
     assert modem.handle("AT+COPS=3")[-1] == "ERROR"
     assert modem.handle("AT+COPS=3,x")[-1] == "ERROR"
+
+
+class _BusyModemManager:
+    """A modem object that answers Enable(false) with InProgress `busy`
+    times (ModemManager still disconnecting NetworkManager's bearer)."""
+
+    def __init__(self, busy: int, error: str = "org.freedesktop.ModemManager1.Error.Core.InProgress"):
+        from mtcd.mm import states
+
+        self.busy, self.error, self.state, self.calls = busy, error, states.STATE_CONNECTED, []
+
+    def get(self, path, interface, name):
+        assert name == "State"
+        return self.state
+
+    def call(self, path, interface, method, signature=None, body=(), timeout=None):
+        from mtcd.mm import states
+        from mtcd.mm.bus import BusError
+
+        self.calls.append(method)
+        if method == "Enable" and self.busy:
+            self.busy -= 1
+            raise BusError(self.error, "Bearer already being disconnected", "Modem.Enable")
+        if method == "Enable":
+            self.state = states.STATE_DISABLED
+        return ()
+
+
+def _mm_modem(bus, timeout=5.0):
+    from mtcd.mm.gateway import MmModem, MmSession
+
+    session = MmSession("/dev/ttyUSB2", timeout, bus=bus)
+    session.path = "/org/freedesktop/ModemManager1/Modem/0"
+    return MmModem(session)
+
+
+def test_modemmanager_radio_off_waits_out_modemmanager_busy_with_a_bearer():
+    bus = _BusyModemManager(busy=2)
+    modem = _mm_modem(bus)
+    modem.switch_radio_off()
+    assert modem.radio_on is False and bus.calls == ["Enable", "Enable", "Enable", "SetPowerState"]
+
+
+def test_modemmanager_radio_off_other_errors_fail_at_once_in_one_line():
+    from mtcd.errors import CommandFailed
+
+    bus = _BusyModemManager(busy=1, error="org.freedesktop.ModemManager1.Error.Core.Unauthorized")
+    modem = _mm_modem(bus)
+    with pytest.raises(CommandFailed) as failed:
+        modem.switch_radio_off()
+    assert str(failed.value) == ("Modem.Enable(false)/SetPowerState(low): "
+                                 "org.freedesktop.ModemManager1.Error.Core.Unauthorized")
+    assert failed.value.__context__ is None and bus.calls == ["Enable"] and modem.radio_on is None

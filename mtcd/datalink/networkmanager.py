@@ -59,9 +59,23 @@ class BusError(DatalinkFailed):
     """A D-Bus error reply from NetworkManager: `name` is the error's name.
     Unexpected where it is not caught: the link then counts as failed (69)."""
 
-    def __init__(self, name: str, message: str = ""):
-        super().__init__(f"NetworkManager answered {name}" + (f": {message}" if message else ""))
+    def __init__(self, name: str, message: str = "", call: str = "a D-Bus call"):
+        said = " ".join(message.split())[:200]  # one line, bounded
+        super().__init__(f"NetworkManager {call} answered {name}" + (f": {said}" if said else ""))
         self.name = name
+        self.call = call
+
+
+def call_name(interface: str, method: str, body=()) -> str:
+    """How a call is named in an error: the interface's last part and the
+    method, with the property asked for."""
+    def short(name: str) -> str:
+        return "NetworkManager" if name == SERVICE else name.rsplit(".", 1)[-1]
+
+    if interface == PROPERTIES and body and isinstance(body[0], str):
+        asked = short(body[0]) + (f".{body[1]}" if len(body) > 1 and isinstance(body[1], str) else "")
+        return f"Properties.{method}({asked})"
+    return f"{short(interface)}.{method}"
 
 
 class NetworkManagerBus:
@@ -96,19 +110,21 @@ class NetworkManagerBus:
         self.open()
         message = new_method_call(DBusAddress(path, bus_name=SERVICE, interface=interface), method, signature,
                                   tuple(body))
+        called = call_name(interface, method, body)
         try:
             reply = self._conn.send_and_get_reply(message, timeout=timeout)
         except TimeoutError:
-            raise NetworkManagerGone(f"NetworkManager did not answer {method} within {timeout:g} s") from None
-        except (OSError, EOFError) as exc:
+            raise NetworkManagerGone(f"NetworkManager did not answer {called} within {timeout:g} s") from None
+        except (OSError, EOFError, ValueError) as exc:  # ValueError: a message jeepney cannot read
             self.close()
-            raise NetworkManagerGone(f"the system bus connection failed: {exc}") from None
+            raise NetworkManagerGone(f"the system bus connection failed during {called}: "
+                                     f"{exc or type(exc).__name__}") from None
         if reply.header.message_type is MessageType.error:
             name = reply.header.fields.get(HeaderFields.error_name, "org.freedesktop.DBus.Error.Failed")
             text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
             if name in ("org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner"):
-                raise NetworkManagerGone("NetworkManager is not running on the system bus")
-            raise BusError(name, text)
+                raise NetworkManagerGone(f"NetworkManager is not running on the system bus ({called})")
+            raise BusError(name, text, called)
         return tuple(reply.body)
 
     def get(self, path: str, interface: str, name: str):

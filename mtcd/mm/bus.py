@@ -3,14 +3,16 @@
 python3-jeepney (pure Python, no GLib main loop, packaged by Debian) on the
 system bus, or wherever DBUS_SYSTEM_BUS_ADDRESS points.  Every call has a
 bound; D-Bus errors come back as `BusError` with their name, so
-the layer above decides what a refusal means.
+the layer above decides what a refusal means.  Nothing raw leaves here: a
+D-Bus error reply is a BusError (a CommandFailed: exit 69, naming the
+call), a bus or service that is gone is ModemUnavailable (exit 69).
 """
 
 from __future__ import annotations
 
 import logging
 
-from ..errors import ModemUnavailable
+from ..errors import CommandFailed, ModemUnavailable
 from . import states
 
 log = logging.getLogger("mtcd.mm")
@@ -20,13 +22,31 @@ log = logging.getLogger("mtcd.mm")
 CALL_TIMEOUT = 30.0
 
 
-class BusError(Exception):
-    """A D-Bus error reply: `name` is the error's name (never carries a secret:
-    ModemManager's messages name the command, not its arguments)."""
+class BusError(CommandFailed):
+    """A D-Bus error reply: `name` is the error's name, `call` the method
+    called (Sim.SendPin, Properties.Get(Modem.State)...).  Never carries a
+    secret: ModemManager's messages name the command, not its arguments,
+    and the call's arguments are never part of it."""
 
-    def __init__(self, name: str, message: str = ""):
-        super().__init__(f"{name}: {message}" if message else name)
+    def __init__(self, name: str, message: str = "", call: str = "a D-Bus call"):
+        said = " ".join(message.split())[:200]  # one line, bounded
+        super().__init__(f"ModemManager {call}", f"{name} ({said})" if said else name)
         self.name = name
+        self.call = call
+
+
+def call_name(interface: str, method: str, body=()) -> str:
+    """How a call is named in an error: the interface's last part and the
+    method, with the property asked for (a property name is no secret)."""
+    def short(name: str) -> str:
+        return "Manager" if name == states.SERVICE else name.rsplit(".", 1)[-1]
+
+    if interface == states.PROPERTIES and body and isinstance(body[0], str):
+        asked = short(body[0])
+        if method == "Get" and len(body) > 1 and isinstance(body[1], str):
+            asked += "." + body[1]
+        return f"Properties.{method}({asked})"
+    return f"{short(interface)}.{method}"
 
 
 class ModemManagerBus:
@@ -75,18 +95,22 @@ class ModemManagerBus:
         try:
             reply = self._conn.send_and_get_reply(message, timeout=timeout)
         except TimeoutError:
-            raise ModemUnavailable(f"ModemManager did not answer {method} within {timeout:g} s") from None
-        except (OSError, EOFError) as exc:
+            raise ModemUnavailable(f"ModemManager did not answer {call_name(interface, method, body)} "
+                                   f"within {timeout:g} s") from None
+        except (OSError, EOFError, ValueError) as exc:  # ValueError: a message jeepney cannot read
             self.close()
-            raise ModemUnavailable(f"the system bus connection failed: {exc}") from None
+            raise ModemUnavailable(f"the system bus connection failed during {call_name(interface, method, body)}: "
+                                   f"{exc or type(exc).__name__}") from None
         if reply.header.message_type is MessageType.error:
             name = reply.header.fields.get(HeaderFields.error_name, "org.freedesktop.DBus.Error.Failed")
             text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
+            called = call_name(interface, method, body)
             if name in ("org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner"):
-                raise ModemUnavailable("ModemManager is not running on the system bus")
+                raise ModemUnavailable(f"ModemManager is not running on the system bus ({called})")
             if name == "org.freedesktop.DBus.Error.UnknownObject" or name == "org.freedesktop.DBus.Error.UnknownMethod":
-                raise ModemUnavailable(f"the modem is gone from ModemManager ({text or name})")
-            raise BusError(name, text)
+                raise ModemUnavailable(f"the modem is gone from ModemManager ({called}: "
+                                       f"{' '.join((text or name).split())})")
+            raise BusError(name, text, called)
         return tuple(reply.body)
 
     def get(self, path: str, interface: str, name: str):

@@ -16,7 +16,7 @@ import logging
 import time
 
 from ..datalink import Datalink, DatalinkFailed, datalink_for
-from ..errors import CommandFailed, ModemUnavailable
+from ..errors import CommandFailed, ModemUnavailable, MtcdError
 from ..identity import Iccid, Imei, Imsi
 from ..journal import PairingJournal
 from ..policy import PinOutcome
@@ -83,6 +83,39 @@ class MmSession:
                 raise ModemUnavailable(f"{self.port}: ModemManager has no modem on this port")
             time.sleep(POLL)
 
+    def reprobe(self) -> str:
+        """Make ModemManager read the modem, and its SIM, afresh: inhibit
+        the device (ModemManager drops the modem object) and release it at
+        once (it probes the port again and exports a new object, with the
+        card in the slot read now).  For a plugin that notices no SIM swap,
+        the only way its SIM properties say which card is there now
+        (measured, 1.20 generic: about a second).  The session's path is
+        None meanwhile, so the signal watcher takes the old object's
+        removal for no loss of this modem.  Returns the new object's path;
+        ModemUnavailable when none comes back."""
+        old = self._path()
+        uid = self.modem("Device")
+        self.path = None
+        inhibited = False
+        try:
+            self.bus.call(states.ROOT, states.MANAGER, "InhibitDevice", "sb", (uid, True))
+            inhibited = True
+            self.bus.call(states.ROOT, states.MANAGER, "InhibitDevice", "sb", (uid, False))
+            inhibited = False
+        except BusError as exc:
+            self.path = old
+            raise ModemUnavailable(f"{self.port}: ModemManager would not probe the modem again "
+                                   f"(InhibitDevice: {exc.name})") from None
+        finally:
+            if inhibited:  # never leave the device inhibited (ModemManager also lifts it when we go)
+                try:
+                    self.bus.call(states.ROOT, states.MANAGER, "InhibitDevice", "sb", (uid, False))
+                except MtcdError:
+                    pass
+        self.path = self.find(REPROBE_WAIT)
+        log.info("ModemManager probed the modem again (%s, was %s)", self.path, old)
+        return self.path
+
     def close(self) -> None:
         watcher, self.watcher = self.watcher, None
         if watcher is not None:
@@ -140,13 +173,23 @@ class MmModem:
         card is unlocked and the modem disabled.  A plugin without low power
         (ModemManager's generic one answers Unsupported) fails here: the gate
         cannot be confirmed closed, and the caller says so (exit 69)."""
-        try:
-            if self.state() >= states.STATE_DISABLING:
-                self.session.call(states.MODEM, "Enable", "b", (False,))
-            if self.state() == states.STATE_DISABLED:
-                self.session.call(states.MODEM, "SetPowerState", "u", (states.POWER_LOW,))
-        except BusError as exc:
-            raise CommandFailed("Modem.Enable(false)/SetPowerState(low)", exc.name) from None
+        deadline = time.monotonic() + self.session.timeout
+        while True:
+            try:
+                if self.state() >= states.STATE_DISABLING:
+                    self.session.call(states.MODEM, "Enable", "b", (False,))
+                if self.state() == states.STATE_DISABLED:
+                    self.session.call(states.MODEM, "SetPowerState", "u", (states.POWER_LOW,))
+                break
+            except BusError as exc:
+                # InProgress: ModemManager is still busy with something of its
+                # own (NetworkManager's bearer being disconnected): measured,
+                # a retry after it is done succeeds.  Bounded by modem.timeout.
+                if exc.name == states.ERROR_IN_PROGRESS and time.monotonic() < deadline:
+                    time.sleep(POLL)
+                    continue
+                failure = CommandFailed("Modem.Enable(false)/SetPowerState(low)", exc.name)
+            raise failure
         self.radio_on = False
 
     def switch_radio_on(self) -> None:
@@ -180,6 +223,16 @@ class MmUicc:
         # count seen before a SendPin that card accepted in this session.
         self._pin1_seen: tuple | None = None
         self._verified: tuple | None = None
+
+    def followed(self, old_path: str, new_path: str) -> None:
+        """ModemManager probed the modem again at mtcd's own request, with
+        the same card still in the slot (its ICCID read again and equal):
+        the card kept its state, so what was known of its PIN1 counter is
+        carried to the new object."""
+        if self._pin1_seen is not None and self._pin1_seen[0] == old_path:
+            self._pin1_seen = (new_path,) + self._pin1_seen[1:]
+        if self._verified is not None and self._verified[0] == old_path:
+            self._verified = (new_path,) + self._verified[1:]
 
     def sim_changed(self) -> None:
         self._lock = None
@@ -389,11 +442,56 @@ class MmGateway(Gateway):
         self.uicc = MmUicc(self.modem, settle_time=self.config.modem.sim_ready_timeout, waits=self.waits)
 
     _refused = False  # the last decision of this session was a refusal
+    # The modem object's SIM properties were read afresh (a reprobe) since
+    # the last decision: the link may come up on that reading once.
+    _fresh_for_link = False
+
+    def swap_blind(self) -> bool:
+        """ModemManager's plugin for this modem notices no SIM swap, so its
+        SIM properties may describe a card that left the slot."""
+        try:
+            plugin = self.modem.session.modem("Plugin")
+        except BusError:
+            return True  # unknown plugin: assume the worst
+        return states.swap_blind(plugin)
 
     def pair(self):
+        """A plugin blind to swaps gets the SIM read afresh first, so that
+        neither a PIN nor a Paired decision rests on a card that is gone."""
+        self._fresh_for_link = False
+        if self.swap_blind():
+            self._read_afresh()
+            self._fresh_for_link = True
         outcome = super().pair()
         self._refused = not outcome.paired
         return outcome
+
+    def bring_up(self, outcome) -> None:
+        """No Simple.Connect, NetworkManager activation, radio on or PIN
+        rotation unless the card in the slot was just confirmed to be the
+        paired one: right after pair()'s fresh read, or by a fresh read now
+        (a link retried later, on a plugin blind to swaps)."""
+        fresh, self._fresh_for_link = self._fresh_for_link, False
+        if not fresh and self.swap_blind():
+            old = self.transport.path
+            self._read_afresh()
+            lock = self.uicc.lock()
+            iccid = self.uicc.iccid() if lock is SimLock.READY else None
+            if iccid is None or iccid != outcome.iccid:
+                found = f"ICCID {iccid}" if iccid is not None else f"a SIM that is {lock.value}"
+                raise DatalinkFailed(f"the link is not brought up: ModemManager read the slot again and found "
+                                     f"{found}, not the paired ICCID {outcome.iccid}")
+            self.uicc.followed(old, self.transport.path)
+        super().bring_up(outcome)
+
+    def _read_afresh(self) -> None:
+        with self.waits.waiting("waiting for ModemManager to read the SIM again", REPROBE_WAIT):
+            self.transport.reprobe()
+        imei = self.modem.session.modem("EquipmentIdentifier")
+        if imei != self.imei.value:
+            raise ModemUnavailable(f"{self.transport.port}: ModemManager probed another modem (IMEI {imei})")
+        self.modem.radio_on = None  # a new object: the gate's next step confirms the radio off
+        self.uicc.lock()  # bounded, until ModemManager has read the card
 
     def ensure_radio_off(self) -> None:
         """As over serial, except before a decision: a disabled modem whose
@@ -432,8 +530,9 @@ class MmGateway(Gateway):
             except BusError:
                 plugin = None
             if plugin in states.NO_HOT_SWAP_PLUGINS:
-                log.warning("ModemManager's %s plugin does not notice a SIM swap on this modem: a card swapped in "
-                            "is seen only when ModemManager probes the modem again (see README)", plugin)
+                log.warning("ModemManager's %s plugin does not notice a SIM swap on this modem: mtcd has it probe "
+                            "the modem again before every decision and link, and a card swapped in while the link "
+                            "is up is seen only then (see README)", plugin)
         return False
 
     def idle_reading(self):

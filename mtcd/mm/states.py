@@ -15,6 +15,7 @@ MODEM = "org.freedesktop.ModemManager1.Modem"
 MODEM_3GPP = "org.freedesktop.ModemManager1.Modem.Modem3gpp"
 SIMPLE = "org.freedesktop.ModemManager1.Modem.Simple"
 SIM = "org.freedesktop.ModemManager1.Sim"
+MANAGER = "org.freedesktop.ModemManager1"  # the manager's own interface, on ROOT
 
 # MMModemLock
 LOCK_UNKNOWN, LOCK_NONE, LOCK_SIM_PIN, LOCK_SIM_PIN2, LOCK_SIM_PUK, LOCK_SIM_PUK2 = range(6)
@@ -54,6 +55,7 @@ FACILITY_SIM = 1 << 0
 POWER_LOW, POWER_ON = 2, 3
 
 _ERROR = "org.freedesktop.ModemManager1.Error."
+ERROR_IN_PROGRESS = _ERROR + "Core.InProgress"
 # The card refused the PIN: one attempt spent (SimPuk: it was the last one).
 _REJECTED = {_ERROR + "MobileEquipment.IncorrectPassword", _ERROR + "MobileEquipment.SimPuk"}
 
@@ -176,3 +178,10 @@ def pin1_after_verification(reported: PinAttempts | None, seen_before: int | Non
 # hot swap: the generic one ignores +CPIN URCs and keeps the old card's
 # properties, even when the new card has no PIN and the modem is registered.
 NO_HOT_SWAP_PLUGINS = frozenset({"generic"})
+
+
+def swap_blind(plugin: str | None) -> bool:
+    """Whether ModemManager's plugin `plugin` (Modem.Plugin) may keep a
+    swapped-out card's SIM properties: one measured to notice no swap, or
+    none named."""
+    return not plugin or plugin in NO_HOT_SWAP_PLUGINS

@@ -38,11 +38,11 @@ class JournalSummary:
 
 
 def _sha256(text: str) -> str:
-    # hashlib here, not at the top: it maps OpenSSL's libcrypto (3.5 MB
-    # resident), which `mtcctl history` never needs.
-    import hashlib
+    # Not hashlib: it maps OpenSSL's libcrypto (3.7 MiB resident), which
+    # `mtcctl status` and `history` need for nothing else (mtcd.mac).
+    from .mac import sha256
 
-    return hashlib.sha256(text.encode()).hexdigest()
+    return sha256(text.encode()).hex()
 
 
 def encode(summary: JournalSummary) -> bytes:

@@ -101,12 +101,22 @@ demo: demo-deps $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
 	@echo "== running the demo (python -m mtcd.demo)"
 	$(PY) -m mtcd.demo
 
+# Every script whose figures BENCHMARKS.md holds, with the options those
+# figures were taken with (about 20 minutes, most of it the two idle windows).
+# modemmanager_cost.py runs Debian's ModemManager on a private bus: root only.
 bench: venv
 	$(PY) bench/commands_to_pair.py
+	$(PY) bench/commands_to_pair.py --runs 5 --latency 0.05 --show
 	$(PY) bench/first_command.py
+	$(PY) bench/start_cost.py --runs 5
+	$(PY) bench/start_cost.py --runs 5 --no-bytecode
 	$(PY) bench/keystore_scale.py
-	$(PY) bench/idle_cpu.py
 	$(PY) bench/journal_scale.py
+	$(PY) bench/scale_decision.py
+	$(PY) bench/idle_cpu.py
+	$(PY) bench/idle_cpu.py --no-concatenation
+	@if [ "$$(id -u)" = 0 ]; then $(PY) bench/modemmanager_cost.py; \
+	  else echo "bench/modemmanager_cost.py skipped: it needs root (it runs ModemManager on a private D-Bus)"; fi
 
 # The soak (tests/soak.py): boot, SIM swap, wrong SIM, modem reset and
 # power-cut cycles against the simulator with random mtcctl commands, every

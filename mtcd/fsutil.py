@@ -16,8 +16,14 @@ from pathlib import Path
 from .errors import StateError
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+def atomic_write(path: Path, data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
     """Replace `path` with `data`, all or nothing.
+
+    `durable=False` skips the two fsyncs (the data before the rename, the
+    directory after it) for a cache whose loss or damage in a power cut is
+    detected and rebuilt from what it caches: readers see the old file or
+    the new one, and after a power cut possibly the old one, or a file that
+    fails its own check.
 
     The temporary file is created with `mode` already set (O_EXCL, so never
     someone else's file and never readable by others, even briefly). On any
@@ -38,7 +44,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
         os.close(fd)
         fd = -1
         os.replace(tmp, path)
@@ -52,7 +59,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
             os.close(fd)
         _remove_quietly(tmp)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def fsync_dir(directory: Path) -> None:

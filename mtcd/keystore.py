@@ -35,11 +35,8 @@ import contextlib
 import fcntl
 import functools
 import binascii
-import hashlib
-import hmac
 import json
 import os
-import secrets
 import stat
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -49,6 +46,7 @@ from typing import Protocol
 from .errors import KeystoreError, StateError
 from .fsutil import atomic_write, check_private_dir, ensure_private_dir
 from .identity import Iccid
+from .mac import equal as _equal, hmac_sha256
 from .secret import Pin
 
 FORMAT = "mtcd-keystore/2"
@@ -177,7 +175,7 @@ class FileSealer:
         if os.path.lexists(self.path):
             # Replacing a key would make every sealed entry unreadable.
             raise KeystoreError(f"{self.path} already exists; refusing to replace the key")
-        key = secrets.token_bytes(KEY_BYTES)
+        key = os.urandom(KEY_BYTES)  # what secrets.token_bytes returns, without loading hmac
         atomic_write(self.path, key, 0o600)
         return key
 
@@ -620,7 +618,7 @@ class Keystore:
         aead = _aesgcm(self._key)
         sealed = dict(self._sealed)
         for entry in entries:
-            nonce = secrets.token_bytes(NONCE_BYTES)
+            nonce = os.urandom(NONCE_BYTES)
             plain = json.dumps(_record(entry), sort_keys=True).encode()
             sealed[entry.iccid] = (nonce, aead.encrypt(nonce, plain, _associated_data(entry.iccid)))
         self._write(sealed, entries)
@@ -724,7 +722,7 @@ def _load_sealed(path: Path, raw: bytes | None,
         raise KeystoreError(
             f"{path} holds {len(sealed)} sealed entries but the key is missing"
         )
-    if key is not None and not hmac.compare_digest(mac, _file_mac(key, sealed, generation, counted)):
+    if key is not None and not _equal(mac, _file_mac(key, sealed, generation, counted)):
         # Name the entry at fault when one is; otherwise the file as a whole
         # was altered (an entry removed, or an old copy of one put back).
         for iccid, blob in sealed.items():
@@ -775,18 +773,16 @@ def _file_mac(key: bytes, sealed: dict[Iccid, tuple[bytes, bytes]], generation: 
     """HMAC-SHA256 over the generation and every entry, under a key derived
     from the data key: catches an entry removed, an older sealed copy of one
     put back, or the generation changed.  None: a LEGACY_FORMAT file."""
-    mac_key = hmac.new(key, b"mtcd-keystore/1 file mac", hashlib.sha256).digest()
+    mac_key = hmac_sha256(key, [b"mtcd-keystore/1 file mac"])
     if generation is None:
-        h = hmac.new(mac_key, LEGACY_FORMAT.encode(), hashlib.sha256)
+        parts = [LEGACY_FORMAT.encode()]
     else:
-        h = hmac.new(mac_key, FORMAT.encode(), hashlib.sha256)
-        h.update(generation.to_bytes(8, "big"))
-        h.update(b"\0" if counted is None else b"\1" + counted.to_bytes(8, "big"))
+        parts = [FORMAT.encode(), generation.to_bytes(8, "big"),
+                 b"\0" if counted is None else b"\1" + counted.to_bytes(8, "big")]
     for iccid, (nonce, blob) in sorted(sealed.items(), key=lambda kv: kv[0].value):
         for part in (iccid.value.encode(), nonce, blob):
-            h.update(len(part).to_bytes(4, "big"))
-            h.update(part)
-    return h.digest()
+            parts += (len(part).to_bytes(4, "big"), part)
+    return hmac_sha256(mac_key, parts)
 
 
 def _record(entry: PinEntry) -> dict:
@@ -827,8 +823,8 @@ def _read_store(path: Path) -> tuple[bytes | None, "_HeldFile | None"]:
 
 
 def _witness_mac(key: bytes, generation: int) -> bytes:
-    mac_key = hmac.new(key, b"mtcd-keystore witness mac", hashlib.sha256).digest()
-    return hmac.new(mac_key, f"{WITNESS_FORMAT}|{generation}".encode(), hashlib.sha256).digest()
+    mac_key = hmac_sha256(key, [b"mtcd-keystore witness mac"])
+    return hmac_sha256(mac_key, [f"{WITNESS_FORMAT}|{generation}".encode()])
 
 
 def _read_witness(path: Path, key: bytes) -> int | None:
@@ -855,7 +851,7 @@ def _read_witness(path: Path, key: bytes) -> int | None:
         mac = base64.b64decode(doc["mac"], validate=True)
     except (UnicodeDecodeError, ValueError, TypeError, binascii.Error):
         raise KeystoreError(f"{path} is damaged: not a {WITNESS_FORMAT} file") from None
-    if not hmac.compare_digest(mac, _witness_mac(key, generation)):
+    if not _equal(mac, _witness_mac(key, generation)):
         raise KeystoreError(f"{path} is damaged: it fails authentication")
     return generation
 

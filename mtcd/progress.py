@@ -59,6 +59,10 @@ class Waits:
         self._shown: _Wait | None = None  # the wait it is about
         self._dots = _ellipsis(self.stream)
         self._ticker: threading.Thread | None = None
+        # When the ticker wakes next by itself (clock time; None: only when
+        # notified).  A wait due later needs no wake-up: three quick
+        # commands in a row wake it once, not three times.
+        self._ticker_wakes: float | None = None
         if self.stream is not None:
             _LineGuard.install(self)
 
@@ -73,8 +77,8 @@ class Waits:
             if self._ticker is None or not self._ticker.is_alive():
                 self._ticker = threading.Thread(target=self._tick, name="mtcd-waits", daemon=True)
                 self._ticker.start()
-            elif idle:
-                self._wake.notify()  # the ticker sleeps until a wait starts
+            elif idle and (self._ticker_wakes is None or self._ticker_wakes > wait.start + self.show_after):
+                self._wake.notify()  # the ticker sleeps until a wait starts, or past this one's due time
         try:
             yield
         finally:
@@ -95,11 +99,13 @@ class Waits:
         while True:
             with self._lock:
                 if not self._stack:
+                    self._ticker_wakes = None
                     self._wake.wait()
                     continue
                 now = self._clock()
                 due = self._stack[0].start + self.show_after - now
                 if due > 0:
+                    self._ticker_wakes = now + due
                     self._wake.wait(due)
                     continue
                 old = [w for w in self._stack if now - w.start >= self.show_after]
@@ -117,6 +123,7 @@ class Waits:
                             log.info("%s", text)
                         if self.on_start is not None:
                             self.on_start(text)
+                self._ticker_wakes = now + _TICK
                 self._wake.wait(_TICK)
 
     # -- the line (under self._lock) ----------------------------------------------

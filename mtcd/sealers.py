@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import os
-import secrets
 import stat
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -131,7 +129,7 @@ class SystemdCredsSealer:
     def create_key(self) -> bytes:
         if os.path.lexists(self.path):
             raise KeystoreError(f"{self.path} already exists; refusing to replace the key")
-        key = secrets.token_bytes(KEY_BYTES)
+        key = os.urandom(KEY_BYTES)  # secrets.token_bytes, without loading hmac (OpenSSL)
         args = ["--name=" + CRED_NAME, "--with-key=" + self.with_key, "-", "-"]
         sealed = self._run("encrypt", args, key)
         # systemd-creds writes to stdout; our own atomic write makes the file
@@ -219,7 +217,7 @@ class Tpm2Sealer:
     def create_key(self) -> bytes:
         if os.path.lexists(self.path):
             raise KeystoreError(f"{self.path} already exists; refusing to replace the key")
-        key = secrets.token_bytes(KEY_BYTES)
+        key = os.urandom(KEY_BYTES)  # secrets.token_bytes, without loading hmac (OpenSSL)
         with _TpmSession(self.tcti) as tpm:
             public, private = tpm.seal(key)
             parent_name = tpm.parent_name
@@ -244,6 +242,8 @@ class Tpm2Counter:
 
     def __init__(self, tcti: str, key_public: bytes):
         self.tcti = tcti
+        import hashlib  # here only: mtcctl status opens a store without a TPM and never needs it
+
         self.index = self._BASE + int.from_bytes(hashlib.sha256(key_public).digest()[:2], "big")
 
     def describe(self) -> str:

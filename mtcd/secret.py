@@ -53,9 +53,9 @@ class Secret:
     def __eq__(self, other) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        import hmac
+        from .mac import equal  # constant time, without loading OpenSSL (hmac) for it
 
-        return hmac.compare_digest(self._value.encode(), other._value.encode())
+        return equal(self._value.encode(), other._value.encode())
 
     def __hash__(self) -> int:
         raise TypeError(f"{self.kind} is not hashable")

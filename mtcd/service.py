@@ -159,6 +159,7 @@ class Gateway:
         setting as it is: a dry run changes nothing stored in the modem."""
         modem = self.modem
         modem.initialise()
+        keystore = _open_keystore_meanwhile(self.config)
         # Radio off before anything else: a modem powers up with CFUN=1 and
         # would attach by itself with a SIM whose PIN is disabled.
         switch_radio_off(modem)
@@ -168,11 +169,10 @@ class Gateway:
         if prepare_link:
             self.datalink.prepare()
         self.imei, self.imeisv = modem.identities()
+        self.keystore, self.sealer = keystore.result()
         from .card import uicc_for
         from .journal import PairingJournal
-        from .sealers import open_keystore
 
-        self.keystore, self.sealer = open_keystore(self.config.state_dir, self.config.keystore.sealer)
         self.journal = PairingJournal(self.config.state_dir)
         self.uicc = uicc_for(self.config, modem, waits=self.waits)
 
@@ -375,6 +375,28 @@ class Gateway:
         it off drops the session instead of carrying on with it on."""
         if self.modem.radio_on is not False:
             switch_radio_off(self.modem)
+
+
+def _open_keystore_meanwhile(config: Config):
+    """The keystore opening (and AES-GCM's bindings loading, which its first
+    lookup needs) in a thread of its own while the session's first commands
+    wait for the modem (mtcd.background): a key sealed with systemd-creds
+    or the TPM takes a program run or a TPM round trip.  Its modules are
+    imported here first, in this thread."""
+    import subprocess  # noqa: F401 - the systemd-creds sealer's, imported here rather than in the thread
+
+    from .background import Background
+    from .sealers import open_keystore
+
+    def open_it():
+        opened = open_keystore(config.state_dir, config.keystore.sealer)
+        try:
+            import cryptography.hazmat.primitives.ciphers.aead  # noqa: F401
+        except ImportError:
+            pass  # said by the keystore when it needs it
+        return opened
+
+    return Background(open_it, name="mtcd-keystore-open")
 
 
 # A command whose own bound is this long or longer is one of the link's slow

@@ -52,3 +52,23 @@ def test_one_progress_ticker_for_many_quick_waits():
     before = runs(ticker)
     time.sleep(1.5)  # past SHOW_AFTER of the last wait: at most one look, then asleep
     assert runs(ticker) - before <= 2
+
+
+def test_quick_waits_in_a_row_wake_the_ticker_once():
+    """A check of three single commands (a modem that refuses concatenated
+    lines): the ticker, already due to wake by the first one's show-time,
+    is not woken again by the second and third."""
+    waits = Waits()
+    with waits.waiting("waiting for the modem to answer AT"):
+        pass
+    ticker = waits._ticker
+    time.sleep(1.3)  # past the first wait's show-time: asleep until notified
+    before = runs(ticker)
+    for _ in range(6):
+        with waits.waiting("waiting for the modem to answer AT"):
+            time.sleep(0.02)  # the modem answering
+        time.sleep(0.01)  # each starts with none other under way, as a check's commands do
+    time.sleep(1.3)  # past SHOW_AFTER of the first: one look, then asleep
+    # Woken at the first start and at its show-time (2; a run cut short by
+    # another thread counts twice); woken at every start, it ran 7 or more.
+    assert runs(ticker) - before <= 4

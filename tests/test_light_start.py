@@ -112,6 +112,14 @@ def test_status_and_history_never_load_cryptography(offline_state, argv):
     assert sorted(m for m in loaded if m.startswith("cryptography")) == []
 
 
+def test_status_does_not_load_libcrypto(offline_state):
+    """The store's MAC and the summary's checksum are short: the builtin
+    SHA-256 checks them (mtcd.mac), without OpenSSL's 3.7 MiB."""
+    code, output, loaded = offline(offline_state[1], ["status"])
+    assert code == 0 and ICCID in output and "paired" in output  # the MAC and the summary were checked
+    assert sorted(m for m in loaded if m in ("_hashlib", "hashlib", "hmac", "secrets", "_ssl")) == []
+
+
 def test_history_does_not_even_load_libcrypto(offline_state):
     code, output, loaded = offline(offline_state[1], ["history"])
     assert code == 0 and "decision" in output

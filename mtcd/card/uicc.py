@@ -79,7 +79,7 @@ class ApduUicc:
     def _tx(self, command) -> ApduResponse:
         return transmit(self.channel, command)
 
-    def _select_usim(self) -> bytes:
+    def select_usim(self) -> bytes:
         """SELECT ADF.USIM by the AID EF.DIR names (read once a session); its FCP."""
         session = self.channel.session
         if self._aid is None or self._aid[0] != session:
@@ -149,7 +149,7 @@ class ApduUicc:
 
     def _read_lock(self) -> SimLock:
         try:
-            fcp = self._select_usim()
+            fcp = self.select_usim()
             resp = self._tx(apdu.verify_pin(None))
         except CardAbsent:
             return SimLock.NOT_INSERTED
@@ -199,7 +199,7 @@ class ApduUicc:
     def attempts(self) -> PinAttempts | None:
         try:
             session = self.channel.session
-            fcp = self._select_usim()
+            fcp = self.select_usim()
             verify = self._tx(apdu.verify_pin(None))
             pin1 = _left(verify)
             puk1 = _left(self._tx(apdu.unblock_query()))
@@ -222,13 +222,13 @@ class ApduUicc:
 
     def pin_enabled(self) -> bool | None:
         try:
-            return files.key_enabled(self._select_usim(), PIN1)
+            return files.key_enabled(self.select_usim(), PIN1)
         except (CardAbsent, CommandFailed, ModemProtocolError):
             return None
 
     def imsi(self) -> Imsi | None:
         try:
-            self._select_usim()
+            self.select_usim()
             raw = self._read_ef(apdu.EF_IMSI)
             return Imsi.from_ef(raw) if raw is not None else None
         except (CardAbsent, CommandFailed, ModemProtocolError, ValueError):
@@ -263,7 +263,7 @@ class ApduUicc:
         try:
             self._tx(apdu.select_file(apdu.MF))
             raw = self._read_ef(apdu.EF_ICCID)
-            self._select_usim()
+            self.select_usim()
             resp = self._tx(apdu.verify_pin(None))
         except (CardAbsent, CommandFailed, ModemUnavailable) as exc:
             self._lock = None

@@ -118,6 +118,9 @@ def probe_modem(modem: Modem, vendor: str, dialect: Dialect | None = None, *, vi
         p.facts["pin_attempts"] = counters.pin1 if counters is not None else None
         if counters is not None:
             p.facts["pin_attempts_source"] = counters.source
+            if counters.pin1 is None and apdu_path:
+                p.facts["unreadable"]["pin_attempts"] = ("not told: a card whose PIN is verified or not needed "
+                                                         "answers VERIFY without data with 9000, no count")
         if counters is not None and counters.puk1 is not None:
             p.facts["puk_attempts"], p.facts["puk_attempts_source"] = counters.puk1, counters.source
         else:

@@ -32,7 +32,6 @@ from .channel import CardAbsent, CardChannel, CardReset, transmit
 log = logging.getLogger("mtcd.card")
 
 SOURCE = "VERIFY/UNBLOCK APDU"
-PIN1_TRIES = 3  # TS 102 221 §9.5.1: three consecutive wrong presentations block a PIN
 _TRANSIENT = {SimLock.BUSY, SimLock.NOT_READY}
 # EF.DIR lists a handful of applications; more records than this are not read.
 MAX_DIR_RECORDS = 16
@@ -197,16 +196,16 @@ class ApduUicc:
         return None
 
     def attempts(self) -> PinAttempts | None:
+        """The counters as the card gives them.  A verified PIN1 (or one not
+        needed) answers VERIFY without data with 9000 and no count (TS 102
+        221 §11.1.9): its counter is back at the card's maximum, which may
+        be 3, 5, 10...; pin1 is then None, never a number the card did not
+        give (the policy treats an unknown count as rule 5 says)."""
         try:
             session = self.channel.session
-            fcp = self.select_usim()
-            verify = self._tx(apdu.verify_pin(None))
-            pin1 = _left(verify)
+            self.select_usim()
+            pin1 = _left(self._tx(apdu.verify_pin(None)))
             puk1 = _left(self._tx(apdu.unblock_query()))
-            if verify.ok and files.key_enabled(fcp, PIN1):
-                # Verified: the last presentation was right, and a right one
-                # resets the counter to its initial value (TS 102 221 §9.5.1).
-                pin1 = PIN1_TRIES
         except (CardAbsent, CommandFailed, ModemProtocolError) as exc:
             log.info("attempt counters not read: %s", exc)
             return None

@@ -59,7 +59,7 @@ class ApduUicc:
         self._lock: SimLock | None = None
         self._iccid: Iccid | None = None
         self._lock_session = self._iccid_session = None
-        self._pin_left: tuple[int, int] | None = None  # (session, count) last shown to the policy
+        self._pin_left: tuple[int, int | None] | None = None  # (session, count) last shown to the policy
         self._aid: tuple[int, bytes] | None = None  # (session, USIM AID)
 
     def close(self) -> None:
@@ -209,7 +209,9 @@ class ApduUicc:
         except (CardAbsent, CommandFailed, ModemProtocolError) as exc:
             log.info("attempt counters not read: %s", exc)
             return None
-        if pin1 is not None and session == self.channel.session:
+        if session == self.channel.session:
+            # None too: a policy shown no count never gets a PIN out to a
+            # card that gives one at the last look (_still_asking).
             self._pin_left = (session, pin1)
         return PinAttempts(pin1=pin1, puk1=puk1, source=SOURCE)
 
@@ -286,7 +288,8 @@ class ApduUicc:
             raise CardChangedMidway(f"the card no longer asks for its PIN ({resp}); nothing was sent to it")
         if self._pin_left is not None and self._pin_left[0] == session and left != self._pin_left[1]:
             self._lock = None
-            raise CardChangedMidway(f"the card's PIN counter moved since it was read ({self._pin_left[1]} -> {left}); "
+            raise CardChangedMidway(f"the card's PIN counter moved since it was read "
+                                    f"({_shown(self._pin_left[1])} -> {left}); "
                                     "nothing was sent to it")
 
     def change_pin(self, old: Pin, new: Pin, for_iccid: Iccid) -> PinOutcome:
@@ -320,6 +323,10 @@ class ApduUicc:
             return PinOutcome.REJECTED
         log.warning("%s ended with %s; outcome unknown", _name(command), resp)
         return PinOutcome.UNKNOWN
+
+
+def _shown(count: int | None) -> str:
+    return "not told" if count is None else str(count)
 
 
 def _name(command) -> str:

@@ -211,6 +211,9 @@ def start_refusal(start: StartState, card: BenchCard | None) -> str | None:
         return f"no card's ICCID could be read (SIM state {start.lock})"
     if card is not None and card.iccid is not None and str(card.iccid) != start.iccid:
         return f"the inserted card is {start.iccid}, not the card file's {card.iccid}"
+    if start.pin_left is None and start.lock == "READY" and start.pin_enabled:
+        return ("the card's PIN is verified already, so it tells no count (VERIFY without data: 9000); "
+                "power-cycle the card (pull and reinsert it, or reset the modem) so that it asks for its PIN")
     if start.pin_left is None or start.puk_left is None:
         return (f"the attempt counters cannot be read (PIN: {_count(start.pin_left)}, PUK: {_count(start.puk_left)}); "
                 "a modem with AT+CPINR, a vendor counter or AT+CSIM is needed")
@@ -377,6 +380,12 @@ def check_reader_restored(bench: Bench) -> list[str]:
             lock, iccid, pin_left, puk_left, enabled = read_card(uicc)
             if iccid != start.iccid:
                 return [f"the card in the reader is {iccid or 'unreadable'}, not {start.iccid}"]
+            if pin_left is None and lock == "READY" and enabled and not bench.pcsc_restore_notes:
+                # Verified: VERIFY without data says 9000, not the count, and
+                # the presentation the card accepted put its counter back at
+                # its maximum, which the start guard saw.  After destructive
+                # tests the starting PIN is still proven below.
+                pin_left = start.pin_left
             if pin_left != start.pin_left:
                 problems.append(f"PIN attempts left: {_count(pin_left)}, {start.pin_left} at the start")
             if puk_left != start.puk_left:

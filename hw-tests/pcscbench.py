@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 
-from mtcd.pairing_record import FileAccessError, read_pairing_record
+from mtcd.card.record import read_over_apdu
 
 
 @contextlib.contextmanager
@@ -37,48 +37,10 @@ def read_card(uicc) -> tuple[str, str | None, int | None, int | None, bool | Non
     return lock.value, str(iccid) if iccid else None, pin_left, puk_left, uicc.pin_enabled()
 
 
-class ApduFiles:
-    """mtcd.pairing_record.CardFiles over the reader: EFs of ADF.USIM
-    selected by file identifier after SELECT ADF.USIM by its AID."""
-
-    def __init__(self, uicc):
-        self.uicc = uicc
-
-    def _ask(self, fid: int, command=None) -> tuple[int, bytes]:
-        from mtcd import apdu
-        from mtcd.card.channel import CardAbsent, transmit
-        from mtcd.card.pcsc import ReaderUnavailable
-        from mtcd.errors import ModemProtocolError
-
-        try:
-            self.uicc._select_usim()
-            selected = transmit(self.uicc.channel, apdu.select_file(fid))
-            if command is None or not selected.ok:
-                return selected.sw, selected.data
-            answer = transmit(self.uicc.channel, command)
-        except (CardAbsent, ReaderUnavailable) as exc:
-            raise FileAccessError(str(exc), fatal=True) from None
-        except ModemProtocolError as exc:
-            raise FileAccessError(str(exc)) from None
-        return answer.sw, answer.data
-
-    def header(self, fid: int) -> tuple[int, bytes]:
-        return self._ask(fid)
-
-    def read_binary(self, fid: int, offset: int, length: int) -> tuple[int, bytes]:
-        from mtcd import apdu
-
-        return self._ask(fid, apdu.read_binary(offset, length))
-
-    def read_record(self, fid: int, number: int, length: int) -> tuple[int, bytes]:
-        from mtcd.card import files
-
-        return self._ask(fid, files.read_record(number, length or 256))
-
-
 def read_record_over_pcsc(uicc, limit: int = 16):
-    """The card's pairing record (EF-UST, EF-IPS, EF-IPD), read only."""
-    return read_pairing_record(ApduFiles(uicc), limit)
+    """The card's pairing record (EF-UST, EF-IPS, EF-IPD), read only: mtcd's
+    own reader (mtcd.card.record), as `mtcctl sim pairing-status` uses it."""
+    return read_over_apdu(uicc, limit)
 
 
 class PcscRestorer:

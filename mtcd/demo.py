@@ -116,14 +116,25 @@ def over_pcsc(config: Path, card_pin: str) -> None:
     mtcd = [*_tool("mtcd"), "--config", str(pcsc_config)]
     mtcctl = [*_tool("mtcctl"), "--config", str(pcsc_config)]
     show([*mtcctl, "pin", "set", reader_iccid], stdin=card_pin + "\n", hidden_input=True)
-    with PcscStack(ROOT / "pcsc", card) as stack, \
+    # The card keeps its own pairing record (EF-IPS), read back in APDUs after the pairing.
+    from .identity import Imei
+    from .pairing_record import Verdict, encode_ipd_record, encode_ips_record
+    from .sim.modem import DEFAULT_IMEI
+
+    record = {"service": True, "ips": [encode_ips_record(Verdict.OK, 1).hex()],
+              "ipd": [encode_ipd_record(Imei(DEFAULT_IMEI)).hex()], "unreadable": ["6FF2"]}
+    with PcscStack(ROOT / "pcsc", card, files={"pairing": record}) as stack, \
             Simulator(make_card("modem-sim", _iccid(5), "0000", "--pin-disabled")):
         ENV["PCSCLITE_CSOCK_NAME"] = str(stack.socket)
         print(f"  pcscd (own /run/pcscd, own network namespace) with a virtual USIM in {stack.reader_name()}")
         show([*mtcd, "once", "--json"])
+        entries = stack.entries()
         seen = [f"{_INS.get(e['ins'], e['ins'])}{' (with data, not logged)' if e['ins'] in ('20', '2C', '24', '28') and e['lc'] else ''}"
-                for e in stack.entries() if "ins" in e and e["ins"] != "C0"]
+                for e in entries if "ins" in e and e["ins"] != "C0"]
         print("  what the card was sent: " + ", ".join(seen))
+        show([*mtcctl, "sim", "pairing-status"])
+        kinds = sorted({_INS.get(e["ins"], e["ins"]) for e in stack.entries()[len(entries):] if "ins" in e})
+        print("  the card's own record, read in APDUs with " + ", ".join(kinds) + " only")
         log = stack.log.read_text() + stack.pcscd_log.read_text()
         print(f"  the PIN in the card's or pcscd's logs: {'YES' if card_pin in log else 'no'}")
 

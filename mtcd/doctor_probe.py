@@ -7,7 +7,9 @@ or writes to the keystore.  The modem is asked only AT+CGMI/CGMM/CGMR,
 AT+CGSN, AT+CPIN?, the dialect's ICCID and attempt-counter queries (none
 spends an attempt: VERIFY and UNBLOCK go without data), AT+CLCK="SC",2,
 AT+CFUN?, AT+CREG?, AT+CEREG?, AT+CSQ, and AT+CRSM reads (GET RESPONSE,
-READ BINARY, READ RECORD) of EF-UST, EF-IPS and EF-IPD.  (The direct path also sends
+READ BINARY, READ RECORD) of EF-UST, EF-IPS and EF-IPD.  With [uicc]
+backend csim or pcsc the card is asked in APDUs instead: SELECT, READ
+BINARY, READ RECORD, GET RESPONSE, and VERIFY / UNBLOCK PIN without data.  (The direct path also sends
 ATE0 and AT+CMEE=1 first, as every mtcd session does: they change how the
 modem answers, not what it does.)
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from . import apdu
 from .at import commands, parsers
+from .card.record import read_over_apdu
 from .doctor import dialect_choice, mm_ignore
 from .errors import CommandFailed, ModemProtocolError, ModemUnavailable, MtcdError
 from .modem import Modem
@@ -115,6 +118,9 @@ def probe_modem(modem: Modem, vendor: str, dialect: Dialect | None = None, *, vi
         p.facts["pin_attempts"] = counters.pin1 if counters is not None else None
         if counters is not None:
             p.facts["pin_attempts_source"] = counters.source
+            if counters.pin1 is None and apdu_path:
+                p.facts["unreadable"]["pin_attempts"] = ("not told: a card whose PIN is verified or not needed "
+                                                         "answers VERIFY without data with 9000, no count")
         if counters is not None and counters.puk1 is not None:
             p.facts["puk_attempts"], p.facts["puk_attempts_source"] = counters.puk1, counters.source
         else:
@@ -125,6 +131,8 @@ def probe_modem(modem: Modem, vendor: str, dialect: Dialect | None = None, *, vi
                 p.facts["puk_attempts_source"] = "UNBLOCK PIN APDU" if apdu_path else "+CSIM UNBLOCK PIN"
         if apdu_path:
             p.ask("pin_enabled", uicc.pin_enabled, "the card's FCP has no PIN status for PIN1")
+            # The card's own pairing record, in APDUs through the card's channel: reads only.
+            p.ask("card_pairing_record", lambda: read_over_apdu(uicc, CARD_RECORDS).as_json())
         else:
             p.ask("pin_enabled", lambda: parsers.parse_clck(run(commands.pin_enabled_query()).lines))
             # The card's own pairing record (EF-UST, EF-IPS, EF-IPD over AT+CRSM): reads only.

@@ -163,6 +163,7 @@ def _stored_view(keystore: Keystore, iccid: Iccid) -> StoredPin | None:
         has_pending=entry.pending_pin is not None,
         pending_rejected=entry.pending_rejected,
         unsettled=entry.unsettled,
+        attempt_change=entry.attempt_change,
     )
 
 

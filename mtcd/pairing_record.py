@@ -17,8 +17,8 @@ Pairing keeps about the devices it was paired with.  Pure: no I/O.
 Whatever cannot be read is reported as such with the card's or the modem's
 answer (`Reading`), never filled in.  The order of reads lives in
 `read_pairing_record`, which takes the file access as a `CardFiles` (AT+CRSM
-in mtcd.pairing_record_at; any transport that can read a file of ADF.USIM
-can provide one), so this module stays free of transports.
+in mtcd.pairing_record_at; APDUs over PC/SC or AT+CSIM in mtcd.card.record),
+so this module stays free of transports.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .apdu import describe_status
+from .errors import MtcdError
 from .identity import Imei, Imeisv, swapped_bcd_digits
 
 EF_UST = 0x6F38
@@ -438,6 +439,37 @@ def _read_ipd(ask, files: CardFiles, links: list[int]):
     except _Stop:
         return Reading(State.NOT_READ, "the transport is gone"), tuple(devices)
     return Reading(State.PRESENT), tuple(devices)
+
+
+# -- the journal's card-record line ------------------------------------------------
+
+
+def not_read(why: str) -> dict:
+    """The journal's `card_*` fields of a record that was not read, and why."""
+    return {"card_record": f"not read: {why}", "card_service": None, "card_ips": None,
+            "card_latest": None, "card_device": None}
+
+
+def journal_fields(files: CardFiles, limit: int = 1) -> dict:
+    """The card's own record as the journal's card-record line carries it
+    (flat `card_*` fields): the newest verdict and its device, or why they
+    could not be read.  Never raises: a failed read is journaled as such,
+    and pairing goes on whatever the card answered."""
+    try:
+        record = read_pairing_record(files, limit)
+    except Exception as exc:  # noqa: BLE001 - a read-only extra must never stop a pairing
+        why = str(exc) if isinstance(exc, (MtcdError, FileAccessError)) else f"internal error ({type(exc).__name__})"
+        return {"card_record": f"unreadable: {why}", "card_service": None, "card_ips": None,
+                "card_latest": None, "card_device": None}
+    latest = record.latest
+    device = record.device(latest.ipd_record) if latest is not None else None
+    return {
+        "card_record": record.summary(),
+        "card_service": record.service.value,
+        "card_ips": record.status_file.state.value,
+        "card_latest": latest.verdict.value if latest is not None else None,
+        "card_device": device.value if device is not None else None,
+    }
 
 
 # -- for the simulator and tests: the files as a card stores them ----------------------

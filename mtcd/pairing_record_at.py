@@ -7,9 +7,10 @@ writes to the card, presents a PIN, or changes the modem's state.
 from __future__ import annotations
 
 from .at import commands, parsers
-from .errors import CommandFailed, ModemProtocolError, ModemUnavailable, MtcdError
+from .errors import CommandFailed, ModemProtocolError, ModemUnavailable
 from .modem import Modem
 from .pairing_record import CardPairingRecord, FileAccessError, MAX_RECORDS, read_pairing_record
+from .pairing_record import journal_fields as record_journal_fields
 
 GET_RESPONSE, READ_BINARY, READ_RECORD = 192, 176, 178
 _ABSOLUTE = 0x04  # READ RECORD P2: absolute mode, record number in P1
@@ -52,31 +53,9 @@ def read_over_at(modem: Modem, limit: int = MAX_RECORDS) -> CardPairingRecord:
     return read_pairing_record(CrsmFiles(modem), limit)
 
 
-def not_read(why: str) -> dict:
-    """The journal's `card_*` fields of a record that was not read, and why."""
-    return {"card_record": f"not read: {why}", "card_service": None, "card_ips": None,
-            "card_latest": None, "card_device": None}
-
-
 def journal_fields(modem: Modem, limit: int = 1, files: CrsmFiles | None = None) -> dict:
-    """The card's own record as the journal's card-record line carries it
-    (flat `card_*` fields): the newest verdict and its device, or why they
-    could not be read.  `files`: the CrsmFiles to read through, for a caller
-    that wants to know afterwards whether a card answered.  Never raises: a
-    failed read is journaled as such, and pairing goes on whatever the card
-    answered."""
-    try:
-        record = read_over_at(modem, limit) if files is None else read_pairing_record(files, limit)
-    except Exception as exc:  # noqa: BLE001 - a read-only extra must never stop a pairing
-        why = str(exc) if isinstance(exc, (MtcdError, FileAccessError)) else f"internal error ({type(exc).__name__})"
-        return {"card_record": f"unreadable: {why}", "card_service": None, "card_ips": None,
-                "card_latest": None, "card_device": None}
-    latest = record.latest
-    device = record.device(latest.ipd_record) if latest is not None else None
-    return {
-        "card_record": record.summary(),
-        "card_service": record.service.value,
-        "card_ips": record.status_file.state.value,
-        "card_latest": latest.verdict.value if latest is not None else None,
-        "card_device": device.value if device is not None else None,
-    }
+    """The card's own record as the journal's card-record line carries it,
+    read over AT+CRSM (mtcd.pairing_record.journal_fields).  `files`: the
+    CrsmFiles to read through, for a caller that wants to know afterwards
+    whether a card answered."""
+    return record_journal_fields(files if files is not None else CrsmFiles(modem), limit)

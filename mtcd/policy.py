@@ -22,6 +22,9 @@ gateway from blocking its own SIM):
    presented (`retry-guard`).  When no command reports them, a PIN is
    presented at most once: an attempt whose outcome was lost (power cut)
    blocks further attempts until the counter can be read or a person acts.
+   A lost change whose old PIN went out with no count read before it (a
+   card whose PIN is verified tells none) may be settled only by the PIN
+   it was setting, never presented before, tried once within the guard.
 6. At most one presentation per candidate per run, and after a rejection
    the counter is read again before the next candidate.
 7. A SIM that is unlocked but has its PIN disabled works in any device, so
@@ -132,6 +135,8 @@ class StoredPin:
     # Candidates presented before `attempt_pin` whose outcome no counter
     # could settle: the card may have refused them (never presented again).
     unsettled: tuple[str, ...] = ()
+    # The attempt in flight was the old PIN of our change to the pending one.
+    attempt_change: bool = False
 
 
 @dataclass(frozen=True)
@@ -245,6 +250,8 @@ def _decide_locked(obs: Observations, settings: PolicySettings) -> Decision:
     if stored.attempt_started:
         # An earlier presentation's outcome was lost (power cut).  Only the
         # card's counter can tell what happened to it.
+        if stored.attempts_before is None and _lost_change_to_pending(obs, stored, settings):
+            return Step.PRESENT_PENDING_PIN
         if obs.attempts is None or stored.attempts_before is None:
             return Refused(
                 Reason.RETRY_GUARD,
@@ -264,6 +271,19 @@ def _decide_locked(obs: Observations, settings: PolicySettings) -> Decision:
             f"{_try_hint(obs.iccid, obs.attempts, settings.min_retries)}",
         )
     return Step.PRESENT_PIN if current_ok else Step.PRESENT_PENDING_PIN
+
+
+def _lost_change_to_pending(obs: Observations, stored: StoredPin, settings: PolicySettings) -> bool:
+    """A change whose answer was lost, with no counter read before it (a
+    card whose PIN was verified tells none): the counter cannot say whether
+    the card refused its old PIN, so that PIN is never presented again
+    automatically (rule 4).  The PIN the change was setting was never
+    presented: it is tried once, while the counter read now allows.  The
+    card took the change: paired.  It did not: that PIN is latched, and
+    the old one stays for a person (`mtcctl pin try --unsettled`)."""
+    return (stored.attempt_change and stored.attempt_pin == "current" and _pending_usable(stored)
+            and "pending" not in stored.unsettled and obs.presented_pending is None
+            and obs.attempts is not None and obs.attempts >= settings.min_retries)
 
 
 # -- the way out named in each refusal (a command that works in that state) --

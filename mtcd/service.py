@@ -262,7 +262,7 @@ class Gateway:
     def card_record_after(self):
         """Hold back the card's pairing record of a decision taken inside
         this block until the block is done: after the link is up, or the
-        gate closed and the radio off, so its reads (2 to 6 AT+CRSM lines)
+        gate closed and the radio off, so its reads (2 to 6 AT+CRSM lines, or APDUs)
         never stand between a decision and the link.  A block that ends in
         an error (the radio would not switch off, the port went away) reads
         nothing: the card is not asked again in a session that failed."""
@@ -286,20 +286,26 @@ class Gateway:
             log.warning("the card's pairing record was not journaled: %s", exc)
 
     def _card_record(self, outcome: PairingOutcome) -> dict:
-        """The card's pairing record, read over AT+CRSM: only where mtcd
-        holds the AT port and the SIM is the modem's (not through
-        ModemManager, not a PC/SC reader's card), and only from the card
-        the decision was about."""
-        from .pairing_record_at import CrsmFiles, journal_fields, not_read
+        """The card's pairing record, read the way the card is reached: in
+        APDUs through the UICC's own channel ([uicc] backend pcsc or csim),
+        else over AT+CRSM; only where mtcd holds the AT port (not through
+        ModemManager), and only from the card the decision was about."""
+        from .pairing_record import journal_fields, not_read
 
+        backend = self.config.uicc.backend
         if self.config.modem.driver != "serial":
             return not_read("the modem is reached through ModemManager")
-        if self.config.uicc.backend == "pcsc":
-            return not_read("the SIM is in a PC/SC reader, not behind the modem")
         if outcome.iccid is None:
             return not_read("no card was identified")
-        files = CrsmFiles(self.modem)
-        fields = journal_fields(self.modem, files=files)
+        if backend in ("pcsc", "csim"):
+            from .card.record import ApduFiles
+
+            files = ApduFiles(self.uicc)
+        else:
+            from .pairing_record_at import CrsmFiles
+
+            files = CrsmFiles(self.modem)
+        fields = journal_fields(files)
         # The link came up (or the gate closed) since the card was read: the
         # answers may be another card's.  The ICCID read after the record
         # says which card gave it; a swap back within that time is not

@@ -148,7 +148,8 @@ def test_pin_accepted_and_rejected_by_status_word():
     _, iccid = _read(uicc)
     assert uicc.present_pin(Pin(TEST_PIN), iccid) is PinOutcome.ACCEPTED
     assert uicc.lock(settle=False) is SimLock.READY
-    assert uicc.attempts().pin1 == 3  # verified: full, whatever VERIFY without data no longer says
+    # Verified: VERIFY without data says 9000 and no count; none is made up.
+    assert uicc.attempts().pin1 is None and uicc.attempts().puk1 == 10
 
 
 def test_a_pin_disabled_card_is_ready_and_never_asked():

@@ -116,14 +116,12 @@ def test_right_sim_pairs(bench):
         assert facts["iccid"] == str(card.iccid) and facts["pin_enabled"] is True
         assert facts["puk_attempts"] == 10
         b.no_secret_anywhere(run, doctor)
-        # The card's pairing record is read through the modem's slot only
-        # when the SIM is there (csim); a reader's card is not in that slot.
+        # The card's pairing record is read from the card the decision was
+        # about, the way it is reached: never through the modem's own slot
+        # (AT+CRSM) when that card is in a reader.
         [record] = [e for e in b.gateway.history() if e["event"] == "card-record"]
-        if b.backend == "pcsc":
-            assert record["card_record"].startswith("not read: the SIM is in a PC/SC reader")
-            assert not any("3F007FFF" in c for c in b.modem.commands)
-        else:
-            assert not record["card_record"].startswith("not read")
+        assert record["card_service"] == "not-available", record  # this card has no service n°102
+        assert not any(c.startswith("AT+CRSM") for c in b.modem.commands)
 
 
 def test_foreign_sim_refused(bench):
@@ -300,7 +298,9 @@ def test_service_pairs_again_after_the_card_was_power_cycled(bench, notify_socke
             # doctor through the service: the card asked over the service's own channel.
             facts = json.loads(b.gateway.mtcctl("doctor", "--json").stdout)["modem"]
             assert facts["via"] == "service" and facts["iccid"] == str(card.iccid)
-            assert facts["pin_enabled"] is True and facts["pin_attempts"] == 3
+            # Verified: the card tells no PIN count (9000), and none is made up.
+            assert facts["pin_enabled"] is True and facts["pin_attempts"] is None
+            assert "not told" in facts["unreadable"]["pin_attempts"]
             start = len(notify_socket.messages)
             b.power_cycle()  # the card forgets its verification: it asks for its PIN again
             deadline = time.monotonic() + 30

@@ -350,14 +350,14 @@ def test_a_failed_read_is_journaled_and_pairing_goes_on(gateway):
 
 def test_a_broken_reader_never_raises(monkeypatch):
     """Whatever goes wrong inside the read (here: a bug), journal_fields
-    says so instead of raising into the pairing."""
-    from mtcd import pairing_record_at
+    says so instead of raising into the pairing, whatever the transport."""
+    from mtcd import pairing_record
 
-    def broken(modem, limit=1):
+    def broken(files, limit=1):
         raise KeyError("boom")
 
-    monkeypatch.setattr(pairing_record_at, "read_over_at", broken)
-    fields = pairing_record_at.journal_fields(modem=None)
+    monkeypatch.setattr(pairing_record, "read_pairing_record", broken)
+    fields = pairing_record.journal_fields(files=None)
     assert fields["card_record"] == "unreadable: internal error (KeyError)"
     assert fields["card_latest"] is None
 

@@ -140,6 +140,29 @@ def test_lost_attempt_without_counter_blocks_further_attempts():
     assert isinstance(d, Refused) and d.reason is Reason.RETRY_GUARD
 
 
+def test_lost_change_without_a_count_before_tries_only_the_pin_it_was_setting():
+    """A change's old PIN went out with no count read before it (a verified
+    card tells none): the counter read now cannot say whether the card
+    refused it, so only the never-presented pending PIN may be tried, and
+    only while the guard allows."""
+    lost = StoredPin(attempt_started=True, attempts_before=None, attempt_change=True, has_pending=True)
+    assert decide(ready_to_present(attempts=4, stored=lost), DEFAULT) is Step.PRESENT_PENDING_PIN
+    below = decide(ready_to_present(attempts=1, stored=lost), DEFAULT)
+    assert isinstance(below, Refused) and below.reason is Reason.RETRY_GUARD
+    unreported = decide(ready_to_present(attempts=None, stored=lost), DEFAULT)
+    assert isinstance(unreported, Refused) and unreported.reason is Reason.RETRY_GUARD
+    # A lost plain presentation (not a change), or no pending PIN: nothing to try.
+    for stored in (StoredPin(attempt_started=True, attempts_before=None, has_pending=True),
+                   StoredPin(attempt_started=True, attempts_before=None, attempt_change=True),
+                   StoredPin(attempt_started=True, attempts_before=None, attempt_change=True, has_pending=True,
+                             pending_rejected=True)):
+        d = decide(ready_to_present(attempts=4, stored=stored), DEFAULT)
+        assert isinstance(d, Refused) and d.reason in (Reason.RETRY_GUARD, Reason.PIN_REJECTED), stored
+    # The pending PIN was tried and refused: the old one is never tried by itself.
+    tried = decide(ready_to_present(attempts=3, stored=lost).with_(presented_pending=PinOutcome.REJECTED), DEFAULT)
+    assert isinstance(tried, Refused)
+
+
 def test_lost_attempt_that_the_counter_shows_rejected_is_latched():
     stored = StoredPin(attempt_started=True, attempts_before=3)
     assert decide(ready_to_present(attempts=2, stored=stored), DEFAULT) is Step.LATCH_LOST_ATTEMPT

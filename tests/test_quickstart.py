@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from pcscstack import missing
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -55,6 +57,13 @@ def test_make_demo_on_a_fresh_checkout(tmp_path):
     # The demo ran to its end: paired, then the refusals.
     assert '"state": "paired"' in out and "unknown-sim" in out and "pin-rejected" in out
     assert "Demo files are in" in out
+    # The PC/SC path, where this machine has pcscd and vpcd (`make deps` installs them; never skipped then).
+    if missing() is None:
+        pcsc = out[out.index("4. The SIM in a PC/SC reader"):]
+        assert "not shown here" not in pcsc[:500] and '"state": "paired"' in pcsc, pcsc[:3000]
+        assert "read:                 from the card in the PC/SC reader" in pcsc and "latest OK" in pcsc, pcsc[:3000]
+        assert "read in APDUs with GET RESPONSE, READ BINARY, READ RECORD, SELECT only" in pcsc
+        assert "the PIN in the card's or pcscd's logs: no" in pcsc
     # Runtime dependencies only: no test tools in the demo's venv.
     python = checkout / ".venv" / "bin" / "python"
     for module in ("mtcd", "serial", "cryptography"):

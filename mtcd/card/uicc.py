@@ -32,7 +32,6 @@ from .channel import CardAbsent, CardChannel, CardReset, transmit
 log = logging.getLogger("mtcd.card")
 
 SOURCE = "VERIFY/UNBLOCK APDU"
-PIN1_TRIES = 3  # TS 102 221 §9.5.1: three consecutive wrong presentations block a PIN
 _TRANSIENT = {SimLock.BUSY, SimLock.NOT_READY}
 # EF.DIR lists a handful of applications; more records than this are not read.
 MAX_DIR_RECORDS = 16
@@ -60,7 +59,7 @@ class ApduUicc:
         self._lock: SimLock | None = None
         self._iccid: Iccid | None = None
         self._lock_session = self._iccid_session = None
-        self._pin_left: tuple[int, int] | None = None  # (session, count) last shown to the policy
+        self._pin_left: tuple[int, int | None] | None = None  # (session, count) last shown to the policy
         self._aid: tuple[int, bytes] | None = None  # (session, USIM AID)
 
     def close(self) -> None:
@@ -79,7 +78,7 @@ class ApduUicc:
     def _tx(self, command) -> ApduResponse:
         return transmit(self.channel, command)
 
-    def _select_usim(self) -> bytes:
+    def select_usim(self) -> bytes:
         """SELECT ADF.USIM by the AID EF.DIR names (read once a session); its FCP."""
         session = self.channel.session
         if self._aid is None or self._aid[0] != session:
@@ -149,7 +148,7 @@ class ApduUicc:
 
     def _read_lock(self) -> SimLock:
         try:
-            fcp = self._select_usim()
+            fcp = self.select_usim()
             resp = self._tx(apdu.verify_pin(None))
         except CardAbsent:
             return SimLock.NOT_INSERTED
@@ -197,20 +196,22 @@ class ApduUicc:
         return None
 
     def attempts(self) -> PinAttempts | None:
+        """The counters as the card gives them.  A verified PIN1 (or one not
+        needed) answers VERIFY without data with 9000 and no count (TS 102
+        221 §11.1.9): its counter is back at the card's maximum, which may
+        be 3, 5, 10...; pin1 is then None, never a number the card did not
+        give (the policy treats an unknown count as rule 5 says)."""
         try:
             session = self.channel.session
-            fcp = self._select_usim()
-            verify = self._tx(apdu.verify_pin(None))
-            pin1 = _left(verify)
+            self.select_usim()
+            pin1 = _left(self._tx(apdu.verify_pin(None)))
             puk1 = _left(self._tx(apdu.unblock_query()))
-            if verify.ok and files.key_enabled(fcp, PIN1):
-                # Verified: the last presentation was right, and a right one
-                # resets the counter to its initial value (TS 102 221 §9.5.1).
-                pin1 = PIN1_TRIES
         except (CardAbsent, CommandFailed, ModemProtocolError) as exc:
             log.info("attempt counters not read: %s", exc)
             return None
-        if pin1 is not None and session == self.channel.session:
+        if session == self.channel.session:
+            # None too: a policy shown no count never gets a PIN out to a
+            # card that gives one at the last look (_still_asking).
             self._pin_left = (session, pin1)
         return PinAttempts(pin1=pin1, puk1=puk1, source=SOURCE)
 
@@ -222,13 +223,13 @@ class ApduUicc:
 
     def pin_enabled(self) -> bool | None:
         try:
-            return files.key_enabled(self._select_usim(), PIN1)
+            return files.key_enabled(self.select_usim(), PIN1)
         except (CardAbsent, CommandFailed, ModemProtocolError):
             return None
 
     def imsi(self) -> Imsi | None:
         try:
-            self._select_usim()
+            self.select_usim()
             raw = self._read_ef(apdu.EF_IMSI)
             return Imsi.from_ef(raw) if raw is not None else None
         except (CardAbsent, CommandFailed, ModemProtocolError, ValueError):
@@ -263,7 +264,7 @@ class ApduUicc:
         try:
             self._tx(apdu.select_file(apdu.MF))
             raw = self._read_ef(apdu.EF_ICCID)
-            self._select_usim()
+            self.select_usim()
             resp = self._tx(apdu.verify_pin(None))
         except (CardAbsent, CommandFailed, ModemUnavailable) as exc:
             self._lock = None
@@ -287,7 +288,8 @@ class ApduUicc:
             raise CardChangedMidway(f"the card no longer asks for its PIN ({resp}); nothing was sent to it")
         if self._pin_left is not None and self._pin_left[0] == session and left != self._pin_left[1]:
             self._lock = None
-            raise CardChangedMidway(f"the card's PIN counter moved since it was read ({self._pin_left[1]} -> {left}); "
+            raise CardChangedMidway(f"the card's PIN counter moved since it was read "
+                                    f"({_shown(self._pin_left[1])} -> {left}); "
                                     "nothing was sent to it")
 
     def change_pin(self, old: Pin, new: Pin, for_iccid: Iccid) -> PinOutcome:
@@ -321,6 +323,10 @@ class ApduUicc:
             return PinOutcome.REJECTED
         log.warning("%s ended with %s; outcome unknown", _name(command), resp)
         return PinOutcome.UNKNOWN
+
+
+def _shown(count: int | None) -> str:
+    return "not told" if count is None else str(count)
 
 
 def _name(command) -> str:

@@ -4,10 +4,12 @@ the card keeps it; read-only.
 
 With the service running, the record comes from the service's read-only
 "doctor" command (it holds the port): the newest records only
-(mtcd.doctor_probe.CARD_RECORDS).  Without it, the modem is opened here,
-every record of EF-IPS is read with AT+CRSM, and the modem is closed.
-Exit 0 whatever the card answered (an absent or unreadable file is part of
-the answer); 69 when the modem cannot be reached.
+(mtcd.doctor_probe.CARD_RECORDS).  Without it, the card is reached here
+the way [uicc] backend says (AT+CRSM through the modem, APDUs over
+AT+CSIM, or the PC/SC reader), every record of EF-IPS is read, and the
+port or the reader is let go.  Exit 0 whatever the card answered (an absent
+or unreadable file is part of the answer); 69 when the modem or the reader
+cannot be reached, or no card is in it.
 """
 
 from __future__ import annotations
@@ -35,15 +37,37 @@ def _through_service(client: ControlClient) -> dict:
 
 
 def _directly(config) -> dict:
+    backend = config.uicc.backend
+    if backend == "pcsc":
+        # The card is in a reader: no modem to open.
+        from ..card.pcsc import PcscChannel
+
+        return _over_apdu(PcscChannel(config.uicc.reader))
     from ..modem import Modem
-    from ..pairing_record_at import read_over_at
     from ..transport import SerialTransport
 
     m = config.modem
     with SerialTransport(m.port, m.baudrate, rtscts=m.rtscts, timeout=m.timeout) as transport:
         modem = Modem(transport)
         modem.initialise()
+        if backend == "csim":
+            from ..card.channel import CsimChannel
+
+            return _over_apdu(CsimChannel(modem))
+        from ..pairing_record_at import read_over_at
+
         return read_over_at(modem).as_json()
+
+
+def _over_apdu(channel) -> dict:
+    from ..card.record import read_over_apdu
+    from ..card.uicc import ApduUicc
+
+    uicc = ApduUicc(channel)
+    try:
+        return read_over_apdu(uicc).as_json()
+    finally:
+        uicc.close()
 
 
 def pairing_status(config, args) -> int:
@@ -53,7 +77,7 @@ def pairing_status(config, args) -> int:
     if args.json:
         print_json({"via": via, **record})
     else:
-        print("\n".join(render(record, via)))
+        print("\n".join(render(record, via, _DIRECT.get(config.uicc.backend, _DIRECT["at"]))))
     return EXIT_OK
 
 
@@ -62,14 +86,18 @@ def _reading(part: dict) -> str:
     return text + (f" ({part['why']})" if part.get("why") else "")
 
 
-def render(record: dict, via: str) -> list[str]:
+_DIRECT = {"at": "from the modem (AT+CRSM)", "csim": "from the card, in APDUs over the modem's AT+CSIM",
+           "pcsc": "from the card in the PC/SC reader"}
+
+
+def render(record: dict, via: str, direct: str = _DIRECT["at"]) -> list[str]:
     ips = record["ips"]
     service = record["service"] + (f" ({record['service_why']})" if record.get("service_why") else "")
     ips_text = _reading(ips)
     if ips["state"] == "present" and ips.get("file_records") is not None:
         ips_text += f", {ips['file_records']} records, {ips.get('empty_records', 0)} never written"
     rows = [
-        ("read", "through the service (newest records only)" if via == "service" else "from the modem"),
+        ("read", "through the service (newest records only)" if via == "service" else direct),
         ("USAT pairing service", service),
         ("EF-IPS", ips_text),
         ("EF-IPD", _reading(record["ipd"])),

@@ -117,6 +117,13 @@ def _pin_from_block(block: bytes) -> str | None:
     return text if text.isdigit() else None
 
 
+def _pin_max(data: dict) -> int:
+    value = data.get("pin_max", PIN_TRIES)
+    if type(value) is not int:
+        raise CardFileError("card state field pin_max has the wrong type")
+    return value
+
+
 class SimCard:
     """One UICC with PIN1 and PUK1.  PIN-handling methods return the status
     word the card would send, as an int."""
@@ -129,8 +136,9 @@ class SimCard:
         puk: str | Secret,
         *,
         pin_enabled: bool = True,
-        pin_attempts: int = PIN_TRIES,
+        pin_attempts: int | None = None,
         puk_attempts: int = PUK_TRIES,
+        pin_max: int = PIN_TRIES,
     ):
         self.iccid = iccid if isinstance(iccid, Iccid) else Iccid(iccid)
         self.imsi = imsi if isinstance(imsi, Imsi) else Imsi(imsi)
@@ -139,14 +147,19 @@ class SimCard:
             raise ValueError("card PIN must be 4 to 8 digits")
         if not _valid_puk(puk):
             raise ValueError("card PUK must be 8 digits")
-        if not 0 <= pin_attempts <= PIN_TRIES:
-            raise ValueError(f"PIN attempts must be 0 to {PIN_TRIES}")
+        # The counter's initial value: 3 on most cards, 5 or 10 on others.
+        if not 1 <= pin_max <= 15:
+            raise ValueError("the PIN counter's maximum must be 1 to 15")
+        pin_attempts = pin_max if pin_attempts is None else pin_attempts
+        if not 0 <= pin_attempts <= pin_max:
+            raise ValueError(f"PIN attempts must be 0 to {pin_max}")
         if not 0 <= puk_attempts <= PUK_TRIES:
             raise ValueError(f"PUK attempts must be 0 to {PUK_TRIES}")
         self.pin = pin
         self.puk = puk
         self.pin_enabled = bool(pin_enabled)
         self.pin_attempts = pin_attempts
+        self.pin_max = pin_max
         self.puk_attempts = puk_attempts
         self.verified = False
         self.selected = MF
@@ -208,8 +221,8 @@ class SimCard:
         if self.dead or self.blocked:
             return SW_BLOCKED
         if given == self.pin:
-            changed = self.pin_attempts != PIN_TRIES
-            self.pin_attempts = PIN_TRIES
+            changed = self.pin_attempts != self.pin_max
+            self.pin_attempts = self.pin_max
             self.verified = True
             if changed:
                 self._changed()
@@ -281,7 +294,7 @@ class SimCard:
             self._changed()
             return sw_wrong(self.puk_attempts)
         self.pin = new
-        self.pin_attempts = PIN_TRIES
+        self.pin_attempts = self.pin_max
         self.puk_attempts = PUK_TRIES
         self.pin_enabled = True
         self.verified = True
@@ -552,6 +565,8 @@ class SimCard:
             "pin_enabled": self.pin_enabled,
             "pin_attempts": self.pin_attempts,
             "puk_attempts": self.puk_attempts,
+            # Only for a card whose counter starts elsewhere than 3.
+            **({"pin_max": self.pin_max} if self.pin_max != PIN_TRIES else {}),
         }
 
     @classmethod
@@ -576,6 +591,7 @@ class SimCard:
                 pin_enabled=data["pin_enabled"],
                 pin_attempts=data["pin_attempts"],
                 puk_attempts=data["puk_attempts"],
+                pin_max=_pin_max(data),
             )
         except KeyError as e:
             raise CardFileError(f"card state lacks field {e.args[0]}") from None

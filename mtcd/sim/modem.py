@@ -770,7 +770,7 @@ class SimulatedModem:
         card = self._need_card()
         pattern = fields(args)[0].upper() if form == "set" else "*"
         rows = [
-            ("SIM PIN", card.pin_attempts, PIN_TRIES),
+            ("SIM PIN", card.pin_attempts, card.pin_max),
             ("SIM PUK", card.puk_attempts, PUK_TRIES),
             ("SIM PIN2", PIN_TRIES, PIN_TRIES),
             ("SIM PUK2", PUK_TRIES, PUK_TRIES),

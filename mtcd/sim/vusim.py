@@ -14,6 +14,11 @@ anything longer is a command APDU, answered with the response APDU.
     python -m mtcd.sim.vusim --card card.json --port PORT [--log log.jsonl]
         [--files files.json] [--pull-after-iccid-reads N [--pull-for S]]
 
+`--files` is a JSON object: FID (hex) to a transparent EF's content (hex)
+or a record EF's records (list of hex), and "pairing" to give the card
+its own pairing record with its access conditions: {"service": bool,
+"ips": [records] or null, "ipd": [records] or null, "unreadable": [FIDs]}.
+
 `--card` is the card's state file (mtcd.sim.card format); every change of
 its counters, PIN or enabled flag is saved there, so a test reads the
 card's memory from it.  `--log` gets one JSON line per command: the
@@ -49,6 +54,7 @@ ATR = bytes.fromhex("3B00")
 USIM_AID = bytes.fromhex("A0000000871002FF49FF0589")  # RID, USIM code, then the operator's
 EF_DIR = 0x2F00
 EF_ICCID = 0x2FE2
+EF_IPS = 0x6FF1
 INS_SELECT, INS_READ_RECORD, INS_READ_BINARY = 0xA4, 0xB2, 0xB0
 DIR_RECORD = 32
 
@@ -65,7 +71,18 @@ class VirtualUsim:
         self.card = card
         self.records: dict[int, list[bytes]] = {EF_DIR: [dir_record(USIM_AID), b"\xff" * DIR_RECORD]}
         self.binaries: dict[int, bytes] = {}
-        for fid, spec in (extra or {}).items():
+        extra = dict(extra or {})
+        pairing = extra.pop("pairing", None)
+        if pairing is not None:
+            # The card's own EF-UST (READ PIN), EF-IPS and EF-IPD, with their
+            # access conditions (mtcd.sim.card): service n°102 or not, a file
+            # absent (null), reads refused (6982) for the FIDs in "unreadable".
+            card.pairing_record(
+                service=bool(pairing.get("service", True)),
+                ips=None if pairing.get("ips") is None else [bytes.fromhex(r) for r in pairing["ips"]],
+                ipd=None if pairing.get("ipd") is None else [bytes.fromhex(r) for r in pairing["ipd"]],
+                unreadable={int(f, 16) for f in pairing.get("unreadable", ["6FF2"])})
+        for fid, spec in extra.items():
             fid = int(fid, 16)
             if isinstance(spec, list):
                 self.records[fid] = [bytes.fromhex(r) for r in spec]
@@ -77,7 +94,7 @@ class VirtualUsim:
     def _fcp(self, fid: int) -> bytes:
         if fid in self.records:
             recs = self.records[fid]
-            kind = 0x46 if fid != EF_DIR and fid in self.records else 0x42  # cyclic (EF-IPS) or linear fixed
+            kind = 0x46 if fid == EF_IPS else 0x42  # cyclic (EF-IPS) or linear fixed
             desc = bytes([0x82, 0x05, kind, 0x21]) + len(recs[0]).to_bytes(2, "big") + bytes([len(recs)])
             size = len(recs[0]) * len(recs)
         else:
@@ -119,8 +136,8 @@ class VirtualUsim:
                 if le == 0 or le > len(content) - offset:
                     return sw_bytes(0x6C00 | (len(content) - offset))
                 return content[offset:offset + le] + sw_bytes(0x9000)
-            if ins == INS_READ_RECORD:
-                return sw_bytes(0x6986 if self.selected is None else 0x6981)
+            if ins == INS_READ_RECORD and self.selected is not None:
+                return sw_bytes(0x6981)  # one of ours, not a record file
         out = self.card.apdu(raw)
         if len(raw) >= 2 and raw[1] == INS_READ_BINARY and self.card.selected == EF_ICCID and out[-2:] == b"\x90\x00":
             self.iccid_reads += 1

@@ -578,10 +578,13 @@ class Keystore:
     def _count(self) -> int:
         return len(self._sealed) if self._manifest is None else self._manifest.count
 
-    def _bucket_index(self, iccid: Iccid, fanout: int) -> int:
+    def _bucket_key(self) -> bytes:
         if self._bkey is None:
             self._bkey = buckets.bucket_key(self._key)
-        return buckets.bucket_of(self._bkey, iccid.value, fanout)
+        return self._bkey
+
+    def _bucket_index(self, iccid: Iccid, fanout: int) -> int:
+        return buckets.bucket_of(self._bucket_key(), iccid.value, fanout)
 
     def _sealed_for(self, iccid: Iccid) -> dict[Iccid, tuple[bytes, bytes]]:
         """The sealed entries among which `iccid`'s would be: all of them in a
@@ -589,8 +592,9 @@ class Keystore:
         try:
             return self._sealed_for_now(iccid)
         except _Moved:
-            with self._locked():  # reloads; under the lock no bucket moves
-                return self._sealed_for_now(iccid)
+            pass
+        with self._locked():  # reloads; under the lock no bucket moves
+            return self._sealed_for_now(iccid)
 
     def _sealed_for_now(self, iccid: Iccid) -> dict[Iccid, tuple[bytes, bytes]]:
         if self._manifest is None:
@@ -611,10 +615,11 @@ class Keystore:
         try:
             return [self._bucket(index) for index in sorted(self._manifest.buckets)]
         except _Moved:
-            with self._locked():
-                if self._manifest is None:
-                    return [self._sealed]
-                return [self._bucket(index) for index in sorted(self._manifest.buckets)]
+            pass
+        with self._locked():
+            if self._manifest is None:
+                return [self._sealed]
+            return [self._bucket(index) for index in sorted(self._manifest.buckets)]
 
     def _bucket(self, index: int) -> dict[Iccid, tuple[bytes, bytes]]:
         """One bucket's sealed entries, read and checked against the manifest
@@ -632,7 +637,7 @@ class Keystore:
                 raise _Moved  # another process committed and deleted it since: look again under the lock
             raise KeystoreError(f"{self.path} is damaged: its bucket file {path} is missing")
         self._loaded[index] = sealed = _load_bucket(path, raw, ref, index, self._manifest.fanout,
-                                                    self._bkey, self.path)
+                                                    self._bucket_key(), self.path)
         return sealed
 
     def _sweep_buckets(self) -> None:

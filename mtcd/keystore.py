@@ -201,11 +201,13 @@ def _transaction(method):
 class Keystore:
     """PINs by ICCID.  Open with `Keystore.open(state_dir)`.
 
-    Opening checks the whole file's MAC (tampering, truncation, removed or
-    swapped entries) but unseals an entry only when it is asked for, so a
-    maintenance gateway holding 10,000 SIMs opens in one pass and looks up
-    in constant time.  A mutation re-seals only the entry it changes and
-    rewrites the file once.
+    Opening checks keystore.json's MAC (tampering, truncation, removed or
+    swapped entries; in a bucketed store, the manifest) but unseals an entry
+    only when it is asked for.  A bucketed store reads a bucket, checked
+    against the manifest, the first time one of its entries is asked for, so
+    a maintenance gateway holding 10,000 SIMs opens and looks one up reading
+    the manifest and one bucket.  A mutation re-seals only the entry it
+    changes and writes its bucket and keystore.json once.
     """
 
     def __init__(self, state_dir: Path, sealer: Sealer):
@@ -223,7 +225,7 @@ class Keystore:
         self._bkey: bytes | None = None
         self._sweep = True  # bucket files no manifest names may be left: delete at the next write
         self._cache: dict[Iccid, PinEntry] = {}
-        # Exactly the bytes `_sealed` came from (None: there was no file).
+        # Exactly the bytes `_sealed` or `_manifest` came from (None: there was no file).
         # A transaction compares them with the file's bytes, never a stat
         # signature: inode numbers are reused and mtimes are coarse.
         self._raw: bytes | None = None
@@ -289,7 +291,8 @@ class Keystore:
     def __repr__(self) -> str:
         return f"<Keystore {self.path} entries={self._count()}>"
 
-    # --- mutations: each is exactly one atomic rewrite of keystore.json ---
+    # --- mutations: each is one commit, exactly one atomic rewrite of keystore.json
+    # (after the bucket files it names, in a bucketed store) ---
 
     @_transaction
     def set_pin(self, iccid: Iccid, pin: Pin, *, transport: bool = False) -> PinEntry:

@@ -53,7 +53,7 @@ from typing import Protocol
 
 from .errors import KeystoreError, StateError
 from . import keystore_buckets as buckets
-from .fsutil import atomic_write, check_private_dir, ensure_private_dir
+from .fsutil import atomic_write, check_private_dir, ensure_private_dir, fsync_dir
 from .identity import Iccid
 from .keystore_buckets import BUCKET_DIR, BucketRef, Manifest
 from .secret import Pin
@@ -834,7 +834,10 @@ class Keystore:
         and its bytes (not written yet)."""
         refs = dict(manifest.buckets)
         if any(touched.values()):
+            created = not self.bucket_dir.is_dir()
             ensure_private_dir(self.bucket_dir)
+            if created:
+                fsync_dir(self.state_dir)  # the directory durable before any manifest names a file in it
         for index, contents in sorted(touched.items()):
             if not contents:
                 refs.pop(index, None)

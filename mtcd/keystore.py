@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import fcntl
 import functools
 import binascii
@@ -650,17 +651,35 @@ class Keystore:
             return
         named = set() if self._manifest is None else {
             ref.name(index) for index, ref in self._manifest.buckets.items()}
-        try:
-            with os.scandir(self.bucket_dir) as found:
-                names = [f.name for f in found]
-        except FileNotFoundError:
-            names = []
-        except OSError as exc:
-            raise StateError(f"cannot read {self.bucket_dir}: {exc.strerror}") from None
-        for name in names:
-            if name not in named:
-                _unlink_quietly(self.bucket_dir / name)
+        fd = self._open_bucket_dir()
+        if fd is not None:
+            # Names relative to the descriptor: a symlink swapped in meanwhile is not followed.
+            try:
+                for name in os.listdir(fd):
+                    if name not in named:
+                        try:
+                            os.unlink(name, dir_fd=fd)
+                        except OSError:
+                            pass  # left for the next write's sweep
+            except OSError as exc:
+                raise StateError(f"cannot read {self.bucket_dir}: {exc.strerror}") from None
+            finally:
+                os.close(fd)
         self._sweep = False
+
+    def _open_bucket_dir(self) -> int | None:
+        """keystore.d, never through a symlink (None: there is none): the
+        sweep deletes every name in it the manifest does not hold, so a
+        symlink there would have it delete files wherever it points."""
+        try:
+            return os.open(self.bucket_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise StateError(f"{self.bucket_dir} is not a directory (a symlink?); "
+                                 f"refusing to use it") from None
+            raise StateError(f"cannot read {self.bucket_dir}: {exc.strerror}") from None
 
     def _rollback_counter(self):
         """The sealer's monotonic counter outside the state directory (a
@@ -834,9 +853,11 @@ class Keystore:
         and its bytes (not written yet)."""
         refs = dict(manifest.buckets)
         if any(touched.values()):
-            created = not self.bucket_dir.is_dir()
+            fd = self._open_bucket_dir()  # refuses a symlink: the sweep may not have run in this object
+            if fd is not None:
+                os.close(fd)
             ensure_private_dir(self.bucket_dir)
-            if created:
+            if fd is None:
                 fsync_dir(self.state_dir)  # the directory durable before any manifest names a file in it
         for index, contents in sorted(touched.items()):
             if not contents:

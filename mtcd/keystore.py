@@ -932,12 +932,17 @@ class _HeldFile:
     @classmethod
     def open(cls, path: Path) -> "_HeldFile | None":
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            # O_NONBLOCK: opening a FIFO put in its place would otherwise wait for a writer forever.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise StateError(f"cannot read {path}: {exc.strerror}") from None
-        return cls(fd, os.fstat(fd))
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise KeystoreError(f"{path} is not a regular file")
+        return cls(fd, st)
 
     def unchanged(self, st: os.stat_result) -> bool:
         return _signature(st) == self.signature

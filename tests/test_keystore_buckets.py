@@ -410,13 +410,16 @@ def test_a_power_cut_at_every_step_of_the_migration(tmp_path, monkeypatch):
     """Each bucket file, then the manifest over the single file, then the
     witness: a cut before any of them leaves a store that opens with every
     record, and the next write completes the migration."""
+    # The steps depend on how many buckets the three SIMs fall in (a hash
+    # keyed by the store's key): every cut starts from a copy of one store,
+    # so that every cut sees the same steps.
+    template = make_single_file(tmp_path / "template", monkeypatch)
     cut, steps = 0, None
     while steps is None or cut < len(steps):
         cut += 1
-        state = make_single_file(tmp_path / f"cut{cut}", monkeypatch)
+        state = Path(shutil.copytree(template, tmp_path / f"cut{cut}"))
         before = (state / "keystore.json").read_bytes()
         if steps is None:
-            # The steps depend on how many buckets the three SIMs fall in (a keyed hash).
             steps = Steps(monkeypatch, cut)
         else:
             Steps(monkeypatch, cut)

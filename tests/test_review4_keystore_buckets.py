@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
+import mtcd.keystore as keystore_module
 import test_keystore
 from mtcd import keystore_buckets
 from mtcd.errors import KeystoreError, StateError
 from mtcd.keystore import Keystore, RolledBack
 from mtcd.secret import Pin
 from test_keystore import ICCID_A, ICCID_B, PIN_A, PIN_B, PowerCut, filled, iccid, state  # noqa: F401
-from test_keystore_buckets import Steps, apart, bucket_file, bucket_names, manifest, named_files
+from test_keystore_buckets import Steps, apart, bucket_file, bucket_index, bucket_names, manifest, named_files
 
 TESTS = Path(__file__).parent
 
@@ -304,3 +305,47 @@ def test_real_processes_writing_and_reading_across_the_migration_lose_nothing(st
             entry = ks.get(iccid(f"8949100{me:02d}0000{n:04d}"))
             assert entry.pin.reveal() == f"{me:02d}{n:04d}" and entry.rejected is (n % 3 == 0)
     assert bucket_names(state) == named_files(state)
+
+
+def test_a_manifest_whose_count_lies_under_a_valid_mac_is_caught_at_the_bucket(filled):
+    """Even a manifest MACed with the store's own key (a writer's bug, not
+    an outsider) cannot make a bucket hold more or fewer entries than it has."""
+    key = (filled / "keystore.key").read_bytes()
+    doc = manifest(filled)
+    index = f"{bucket_index(filled, ICCID_A):02x}"
+    doc["buckets"][index][1] += 1
+    refs = {int(i, 16): keystore_buckets.BucketRef(g, c, base64.b64decode(d)) for i, (g, c, d) in doc["buckets"].items()}
+    forged = keystore_buckets.Manifest(doc["fanout"], refs)
+    mac_key = keystore_module._mac_key(key)
+    mac = keystore_buckets.manifest_mac(mac_key, forged, doc["generation"], doc.get("counter"))
+    (filled / "keystore.json").write_bytes(
+        keystore_buckets.encode_manifest(forged, doc["generation"], doc.get("counter"), mac))
+    with pytest.raises(KeystoreError, match="damaged: unexpected layout") as exc:
+        Keystore.open(filled).get(ICCID_A)
+    test_keystore.assert_one_line(exc)
+
+
+def test_a_latch_written_by_another_process_reaches_a_holder_that_cached_the_entry(filled):
+    """Guarantee 1 through the holder's cache: the service read A (entry
+    and bucket cached), mtcctl latched A's PIN; the service's next attempt
+    is refused, its next lookup sees the latch."""
+    service = Keystore.open(filled)
+    assert not service.get(ICCID_A).rejected
+    other = subprocess.run([sys.executable, "-c", _LATCH, str(filled), str(TESTS)], capture_output=True, text=True,
+                           timeout=120)
+    assert other.returncode == 0, other.stderr
+    with pytest.raises(KeystoreError, match="rejected by the card"):
+        service.begin_attempt(ICCID_A)
+    assert service.get(ICCID_A).rejected
+
+
+_LATCH = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+from mtcd import keystore_buckets
+keystore_buckets.INLINE_MAX = 0
+from mtcd.keystore import Keystore
+from test_keystore import ICCID_A
+Keystore.open(Path(sys.argv[1])).record_rejected(ICCID_A)
+"""

@@ -655,12 +655,16 @@ class Keystore:
         if fd is not None:
             # Names relative to the descriptor: a symlink swapped in meanwhile is not followed.
             try:
-                for name in os.listdir(fd):
-                    if name not in named:
-                        try:
-                            os.unlink(name, dir_fd=fd)
-                        except OSError:
-                            pass  # left for the next write's sweep
+                leftovers = [name for name in os.listdir(fd) if name not in named]
+                if leftovers:
+                    # The manifest kept must be durable before the files the one before it
+                    # named go: a write that could not sync it leaves both possible after a cut.
+                    fsync_dir(self.state_dir)
+                for name in leftovers:
+                    try:
+                        os.unlink(name, dir_fd=fd)
+                    except OSError:
+                        pass  # left for the next write's sweep
             except OSError as exc:
                 raise StateError(f"cannot read {self.bucket_dir}: {exc.strerror}") from None
             finally:

@@ -349,3 +349,33 @@ from mtcd.keystore import Keystore
 from test_keystore import ICCID_A
 Keystore.open(Path(sys.argv[1])).record_rejected(ICCID_A)
 """
+
+
+def test_the_sweep_deletes_nothing_while_the_manifest_it_keeps_may_not_be_durable(filled, monkeypatch):
+    """The manifest was renamed into place but the state directory could not
+    be synced: after a power cut the manifest before it may be the one on
+    disk, so the buckets that one names must stay until the new one is
+    durable; a retry's sweep must not delete them first."""
+    import mtcd.fsutil as fsutil
+    old = bucket_file(filled, ICCID_A)
+    real = fsutil.fsync_dir
+
+    def fsync_dir(directory):
+        if Path(directory) == filled:
+            raise StateError(f"cannot sync directory {directory}: Input/output error")
+        return real(directory)
+
+    monkeypatch.setattr(fsutil, "fsync_dir", fsync_dir)
+    monkeypatch.setattr(keystore_module, "fsync_dir", fsync_dir)
+    service = Keystore.open(filled)
+    with pytest.raises(StateError, match="Input/output error"):
+        service.record_rejected(ICCID_A)
+    assert bucket_file(filled, ICCID_A) != old and old.exists()
+    with pytest.raises(StateError, match="Input/output error"):
+        service.note_paired(ICCID_B, "490154203237518")  # the retry, the directory still failing
+    assert old.exists()
+    monkeypatch.setattr(fsutil, "fsync_dir", real)
+    monkeypatch.setattr(keystore_module, "fsync_dir", real)
+    service.note_paired(ICCID_B, "490154203237518")  # synced at last: now the sweep may go
+    assert not old.exists() and bucket_names(filled) == named_files(filled)
+    assert Keystore.open(filled).get(ICCID_A).rejected

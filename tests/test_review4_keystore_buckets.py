@@ -379,3 +379,76 @@ def test_the_sweep_deletes_nothing_while_the_manifest_it_keeps_may_not_be_durabl
     service.note_paired(ICCID_B, "490154203237518")  # synced at last: now the sweep may go
     assert not old.exists() and bucket_names(filled) == named_files(filled)
     assert Keystore.open(filled).get(ICCID_A).rejected
+
+
+# --- power cuts and killed processes: a write of several buckets ---
+
+def test_a_power_cut_at_every_step_of_a_write_of_two_buckets(filled, tmp_path, monkeypatch):
+    """mark_compromised on two SIMs in two buckets: two bucket files, the
+    manifest, the witness, two deletions.  Before the manifest: neither
+    SIM is marked; after: both; never one of them."""
+    other = apart(filled, ICCID_A)
+    Keystore.open(filled).set_pin(other, Pin("2468"))
+    template = tmp_path / "template"
+    shutil.copytree(filled, template)
+    learn = Path(shutil.copytree(template, tmp_path / "learn"))
+    steps = Steps(monkeypatch)
+    Keystore.open(learn).mark_compromised([ICCID_A, other])
+    monkeypatch.undo()
+    monkeypatch.setattr(keystore_buckets, "INLINE_MAX", 0)
+    seen = steps.seen
+    assert len(seen) == 6 and seen[2:4] == ["rename keystore.json", "rename keystore.witness"]
+    for cut in range(1, len(seen) + 1):
+        state = Path(shutil.copytree(template, tmp_path / f"cut{cut}"))
+        Steps(monkeypatch, cut)
+        with pytest.raises(PowerCut):
+            Keystore.open(state).mark_compromised([ICCID_A, other])
+        monkeypatch.undo()
+        monkeypatch.setattr(keystore_buckets, "INLINE_MAX", 0)
+        ks = Keystore.open(state)
+        marked = [ks.get(i).compromised for i in (ICCID_A, other)]
+        assert marked == [cut >= 4] * 2, cut
+        ks.note_paired(ICCID_B, "490154203237518")
+        assert bucket_names(state) == named_files(state), cut
+        assert [Keystore.open(state).get(i).compromised for i in (ICCID_A, other)] == [cut >= 4] * 2
+
+
+_WRITE_FOREVER = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+from mtcd import keystore_buckets
+keystore_buckets.INLINE_MAX = 0
+from mtcd.keystore import Keystore
+from mtcd.secret import Pin
+from test_keystore import iccid
+ks = Keystore.open(Path(sys.argv[1]))
+print("ready", flush=True)
+n = 0
+while True:
+    n += 1
+    ks.set_pin(iccid(f"89491009900000{n % 40:03d}"), Pin(f"{n % 10000:04d}"))
+"""
+
+
+def test_a_writer_killed_at_random_moments_never_leaves_a_store_that_fails(filled):
+    """SIGKILL between any two system calls of a write (and of the sweep):
+    the store opens, every SIM stored before is there, and the next write
+    leaves exactly the bucket files the manifest names."""
+    import random
+    import signal
+    import time
+    rng = random.Random(4)
+    for round_ in range(8):
+        writer = subprocess.Popen([sys.executable, "-c", _WRITE_FOREVER, str(filled), str(TESTS)],
+                                  stdout=subprocess.PIPE, text=True)
+        assert writer.stdout.readline() == "ready\n"
+        time.sleep(rng.uniform(0.0, 0.3))  # the test's own pacing: when to pull the plug
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        ks = Keystore.open(filled)
+        assert ks.get(ICCID_A).pin.reveal() == PIN_A and ks.get(ICCID_B).pin.reveal() == PIN_B, round_
+        ks.set_pin(ICCID_B, Pin(PIN_B))  # always a write (a new nonce): its sweep runs
+        assert bucket_names(filled) == named_files(filled), round_
+        for entry in ks.entries():
+            assert entry.pin is not None

@@ -43,7 +43,9 @@ TPM counter, and only then deletes the bucket files the manifest no longer
 names.  A cut before the manifest's rename leaves the old manifest naming the
 old buckets, all still there: the old state.  A cut after it leaves the new
 state.  Files no manifest names (left by a cut) are deleted under the lock by
-the next write.  Migration from the single file is the same commit: every
+the next write, once the state directory is synced (the manifest that no
+longer names them durable), through a descriptor on keystore.d that is
+never a symlink (the sweep would otherwise delete wherever it points).  Migration from the single file is the same commit: every
 bucket written first, then ``keystore.json`` replaced by the manifest, so the
 single file is kept, whole, until the bucketed store is complete.
 

@@ -120,8 +120,10 @@ def main() -> int:
             for name, argv, stdin in steady:
                 rows.append((scale, name, median([run(argv, env, stdin) for _ in range(args.runs)])))
             size = (state / "keystore.json").stat().st_size
+            buckets = sum(p.stat().st_size for p in state.glob("keystore.d/*"))
             journal = sum(p.stat().st_size for p in state.glob("journal.jsonl*"))
-            rows.append((scale, f"(keystore.json {size / 1e6:.2f} MB, journal files {journal / 1e6:.1f} MB)", None))
+            rows.append((scale, f"(keystore.json {size / 1e6:.3f} MB, keystore.d {buckets / 1e6:.2f} MB, "
+                                f"journal files {journal / 1e6:.1f} MB)", None))
     load = os.getloadavg()
     print(f"{args.sims} other SIMs, {args.journal_mb:g} MB legacy journal; load average {load[0]:.1f} {load[1]:.1f}")
     print(f"{'state':<9} {'command':<32} {'wall':>8} {'max RSS':>10} {'read':>10} {'written':>10}  exit")

@@ -20,6 +20,11 @@ backend).  Every mutation is a transaction under keystore.lock that reads the
 file's bytes, reloads when they differ from the ones this object last read or
 wrote, and only then writes: no write is ever made from a stale copy.
 
+Past `keystore_buckets.INLINE_MAX` entries the store is bucketed:
+keystore.json becomes a manifest naming bucket files under keystore.d, so a
+decision reads and writes one bucket, not every entry (design, per-decision
+work, rollback and crash safety: keystore_buckets).
+
 Rollback: the file carries a generation, raised by every write and covered
 by its MAC, and keystore.witness (written right after the store, MACed under
 the same key) remembers the last one; with a TPM2 sealer, the TPM's NV
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import fcntl
 import functools
 import binascii
@@ -44,8 +50,10 @@ from pathlib import Path
 from typing import Protocol
 
 from .errors import KeystoreError, StateError
-from .fsutil import atomic_write, check_private_dir, ensure_private_dir
+from . import keystore_buckets as buckets
+from .fsutil import atomic_write, check_private_dir, ensure_private_dir, fsync_dir
 from .identity import Iccid
+from .keystore_buckets import BUCKET_DIR, BucketRef, Manifest
 from .mac import equal as _equal, hmac_sha256
 from .secret import Pin
 
@@ -192,11 +200,13 @@ def _transaction(method):
 class Keystore:
     """PINs by ICCID.  Open with `Keystore.open(state_dir)`.
 
-    Opening checks the whole file's MAC (tampering, truncation, removed or
-    swapped entries) but unseals an entry only when it is asked for, so a
-    maintenance gateway holding 10,000 SIMs opens in one pass and looks up
-    in constant time.  A mutation re-seals only the entry it changes and
-    rewrites the file once.
+    Opening checks keystore.json's MAC (tampering, truncation, removed or
+    swapped entries; in a bucketed store, the manifest) but unseals an entry
+    only when it is asked for.  A bucketed store reads a bucket, checked
+    against the manifest, the first time one of its entries is asked for, so
+    a maintenance gateway holding 10,000 SIMs opens and looks one up reading
+    the manifest and one bucket.  A mutation re-seals only the entry it
+    changes and writes its bucket and keystore.json once.
     """
 
     def __init__(self, state_dir: Path, sealer: Sealer):
@@ -205,9 +215,16 @@ class Keystore:
         self.witness_path = self.state_dir / WITNESS_NAME
         self._sealer = sealer
         self._key: bytes | None = None
-        self._sealed: dict[Iccid, tuple[bytes, bytes]] = {}  # ICCID -> (nonce, ciphertext)
+        self.bucket_dir = self.state_dir / BUCKET_DIR
+        # A single-file store: every entry, ICCID -> (nonce, ciphertext).
+        self._sealed: dict[Iccid, tuple[bytes, bytes]] = {}
+        # A bucketed store: its manifest, and the buckets read so far (None: single file).
+        self._manifest: Manifest | None = None
+        self._loaded: dict[int, dict[Iccid, tuple[bytes, bytes]]] = {}
+        self._bkey: bytes | None = None
+        self._sweep = True  # bucket files no manifest names may be left: delete at the next write
         self._cache: dict[Iccid, PinEntry] = {}
-        # Exactly the bytes `_sealed` came from (None: there was no file).
+        # Exactly the bytes `_sealed` or `_manifest` came from (None: there was no file).
         # A transaction compares them with the file's bytes, never a stat
         # signature: inode numbers are reused and mtimes are coarse.
         self._raw: bytes | None = None
@@ -245,31 +262,36 @@ class Keystore:
 
     def _entry(self, iccid: Iccid) -> PinEntry | None:
         entry = self._cache.get(iccid)
-        if entry is None and iccid in self._sealed:
-            entry = _unseal(self.path, self._key, iccid, self._sealed[iccid])
-            self._cache[iccid] = entry
+        if entry is None:
+            sealed = self._sealed_for(iccid)
+            if iccid in sealed:
+                entry = _unseal(self._file_of(iccid), self._key, iccid, sealed[iccid])
+                self._cache[iccid] = entry
         return entry
 
     def entries(self) -> list[PinEntry]:
-        self._refresh()
-        return [self._entry(i) for i in sorted(self._sealed, key=lambda i: i.value)]
+        return [self._entry(i) for i in self.iccids()]
 
     def iccids(self) -> list[Iccid]:
+        """Every ICCID: reads every bucket of a bucketed store (O(n) by nature)."""
         self._refresh()
-        return sorted(self._sealed, key=lambda i: i.value)
+        if self._manifest is None:
+            return sorted(self._sealed, key=lambda i: i.value)
+        return sorted((i for bucket in self._all_buckets() for i in bucket), key=lambda i: i.value)
 
     def __len__(self) -> int:
         self._refresh()
-        return len(self._sealed)
+        return self._count()
 
     def __contains__(self, iccid: Iccid) -> bool:
         self._refresh()
-        return iccid in self._sealed
+        return iccid in self._sealed_for(iccid)
 
     def __repr__(self) -> str:
-        return f"<Keystore {self.path} entries={len(self._sealed)}>"
+        return f"<Keystore {self.path} entries={self._count()}>"
 
-    # --- mutations: each is exactly one atomic rewrite of keystore.json ---
+    # --- mutations: each is one commit, exactly one atomic rewrite of keystore.json
+    # (after the bucket files it names, in a bucketed store) ---
 
     @_transaction
     def set_pin(self, iccid: Iccid, pin: Pin, *, transport: bool = False) -> PinEntry:
@@ -474,11 +496,9 @@ class Keystore:
 
     @_transaction
     def forget(self, iccid: Iccid) -> bool:
-        if iccid not in self._sealed:
+        if iccid not in self._sealed_for(iccid):
             return False
-        sealed = dict(self._sealed)
-        del sealed[iccid]
-        self._write(sealed, forgotten=iccid)
+        self._write({iccid: None}, forgotten=iccid)
         return True
 
     # --- internals ---
@@ -524,22 +544,144 @@ class Keystore:
         witnessed = _read_witness(self.witness_path, self._key) if self._key is not None else None
         raw, held = _read_store(self.path)
         if raw is None or raw != self._raw:
-            sealed, generation, counted = _load_sealed(self.path, raw, self._key)
+            sealed, manifest, generation, counted = _load_sealed(self.path, raw, self._key)
         else:
-            sealed, generation, counted = self._sealed, self._generation, self._counted
+            sealed, manifest, generation, counted = self._sealed, self._manifest, self._generation, self._counted
         if raw is not None and self._key is not None:
             if counter is not None:
                 self._check_counter(counter, counted, count)
             self._check_not_rolled_back(generation, witnessed)
         if raw != self._raw:
             self.reloads += 1  # our own writes set _raw: this is another process's
+            self._forget_changed_buckets(manifest)
             self._sealed = sealed
-            self._cache.clear()
+            self._manifest = manifest
             self._raw = raw
             self._generation = generation
             self._counted = counted
         self._held = held
         self._witnessed = witnessed or 0
+
+    def _forget_changed_buckets(self, manifest: Manifest | None) -> None:
+        """Drop what was read from buckets the new manifest no longer vouches
+        for (all of it, unless both are bucketed alike)."""
+        old = self._manifest
+        if old is None or manifest is None or old.fanout != manifest.fanout:
+            self._cache.clear()
+            self._loaded.clear()
+            return
+        changed = {i for i in old.buckets.keys() | manifest.buckets.keys()
+                   if old.buckets.get(i) != manifest.buckets.get(i)}
+        for index in changed:
+            self._loaded.pop(index, None)
+        for iccid in [i for i in self._cache if self._bucket_index(i, manifest.fanout) in changed]:
+            del self._cache[iccid]
+
+    def _count(self) -> int:
+        return len(self._sealed) if self._manifest is None else self._manifest.count
+
+    def _bucket_key(self) -> bytes:
+        if self._bkey is None:
+            self._bkey = buckets.bucket_key(self._key)
+        return self._bkey
+
+    def _bucket_index(self, iccid: Iccid, fanout: int) -> int:
+        return buckets.bucket_of(self._bucket_key(), iccid.value, fanout)
+
+    def _sealed_for(self, iccid: Iccid) -> dict[Iccid, tuple[bytes, bytes]]:
+        """The sealed entries among which `iccid`'s would be: all of them in a
+        single-file store, its bucket in a bucketed one."""
+        try:
+            return self._sealed_for_now(iccid)
+        except _Moved:
+            pass
+        with self._locked():  # reloads; under the lock no bucket moves
+            return self._sealed_for_now(iccid)
+
+    def _sealed_for_now(self, iccid: Iccid) -> dict[Iccid, tuple[bytes, bytes]]:
+        if self._manifest is None:
+            return self._sealed
+        if not self._manifest.buckets:
+            return {}
+        return self._bucket(self._bucket_index(iccid, self._manifest.fanout))
+
+    def _file_of(self, iccid: Iccid) -> Path:
+        """The file `iccid`'s entry is read from, to name in a complaint."""
+        if self._manifest is None:
+            return self.path
+        index = self._bucket_index(iccid, self._manifest.fanout)
+        ref = self._manifest.buckets.get(index)
+        return self.bucket_dir / ref.name(index) if ref is not None else self.path
+
+    def _all_buckets(self) -> list[dict[Iccid, tuple[bytes, bytes]]]:
+        try:
+            return [self._bucket(index) for index in sorted(self._manifest.buckets)]
+        except _Moved:
+            pass
+        with self._locked():
+            if self._manifest is None:
+                return [self._sealed]
+            return [self._bucket(index) for index in sorted(self._manifest.buckets)]
+
+    def _bucket(self, index: int) -> dict[Iccid, tuple[bytes, bytes]]:
+        """One bucket's sealed entries, read and checked against the manifest
+        the first time they are needed."""
+        loaded = self._loaded.get(index)
+        if loaded is not None:
+            return loaded
+        ref = self._manifest.buckets.get(index)
+        if ref is None:
+            return {}
+        path = self.bucket_dir / ref.name(index)
+        raw, _ = _read_store(path)
+        if raw is None:
+            if self._lock_depth == 0:
+                raise _Moved  # another process committed and deleted it since: look again under the lock
+            raise KeystoreError(f"{self.path} is damaged: its bucket file {path} is missing")
+        self._loaded[index] = sealed = _load_bucket(path, raw, ref, index, self._manifest.fanout,
+                                                    self._bucket_key(), self.path)
+        return sealed
+
+    def _sweep_buckets(self) -> None:
+        """Delete the bucket files no manifest names (left by a cut write or a
+        failed one); under the lock, after the reload."""
+        if not self._sweep:
+            return
+        named = set() if self._manifest is None else {
+            ref.name(index) for index, ref in self._manifest.buckets.items()}
+        fd = self._open_bucket_dir()
+        if fd is not None:
+            # Names relative to the descriptor: a symlink swapped in meanwhile is not followed.
+            try:
+                leftovers = [name for name in os.listdir(fd) if name not in named]
+                if leftovers:
+                    # The manifest kept must be durable before the files the one before it
+                    # named go: a write that could not sync it leaves both possible after a cut.
+                    fsync_dir(self.state_dir)
+                for name in leftovers:
+                    try:
+                        os.unlink(name, dir_fd=fd)
+                    except OSError:
+                        pass  # left for the next write's sweep
+            except OSError as exc:
+                raise StateError(f"cannot read {self.bucket_dir}: {exc.strerror}") from None
+            finally:
+                os.close(fd)
+        self._sweep = False
+
+    def _open_bucket_dir(self) -> int | None:
+        """keystore.d, never through a symlink (None: there is none): the
+        sweep deletes every name in it the manifest does not hold, so a
+        symlink there would have it delete files wherever it points."""
+        try:
+            return os.open(self.bucket_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise StateError(f"{self.bucket_dir} is not a directory (a symlink?); "
+                                 f"refusing to use it") from None
+            raise StateError(f"cannot read {self.bucket_dir}: {exc.strerror}") from None
 
     def _rollback_counter(self):
         """The sealer's monotonic counter outside the state directory (a
@@ -616,16 +758,17 @@ class Keystore:
         if self._key is None:
             self._key = self._sealer.load_key() or self._sealer.create_key()
         aead = _aesgcm(self._key)
-        sealed = dict(self._sealed)
+        changes = {}
         for entry in entries:
             nonce = os.urandom(NONCE_BYTES)
             plain = json.dumps(_record(entry), sort_keys=True).encode()
-            sealed[entry.iccid] = (nonce, aead.encrypt(nonce, plain, _associated_data(entry.iccid)))
-        self._write(sealed, entries)
+            changes[entry.iccid] = (nonce, aead.encrypt(nonce, plain, _associated_data(entry.iccid)))
+        self._write(changes, entries)
 
-    def _write(self, sealed: dict[Iccid, tuple[bytes, bytes]], entries: list[PinEntry] = (),
+    def _write(self, changes: dict[Iccid, tuple[bytes, bytes] | None], entries: list[PinEntry] = (),
                forgotten: Iccid | None = None) -> None:
-        """Only ever called in a transaction, after `_locked` reloaded."""
+        """Write `changes` (ICCID -> sealed entry, None: removed).  Only ever
+        called in a transaction, after `_locked` reloaded."""
         assert self._lock_depth > 0, "keystore writes happen in a transaction"
         ensure_private_dir(self.state_dir)
         if self._key is None:
@@ -639,18 +782,52 @@ class Keystore:
             counted = counter.read()
             if counted is None:
                 counted = counter.advance()
-        doc = {
-            "format": FORMAT,
-            "generation": generation,
-            "entries": _entries_doc(sealed),
-            "mac": _b64(_file_mac(self._key, sealed, generation, counted)),
-        }
-        if counted is not None:
-            doc["counter"] = counted
-        raw = (json.dumps(doc, indent=1) + "\n").encode()
-        atomic_write(self.path, raw, 0o600)
+        self._sweep_buckets()
+        old_manifest, manifest, touched = self._manifest, None, {}
+        sealed = dict(self._sealed)
+        if old_manifest is None:
+            _apply(sealed, changes)
+            if len(sealed) > buckets.INLINE_MAX:
+                # Migration: every bucket is written before keystore.json,
+                # the single file until then, is replaced by the manifest.
+                old_manifest, manifest = Manifest(buckets.FANOUT, {}), Manifest(buckets.FANOUT, {})
+                for iccid, item in sealed.items():
+                    touched.setdefault(self._bucket_index(iccid, buckets.FANOUT), {})[iccid] = item
+                sealed = {}
+        else:
+            manifest = old_manifest
+            for iccid, item in changes.items():
+                index = self._bucket_index(iccid, manifest.fanout)
+                if index not in touched:
+                    touched[index] = dict(self._bucket(index))
+                _apply(touched[index], {iccid: item})
+        try:
+            if manifest is None:
+                doc = {
+                    "format": FORMAT,
+                    "generation": generation,
+                    "entries": _entries_doc(sealed),
+                    "mac": _b64(_file_mac(self._key, sealed, generation, counted)),
+                }
+                if counted is not None:
+                    doc["counter"] = counted
+                raw = (json.dumps(doc, indent=1) + "\n").encode()
+            else:
+                manifest, raw = self._write_buckets(manifest, touched, generation, counted)
+            atomic_write(self.path, raw, 0o600)
+        except BaseException:
+            self._sweep = True  # a bucket written for a manifest that never came
+            raise
         # Memory follows the disk only once the disk has it.
+        if manifest is not None and self._manifest is None:
+            self._loaded.clear()
+        for index, contents in touched.items():
+            if contents:
+                self._loaded[index] = contents
+            else:
+                self._loaded.pop(index, None)
         self._sealed = sealed
+        self._manifest = manifest
         self._raw = raw
         self._generation = generation
         self._counted = counted
@@ -666,17 +843,85 @@ class Keystore:
         self._witnessed = generation
         if counter is not None:
             counter.advance()  # last, for the same reason
+        # Only now that the manifest naming them is durable and vouched for.
+        for index in touched:
+            old = old_manifest.buckets.get(index)
+            if old is not None and old != manifest.buckets.get(index):
+                _unlink_quietly(self.bucket_dir / old.name(index))
+
+    def _write_buckets(self, manifest: Manifest, touched: dict[int, dict[Iccid, tuple[bytes, bytes]]],
+                       generation: int, counted: int | None) -> tuple[Manifest, bytes]:
+        """Write each touched bucket under its new name; the new manifest
+        and its bytes (not written yet)."""
+        refs = dict(manifest.buckets)
+        if any(touched.values()):
+            fd = self._open_bucket_dir()  # refuses a symlink: the sweep may not have run in this object
+            if fd is not None:
+                os.close(fd)
+            ensure_private_dir(self.bucket_dir)
+            if fd is None:
+                fsync_dir(self.state_dir)  # the directory durable before any manifest names a file in it
+        for index, contents in sorted(touched.items()):
+            if not contents:
+                refs.pop(index, None)
+                continue
+            data = buckets.encode_bucket(index, generation, _entries_doc(contents))
+            ref = BucketRef(generation, len(contents), buckets.digest(data))
+            atomic_write(self.bucket_dir / ref.name(index), data, 0o600)
+            refs[index] = ref
+        manifest = Manifest(manifest.fanout, refs)
+        mac = buckets.manifest_mac(_mac_key(self._key), manifest, generation, counted)
+        return manifest, buckets.encode_manifest(manifest, generation, counted, mac)
 
 
 class RolledBack(KeystoreError):
-    """keystore.json is older than the last one written."""
+    """keystore.json, or one of its bucket files, is older than the last one written."""
 
-    def __init__(self, path: Path, why: str):
+    def __init__(self, path: Path, why: str, aside: Path | None = None):
         super().__init__(
             f"{path} is an older copy put back ({why}) and may bring back a PIN the "
-            f"card rejected; it is not used: move it aside, then store each SIM's PIN "
-            f"again with `mtcctl pin set ICCID` once you have checked it"
+            f"card rejected; it is not used: move {'it' if aside is None else aside} aside, then store "
+            f"each SIM's PIN again with `mtcctl pin set ICCID` once you have checked it"
         )
+
+
+class _Moved(Exception):
+    """A bucket file named by the manifest read outside the lock is gone."""
+
+
+def _apply(sealed: dict[Iccid, tuple[bytes, bytes]], changes: dict[Iccid, tuple[bytes, bytes] | None]) -> None:
+    for iccid, item in changes.items():
+        if item is None:
+            sealed.pop(iccid, None)
+        else:
+            sealed[iccid] = item
+
+
+def _unlink_quietly(path: Path) -> None:
+    """A file no manifest names: if it stays (a cut, an error), the next write's sweep gets it."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _load_bucket(path: Path, raw: bytes, ref: BucketRef, index: int, fanout: int, bkey: bytes,
+                 store: Path) -> dict[Iccid, tuple[bytes, bytes]]:
+    """The sealed entries of a bucket file whose bytes must be the ones the
+    authenticated manifest holds the digest of."""
+    if not _equal(buckets.digest(raw), ref.digest):
+        doc = buckets.bucket_doc(path, raw)
+        if doc is not None and doc["bucket"] == index and doc["generation"] < ref.generation:
+            raise RolledBack(path, f"it is generation {doc['generation']}, the store's manifest "
+                                   f"records {ref.generation}", aside=store)
+        raise KeystoreError(f"{path} is damaged: it fails authentication")
+    doc = buckets.bucket_doc(path, raw)
+    if doc is None or doc["bucket"] != index or doc["generation"] != ref.generation:
+        raise KeystoreError(f"{path} is damaged: unexpected layout")
+    sealed = _parse_entries(path, doc["entries"])
+    if len(sealed) != ref.count or any(buckets.bucket_of(bkey, i.value, fanout) != index for i in sealed):
+        raise KeystoreError(f"{path} is damaged: unexpected layout")
+    return sealed
 
 
 class _HeldFile:
@@ -689,12 +934,17 @@ class _HeldFile:
     @classmethod
     def open(cls, path: Path) -> "_HeldFile | None":
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            # O_NONBLOCK: opening a FIFO put in its place would otherwise wait for a writer forever.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise StateError(f"cannot read {path}: {exc.strerror}") from None
-        return cls(fd, os.fstat(fd))
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise KeystoreError(f"{path} is not a regular file")
+        return cls(fd, st)
 
     def unchanged(self, st: os.stat_result) -> bool:
         return _signature(st) == self.signature
@@ -710,25 +960,32 @@ def _signature(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _load_sealed(path: Path, raw: bytes | None,
-                 key: bytes | None) -> tuple[dict[Iccid, tuple[bytes, bytes]], int, int | None]:
-    """The sealed entries, the generation and the rollback counter's value
-    (if any) of the store file's bytes `raw` (None: no file), authenticated
-    when the key is known."""
+def _load_sealed(path: Path, raw: bytes | None, key: bytes | None
+                 ) -> tuple[dict[Iccid, tuple[bytes, bytes]], Manifest | None, int, int | None]:
+    """The sealed entries (a single file) or the manifest (a bucketed
+    store), the generation and the rollback counter's value (if any) of the
+    store file's bytes `raw` (None: no file), authenticated when the key is
+    known."""
     if raw is None:
-        return {}, 0, None
-    sealed, generation, counted, mac = _parse_store(path, raw)
-    if sealed and key is None:
+        return {}, None, 0, None
+    sealed, manifest, generation, counted, mac = _parse_store(path, raw)
+    held = len(sealed) if manifest is None else manifest.count
+    if held and key is None:
         raise KeystoreError(
-            f"{path} holds {len(sealed)} sealed entries but the key is missing"
+            f"{path} holds {held} sealed entries but the key is missing"
         )
+    if manifest is not None:
+        if key is not None and not _equal(
+                mac, buckets.manifest_mac(_mac_key(key), manifest, generation, counted)):
+            raise KeystoreError(f"{path} is damaged: the file fails authentication")
+        return sealed, manifest, generation, counted
     if key is not None and not _equal(mac, _file_mac(key, sealed, generation, counted)):
         # Name the entry at fault when one is; otherwise the file as a whole
         # was altered (an entry removed, or an old copy of one put back).
         for iccid, blob in sealed.items():
             _unseal(path, key, iccid, blob)
         raise KeystoreError(f"{path} is damaged: the file fails authentication")
-    return sealed, generation or 0, counted
+    return sealed, None, generation or 0, counted
 
 
 def _is_rejected(entry: PinEntry, which: str) -> bool:
@@ -773,7 +1030,7 @@ def _file_mac(key: bytes, sealed: dict[Iccid, tuple[bytes, bytes]], generation: 
     """HMAC-SHA256 over the generation and every entry, under a key derived
     from the data key: catches an entry removed, an older sealed copy of one
     put back, or the generation changed.  None: a LEGACY_FORMAT file."""
-    mac_key = hmac_sha256(key, [b"mtcd-keystore/1 file mac"])
+    mac_key = _mac_key(key)
     if generation is None:
         parts = [LEGACY_FORMAT.encode()]
     else:
@@ -783,6 +1040,10 @@ def _file_mac(key: bytes, sealed: dict[Iccid, tuple[bytes, bytes]], generation: 
         for part in (iccid.value.encode(), nonce, blob):
             parts += (len(part).to_bytes(4, "big"), part)
     return hmac_sha256(mac_key, parts)
+
+
+def _mac_key(key: bytes) -> bytes:
+    return hmac_sha256(key, [b"mtcd-keystore/1 file mac"])
 
 
 def _record(entry: PinEntry) -> dict:
@@ -805,8 +1066,9 @@ def _record(entry: PinEntry) -> dict:
 
 
 def _read_store(path: Path) -> tuple[bytes | None, "_HeldFile | None"]:
-    """The store file's bytes (None: no file) and the open file they came
-    from, its fstat taken on the same descriptor."""
+    """The bytes of the store file or of a bucket file (None: no file) and
+    the open file they came from, its fstat taken on the same descriptor:
+    every read of the store goes through here."""
     held = _HeldFile.open(path)
     if held is None:
         return None, None
@@ -862,13 +1124,17 @@ def _write_witness(path: Path, key: bytes, generation: int) -> None:
     atomic_write(path, (json.dumps(doc) + "\n").encode(), 0o600)
 
 
-def _parse_store(path: Path, raw: bytes) -> tuple[dict[Iccid, tuple[bytes, bytes]], int | None, bytes]:
-    """The sealed entries of the file, its generation (None: LEGACY_FORMAT)
-    and its MAC, checked for shape (not yet authenticity)."""
+def _parse_store(path: Path, raw: bytes):
+    """The sealed entries of a single file, or the manifest of a bucketed
+    store, its generation (None: LEGACY_FORMAT), rollback counter value and
+    MAC, checked for shape (not yet authenticity)."""
     try:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise KeystoreError(f"{path} is damaged: it is not valid JSON") from None
+    if isinstance(doc, dict) and doc.get("format") == buckets.MANIFEST_FORMAT:
+        manifest, generation, counted, mac = buckets.parse_manifest(path, doc)
+        return {}, manifest, generation, counted, mac
     if not isinstance(doc, dict) or doc.get("format") not in (FORMAT, LEGACY_FORMAT):
         raise KeystoreError(f"{path} is damaged: unknown format (expected {FORMAT})")
     layout = {"format", "entries", "mac"} | ({"generation"} if doc["format"] == FORMAT else set())
@@ -885,6 +1151,10 @@ def _parse_store(path: Path, raw: bytes) -> tuple[dict[Iccid, tuple[bytes, bytes
         mac = base64.b64decode(doc["mac"], validate=True)
     except (TypeError, binascii.Error):
         raise KeystoreError(f"{path} is damaged: unexpected layout") from None
+    return _parse_entries(path, entries), None, generation, counted, mac
+
+
+def _parse_entries(path: Path, entries: dict) -> dict[Iccid, tuple[bytes, bytes]]:
     out = {}
     for name, item in entries.items():
         try:
@@ -901,7 +1171,7 @@ def _parse_store(path: Path, raw: bytes) -> tuple[dict[Iccid, tuple[bytes, bytes
         if len(nonce) != NONCE_BYTES:
             raise KeystoreError(f"{path} is damaged: entry {iccid} is malformed")
         out[iccid] = (nonce, blob)
-    return out, generation, counted, mac
+    return out
 
 
 def _aesgcm(key: bytes):

@@ -58,7 +58,7 @@ def hmac_sha256(key: bytes, parts: Iterable[bytes]) -> bytes:
 
 
 def sha256(data: bytes) -> bytes:
-    """SHA-256 of `data` (the journal summary's checksum: a few hundred bytes)."""
+    """SHA-256 of `data` (the journal summary's checksum, a keystore bucket's digest)."""
     if _builtin_sha256 is None or len(data) >= BUILTIN_LIMIT:
         import hashlib
 

@@ -307,58 +307,82 @@ def pytest_runtest_setup(item):
 # -- the end: the card back as it started ---------------------------------------------------
 
 
-def check_restored(bench: Bench) -> list[str]:
-    """What differs from the start (empty: the card is back as it started).
-    After destructive tests the starting PIN is proven once, with full
-    counters only (a wrong one then costs one attempt, and is reported)."""
+def card_differences(start: StartState, card, counters, *, notes: list[str], destructive_ran: bool,
+                     fresh_uicc, proven: bool = False) -> list[str]:
+    """The final check's judgement, the same through AT and PC/SC: what
+    differs from the start (empty: the card is back as it started).  After
+    destructive tests the starting PIN is proven once, with full counters
+    only (a wrong one then costs one attempt, and is reported).  `counters`
+    is (lock, ICCID, PIN left, PUK left, PIN enabled) as read; `fresh_uicc()`
+    gives a Uicc that has not cached the lock, for the proof."""
     from mtcd.policy import PinOutcome
     from mtcd.simlock import SimLock
+
+    _, _, pin_left, puk_left, enabled = counters
+    problems: list[str] = []
+    if pin_left != start.pin_left:
+        problems.append(f"PIN attempts left: {_count(pin_left)}, {start.pin_left} at the start")
+    if puk_left != start.puk_left:
+        problems.append(f"PUK attempts left: {_count(puk_left)}, {start.puk_left} at the start")
+    if enabled != start.pin_enabled:
+        problems.append(f"PIN enabled: {enabled}, {start.pin_enabled} at the start")
+    if notes:
+        # Known not restored: proving the starting PIN would spend an attempt.
+        return problems + notes
+    if problems or not destructive_ran or card is None or proven:
+        return problems
+    uicc = fresh_uicc()
+    lock = uicc.lock()
+    iccid_now = uicc.iccid()
+    if lock is SimLock.SIM_PIN:
+        outcome = uicc.present_pin(card.pin, iccid_now)
+    elif lock is SimLock.READY and enabled:
+        outcome = uicc.change_pin(card.pin, card.pin, iccid_now)
+    else:
+        return [f"the starting PIN cannot be proven in SIM state {lock.value}"]
+    if outcome is not PinOutcome.ACCEPTED:
+        problems.append(f"the card did not accept the starting PIN ({outcome.value}): its PIN was not restored")
+    return problems
+
+
+def final_check(where: str, start: StartState, opened, read, judge) -> list[str]:
+    """One card's final check, whichever its transport: `opened()` is the
+    card's context manager, `read(handle)` its counters, `judge(handle,
+    counters)` the verdict once the ICCID is the one of the start."""
+    try:
+        with opened() as handle:
+            counters = read(handle)
+            if counters[1] != start.iccid:
+                return [f"the card {where} is {counters[1] or 'unreadable'}, not {start.iccid}"]
+            return judge(handle, counters)
+    except Exception as exc:  # noqa: BLE001 - reported as a problem, never swallowed
+        return [f"the card {where} could not be checked: {exc}"]
+
+
+def check_restored(bench: Bench) -> list[str]:
+    """card_differences for the modem's SIM, through AT."""
+    from mtcd.policy import PinOutcome
     from mtcd.uicc import Uicc
 
     start, card = bench.start, bench.modem_card
-    problems: list[str] = []
     if bench.proxy is not None:
         bench.proxy.start("session-end", "the card checked after the tests")
-    try:
-        with bench.open_modem() as modem:
-            lock, iccid, pin_left, puk_left, enabled = read_counters(modem)
-            if iccid != start.iccid:
-                problems.append(f"the card in the slot is {iccid or 'unreadable'}, not {start.iccid}")
-                return problems
-            proven = False
-            if pin_left is None and lock == "READY" and enabled and card is not None:
-                # A verified card's VERIFY without data says 9000, not its count
-                # (modems without AT+CPINR): the starting PIN accepted now means full.
-                uicc = Uicc(modem, settle_time=10)
-                uicc.lock()
-                if uicc.change_pin(card.pin, card.pin, uicc.iccid()) is PinOutcome.ACCEPTED:
-                    pin_left, proven = start.pin_left, True
-            if pin_left != start.pin_left:
-                problems.append(f"PIN attempts left: {_count(pin_left)}, {start.pin_left} at the start")
-            if puk_left != start.puk_left:
-                problems.append(f"PUK attempts left: {_count(puk_left)}, {start.puk_left} at the start")
-            if enabled != start.pin_enabled:
-                problems.append(f"PIN enabled: {enabled}, {start.pin_enabled} at the start")
-            if bench.restore_notes:
-                # Known not restored: proving the starting PIN would spend an attempt.
-                return problems + bench.restore_notes
-            if problems or not bench.destructive_ran or card is None or proven:
-                return problems
+
+    def judge(modem, counters):
+        lock, iccid, pin_left, puk_left, enabled = counters
+        proven = False
+        if pin_left is None and lock == "READY" and enabled and card is not None:
+            # A verified card's VERIFY without data says 9000, not its count
+            # (modems without AT+CPINR): the starting PIN accepted now means full.
             uicc = Uicc(modem, settle_time=10)
-            lock = uicc.lock()
-            iccid_now = uicc.iccid()
-            if lock is SimLock.SIM_PIN:
-                outcome = uicc.present_pin(card.pin, iccid_now)
-            elif lock is SimLock.READY and enabled:
-                outcome = uicc.change_pin(card.pin, card.pin, iccid_now)
-            else:
-                problems.append(f"the starting PIN cannot be proven in SIM state {lock.value}")
-                return problems
-            if outcome is not PinOutcome.ACCEPTED:
-                problems.append(f"the card did not accept the starting PIN ({outcome.value}): its PIN was not restored")
-    except Exception as exc:  # noqa: BLE001 - reported as a problem, never swallowed
-        problems.append(f"the card could not be checked: {exc}")
-    return problems
+            uicc.lock()
+            if uicc.change_pin(card.pin, card.pin, uicc.iccid()) is PinOutcome.ACCEPTED:
+                counters, proven = (lock, iccid, start.pin_left, puk_left, enabled), True
+        return card_differences(start, card, counters, notes=bench.restore_notes,
+                                destructive_ran=bench.destructive_ran, proven=proven,
+                                fresh_uicc=lambda: Uicc(modem, settle_time=10))
+
+    return final_check("in the slot", start, bench.open_modem, read_counters, judge)
 
 
 def run_restore_check(bench: Bench) -> list[str]:
@@ -368,49 +392,21 @@ def run_restore_check(bench: Bench) -> list[str]:
 
 
 def check_reader_restored(bench: Bench) -> list[str]:
-    """check_restored for the card in the PC/SC reader."""
-    from mtcd.policy import PinOutcome
-    from mtcd.simlock import SimLock
+    """card_differences for the card in the PC/SC reader."""
     from pcscbench import open_reader, read_card
 
-    start, card = bench.pcsc_start, bench.card
-    problems: list[str] = []
-    try:
-        with open_reader(bench.reader) as uicc:
-            lock, iccid, pin_left, puk_left, enabled = read_card(uicc)
-            if iccid != start.iccid:
-                return [f"the card in the reader is {iccid or 'unreadable'}, not {start.iccid}"]
-            if pin_left is None and lock == "READY" and enabled and not bench.pcsc_restore_notes:
-                # Verified: VERIFY without data says 9000, not the count, and
-                # the presentation the card accepted put its counter back at
-                # its maximum, which the start guard saw.  After destructive
-                # tests the starting PIN is still proven below.
-                pin_left = start.pin_left
-            if pin_left != start.pin_left:
-                problems.append(f"PIN attempts left: {_count(pin_left)}, {start.pin_left} at the start")
-            if puk_left != start.puk_left:
-                problems.append(f"PUK attempts left: {_count(puk_left)}, {start.puk_left} at the start")
-            if enabled != start.pin_enabled:
-                problems.append(f"PIN enabled: {enabled}, {start.pin_enabled} at the start")
-            if bench.pcsc_restore_notes:
-                # Known not restored: proving the starting PIN would spend an attempt.
-                return problems + bench.pcsc_restore_notes
-            if problems or not bench.pcsc_destructive_ran or card is None:
-                return problems
-            # The starting PIN proven once, with full counters only.
-            lock = uicc.lock()
-            iccid_now = uicc.iccid()
-            if lock is SimLock.SIM_PIN:
-                outcome = uicc.present_pin(card.pin, iccid_now)
-            elif lock is SimLock.READY and enabled:
-                outcome = uicc.change_pin(card.pin, card.pin, iccid_now)
-            else:
-                return [f"the starting PIN cannot be proven in SIM state {lock.value}"]
-            if outcome is not PinOutcome.ACCEPTED:
-                problems.append(f"the card did not accept the starting PIN ({outcome.value}): its PIN was not restored")
-    except Exception as exc:  # noqa: BLE001 - reported as a problem, never swallowed
-        problems.append(f"the card in the reader could not be checked: {exc}")
-    return problems
+    def judge(uicc, counters):
+        lock, _, pin_left, _, enabled = counters
+        if pin_left is None and lock == "READY" and enabled and not bench.pcsc_restore_notes:
+            # Verified: VERIFY without data says 9000, not the count, and the
+            # presentation the card accepted put its counter back at its
+            # maximum, which the start guard saw.  After destructive tests the
+            # starting PIN is still proven by card_differences.
+            counters = (*counters[:2], bench.pcsc_start.pin_left, *counters[3:])
+        return card_differences(bench.pcsc_start, bench.card, counters, notes=bench.pcsc_restore_notes,
+                                destructive_ran=bench.pcsc_destructive_ran, fresh_uicc=lambda: uicc)
+
+    return final_check("in the reader", bench.pcsc_start, lambda: open_reader(bench.reader), read_card, judge)
 
 
 def run_reader_restore_check(bench: Bench) -> list[str]:
@@ -601,7 +597,7 @@ def wait_for_modem(bench: Bench, timeout: float | None = None) -> None:
                 last = lock.value
         except Exception as exc:  # noqa: BLE001 - not back yet
             last = str(exc)
-        time.sleep(1)
+        time.sleep(0.25)  # a look at the port costs nothing: the modem is used as soon as it is back
     raise AssertionError(f"the modem did not come back within the reset wait: {last}")
 
 

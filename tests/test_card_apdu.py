@@ -268,6 +268,42 @@ def test_virtual_usim_serves_extra_files_only_when_asked():
     assert plain.answer(files.select_aid(bytes.fromhex("A0000000871004")).tpdu()) == b"\x6a\x82"
 
 
+def test_virtual_usim_acks_every_read_of_vpcd_at_once():
+    """vpcd sends a command's length and body as two segments; unless the
+    card acknowledges the first at once, the body waits out the kernel's
+    delayed ACK behind Nagle's algorithm (~40 ms an APDU, seconds a test).
+    Quick-ACK mode lapses by itself, so it is asked for before every read."""
+    import socket
+
+    from mtcd.sim.vusim import _recv_exact
+
+    class Recorded:
+        def __init__(self, conn):
+            self.conn, self.calls = conn, []
+
+        def setsockopt(self, *option):
+            self.calls.append(option)
+            self.conn.setsockopt(*option)
+
+        def recv(self, n):
+            self.calls.append("recv")
+            return self.conn.recv(n)
+
+    with socket.create_server(("127.0.0.1", 0)) as server, \
+            socket.create_connection(server.getsockname()) as vpcd:
+        conn, _ = server.accept()
+        with conn:
+            card = Recorded(conn)
+            vpcd.sendall(b"\x00\x03")
+            assert _recv_exact(card, 2) == b"\x00\x03"
+            vpcd.sendall(b"abc")
+            assert _recv_exact(card, 3) == b"abc"
+    quick_ack = (socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    reads = [i for i, call in enumerate(card.calls) if call == "recv"]
+    assert len(reads) >= 2
+    assert all(i > 0 and card.calls[i - 1] == quick_ack for i in reads), card.calls
+
+
 def test_the_private_pcscd_socket_path_fits_whatever_the_root(tmp_path):
     """A Unix socket's path holds at most 107 bytes; `make demo` under a
     test worker's directory once put pcscd's socket at 114 and the card

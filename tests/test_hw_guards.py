@@ -16,6 +16,10 @@ from simfixtures import TEST_PIN, TEST_PUK, make_card, sim_modem
 
 ROOT = Path(__file__).resolve().parent.parent
 HW_TESTS = ROOT / "hw-tests"
+# The simulated modem's port is away this long after each reset the
+# destructive hw tests cause (the simulator's default is 1 s): the suite
+# waits for it to come back either way.
+RESET_DOWN = 0.2
 EVENT = re.compile(r"^(#: [a-z]+: .*|# .*|> .+|< .*|<|<~ .*|@ [0-9]+\.[0-9]+|! .*|!)$")
 
 
@@ -149,6 +153,7 @@ def test_a_failed_restore_is_reported_when_its_test_was_deselected(tmp_path):
 def test_destructive_tests_put_the_card_back(tmp_path):
     card = make_card()
     with sim_modem(card) as (modem, port):
+        modem.reset_down = RESET_DOWN
         done = hw(f"--modem={port}", f"--card={card_file(tmp_path, card)}", "--destructive", "-rA")
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
@@ -165,6 +170,7 @@ def test_record_writes_redacted_dialogues(tmp_path):
     card = make_card()
     record = tmp_path / "dialogues"
     with sim_modem(card, vendor="quectel") as (modem, port):
+        modem.reset_down = RESET_DOWN
         done = hw(f"--modem={port}", f"--card={card_file(tmp_path, card)}", "--destructive", f"--record={record}")
     assert done.returncode == 0, done.stdout + done.stderr
     files = {p.name: p.read_text() for p in record.glob("*.dialogue")}

@@ -12,7 +12,6 @@ import errno
 import os
 import select
 import threading
-import time
 import traceback
 import tty
 from pathlib import Path
@@ -36,6 +35,12 @@ class PtyModemServer:
         self._stop = threading.Event()
         self._wake: tuple[int, int] | None = None
         self._write_lock = threading.Lock()
+        # Opening, closing and stopping come from the caller, from the
+        # thread a modem reset starts, and from control: one at a time, so
+        # nobody sees a port whose serving thread is not running yet, and a
+        # reset's reopen never brings back a server that was stopped.
+        self._lifecycle = threading.RLock()
+        self._stopped = threading.Event()  # stop() was called: no reopen
         self._listening = False
         self.errors: list[Exception] = []  # exceptions the modem raised (bugs)
 
@@ -52,18 +57,22 @@ class PtyModemServer:
         return self._master is not None
 
     def start(self) -> "PtyModemServer":
-        if not self._listening:
-            self.modem.add_urc_listener(self.flush_urcs)
-            self._listening = True
-        if not self.is_open:
-            self._open()
+        with self._lifecycle:
+            self._stopped.clear()
+            if not self._listening:
+                self.modem.add_urc_listener(self.flush_urcs)
+                self._listening = True
+            if not self.is_open:
+                self._open()
         return self
 
     def stop(self) -> None:
-        self.close_port()
-        if self._listening:
-            self.modem.remove_urc_listener(self.flush_urcs)
-            self._listening = False
+        with self._lifecycle:
+            self._stopped.set()
+            self.close_port()
+            if self._listening:
+                self.modem.remove_urc_listener(self.flush_urcs)
+                self._listening = False
 
     def __enter__(self) -> "PtyModemServer":
         return self.start()
@@ -88,7 +97,9 @@ class PtyModemServer:
         # opening and closing it, as a modem's port does.
         self._master, self._slave, self._port, self._wake = master, slave, port, wake
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"sim-modem {port}", daemon=True)
+        # The thread gets its descriptors now, not from attributes a
+        # close may already have cleared when it first runs.
+        self._thread = threading.Thread(target=self._run, args=(master, wake[0]), name=f"sim-modem {port}", daemon=True)
         self._thread.start()
         if self.link is not None:
             tmp = self.link.with_name(f".{self.link.name}.{os.getpid()}.tmp")
@@ -100,29 +111,33 @@ class PtyModemServer:
     def close_port(self) -> None:
         """The modem vanishes (USB re-enumeration): the port and its link go
         away and clients get an error on their next read or write."""
-        if self._master is None:
-            return
-        self._stop.set()
-        os.write(self._wake[1], b"x")
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(5)
-        self._thread = None
-        with self._write_lock:
-            for fd in (self._master, self._slave, *self._wake):
-                os.close(fd)
-            self._master = self._slave = self._wake = None
-        self._port = None
-        if self.link is not None and self.link.is_symlink():
-            self.link.unlink()
+        with self._lifecycle:
+            if self._master is None:
+                return
+            self._stop.set()
+            os.write(self._wake[1], b"x")
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join(5)
+            self._thread = None
+            with self._write_lock:
+                for fd in (self._master, self._slave, *self._wake):
+                    os.close(fd)
+                self._master = self._slave = self._wake = None
+            self._port = None
+            if self.link is not None and self.link.is_symlink():
+                self.link.unlink()
 
     def vanish_for(self, down: float) -> None:
         """The port vanishes for `down` seconds, then comes back with the
-        URCs queued meanwhile."""
+        URCs queued meanwhile.  A stop meanwhile ends the wait: the modem
+        stays away."""
         self.close_port()
-        time.sleep(down)
-        if not self._listening:
-            return  # the server was stopped meanwhile: the modem stays away
-        self.reopen()
+        if self._stopped.wait(down):
+            return
+        with self._lifecycle:
+            if self._stopped.is_set():
+                return  # stopped between the wait and the lock
+            self.reopen()
         self.flush_urcs()
 
     def reopen(self) -> str:
@@ -132,8 +147,7 @@ class PtyModemServer:
 
     # --- I/O --------------------------------------------------------------------
 
-    def _run(self) -> None:
-        master, wake_r = self._master, self._wake[0]
+    def _run(self, master: int, wake_r: int) -> None:
         pending = bytearray()
         while not self._stop.is_set():
             ready, _, _ = select.select([master, wake_r], [], [])

@@ -897,7 +897,7 @@ def _link_again(gk: Gatekeeper, gw: Gateway) -> None:
     """A command's fresh read of the slot took a paired SIM's link down
     (mtcd.mm): up again on that reading, after the card is confirmed to be
     the paired one; else the next check decides."""
-    if gk.outcome is not None and gk.outcome.paired and not gw.link_up:
+    if gk.gateway is gw and gk.outcome is not None and gk.outcome.paired and not gw.link_up:
         gk._retry_link()
 
 
@@ -1009,9 +1009,12 @@ def _pin_try(gk: Gatekeeper, below_guard=False, last_attempt=False, confirmed=Fa
     request = TryRequest(below_guard=below_guard, last_attempt=last_attempt, confirmed=confirmed, iccid=iccid,
                          unsettled=unsettled)
     with gw.card_command():
-        answer = try_pin(gw.uicc, gw.keystore, gw.journal, policy_settings(gk.config), gw.imei, request)
-        if answer["outcome"] == "accepted":
-            _pair_again(gk)
+        try:
+            answer = try_pin(gw.uicc, gw.keystore, gw.journal, policy_settings(gk.config), gw.imei, request)
+            if answer["outcome"] == "accepted":
+                _pair_again(gk)
+        finally:
+            _link_again(gk, gw)
         answer["detail"] += f"; now {gk.status_text}"
     # After a rejection the slot's signature is unchanged (SIM PIN, same
     # ICCID), so the periodic check does not pair again; a card now

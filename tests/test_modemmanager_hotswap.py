@@ -347,3 +347,18 @@ def test_modemmanager_generic_no_pin_goes_out_on_a_reading_not_taken_afresh(mm_r
             assert gw.uicc.present_pin(Pin(TEST_PIN), card.iccid).value == "accepted"
         assert gw.uicc.fresh_on is None  # the command's reading ends with it
     assert len(pin_presentations(r.modem.commands)) == 1
+
+
+def test_modemmanager_generic_swap_then_pin_try_presents_nothing_to_the_card_swapped_in(mm_rig):
+    """`mtcctl pin try` after a locked card was swapped for another unseen:
+    the old card's stored PIN is not presented to the card in the slot,
+    which has none stored (refused)."""
+    old, foreign = make_card(serial_number=40), make_card(serial_number=41)
+    r = mm_rig(old)
+    r.configure()
+    r.gateway.store_pin(old.iccid.value)
+    swapped_at = unseen_swap(r, foreign)
+    run = r.gateway.mtcctl("pin", "try", "--yes", "--json", timeout=180)
+    assert run.returncode == 1 and run.last_json["reason"] == "unknown-sim", run.stdout + run.stderr
+    assert run.last_json["iccid"] == foreign.iccid.value
+    assert pin_bearing(r.modem.commands[swapped_at:]) == [] and foreign.pin_attempts == 3

@@ -4,7 +4,9 @@ serial driver sends AT commands.
 
 The last line of defence stays here as in mtcd.uicc: Sim.SendPin goes out
 only when the most recent reading in this session said exactly SIM PIN and
-the PIN was looked up for the ICCID read from this same card.  Nothing here
+the PIN was looked up for the ICCID read from this same card; on a plugin
+blind to SIM swaps, that reading was taken after ModemManager probed the
+modem again for the command under way (MmGateway.card_command).  Nothing here
 ever calls SendPuk except `unblock`, which only a person's command reaches.
 ModemManager itself never sends a PIN on its own (measured, 1.20); the
 modem is kept disabled and in low power until a Paired decision.
@@ -313,7 +315,13 @@ class MmUicc:
 
     def may_present(self, iccid: Iccid) -> bool:
         return (self._lock is SimLock.SIM_PIN and self._iccid is not None and self._iccid == iccid
-                and self._read_on == self.session.path)
+                and self._read_on == self.session.path and self._read_afresh())
+
+    def _read_afresh(self) -> bool:
+        """The reading rests on the slot as it is now: a plugin that notices
+        swaps reports it; a plugin blind to them only after a re-probe for
+        the command under way, on the object that re-probe exported."""
+        return not self.swap_blind or (self.fresh_on is not None and self._read_on == self.fresh_on)
 
     def present_pin(self, pin: Pin, for_iccid: Iccid) -> PinOutcome:
         self._require(SimLock.SIM_PIN, for_iccid, "the SIM is not asking for exactly SIM PIN")
@@ -334,7 +342,7 @@ class MmUicc:
 
     def _require(self, lock: SimLock, iccid: Iccid, why: str) -> None:
         """Every Sim.SendPin, ChangePin, EnablePin and SendPuk passes here."""
-        if self.swap_blind and (self.fresh_on is None or self._read_on != self.fresh_on):
+        if not self._read_afresh():
             raise PresentationRefused("ModemManager's plugin does not notice a SIM swap and the slot was not "
                                       "read afresh for this command")
         if self._lock is not lock:

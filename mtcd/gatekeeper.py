@@ -882,22 +882,23 @@ def _rotate(gk: Gatekeeper, length=None) -> dict:
     from .lifecycle import REQUESTED
 
     gw = _paired_gateway(gk)
+    was_up = gw.link_up
     with gw.card_command():
         try:
             result = gw.lifecycle().rotate(REQUESTED, length)
         finally:
-            _link_again(gk, gw)
+            _link_again(gk, gw, was_up)
     gk._emit("PIN_ROTATED", f"PIN of SIM {gk.outcome.iccid} rotated on request", iccid=str(gk.outcome.iccid),
              imei=str(gk.outcome.imei), state="paired")
     gk.signature = _paired_signature(gk.outcome)
     return _change_result(gw, result)
 
 
-def _link_again(gk: Gatekeeper, gw: Gateway) -> None:
+def _link_again(gk: Gatekeeper, gw: Gateway, was_up: bool) -> None:
     """A command's fresh read of the slot took a paired SIM's link down
     (mtcd.mm): up again on that reading, after the card is confirmed to be
     the paired one; else the next check decides."""
-    if gk.gateway is gw and gk.outcome is not None and gk.outcome.paired and not gw.link_up:
+    if was_up and gk.gateway is gw and gk.outcome is not None and gk.outcome.paired and not gw.link_up:
         gk._retry_link()
 
 
@@ -922,10 +923,11 @@ def _with_gate_closed(gk: Gatekeeper, change) -> dict:
 def _adopt(gk: Gatekeeper, transport_pin) -> dict:
     if gk.gateway is None:
         raise _no_modem(gk)
+    was_up = gk.gateway.link_up
     with gk.gateway.card_command():  # "already adopted" is said of the card in the slot now
         done = _already_adopted(gk)
         if done is not None:
-            _link_again(gk, gk.gateway)
+            _link_again(gk, gk.gateway, was_up)
             return done
         return _with_gate_closed(gk, lambda gw: gw.lifecycle().adopt(transport_pin, gw.pair))
 
@@ -979,11 +981,12 @@ def _compromise(gk: Gatekeeper) -> dict:
     marked = gw.keystore.mark_compromised()
     gw.journal.append("pins-compromised", count=marked)
     gw = _paired_gateway(gk)
+    was_up = gw.link_up
     with gw.card_command():
         try:
             result = gw.lifecycle().rotate(COMPROMISED)
         finally:
-            _link_again(gk, gw)
+            _link_again(gk, gw, was_up)
     gk.signature = _paired_signature(gk.outcome)
     answer = _change_result(gw, result)
     answer["detail"] = f"{marked} stored PINs marked compromised; inserted SIM: {result.detail}"
@@ -1008,13 +1011,14 @@ def _pin_try(gk: Gatekeeper, below_guard=False, last_attempt=False, confirmed=Fa
         raise _no_modem(gk)
     request = TryRequest(below_guard=below_guard, last_attempt=last_attempt, confirmed=confirmed, iccid=iccid,
                          unsettled=unsettled)
+    was_up = gw.link_up
     with gw.card_command():
         try:
             answer = try_pin(gw.uicc, gw.keystore, gw.journal, policy_settings(gk.config), gw.imei, request)
             if answer["outcome"] == "accepted":
                 _pair_again(gk)
         finally:
-            _link_again(gk, gw)
+            _link_again(gk, gw, was_up)
         answer["detail"] += f"; now {gk.status_text}"
     # After a rejection the slot's signature is unchanged (SIM PIN, same
     # ICCID), so the periodic check does not pair again; a card now

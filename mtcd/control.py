@@ -236,6 +236,7 @@ COMMANDS: Mapping[str, tuple[Field, ...]] = MappingProxyType({
         Field("puk", _secret(Puk)),
         Field("new_pin", _secret(Pin)),
         Field("allow_last_attempt", _flag, required=False, default=False),
+        Field("iccid", _iccid, required=False),  # the SIM the person named (mtcctl sim unblock --iccid)
     ),
     "reload": (),
     # A person's explicit, single presentation of the stored PIN (mtcctl pin try).

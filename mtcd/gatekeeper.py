@@ -882,11 +882,24 @@ def _rotate(gk: Gatekeeper, length=None) -> dict:
     from .lifecycle import REQUESTED
 
     gw = _paired_gateway(gk)
-    result = gw.lifecycle().rotate(REQUESTED, length)
+    was_up = gw.link_up
+    with gw.card_command():
+        try:
+            result = gw.lifecycle().rotate(REQUESTED, length)
+        finally:
+            _link_again(gk, gw, was_up)
     gk._emit("PIN_ROTATED", f"PIN of SIM {gk.outcome.iccid} rotated on request", iccid=str(gk.outcome.iccid),
              imei=str(gk.outcome.imei), state="paired")
     gk.signature = _paired_signature(gk.outcome)
     return _change_result(gw, result)
+
+
+def _link_again(gk: Gatekeeper, gw: Gateway, was_up: bool) -> None:
+    """A command's fresh read of the slot took a paired SIM's link down
+    (mtcd.mm): up again on that reading, after the card is confirmed to be
+    the paired one; else the next check decides."""
+    if was_up and gk.gateway is gw and gk.outcome is not None and gk.outcome.paired and not gw.link_up:
+        gk._retry_link()
 
 
 def _with_gate_closed(gk: Gatekeeper, change) -> dict:
@@ -896,19 +909,27 @@ def _with_gate_closed(gk: Gatekeeper, change) -> dict:
     gw = gk.gateway
     if gw.link_up:
         gw.close_gate()
-    try:
-        result = change(gw)
-        answer = _change_result(gw, result)
-    finally:
-        _pair_again(gk)
+    # One fresh read of the slot for the change and the decision after it
+    # (mtcd.mm: moments apart, nobody's hand in between).
+    with gw.card_command():
+        try:
+            result = change(gw)
+            answer = _change_result(gw, result)
+        finally:
+            _pair_again(gk)
     return answer
 
 
 def _adopt(gk: Gatekeeper, transport_pin) -> dict:
-    done = _already_adopted(gk)
-    if done is not None:
-        return done
-    return _with_gate_closed(gk, lambda gw: gw.lifecycle().adopt(transport_pin, gw.pair))
+    if gk.gateway is None:
+        raise _no_modem(gk)
+    was_up = gk.gateway.link_up
+    with gk.gateway.card_command():  # "already adopted" is said of the card in the slot now
+        done = _already_adopted(gk)
+        if done is not None:
+            _link_again(gk, gk.gateway, was_up)
+            return done
+        return _with_gate_closed(gk, lambda gw: gw.lifecycle().adopt(transport_pin, gw.pair))
 
 
 def _already_adopted(gk: Gatekeeper) -> dict | None:
@@ -930,8 +951,8 @@ def _already_adopted(gk: Gatekeeper) -> dict | None:
             "detail": "already adopted and paired with this gateway (the SIM is unlocked with this gateway's own PIN)"}
 
 
-def _unblock(gk: Gatekeeper, puk, new_pin, allow_last_attempt=False) -> dict:
-    return _with_gate_closed(gk, lambda gw: gw.lifecycle().unblock(puk, new_pin, allow_last_attempt))
+def _unblock(gk: Gatekeeper, puk, new_pin, allow_last_attempt=False, iccid=None) -> dict:
+    return _with_gate_closed(gk, lambda gw: gw.lifecycle().unblock(puk, new_pin, allow_last_attempt, iccid))
 
 
 def _stage(gk: Gatekeeper, iccid, pin) -> dict:
@@ -960,7 +981,12 @@ def _compromise(gk: Gatekeeper) -> dict:
     marked = gw.keystore.mark_compromised()
     gw.journal.append("pins-compromised", count=marked)
     gw = _paired_gateway(gk)
-    result = gw.lifecycle().rotate(COMPROMISED)
+    was_up = gw.link_up
+    with gw.card_command():
+        try:
+            result = gw.lifecycle().rotate(COMPROMISED)
+        finally:
+            _link_again(gk, gw, was_up)
     gk.signature = _paired_signature(gk.outcome)
     answer = _change_result(gw, result)
     answer["detail"] = f"{marked} stored PINs marked compromised; inserted SIM: {result.detail}"
@@ -985,9 +1011,14 @@ def _pin_try(gk: Gatekeeper, below_guard=False, last_attempt=False, confirmed=Fa
         raise _no_modem(gk)
     request = TryRequest(below_guard=below_guard, last_attempt=last_attempt, confirmed=confirmed, iccid=iccid,
                          unsettled=unsettled)
-    answer = try_pin(gw.uicc, gw.keystore, gw.journal, policy_settings(gk.config), gw.imei, request)
-    if answer["outcome"] == "accepted":
-        _pair_again(gk)
+    was_up = gw.link_up
+    with gw.card_command():
+        try:
+            answer = try_pin(gw.uicc, gw.keystore, gw.journal, policy_settings(gk.config), gw.imei, request)
+            if answer["outcome"] == "accepted":
+                _pair_again(gk)
+        finally:
+            _link_again(gk, gw, was_up)
         answer["detail"] += f"; now {gk.status_text}"
     # After a rejection the slot's signature is unchanged (SIM PIN, same
     # ICCID), so the periodic check does not pair again; a card now

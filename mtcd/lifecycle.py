@@ -299,8 +299,15 @@ class Lifecycle:
             raise ChangeLost("the SIM's answer to enabling its PIN was lost; run the adoption again")
 
     # -- unblocking, only ever for a person -----------------------------------
-    def unblock(self, puk: Puk, new_pin: Pin, allow_last_attempt: bool = False) -> ChangeResult:
+    def unblock(self, puk: Puk, new_pin: Pin, allow_last_attempt: bool = False,
+                named: Iccid | None = None) -> ChangeResult:
+        """`named`: the SIM the person means; nothing is sent to another."""
         lock = self.uicc.lock()
+        if named is not None:
+            here = self.uicc.iccid() if lock in (SimLock.SIM_PIN, SimLock.SIM_PUK, SimLock.READY) else None
+            if here != named:
+                what = f"SIM {here}" if here is not None else f"a SIM that reports {lock.value}"
+                raise LifecycleRefused(f"the slot holds {what}, not {named}; nothing was sent")
         if lock is not SimLock.SIM_PUK:
             iccid = self.uicc.iccid() if lock in (SimLock.SIM_PIN, SimLock.READY) else None
             what = f"the SIM {iccid}" if iccid else "the SIM"
@@ -329,7 +336,15 @@ class Lifecycle:
             self.keystore.stage_pending(iccid, new_pin, STAGED)
         else:
             self.keystore.set_pin(iccid, new_pin)
-        outcome = self.uicc.unblock(puk, new_pin, iccid)
+        try:
+            outcome = self.uicc.unblock(puk, new_pin, iccid)
+        except PresentationRefused as exc:
+            # Nothing was sent: the new PIN kept for the card goes again.
+            if existing is not None:
+                self.keystore.discard_pending(iccid)
+            else:
+                self.keystore.forget(iccid)
+            raise LifecycleRefused(f"nothing was sent to SIM {iccid}: {exc}; run the command again") from None
         if outcome is PinOutcome.ACCEPTED:
             if existing is not None:
                 self.keystore.promote_pending(iccid, self.imei.value)

@@ -319,6 +319,13 @@ class Gateway:
                 return not_read("the SIM changed")
         return fields
 
+    def card_command(self):
+        """Around a command that may send a PIN or PUK (a rotation, an
+        adoption, an unblock, a person's PIN try).  Nothing to do over a
+        port mtcd holds: the card's state is read with each step.
+        Through ModemManager, the slot is read afresh first (mtcd.mm)."""
+        return contextlib.nullcontext()
+
     def lifecycle(self) -> Lifecycle:
         from .lifecycle import Lifecycle
 

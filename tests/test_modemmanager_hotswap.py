@@ -25,7 +25,7 @@ import pytest
 import mmstack
 from conftest import pin_presentations, puk_commands
 from mmstack import mm_rig, mm_shared  # noqa: F401  (the module's shared ModemManager)
-from simfixtures import make_card
+from simfixtures import TEST_PIN, TEST_PUK, make_card
 from test_modemmanager import on_air
 from test_modemmanager_pins import pin_bearing
 
@@ -233,3 +233,132 @@ def test_modemmanager_generic_swap_before_a_link_retry_is_refused(mm_rig, monkey
         assert not gw.link_up
     assert on_air(r.modem.commands[swapped_at:]) == []
     assert pin_presentations(r.modem.commands[swapped_at:]) == []
+
+
+# -- commands that carry a PIN or PUK, after a swap the generic plugin missed --
+# Every Sim.SendPin, ChangePin, EnablePin and SendPuk mtcd makes goes on a
+# reading of the slot taken afresh for the command (MmGateway.card_command):
+# never on the old card's properties the generic plugin still holds.
+
+def unseen_swap(r, foreign) -> int:
+    """`foreign` swapped in behind the generic plugin, which keeps the old
+    card's properties; the index of the first command after the swap."""
+    old = reported_iccid(r.stack)
+    r.modem.remove_card()
+    r.modem.insert_card(foreign)
+    assert reported_iccid(r.stack) == old  # the hole: ModemManager still names the old card
+    return len(r.modem.commands)
+
+
+def test_modemmanager_generic_swap_then_rotation_through_the_service_sends_nothing(mm_rig, tmp_path):
+    """`mtcctl pin rotate` while `mtcd run` holds the paired card's link:
+    the paired card's PIN never goes (as ChangePin's old PIN) to a foreign
+    card swapped in unseen; the rotation is refused, the keystore unchanged."""
+    paired, foreign = make_card(serial_number=31), make_card(serial_number=32)
+    r = mm_rig(paired)
+    r.configure(service=SLOW_CHECK)
+    r.gateway.store_pin(paired.iccid.value)
+    with service(r, tmp_path) as (proc, notify):
+        notify.wait_for("READY", "1", timeout=120)
+        status_seen(notify, "paired", timeout=120)
+        swapped_at = unseen_swap(r, foreign)
+        run = r.gateway.mtcctl("pin", "rotate", "--json", timeout=180)
+    assert run.returncode == 1 and run.last_json["error"] == "refused", run.stdout + run.stderr
+    assert "must be unlocked" in run.last_json["message"], run.last_json
+    assert pin_bearing(r.modem.commands[swapped_at:]) == []
+    stored = r.gateway.keystore().get(paired.iccid)
+    assert stored.pin.reveal() == paired.pin and stored.pending_pin is None
+    assert foreign.pin_attempts == 3
+
+
+def test_modemmanager_generic_swap_then_pair_sends_no_pin_to_the_card_swapped_in(mm_rig):
+    """`mtcctl pair` (adoption) after a swap the generic plugin missed: the
+    old, PIN-less card's properties would have the transport PIN enabled
+    (EnablePin) on whatever card is in the slot, stored for the old ICCID.
+    Read afresh, the card in the slot is PUK-blocked: refused, nothing sent."""
+    old, blocked = make_card(serial_number=33, pin_enabled=False), make_card(serial_number=34, pin_attempts=0)
+    r = mm_rig(old)
+    r.configure()
+    swapped_at = unseen_swap(r, blocked)
+    run = r.gateway.mtcctl("pair", "--json", stdin=TEST_PIN + "\n", timeout=240)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert f"the SIM {blocked.iccid} is PUK-blocked" in run.last_json["message"], run.last_json
+    assert pin_bearing(r.modem.commands[swapped_at:]) == []
+    assert r.gateway.keystore().get(old.iccid) is None and r.gateway.keystore().get(blocked.iccid) is None
+
+
+def test_modemmanager_generic_swap_then_unblock_stores_the_pin_for_the_card_unblocked(mm_rig):
+    """`mtcctl sim unblock` after one blocked card was swapped for another
+    unseen: the PUK goes to the card in the slot, and the new PIN is stored
+    for that card's ICCID, never for the old card's (which would then be
+    presented to a card that does not hold it)."""
+    old, other = make_card(serial_number=35, pin_attempts=0), make_card(serial_number=36, pin_attempts=0)
+    r = mm_rig(old)
+    r.configure()
+    swapped_at = unseen_swap(r, other)
+    run = r.gateway.mtcctl("sim", "unblock", "--json", stdin=f"{TEST_PUK}\n13572468\n", timeout=180)
+    assert run.returncode == 0 and run.last_json["iccid"] == other.iccid.value, run.stdout + run.stderr
+    assert len(puk_commands(r.modem.commands[swapped_at:])) == 1 and other.pin == "13572468"
+    assert r.gateway.keystore().get(old.iccid) is None
+    assert r.gateway.keystore().get(other.iccid).pin.reveal() == "13572468"
+
+
+def test_modemmanager_generic_swap_then_unblock_of_the_named_sim_sends_no_puk(mm_rig):
+    """`mtcctl sim unblock --iccid` names the card the PUK is for: another
+    card in the slot (read afresh, whatever ModemManager said before) gets
+    nothing, and nothing is stored."""
+    old, other = make_card(serial_number=37, pin_attempts=0), make_card(serial_number=38, pin_attempts=0)
+    r = mm_rig(old)
+    r.configure()
+    swapped_at = unseen_swap(r, other)
+    run = r.gateway.mtcctl("sim", "unblock", "--iccid", old.iccid.value, "--json",
+                           stdin=f"{TEST_PUK}\n13572468\n", timeout=180)
+    assert run.returncode == 1 and run.last_json["error"] == "refused", run.stdout + run.stderr
+    assert f"the slot holds SIM {other.iccid}, not {old.iccid}" in run.last_json["message"]
+    assert pin_bearing(r.modem.commands[swapped_at:]) == [] and puk_commands(r.modem.commands[swapped_at:]) == []
+    assert other.puk_attempts == 10 and r.gateway.keystore().get(old.iccid) is None
+    assert TEST_PUK not in run.stdout + run.stderr
+
+
+def test_modemmanager_generic_no_pin_goes_out_on_a_reading_not_taken_afresh(mm_rig, monkeypatch):
+    """The rule in one place (MmUicc): on the generic plugin, a PIN goes
+    only on a reading of the modem object a re-probe exported for the
+    command under way; the same reading outside a command sends nothing."""
+    from mtcd.config import load_config
+    from mtcd.secret import Pin
+    from mtcd.service import Gateway as ServiceGateway
+    from mtcd.simlock import SimLock
+    from mtcd.uicc import PresentationRefused
+
+    card = make_card(serial_number=39)
+    r = mm_rig(card)
+    r.configure()
+    for key, value in r.gateway.env.items():
+        if key.startswith(("DBUS_", "SYSTEMD_CREDENTIAL")):
+            monkeypatch.setenv(key, value)
+    with ServiceGateway(load_config(r.gateway.config)) as gw:
+        gw.start()
+        assert gw.uicc.lock() is SimLock.SIM_PIN and gw.uicc.iccid() == card.iccid
+        with pytest.raises(PresentationRefused, match="not read afresh"):
+            gw.uicc.present_pin(Pin(TEST_PIN), card.iccid)
+        assert pin_bearing(r.modem.commands) == []
+        with gw.card_command():
+            assert gw.uicc.lock() is SimLock.SIM_PIN and gw.uicc.iccid() == card.iccid
+            assert gw.uicc.present_pin(Pin(TEST_PIN), card.iccid).value == "accepted"
+        assert gw.uicc.fresh_on is None  # the command's reading ends with it
+    assert len(pin_presentations(r.modem.commands)) == 1
+
+
+def test_modemmanager_generic_swap_then_pin_try_presents_nothing_to_the_card_swapped_in(mm_rig):
+    """`mtcctl pin try` after a locked card was swapped for another unseen:
+    the old card's stored PIN is not presented to the card in the slot,
+    which has none stored (refused)."""
+    old, foreign = make_card(serial_number=40), make_card(serial_number=41)
+    r = mm_rig(old)
+    r.configure()
+    r.gateway.store_pin(old.iccid.value)
+    swapped_at = unseen_swap(r, foreign)
+    run = r.gateway.mtcctl("pin", "try", "--yes", "--json", timeout=180)
+    assert run.returncode == 1 and run.last_json["reason"] == "unknown-sim", run.stdout + run.stderr
+    assert run.last_json["iccid"] == foreign.iccid.value
+    assert pin_bearing(r.modem.commands[swapped_at:]) == [] and foreign.pin_attempts == 3

@@ -93,6 +93,7 @@ def test_modemmanager_no_pin_for_a_card_read_on_the_object_before_a_hot_swap():
                 "/org/freedesktop/ModemManager1/SIM/0": locked})
     session = _Session(bus, OURS)
     uicc = MmUicc(type("M", (), {"session": session})(), settle_time=0)
+    uicc.fresh_on = OURS  # as inside a command that read the slot afresh: the object check alone is under test
     assert uicc.lock() is SimLock.SIM_PIN and uicc.iccid() == Iccid(iccid)
     assert uicc.may_present(Iccid(iccid))
     session.path = "/org/freedesktop/ModemManager1/Modem/1"

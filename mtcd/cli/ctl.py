@@ -10,7 +10,7 @@
     mtcctl pair [--yes] [--json]         adopt the inserted SIM (transport PIN on stdin)
     mtcctl repair [--json]               take a pairing decision now
     mtcctl compromise [--json]           presume every stored PIN known; rotate them
-    mtcctl sim unblock [--allow-last-attempt]  PUK and new PIN on stdin, two lines
+    mtcctl sim unblock [--allow-last-attempt] [--iccid ICCID]  PUK and new PIN on stdin, two lines
     mtcctl sim pairing-status [--json]   the card's own pairing record (EF-IPS), read-only
     mtcctl status [--json]               last decision, stored PINs, sealer
     mtcctl history [--limit N] [--since WHEN] [--follow] [--json]  the pairing journal, newest N
@@ -98,6 +98,8 @@ def _parser() -> ArgumentParser:
     unblock = sim_sub.add_parser("unblock", help="unblock with the PUK (PUK and new PIN on stdin, two lines)")
     unblock.add_argument("--allow-last-attempt", action="store_true",
                          help="send the PUK even when the card has one PUK attempt left")
+    unblock.add_argument("--iccid", metavar="ICCID",
+                         help="the SIM the PUK is for: nothing is sent when the card in the slot is another")
     unblock.add_argument("--json", action="store_true")
     pairing = sim_sub.add_parser("pairing-status", help="the card's own pairing record (EF-IPS, EF-IPD), read-only")
     pairing.add_argument("--json", action="store_true", help="one JSON object")
@@ -295,13 +297,15 @@ def _with_paired_sim(config, action):
     without bringing a link up, run `action`, and leave the radio off."""
     with Gateway(config) as gateway:
         gateway.start()
-        outcome = gateway.pair()
-        if not outcome.paired:
-            sim = f"SIM {outcome.iccid}" if outcome.iccid else "SIM"
-            refused = LifecycleRefused(f"the inserted {sim} is not paired: {outcome.reason.value}: {outcome.decision.detail}")
-            _refusal_details(refused, outcome)
-            raise refused
-        return outcome.iccid, action(gateway)
+        with gateway.card_command():
+            outcome = gateway.pair()
+            if not outcome.paired:
+                sim = f"SIM {outcome.iccid}" if outcome.iccid else "SIM"
+                refused = LifecycleRefused(f"the inserted {sim} is not paired: {outcome.reason.value}: "
+                                           f"{outcome.decision.detail}")
+                _refusal_details(refused, outcome)
+                raise refused
+            return outcome.iccid, action(gateway)
 
 
 def _pin_rotate(config, args) -> int:
@@ -327,12 +331,13 @@ def _adopt(config, args) -> int:
             tried.append(gateway.pair())
             return tried[-1]
 
-        try:
-            result = gateway.lifecycle().adopt(pin, pair)
-        except LifecycleRefused as exc:
-            _refusal_details(exc, tried[-1] if tried else None)
-            raise
-        iccid = gateway.uicc.iccid()
+        with gateway.card_command():
+            try:
+                result = gateway.lifecycle().adopt(pin, pair)
+            except LifecycleRefused as exc:
+                _refusal_details(exc, tried[-1] if tried else None)
+                raise
+            iccid = gateway.uicc.iccid()
     return _result(args, iccid, result.outcome, f"adopted {iccid}: " + result.detail)
 
 
@@ -367,16 +372,19 @@ def _pins(count: int) -> str:
 
 
 def _unblock(config, args) -> int:
+    args.iccid = _iccid(args.iccid) if args.iccid is not None else None
     puk = read_secret(Puk, "PUK: ")
     new_pin = read_secret(Pin, "new PIN: ")
     service = _running_service(config)
     if service is not None:
+        fields = {"iccid": str(args.iccid)} if args.iccid is not None else {}
         return _print_result(args, service.call("unblock", puk=puk, new_pin=new_pin,
-                                                allow_last_attempt=args.allow_last_attempt))
+                                                allow_last_attempt=args.allow_last_attempt, **fields))
     with Gateway(config) as gateway:
         gateway.start()
-        result = gateway.lifecycle().unblock(puk, new_pin, args.allow_last_attempt)
-        iccid = gateway.uicc.iccid()
+        with gateway.card_command():
+            result = gateway.lifecycle().unblock(puk, new_pin, args.allow_last_attempt, args.iccid)
+            iccid = gateway.uicc.iccid()
     return _result(args, iccid, result.outcome, result.detail)
 
 

@@ -106,9 +106,11 @@ def pin_try(config, args, running_service) -> int:
         with Gateway(config) as gateway:
             gateway.start()
             settings = policy_settings(config)
-            answer = _confirmed(
-                lambda req: try_pin(gateway.uicc, gateway.keystore, gateway.journal, settings, gateway.imei, req),
-                request, args, gateway.journal)
+
+            def run(req: TryRequest) -> dict:
+                with gateway.card_command():
+                    return try_pin(gateway.uicc, gateway.keystore, gateway.journal, settings, gateway.imei, req)
+            answer = _confirmed(run, request, args, gateway.journal)
     outcome = answer.get("outcome")
     code = EXIT_OK if outcome == "accepted" else EXIT_TEMPFAIL if outcome == "unknown" else EXIT_REFUSED
     if outcome == "rejected":

@@ -4,7 +4,9 @@ serial driver sends AT commands.
 
 The last line of defence stays here as in mtcd.uicc: Sim.SendPin goes out
 only when the most recent reading in this session said exactly SIM PIN and
-the PIN was looked up for the ICCID read from this same card.  Nothing here
+the PIN was looked up for the ICCID read from this same card; on a plugin
+blind to SIM swaps, that reading was taken after ModemManager probed the
+modem again for the command under way (MmGateway.card_command).  Nothing here
 ever calls SendPuk except `unblock`, which only a person's command reaches.
 ModemManager itself never sends a PIN on its own (measured, 1.20); the
 modem is kept disabled and in low power until a Paired decision.
@@ -12,6 +14,7 @@ modem is kept disabled and in low power until a Paired decision.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -223,6 +226,12 @@ class MmUicc:
         # count seen before a SendPin that card accepted in this session.
         self._pin1_seen: tuple | None = None
         self._verified: tuple | None = None
+        # On a plugin blind to swaps (assumed until MmGateway.start reads the
+        # plugin), a PIN or PUK goes only on a reading taken on the modem
+        # object a re-probe exported for the command under way
+        # (MmGateway.card_command): `fresh_on`, None outside one.
+        self.swap_blind = True
+        self.fresh_on: str | None = None
 
     def followed(self, old_path: str, new_path: str) -> None:
         """ModemManager probed the modem again at mtcd's own request, with
@@ -306,7 +315,13 @@ class MmUicc:
 
     def may_present(self, iccid: Iccid) -> bool:
         return (self._lock is SimLock.SIM_PIN and self._iccid is not None and self._iccid == iccid
-                and self._read_on == self.session.path)
+                and self._read_on == self.session.path and self._read_afresh())
+
+    def _read_afresh(self) -> bool:
+        """The reading rests on the slot as it is now: a plugin that notices
+        swaps reports it; a plugin blind to them only after a re-probe for
+        the command under way, on the object that re-probe exported."""
+        return not self.swap_blind or (self.fresh_on is not None and self._read_on == self.fresh_on)
 
     def present_pin(self, pin: Pin, for_iccid: Iccid) -> PinOutcome:
         self._require(SimLock.SIM_PIN, for_iccid, "the SIM is not asking for exactly SIM PIN")
@@ -326,6 +341,10 @@ class MmUicc:
         return self._send("SendPuk", "ss", (puk.reveal(), new_pin.reveal()))
 
     def _require(self, lock: SimLock, iccid: Iccid, why: str) -> None:
+        """Every Sim.SendPin, ChangePin, EnablePin and SendPuk passes here."""
+        if not self._read_afresh():
+            raise PresentationRefused("ModemManager's plugin does not notice a SIM swap and the slot was not "
+                                      "read afresh for this command")
         if self._lock is not lock:
             raise PresentationRefused(why)
         if self._iccid is None or self._iccid != iccid:
@@ -440,11 +459,12 @@ class MmGateway(Gateway):
         self.keystore, self.sealer = open_keystore(self.config.state_dir, self.config.keystore.sealer)
         self.journal = PairingJournal(self.config.state_dir)
         self.uicc = MmUicc(self.modem, settle_time=self.config.modem.sim_ready_timeout, waits=self.waits)
+        self.uicc.swap_blind = self.swap_blind()
 
     _refused = False  # the last decision of this session was a refusal
-    # The modem object's SIM properties were read afresh (a reprobe) since
-    # the last decision: the link may come up on that reading once.
-    _fresh_for_link = False
+    # The modem object whose SIM properties the last decision read afresh
+    # (a reprobe): the link, and a due rotation, may use that reading once.
+    _fresh_for_link: str | None = None
 
     def swap_blind(self) -> bool:
         """ModemManager's plugin for this modem notices no SIM swap, so its
@@ -455,34 +475,71 @@ class MmGateway(Gateway):
             return True  # unknown plugin: assume the worst
         return states.swap_blind(plugin)
 
+    @contextlib.contextmanager
+    def card_command(self):
+        """One command or decision that may send a PIN or PUK: on a plugin
+        blind to swaps, ModemManager probes the modem again first (once: a
+        command inside a command reuses that reading, taken moments before
+        with nothing in between a person could swap a card in), and
+        MmUicc sends only on a reading of the object it exported."""
+        if self.uicc.fresh_on is not None:
+            yield
+            return
+        self.uicc.swap_blind = self.swap_blind()
+        if not self.uicc.swap_blind:
+            yield
+            return
+        if self.link_up:
+            # ModemManager drops the modem object, and its bearer, for the
+            # fresh read: the link comes down properly first.
+            self.close_gate()
+        try:
+            self._read_afresh()
+            yield
+        finally:
+            self.uicc.fresh_on = None
+
     def pair(self):
         """A plugin blind to swaps gets the SIM read afresh first, so that
         neither a PIN nor a Paired decision rests on a card that is gone."""
-        self._fresh_for_link = False
-        if self.swap_blind():
-            self._read_afresh()
-            self._fresh_for_link = True
-        outcome = super().pair()
+        self._fresh_for_link = None
+        with self.card_command():
+            outcome = super().pair()
+            self._fresh_for_link = self.uicc.fresh_on
         self._refused = not outcome.paired
         return outcome
 
     def bring_up(self, outcome) -> None:
         """No Simple.Connect, NetworkManager activation, radio on or PIN
         rotation unless the card in the slot was just confirmed to be the
-        paired one: right after pair()'s fresh read, or by a fresh read now
-        (a link retried later, on a plugin blind to swaps)."""
-        fresh, self._fresh_for_link = self._fresh_for_link, False
-        if not fresh and self.swap_blind():
-            old = self.transport.path
-            self._read_afresh()
-            lock = self.uicc.lock()
-            iccid = self.uicc.iccid() if lock is SimLock.READY else None
-            if iccid is None or iccid != outcome.iccid:
-                found = f"ICCID {iccid}" if iccid is not None else f"a SIM that is {lock.value}"
-                raise DatalinkFailed(f"the link is not brought up: ModemManager read the slot again and found "
-                                     f"{found}, not the paired ICCID {outcome.iccid}")
-            self.uicc.followed(old, self.transport.path)
-        super().bring_up(outcome)
+        paired one: right after pair()'s fresh read (the rotation sends on
+        that reading), or by a fresh read now (a link retried later, on a
+        plugin blind to swaps), or by the reading of the command under way."""
+        fresh, self._fresh_for_link = self._fresh_for_link, None
+        old = self.transport.path
+        if self.uicc.fresh_on is None and fresh is not None and fresh == old:
+            scope, confirm = self._on_reading(fresh), False
+        else:
+            scope, confirm = self.card_command(), True
+        with scope:
+            if confirm and self.uicc.fresh_on is not None:
+                lock = self.uicc.lock()
+                iccid = self.uicc.iccid() if lock is SimLock.READY else None
+                if iccid is None or iccid != outcome.iccid:
+                    found = f"ICCID {iccid}" if iccid is not None else f"a SIM that is {lock.value}"
+                    raise DatalinkFailed(f"the link is not brought up: ModemManager read the slot again and "
+                                         f"found {found}, not the paired ICCID {outcome.iccid}")
+                self.uicc.followed(old, self.transport.path)
+            super().bring_up(outcome)
+
+    @contextlib.contextmanager
+    def _on_reading(self, path: str):
+        """Sends allowed on the reading pair() took afresh on `path`, just now."""
+        self.uicc.fresh_on = path
+        try:
+            yield
+        finally:
+            self.uicc.fresh_on = None
 
     def _read_afresh(self) -> None:
         with self.waits.waiting("waiting for ModemManager to read the SIM again", REPROBE_WAIT):
@@ -491,6 +548,7 @@ class MmGateway(Gateway):
         if imei != self.imei.value:
             raise ModemUnavailable(f"{self.transport.port}: ModemManager probed another modem (IMEI {imei})")
         self.modem.radio_on = None  # a new object: the gate's next step confirms the radio off
+        self.uicc.fresh_on = self.transport.path
         self.uicc.lock()  # bounded, until ModemManager has read the card
 
     def ensure_radio_off(self) -> None:

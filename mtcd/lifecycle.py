@@ -167,11 +167,23 @@ class Lifecycle:
             self.keystore.cancel_attempt(iccid, CURRENT, before)
             raise
         if outcome is not PinOutcome.REJECTED and attempts_before is not None:
+            if not self._still_the_card(iccid):
+                # Swapped (or reset into another card) while the command was
+                # out: another card's counter says nothing about this one,
+                # and an OK is not trusted without the counter.  Both PINs
+                # and the marker stay for this card's next pairing.
+                return PinOutcome.UNKNOWN
             attempts = self.uicc.attempts()
             after = attempts.pin1 if attempts is not None else None
             if after is not None and after < attempts_before:
                 outcome = PinOutcome.REJECTED
         return outcome
+
+    def _still_the_card(self, iccid: Iccid) -> bool:
+        try:
+            return self.uicc.iccid() == iccid
+        except MtcdError:
+            return False
 
     def _settle_change(self, iccid: Iccid, outcome: PinOutcome, reason: str, old: Pin, new: Pin) -> ChangeResult:
         # Settled on the PINs this change sent: `mtcctl pin set` and `pin

@@ -123,3 +123,45 @@ def test_a_lost_answer_keeps_the_new_pin_after_a_person_stored_the_old_one(tmp_p
     assert card.pin != CARDS_PIN
     assert card.pin in [entry.candidate(CURRENT), entry.candidate(PENDING)], \
         "the card may hold the rotation's new PIN and the gateway has it nowhere"
+
+
+# -- a SIM swapped while AT+CPWD was out --------------------------------------
+
+OTHER = Iccid(make_iccid(8))
+
+
+class SwappedAfterChange(Card):
+    """The card takes the change, the modem answers `answer`, and before the
+    counter is read the slot holds another SIM with 1 attempt left."""
+
+    def __init__(self, pin: Pin, answer: PinOutcome):
+        super().__init__(pin)
+        self.answer = answer
+        self.swapped = False
+
+    def iccid(self) -> Iccid:
+        return OTHER if self.swapped else ICCID
+
+    def attempts(self) -> PinAttempts:
+        return PinAttempts(pin1=1, puk1=10) if self.swapped else super().attempts()
+
+    def change_pin(self, old, new, for_iccid):
+        super().change_pin(old, new, for_iccid)
+        self.swapped = True
+        return self.answer
+
+
+@pytest.mark.parametrize("answer", [PinOutcome.ACCEPTED, PinOutcome.UNKNOWN])
+def test_another_cards_counter_never_settles_the_change(tmp_path, answer):
+    state = tmp_path / "state"
+    Keystore.open(state).set_pin(ICCID, CARDS_PIN)
+    card = SwappedAfterChange(CARDS_PIN, answer)
+    try:
+        _lifecycle(state, card).rotate(REQUESTED)
+    except LifecycleRefused:
+        pass
+    entry = Keystore.open(state).get(ICCID)
+    assert card.pin != CARDS_PIN  # the first card holds the new PIN
+    assert not (entry.rejected and entry.pending_pin is None), \
+        "the other SIM's counter latched this SIM's PIN and dropped the new one: nobody has its PIN"
+    assert card.pin in [entry.candidate(CURRENT), entry.candidate(PENDING)]

@@ -142,16 +142,23 @@ class Lifecycle:
         # AT+CPWD carries the current PIN: a wrong one costs an attempt, so
         # it is marked like a presentation and settled the same way.
         try:
-            outcome = self._spend(iccid, left, lambda: self.uicc.change_pin(entry.pin, new, iccid), change=True)
+            outcome = self._spend(iccid, left, lambda: self.uicc.change_pin(entry.pin, new, iccid), change=True,
+                                  presenting=entry.pin)
         except PresentationRefused:
             # Nothing went out: the new PIN never reached the card.
             self.keystore.discard_pending(iccid, new)
             self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason, why="SIM state changed")
             raise LifecycleRefused(f"SIM {iccid} changed state while it was read; its PIN was not changed: "
                                    "run the command again") from None
+        except _PinReplaced:
+            self.keystore.discard_pending(iccid, new)
+            self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason, why="PIN stored meanwhile")
+            raise LifecycleRefused(f"the PIN of {iccid} was stored again while the change began; nothing was sent "
+                                   "to the card: run the command again") from None
         return self._settle_change(iccid, outcome, reason, entry.pin, new)
 
-    def _spend(self, iccid: Iccid, attempts_before: int | None, send, change: bool = False) -> PinOutcome:
+    def _spend(self, iccid: Iccid, attempts_before: int | None, send, change: bool = False,
+               presenting: Pin | None = None) -> PinOutcome:
         """Send a command that carries the current PIN to the card: the
         attempt marker is written before, and settled after by the answer,
         or by the counter when the answer was lost or said nothing (a plain
@@ -159,7 +166,11 @@ class Lifecycle:
         without counters until a person acts.  A counter that fell also
         overrules an OK: some modems answer OK whatever the card said."""
         before = self.keystore.get(iccid)
-        self.keystore.begin_attempt(iccid, attempts_before=attempts_before, which=CURRENT, change=change)
+        if not self.keystore.begin_attempt(iccid, attempts_before=attempts_before, which=CURRENT,
+                                           presenting=presenting, change=change):
+            # A person stored another PIN since `presenting` was looked up:
+            # the marker would belong to a PIN this command does not carry.
+            raise _PinReplaced()
         try:
             outcome = send()
         except PresentationRefused:
@@ -402,6 +413,10 @@ class Lifecycle:
             raise LifecycleRefused(f"{left} PIN attempts left on {iccid}, below the guard of {self.policy.min_retries}; "
                                    "nothing changed (power-cycle the modem, then `mtcctl repair`)")
         return left
+
+
+class _PinReplaced(Exception):
+    """begin_attempt found another PIN stored than the one to be sent."""
 
 
 def now_utc() -> datetime:

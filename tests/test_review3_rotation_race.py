@@ -165,3 +165,26 @@ def test_another_cards_counter_never_settles_the_change(tmp_path, answer):
     assert not (entry.rejected and entry.pending_pin is None), \
         "the other SIM's counter latched this SIM's PIN and dropped the new one: nobody has its PIN"
     assert card.pin in [entry.candidate(CURRENT), entry.candidate(PENDING)]
+
+
+def test_a_pin_stored_before_the_marker_is_written_stops_the_change(tmp_path, monkeypatch):
+    """`mtcctl pin set` lands between the rotation's staging and its attempt
+    marker: the marker would sit on the person's PIN while AT+CPWD carries
+    the old one, and the next boot's counter would latch the person's PIN,
+    which the card never saw.  Nothing is sent instead."""
+    state = tmp_path / "state"
+    Keystore.open(state).set_pin(ICCID, STORED_WRONG)
+    original = Keystore.begin_attempt
+
+    def person_first(self, *args, **kwargs):
+        Keystore.open(state).set_pin(ICCID, CARDS_PIN)
+        monkeypatch.setattr(Keystore, "begin_attempt", original)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Keystore, "begin_attempt", person_first)
+    card = Card(CARDS_PIN)
+    with pytest.raises(LifecycleRefused):
+        _lifecycle(state, card).rotate(REQUESTED)
+    assert card.presented == [], "AT+CPWD went out with a PIN no longer stored"
+    entry = Keystore.open(state).get(ICCID)
+    assert entry.pin == CARDS_PIN and not entry.rejected and entry.attempt is None and entry.pending_pin is None

@@ -20,6 +20,11 @@ log = logging.getLogger("mtcd.mm")
 CALL_TIMEOUT = 30.0
 
 
+# Error replies from the bus itself, not from ModemManager: nobody answered.
+_NO_ANSWER = frozenset({"org.freedesktop.DBus.Error.NoReply", "org.freedesktop.DBus.Error.Timeout",
+                        "org.freedesktop.DBus.Error.TimedOut", "org.freedesktop.DBus.Error.Disconnected"})
+
+
 class BusError(Exception):
     """A D-Bus error reply: `name` is the error's name (never carries a secret:
     ModemManager's messages name the command, not its arguments)."""
@@ -86,6 +91,10 @@ class ModemManagerBus:
                 raise ModemUnavailable("ModemManager is not running on the system bus")
             if name == "org.freedesktop.DBus.Error.UnknownObject" or name == "org.freedesktop.DBus.Error.UnknownMethod":
                 raise ModemUnavailable(f"the modem is gone from ModemManager ({text or name})")
+            if name in _NO_ANSWER:
+                # ModemManager left the bus (restart, crash) or hung during
+                # the call: no answer, as a TimeoutError above.
+                raise ModemUnavailable(f"ModemManager gave no answer to {method} ({name.rsplit('.', 1)[-1]})")
             raise BusError(name, text)
         return tuple(reply.body)
 

@@ -50,6 +50,9 @@ mount -t tmpfs tmpfs /run
 mount --bind "$1/lib" /var/lib/NetworkManager
 mount --bind "$1/etc" /etc/NetworkManager
 mount --bind "$1/sbin" /usr/local/sbin
+# NetworkManager runs the first pppd it finds, /usr/sbin's before ours: a
+# machine with the ppp package installed gets the stand-in there too.
+if [ -e /usr/sbin/pppd ]; then mount --bind "$1/sbin/pppd" /usr/sbin/pppd; fi
 shift
 exec "$@"
 """

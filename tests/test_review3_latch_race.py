@@ -86,3 +86,18 @@ def test_an_entry_forgotten_while_the_counter_was_read_is_a_refusal_not_a_traceb
     card = LockedCard(lambda: Keystore.open(state).forget(ICCID))
     outcome = pair(card, Keystore.open(state), PolicySettings(), IMEI, None)
     assert not outcome.paired and card.presented == []
+
+
+def test_pin_try_does_not_latch_a_pin_stored_while_it_read_the_counter(tmp_path):
+    """The same for `mtcctl pin try` (mtcd.recovery.try_pin), which latches
+    the lost attempt itself before it plans its one presentation."""
+    from mtcd.journal import PairingJournal
+    from mtcd.recovery import TryRequest, try_pin
+
+    state = tmp_path / "state"
+    _lost_attempt(state)
+    card = LockedCard(lambda: Keystore.open(state).set_pin(ICCID, RIGHT))
+    answer = try_pin(card, Keystore.open(state), PairingJournal(state), PolicySettings(), IMEI, TryRequest())
+    entry = Keystore.open(state).get(ICCID)
+    assert not entry.rejected, "the PIN the person stored was latched as rejected; the card never saw it"
+    assert answer["outcome"] == "accepted" and card.presented == [RIGHT]

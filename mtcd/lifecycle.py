@@ -178,16 +178,14 @@ class Lifecycle:
             self.keystore.cancel_attempt(iccid, CURRENT, before)
             raise
         if outcome is not PinOutcome.REJECTED and attempts_before is not None:
-            if not self._still_the_card(iccid):
-                # Swapped (or reset into another card) while the command was
-                # out: another card's counter says nothing about this one,
-                # and an OK is not trusted without the counter.  Both PINs
-                # and the marker stay for this card's next pairing.
-                return PinOutcome.UNKNOWN
             attempts = self.uicc.attempts()
             after = attempts.pin1 if attempts is not None else None
             if after is not None and after < attempts_before:
-                outcome = PinOutcome.REJECTED
+                # Only if the counter is this card's: one swapped in while
+                # the command was out says nothing about it, and the change
+                # is then settled at this card's next pairing (both PINs
+                # and the marker stay).
+                outcome = PinOutcome.REJECTED if self._still_the_card(iccid) else PinOutcome.UNKNOWN
         return outcome
 
     def _still_the_card(self, iccid: Iccid) -> bool:

@@ -69,10 +69,15 @@ def pair(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei, i
                 retries = obs.attempts
             continue
         if decision is Step.LATCH_LOST_ATTEMPT:
-            which = keystore.get(obs.iccid).attempt
-            log.warning("the PIN attempt lost in a power cut was rejected (%s PIN); latched", which)
-            keystore.record_rejected(obs.iccid, which)
-            events.append(("pin-attempt-rejected", {"iccid": str(obs.iccid), "pin": which, "settled": "by counter"}))
+            # Only the marker the counter was compared with: a person may
+            # have stored or forgotten the PIN since it was looked up.
+            which = obs.stored.attempt_pin
+            entry = keystore.get(obs.iccid)
+            if entry is not None and entry.attempt == which and entry.attempts_before == obs.stored.attempts_before:
+                log.warning("the PIN attempt lost in a power cut was rejected (%s PIN); latched", which)
+                keystore.record_rejected(obs.iccid, which, presented=entry.candidate(which))
+                events.append(("pin-attempt-rejected",
+                               {"iccid": str(obs.iccid), "pin": which, "settled": "by counter"}))
             obs = obs.with_(stored=_stored_view(keystore, obs.iccid))
         elif decision in (Step.PRESENT_PIN, Step.PRESENT_PENDING_PIN):
             which = CURRENT if decision is Step.PRESENT_PIN else PENDING

@@ -575,6 +575,11 @@ class Gatekeeper:
         wait until the link is up or the gate closed (Gateway.card_record_after)."""
         with self.gateway.card_record_after():
             self._decide_and_open()
+        if self.gateway.paired_card_gone:
+            # The record's ICCID read found another SIM: decide again at
+            # once, which closes the gate first (no URC may come for it).
+            log.warning("the SIM changed after the link came up: pairing again")
+            self._sim_event = True
 
     def _decide_and_open(self) -> None:
         """Close the gate, take a decision, open it only for a paired SIM.

@@ -358,9 +358,13 @@ class Keystore:
         return entry
 
     @_transaction
-    def promote_pending(self, iccid: Iccid, imei: str | None = None) -> PinEntry:
-        """The card holds the pending PIN now: it becomes the current one."""
+    def promote_pending(self, iccid: Iccid, imei: str | None = None, pin: Pin | None = None) -> PinEntry | None:
+        """The card holds the pending PIN now: it becomes the current one.
+        With `pin`, only if that is still the pending PIN (None otherwise):
+        a person may have stored or staged another one meanwhile."""
         old = self._require(iccid)
+        if pin is not None and old.pending_pin != pin:
+            return None
         if old.pending_pin is None:
             raise KeystoreError(f"no pending PIN is stored for ICCID {iccid}")
         now = _now()
@@ -373,9 +377,11 @@ class Keystore:
         return entry
 
     @_transaction
-    def discard_pending(self, iccid: Iccid) -> None:
+    def discard_pending(self, iccid: Iccid, pin: Pin | None = None) -> None:
+        """Drop the pending PIN; with `pin`, only if it is still that one
+        (never a PIN a person staged after the caller looked)."""
         entry = self._require(iccid)
-        if entry.pending_pin is not None:
+        if entry.pending_pin is not None and (pin is None or entry.pending_pin == pin):
             self._commit([replace(entry, pending_pin=None, pending_origin=None, pending_rejected=False,
                                   unsettled=_without(entry.unsettled, PENDING), updated=_now())])
 

@@ -142,16 +142,23 @@ class Lifecycle:
         # AT+CPWD carries the current PIN: a wrong one costs an attempt, so
         # it is marked like a presentation and settled the same way.
         try:
-            outcome = self._spend(iccid, left, lambda: self.uicc.change_pin(entry.pin, new, iccid), change=True)
+            outcome = self._spend(iccid, left, lambda: self.uicc.change_pin(entry.pin, new, iccid), change=True,
+                                  presenting=entry.pin)
         except PresentationRefused:
             # Nothing went out: the new PIN never reached the card.
-            self.keystore.discard_pending(iccid)
+            self.keystore.discard_pending(iccid, new)
             self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason, why="SIM state changed")
             raise LifecycleRefused(f"SIM {iccid} changed state while it was read; its PIN was not changed: "
                                    "run the command again") from None
-        return self._settle_change(iccid, outcome, reason)
+        except _PinReplaced:
+            self.keystore.discard_pending(iccid, new)
+            self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason, why="PIN stored meanwhile")
+            raise LifecycleRefused(f"the PIN of {iccid} was stored again while the change began; nothing was sent "
+                                   "to the card: run the command again") from None
+        return self._settle_change(iccid, outcome, reason, entry.pin, new)
 
-    def _spend(self, iccid: Iccid, attempts_before: int | None, send, change: bool = False) -> PinOutcome:
+    def _spend(self, iccid: Iccid, attempts_before: int | None, send, change: bool = False,
+               presenting: Pin | None = None) -> PinOutcome:
         """Send a command that carries the current PIN to the card: the
         attempt marker is written before, and settled after by the answer,
         or by the counter when the answer was lost or said nothing (a plain
@@ -159,7 +166,11 @@ class Lifecycle:
         without counters until a person acts.  A counter that fell also
         overrules an OK: some modems answer OK whatever the card said."""
         before = self.keystore.get(iccid)
-        self.keystore.begin_attempt(iccid, attempts_before=attempts_before, which=CURRENT, change=change)
+        if not self.keystore.begin_attempt(iccid, attempts_before=attempts_before, which=CURRENT,
+                                           presenting=presenting, change=change):
+            # A person stored another PIN since `presenting` was looked up:
+            # the marker would belong to a PIN this command does not carry.
+            raise _PinReplaced()
         try:
             outcome = send()
         except PresentationRefused:
@@ -170,27 +181,62 @@ class Lifecycle:
             attempts = self.uicc.attempts()
             after = attempts.pin1 if attempts is not None else None
             if after is not None and after < attempts_before:
-                outcome = PinOutcome.REJECTED
+                # Only if the counter is this card's: one swapped in while
+                # the command was out says nothing about it, and the change
+                # is then settled at this card's next pairing (both PINs
+                # and the marker stay).
+                outcome = PinOutcome.REJECTED if self._still_the_card(iccid) else PinOutcome.UNKNOWN
         return outcome
 
-    def _settle_change(self, iccid: Iccid, outcome: PinOutcome, reason: str) -> ChangeResult:
+    def _still_the_card(self, iccid: Iccid) -> bool:
+        try:
+            return self.uicc.iccid() == iccid
+        except MtcdError:
+            return False
+
+    def _settle_change(self, iccid: Iccid, outcome: PinOutcome, reason: str, old: Pin, new: Pin) -> ChangeResult:
+        # Settled on the PINs this change sent: `mtcctl pin set` and `pin
+        # stage` need no modem and may have replaced them while AT+CPWD was out.
         if outcome is PinOutcome.ACCEPTED:
-            self.keystore.promote_pending(iccid, self.imei.value)
+            if self.keystore.promote_pending(iccid, self.imei.value, pin=new) is None:
+                # A person's store removed or replaced the pending PIN
+                # while the card was taking it: settled like a lost answer.
+                self._keep_new_pin(iccid, new)
+                self.journal.append("pin-rotation-interrupted", iccid=str(iccid), reason=reason)
+                return ChangeResult("interrupted", f"the SIM {iccid} took the new PIN while its PIN was stored "
+                                                   "again; the next pairing settles which one it holds")
             self.journal.append("pin-rotated", iccid=str(iccid), reason=reason)
             log.info("PIN of %s rotated (%s)", iccid, reason)
             return ChangeResult("done", f"the PIN of {iccid} was changed")
         if outcome is PinOutcome.REJECTED:
             # The card does not hold the PIN we gave as the old one.
-            self.keystore.discard_pending(iccid)
-            self.keystore.record_rejected(iccid, CURRENT)
+            self.keystore.discard_pending(iccid, new)
+            self.keystore.record_rejected(iccid, CURRENT, presented=old)
             self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason, why="old PIN rejected")
             raise LifecycleRefused(f"the SIM {iccid} rejected its stored PIN; the change was not made; "
                                    f"store the right one: `mtcctl pin set {iccid}`")
         # Lost answer: both PINs and the attempt marker stay; the next
         # pairing settles which one the card has.
+        self._keep_new_pin(iccid, new)
         self.journal.append("pin-rotation-interrupted", iccid=str(iccid), reason=reason)
         log.warning("the SIM's answer to the PIN change was lost; the next pairing settles it")
         return ChangeResult("interrupted", "the card's answer was lost; the next pairing settles it")
+
+    def _keep_new_pin(self, iccid: Iccid, new: Pin) -> None:
+        """The card may hold `new` (or does) although a person's store
+        removed it from the entry: keep it as the pending PIN, the other
+        candidate the next pairing tries (guarantee 5).  A PIN a person
+        staged meanwhile is never replaced for it."""
+        entry = self.keystore.get(iccid)
+        if entry is None or entry.pending_pin == new:
+            return
+        if entry.pending_pin is None:
+            try:
+                self.keystore.stage_pending(iccid, new, ROTATION)
+                return
+            except MtcdError:
+                pass  # staged by a person since this look: theirs stays
+        log.warning("the SIM %s may hold the rotation's new PIN, but a PIN staged meanwhile is kept instead", iccid)
 
     # -- adoption -------------------------------------------------------------
     def adopt(self, transport_pin: Pin, pair) -> ChangeResult:
@@ -380,6 +426,10 @@ class Lifecycle:
             raise LifecycleRefused(f"{left} PIN attempts left on {iccid}, below the guard of {self.policy.min_retries}; "
                                    "nothing changed (power-cycle the modem, then `mtcctl repair`)")
         return left
+
+
+class _PinReplaced(Exception):
+    """begin_attempt found another PIN stored than the one to be sent."""
 
 
 def now_utc() -> datetime:

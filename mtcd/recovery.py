@@ -211,9 +211,13 @@ def try_pin(uicc: Uicc, keystore: Keystore, journal: PairingJournal, settings: P
                         unsettled_ok=request.unsettled)
         if plan.latch is None:
             break
-        log.warning("the PIN attempt lost in a power cut was rejected (%s PIN); latched", plan.latch)
-        keystore.record_rejected(iccid, plan.latch)
-        journal.append("pin-attempt-rejected", iccid=str(iccid), pin=plan.latch, settled="by counter")
+        # Only the marker the counter was compared with (mtcd.gate.pair does
+        # the same): a PIN stored since is planned for afresh, not latched.
+        entry = keystore.get(iccid)
+        if entry is not None and entry.attempt == plan.latch and entry.attempts_before == stored.attempts_before:
+            log.warning("the PIN attempt lost in a power cut was rejected (%s PIN); latched", plan.latch)
+            keystore.record_rejected(iccid, plan.latch, presented=entry.candidate(plan.latch))
+            journal.append("pin-attempt-rejected", iccid=str(iccid), pin=plan.latch, settled="by counter")
     else:
         raise TryRefused(SIM_ERROR, "the SIM's state keeps changing; try again (`mtcctl repair` first)", iccid)
     base = {"iccid": str(iccid) if iccid else None, "pin": plan.which, "attempts_before": attempts,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from typing import TYPE_CHECKING
 
@@ -14,7 +14,7 @@ from .config import Config
 from .datalink import Datalink, datalink_for
 from .errors import EXIT_UNAVAILABLE, CommandFailed, MtcdError
 from .modem import Modem
-from .policy import PolicySettings
+from .policy import PolicySettings, Reason
 from .progress import NO_WAITS, Waits
 from .transport import SerialTransport
 from .identity import Iccid
@@ -105,6 +105,9 @@ class Gateway:
     # Inside card_record_after(): the decision whose card record waits.  On
     # the class, so that a subclass with its own __init__ has it too.
     _card_record_held: list | None = None
+    # The ICCID read after the card's record was not the paired card's: the
+    # gate is open for a SIM that is gone (the caller closes it).
+    paired_card_gone: bool = False
 
     def __new__(cls, config: Config, **_):
         # The driver seam: `[modem] driver = "modemmanager"` reaches the modem
@@ -267,6 +270,7 @@ class Gateway:
         an error (the radio would not switch off, the port went away) reads
         nothing: the card is not asked again in a session that failed."""
         self._card_record_held = held = []
+        self.paired_card_gone = False
         try:
             yield
         finally:
@@ -316,6 +320,7 @@ class Gateway:
             except MtcdError as exc:
                 return not_read(f"the SIM could not be identified again ({exc})")
             if now != outcome.iccid:
+                self.paired_card_gone = outcome.paired
                 return not_read("the SIM changed")
         return fields
 
@@ -346,6 +351,16 @@ class Gateway:
             else:
                 self.ensure_radio_off()
                 log.warning("refused: %s (%s); radio off", outcome.reason.value, outcome.decision.detail)
+        if self.paired_card_gone:
+            # Another SIM answered after the link came up: no decision was
+            # taken on it, so it gets neither the link nor the radio (guarantee 3).
+            self.close_gate()
+            self.ensure_radio_off()
+            detail = (f"SIM {outcome.iccid} was taken out after the link came up; link down, radio off: "
+                      "`mtcctl repair` pairs the SIM now in the slot")
+            log.warning("%s", detail)
+            return replace(_report(outcome, self.link_up), state="refused", reason=Reason.SIM_ERROR.value,
+                           detail=detail)
         return _report(outcome, self.link_up)
 
     def _rotate_if_due(self, iccid) -> None:

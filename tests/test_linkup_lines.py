@@ -80,7 +80,8 @@ def test_a_refusal_reads_the_record_with_the_radio_off(gateway):
 
 def test_a_sim_swapped_after_pairing_is_not_taken_for_the_paired_one(gateway):
     """The SIM changes once the link is up, before its record is read: the
-    record says so and holds nothing of the new card."""
+    record says so and holds nothing of the new card, and the gate closes
+    (tests/test_review3_card_record_swap.py)."""
     paired = make_card()
     other = _with_pairing(make_card(serial_number=7), ipd_readable=True)
     with sim_modem(paired) as (modem, port):
@@ -97,7 +98,8 @@ def test_a_sim_swapped_after_pairing_is_not_taken_for_the_paired_one(gateway):
         gateway.store_pin(str(paired.iccid))
         run = gateway.mtcd("once", "--json")
         lines = list(modem.lines)
-    assert run.returncode == 0 and run.last_json["iccid"] == str(paired.iccid), run.stderr
+    assert run.returncode == 1 and run.last_json["iccid"] == str(paired.iccid), run.stderr
+    assert run.last_json["link"] == "down" and run.last_json["reason"] == "sim-error"
     assert record_reads(lines) and min(record_reads(lines)) > activation(lines)
     _, record = decision_and_record(gateway.history())
     assert record["iccid"] == str(paired.iccid)

@@ -261,7 +261,14 @@ class NmDatalink(Datalink):
     def _remember(self, profile: nm.Profile | None) -> None:
         """Record the profile's autoconnect and the WWAN switch as found (the
         first values only), then switch WWAN off."""
-        record = self._read_record()
+        try:
+            record = self._read_record()
+        except MtcdError:
+            # Damaged: nothing to remember into (the person restores by
+            # hand), but WWAN goes off all the same: left on, NetworkManager
+            # enables the modem behind the gate.
+            self._set_wwan(False)
+            raise
         wwan = self.client.wwan_enabled()
         remembered = nm.remember(record, profile, wwan)
         if remembered != record or not (self.state_dir / TAKEOVER_FILE).exists():

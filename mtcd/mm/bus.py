@@ -22,6 +22,11 @@ log = logging.getLogger("mtcd.mm")
 CALL_TIMEOUT = 30.0
 
 
+# Error replies from the bus itself, not from ModemManager: nobody answered.
+_NO_ANSWER = frozenset({"org.freedesktop.DBus.Error.NoReply", "org.freedesktop.DBus.Error.Timeout",
+                        "org.freedesktop.DBus.Error.TimedOut", "org.freedesktop.DBus.Error.Disconnected"})
+
+
 class BusError(CommandFailed):
     """A D-Bus error reply: `name` is the error's name, `call` the method
     called (Sim.SendPin, Properties.Get(Modem.State)...).  Never carries a
@@ -110,6 +115,10 @@ class ModemManagerBus:
             if name == "org.freedesktop.DBus.Error.UnknownObject" or name == "org.freedesktop.DBus.Error.UnknownMethod":
                 raise ModemUnavailable(f"the modem is gone from ModemManager ({called}: "
                                        f"{' '.join((text or name).split())})")
+            if name in _NO_ANSWER:
+                # ModemManager left the bus (restart, crash) or hung during
+                # the call: no answer, as a TimeoutError above.
+                raise ModemUnavailable(f"ModemManager gave no answer to {called} ({name.rsplit('.', 1)[-1]})")
             raise BusError(name, text, called)
         return tuple(reply.body)
 

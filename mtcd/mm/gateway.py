@@ -222,6 +222,10 @@ class MmUicc:
         # exports a new one after a SIM hot swap, and a PIN looked up for
         # the old object's card is never sent to the new one.
         self._read_on: str | None = None
+        # The SIM object the ICCID was read from: the one a PIN goes to.
+        # ModemManager may name another one in `Sim` without exporting the
+        # modem again (a slot switch, a card read again in place).
+        self._iccid_on: str | None = None
         # PIN1's counter as last reported for (modem object, ICCID), and the
         # count seen before a SendPin that card accepted in this session.
         self._pin1_seen: tuple | None = None
@@ -247,6 +251,7 @@ class MmUicc:
         self._lock = None
         self._iccid = None
         self._read_on = None
+        self._iccid_on = None
         self._verified = None
 
     def lock(self, settle: bool = True) -> SimLock:
@@ -272,6 +277,7 @@ class MmUicc:
 
     def iccid(self) -> Iccid | None:
         self._iccid = None
+        self._iccid_on = None
         if self._read_on != self.session.path:
             self._lock = None  # the lock was read on another modem object
         path = self._sim_path()
@@ -281,6 +287,7 @@ class MmUicc:
             self._iccid = Iccid(self.session.bus.get(path, states.SIM, "SimIdentifier"))
         except (ValueError, BusError):
             return None
+        self._iccid_on = path
         return self._iccid
 
     def attempts(self) -> PinAttempts | None:
@@ -351,6 +358,8 @@ class MmUicc:
             raise PresentationRefused("the secret was not looked up for the ICCID of this card")
         if self._read_on != self.session.path:
             raise PresentationRefused("ModemManager exported the modem again since the SIM was read")
+        if self._sim_path() != self._iccid_on:
+            raise PresentationRefused("ModemManager names another SIM object since its ICCID was read")
 
     def _send(self, method: str, signature: str, body) -> PinOutcome:
         self._lock = None  # whatever happens next, the reading is no longer current
@@ -364,7 +373,9 @@ class MmUicc:
         return outcome
 
     def _call_sim(self, method: str, signature: str, body) -> PinOutcome:
-        path = self._sim_path()
+        # The object whose ICCID was read (_require), never the one `Sim`
+        # names by now: if it went away, the call fails and nothing is sent.
+        path = self._iccid_on
         if path is None:
             return PinOutcome.UNKNOWN
         try:

@@ -97,6 +97,34 @@ def test_modemmanager_networkmanager_activates_only_after_pairing_and_release_re
     assert again.returncode == 0 and "nothing to release" in again.stdout
 
 
+def test_modemmanager_networkmanager_autoconnect_switch_keeps_the_password_on_disk(nm_rig):
+    """NetworkManager merges an update that carries no secrets with the
+    secrets it holds in memory, not with its file's: a password written to
+    the keyfile behind its back (a provisioning step, an edit by hand) was
+    lost from disk when mtcd switched autoconnect off, and again on
+    release.  A foreign SIM: only the switch matters here."""
+    card = make_card(serial_number=9)
+    r = nm_rig(card)
+    r.configure()
+    r.gateway.store_pin(make_card(serial_number=10).iccid.value)
+    keyfile = r.nm.profiles / "lte.nmconnection"
+    text = keyfile.read_text()
+    assert "password=" not in text and "[gsm]\n" in text
+    keyfile.write_text(text.replace("[gsm]\n", "[gsm]\npassword=operator-pw\n", 1))
+    # NetworkManager has not read it: the file and its memory now differ.
+    assert r.nm.nmcli("-s", "-g", "gsm.password", "connection", "show", "lte").stdout.strip() == ""
+    run = r.gateway.mtcd("once", "--json", timeout=180)
+    assert run.returncode == 1 and run.last_json["reason"] == "unknown-sim", run.stdout + run.stderr
+    on_disk = keyfile.read_text()
+    assert "autoconnect=false" in on_disk and "password=operator-pw" in on_disk
+    assert r.nm.nmcli("-s", "-g", "gsm.password", "connection", "show", "lte").stdout.strip() == "operator-pw"
+    assert "operator-pw" not in run.stdout + run.stderr + json.dumps(r.record())
+    release = r.gateway.mtcctl("datalink", "release", timeout=60)
+    assert release.returncode == 0 and "operator-pw" not in release.stdout + release.stderr, release.stderr
+    on_disk = keyfile.read_text()
+    assert "autoconnect=false" not in on_disk and "password=operator-pw" in on_disk
+
+
 def test_modemmanager_networkmanager_foreign_sim_never_activates(nm_rig):
     card = make_card(serial_number=7)
     r = nm_rig(card)

@@ -189,11 +189,36 @@ class NetworkManagerClient:
 
     def set_autoconnect(self, profile: nm.Profile, settings: dict, value: bool) -> None:
         """Update2 with connection.autoconnect changed and every other setting
-        as it was (NetworkManager keeps the stored secrets when the update
-        carries none); saved to disk so that a reboot keeps it."""
+        as NetworkManager's file has it; saved to disk so that a reboot keeps
+        it.
+
+        The update carries no secrets: NetworkManager then merges the ones it
+        holds in memory (since 1.32 the profile itself, before that a cache
+        of it).  Where memory and file differ (the file written behind its
+        back, a cache cleared), a to-disk update would write the file without
+        the secrets only the file had: the operator's APN password silently
+        gone.  So NetworkManager reads the file first.  Carrying the secrets
+        ourselves (GetSecrets) is no better: it answers from the same memory,
+        and asks the registered secret agents whenever that does not suffice,
+        while this way mtcd never sees a secret at all."""
+        settings = self._read_from_disk(profile) or settings
         changed = {group: dict(keys) for group, keys in settings.items()}
         changed["connection"]["autoconnect"] = ("b", value)
         self.bus.call(profile.path, CONNECTION, "Update2", "a{sa{sv}}ua{sv}", (changed, UPDATE2_TO_DISK, {}))
+
+    def _read_from_disk(self, profile: nm.Profile) -> dict | None:
+        """Have NetworkManager read the profile's file again (LoadConnections)
+        and return its settings as now held; None for a profile that lives
+        in memory only or has changes not yet saved (memory is then what the
+        operator last asked for, and reading the file would undo it)."""
+        filename = self.bus.get(profile.path, CONNECTION, "Filename")
+        if not filename or self.bus.get(profile.path, CONNECTION, "Unsaved"):
+            return None
+        _, failures = self.bus.call(SETTINGS_PATH, SETTINGS, "LoadConnections", "as", ([filename],))
+        if failures:
+            raise DatalinkFailed(f"NetworkManager could not read '{profile.id}' from {filename} "
+                                 f"(`nmcli connection load {filename}` says why); nothing changed by mtcd")
+        return self.bus.call(profile.path, CONNECTION, "GetSettings")[0]
 
     def wwan_enabled(self) -> bool:
         return bool(self.bus.get(ROOT, SERVICE, "WwanEnabled"))

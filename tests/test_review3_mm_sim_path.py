@@ -53,7 +53,9 @@ class Bus:
 def _uicc(bus) -> MmUicc:
     session = MmSession("/dev/ttyUSB2", 5, bus=bus)
     session.path = MODEM_PATH
-    return MmUicc(MmModem(session), settle_time=0)
+    uicc = MmUicc(MmModem(session), settle_time=0)
+    uicc.fresh_on = MODEM_PATH  # as inside a command that read the slot afresh: the SIM object check is under test
+    return uicc
 
 
 def test_a_pin_never_goes_to_a_sim_object_that_replaced_the_one_read():

@@ -175,7 +175,10 @@ class Lifecycle:
 
     def _settle_change(self, iccid: Iccid, outcome: PinOutcome, reason: str) -> ChangeResult:
         if outcome is PinOutcome.ACCEPTED:
-            self.keystore.promote_pending(iccid, self.imei.value)
+            # An OK with the counter unchanged is also what a modem that never
+            # passed the change on says: the old PIN stays as the fallback
+            # until the card accepts the new one (guarantee 5).
+            self.keystore.promote_unproven(iccid, self.imei.value)
             self.journal.append("pin-rotated", iccid=str(iccid), reason=reason)
             log.info("PIN of %s rotated (%s)", iccid, reason)
             return ChangeResult("done", f"the PIN of {iccid} was changed")

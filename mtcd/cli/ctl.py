@@ -196,7 +196,9 @@ def _entry_view(entry) -> dict:
     return {
         "iccid": str(entry.iccid),
         "state": entry.state,
-        "pending": entry.pending_origin,  # null, "rotation" or "staged"
+        # null, "rotation", "staged" or "fallback" (the old PIN of a change
+        # the card has not proven yet: kept until it accepts the new one)
+        "pending": entry.pending_origin,
         "transport": entry.transport,
         "created": entry.created,
         "updated": entry.updated,

@@ -116,7 +116,7 @@ class PinEntry:
     # not reported); the next boot compares it with the counter to learn
     # whether the lost attempt was rejected.
     attempts_before: int | None = None
-    pending_origin: str | None = None  # "rotation" | "staged"
+    pending_origin: str | None = None  # "rotation" | "staged" | "fallback"
     pending_rejected: bool = False
     transport: bool = False  # the operator's transport PIN: replace it when adopted
     rotated: str | None = None  # when the current PIN was set or last changed

@@ -15,6 +15,7 @@ candidate, and is current again if the card takes it."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from mtcd.gate import pair
 from mtcd.identity import Iccid, Imei
 from mtcd.journal import PairingJournal
 from mtcd.keystore import FALLBACK, PENDING, ROTATION, Keystore
-from mtcd.lifecycle import Lifecycle, REQUESTED
+from mtcd.lifecycle import Lifecycle, LifecycleRefused, REQUESTED
 from mtcd.policy import PinOutcome, PolicySettings, Reason
 from mtcd.recovery import TryRequest, try_pin
 from mtcd.secret import Pin
@@ -229,3 +230,30 @@ def test_a_store_written_before_the_fallback_still_opens(tmp_path):
     assert changing.pending_origin == ROTATION
     keystore.record_accepted(changing.iccid, IMEI.value)
     assert Keystore.open(state).get(changing.iccid).pending_pin is None
+
+
+def test_a_second_rotation_waits_until_the_change_is_proven(tmp_path):
+    """Changing again against an unproven change would send AT+CPWD with a
+    PIN the card may not hold and lose the one it does."""
+    state = tmp_path / "state"
+    card = Card()
+    new = _rotate(state, card)
+    lifecycle = Lifecycle(card, Keystore.open(state), PairingJournal(state), PolicyConfig(), IMEI)
+    with pytest.raises(LifecycleRefused, match="not proven yet"):
+        lifecycle.rotate(REQUESTED)
+    entry = Keystore.open(state).get(ICCID)
+    assert entry.pin == new and entry.pending_pin == CARDS_PIN and entry.pending_origin == FALLBACK
+
+
+def test_pin_list_shows_an_unproven_change(gateway):
+    iccid = make_iccid(12)
+    gateway.configure(str(gateway.root / "ttyUSB9"))  # no modem: the list needs none
+    gateway.store_pin(iccid)
+    keystore = gateway.keystore()
+    keystore.stage_pending(Iccid(iccid), Pin("31415926"), ROTATION)
+    keystore.promote_unproven(Iccid(iccid), IMEI.value)
+    text = gateway.mtcctl("pin", "list")
+    assert text.returncode == 0 and "change not proven yet: old PIN kept" in text.stdout
+    listed = json.loads(gateway.mtcctl("pin", "list", "--json").stdout)["pins"]
+    assert [e["pending"] for e in listed] == ["fallback"]
+    assert "31415926" not in text.stdout + text.stderr

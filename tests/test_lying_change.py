@@ -257,3 +257,12 @@ def test_pin_list_shows_an_unproven_change(gateway):
     listed = json.loads(gateway.mtcctl("pin", "list", "--json").stdout)["pins"]
     assert [e["pending"] for e in listed] == ["fallback"]
     assert "31415926" not in text.stdout + text.stderr
+
+
+def test_doctor_names_an_unproven_change():
+    from mtcd.doctor import entry_summary
+
+    entry = {"state": "active", "transport": False, "pending": "fallback", "pending_rejected": False}
+    assert "change not proven yet" in entry_summary(entry)
+    assert "old PIN is kept" in entry_summary({**entry, "state": "rejected"})
+    assert "never presented again" in entry_summary({**entry, "state": "rejected", "pending_rejected": True})

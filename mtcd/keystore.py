@@ -376,14 +376,16 @@ class Keystore:
         return entry
 
     @_transaction
-    def promote_unproven(self, iccid: Iccid, imei: str | None = None) -> PinEntry:
-        """The card (or only the modem) said OK to our change to the pending
-        PIN: it becomes the current one, and the old one stays, sealed in the
-        same entry, as the pending FALLBACK until the card has accepted the
-        new one once.  One write, so no power cut loses either PIN."""
+    def promote_unproven(self, iccid: Iccid, imei: str | None, pin: Pin) -> PinEntry | None:
+        """The card (or only the modem) said OK to our change to `pin`, the
+        pending PIN: it becomes the current one, and the old one stays,
+        sealed in the same entry, as the pending FALLBACK until the card has
+        accepted the new one once.  One write, so no power cut loses either
+        PIN.  None (nothing written) when `pin` is no longer our pending
+        change: a person stored or staged another PIN meanwhile, which wins."""
         old = self._require(iccid)
-        if old.pending_pin is None or old.pending_origin != ROTATION:
-            raise KeystoreError(f"no PIN change of ICCID {iccid} is pending")
+        if old.pending_pin != pin or old.pending_origin != ROTATION:
+            return None
         entry = replace(_promoted(old, imei), pending_pin=old.pin, pending_origin=FALLBACK)
         self._commit([entry])
         return entry

@@ -156,7 +156,7 @@ class Lifecycle:
             self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason, why="SIM state changed")
             raise LifecycleRefused(f"SIM {iccid} changed state while it was read; its PIN was not changed: "
                                    "run the command again") from None
-        return self._settle_change(iccid, outcome, reason)
+        return self._settle_change(iccid, outcome, reason, new)
 
     def _spend(self, iccid: Iccid, attempts_before: int | None, send, change: bool = False) -> PinOutcome:
         """Send a command that carries the current PIN to the card: the
@@ -180,12 +180,17 @@ class Lifecycle:
                 outcome = PinOutcome.REJECTED
         return outcome
 
-    def _settle_change(self, iccid: Iccid, outcome: PinOutcome, reason: str) -> ChangeResult:
+    def _settle_change(self, iccid: Iccid, outcome: PinOutcome, reason: str, new: Pin) -> ChangeResult:
         if outcome is PinOutcome.ACCEPTED:
             # An OK with the counter unchanged is also what a modem that never
             # passed the change on says: the old PIN stays as the fallback
             # until the card accepts the new one (guarantee 5).
-            self.keystore.promote_unproven(iccid, self.imei.value)
+            if self.keystore.promote_unproven(iccid, self.imei.value, new) is None:
+                # A person stored another PIN while the card was taking ours:
+                # theirs stays; the next pairing settles which one the card has.
+                self.journal.append("pin-rotation-interrupted", iccid=str(iccid), reason=reason)
+                return ChangeResult("interrupted", f"the PIN of {iccid} was stored again during the change; "
+                                                   "the next pairing settles which one the SIM holds")
             self.journal.append("pin-rotated", iccid=str(iccid), reason=reason)
             log.info("PIN of %s rotated (%s)", iccid, reason)
             return ChangeResult("done", f"the PIN of {iccid} was changed")

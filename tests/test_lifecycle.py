@@ -122,7 +122,7 @@ def test_power_cut_after_ok_before_promote(gateway, monkeypatch):
         gateway.configure(port)
         gateway.store_pin(str(card.iccid))
 
-        def cut(self, iccid, imei=None):
+        def cut(self, iccid, imei, pin):
             raise PowerCut()
 
         with pytest.raises(PowerCut):

@@ -251,7 +251,7 @@ def test_pin_list_shows_an_unproven_change(gateway):
     gateway.store_pin(iccid)
     keystore = gateway.keystore()
     keystore.stage_pending(Iccid(iccid), Pin("31415926"), ROTATION)
-    keystore.promote_unproven(Iccid(iccid), IMEI.value)
+    assert keystore.promote_unproven(Iccid(iccid), IMEI.value, Pin("31415926")) is not None
     text = gateway.mtcctl("pin", "list")
     assert text.returncode == 0 and "change not proven yet: old PIN kept" in text.stdout
     listed = json.loads(gateway.mtcctl("pin", "list", "--json").stdout)["pins"]
@@ -266,3 +266,18 @@ def test_doctor_names_an_unproven_change():
     assert "change not proven yet" in entry_summary(entry)
     assert "old PIN is kept" in entry_summary({**entry, "state": "rejected"})
     assert "never presented again" in entry_summary({**entry, "state": "rejected", "pending_rejected": True})
+
+
+def test_a_person_s_pin_stored_during_the_change_wins(tmp_path):
+    """`mtcctl pin set` while AT+CPWD is out: the OK promotes nothing and
+    keeps no fallback over the person's PIN."""
+    state = tmp_path / "state"
+    Keystore.open(state).set_pin(ICCID, CARDS_PIN)
+    card = Card()
+    person = Pin("99990000")
+    card.change_pin = lambda old, new, for_iccid: (Keystore.open(state).set_pin(ICCID, person),
+                                                   PinOutcome.ACCEPTED)[1]
+    result = Lifecycle(card, Keystore.open(state), PairingJournal(state), PolicyConfig(), IMEI).rotate(REQUESTED)
+    assert result.outcome == "interrupted"
+    entry = Keystore.open(state).get(ICCID)
+    assert entry.pin == person and entry.pending_pin is None

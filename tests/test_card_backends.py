@@ -16,10 +16,9 @@ import time
 
 import pytest
 
-from pcscstack import PcscStack, missing
+from pcscstack import APDU_BACKENDS, PcscStack, apdu_backend
 from simfixtures import TEST_PIN, TEST_PUK, make_card, make_iccid, sim_modem
 
-BACKENDS = ["csim", "pcsc"]
 NEW_PIN = "24681357"
 
 
@@ -72,11 +71,9 @@ class Bench:
                 assert secret.encode().hex() not in text.lower()
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=APDU_BACKENDS)
 def backend(request):
-    if request.param == "pcsc" and (why := missing()):
-        pytest.fail(f"the PC/SC stack is not available: {why}")  # never skipped: `make deps` installs it
-    return request.param
+    return apdu_backend(request)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from pcscstack import PcscStack, missing
+from pcscstack import APDU_BACKENDS, PcscStack, apdu_backend
 from simfixtures import TEST_PIN, TEST_PUK, make_card, sim_modem
 
 from mtcd.identity import Imei, Imeisv
@@ -20,7 +20,6 @@ from mtcd.pairing_record import EF_IPD, EF_IPS, Verdict, encode_ipd_record, enco
 
 IMEI = "359999000000018"
 OTHER = "3599990000020201"
-BACKENDS = ["csim", "pcsc"]
 # INS of the commands that carry or touch a PIN: VERIFY, CHANGE, DISABLE, ENABLE, UNBLOCK.
 PIN_INS = ("20", "24", "26", "28", "2C")
 READS = {"A4", "C0", "B0", "B2"}  # SELECT, GET RESPONSE, READ BINARY, READ RECORD
@@ -85,11 +84,9 @@ def read_only(sent: list[tuple[str, bool]]) -> None:
     assert {ins for ins, _ in sent} <= READS, sent
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=APDU_BACKENDS)
 def backend(request):
-    if request.param == "pcsc" and (why := missing()):
-        pytest.fail(f"the PC/SC stack is not available: {why}")  # never skipped: `make deps` installs it
-    return request.param
+    return apdu_backend(request)
 
 
 @pytest.fixture

@@ -116,10 +116,6 @@ def entry_summary(entry: Mapping | None) -> str:
     if entry is None:
         return "no entry"
     state = entry.get("state")
-    fallback = entry.get("pending") == "fallback" and not entry.get("pending_rejected")
-    if state == "rejected" and fallback:
-        return ("rejected: the card refused the PIN of a change said done; the old PIN is kept "
-                "(presented once within the guard, or `mtcctl pin try`)")
     if state == "rejected":
         return "rejected (the card refused the stored PIN; never presented again)"
     if state == "compromised":
@@ -127,9 +123,7 @@ def entry_summary(entry: Mapping | None) -> str:
     words = ["stored"]
     if entry.get("transport"):
         words.append("transport PIN (replaced when the SIM is adopted)")
-    if fallback:
-        words.append("change not proven yet (the old PIN is kept until the card accepts the new one)")
-    elif entry.get("pending"):
+    if entry.get("pending"):
         words.append(f"pending change ({entry['pending']})" + (", pending PIN rejected" if entry.get("pending_rejected") else ""))
     if entry.get("attempt_in_flight"):
         words.append("a presentation's outcome not yet settled")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .errors import ModemUnavailable, MtcdError
 from .identity import Iccid, Imei, Imeisv, Imsi
-from .keystore import CURRENT, FALLBACK, PENDING, Keystore
+from .keystore import CURRENT, PENDING, Keystore
 from .simlock import SimLock
 from .policy import (
     Decision,
@@ -227,11 +227,7 @@ def _present(uicc: Uicc, keystore: Keystore, obs: Observations, which: str,
     elif outcome is PinOutcome.ACCEPTED:
         entry = keystore.get(obs.iccid)
         keystore.record_accepted(obs.iccid, obs.imei.value if obs.imei else None, which)
-        if which == PENDING and entry.pending_origin == FALLBACK:
-            # The card refused the PIN our change set and took the old one:
-            # the OK to that change never reached the card.
-            events.append(("pin-change-not-made", {"iccid": str(obs.iccid)}))
-        elif which == PENDING:
+        if which == PENDING:
             events.append(("pin-promoted", {"iccid": str(obs.iccid), "origin": entry.pending_origin}))
     # Unknown: the marker stays, and the next run settles it by the counter.
     return obs.with_(**{field: outcome}, lock=lock, stored=_stored_view(keystore, obs.iccid))

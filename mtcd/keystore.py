@@ -80,14 +80,6 @@ PENDING = "pending"
 # (the card may receive it at any time, so it is kept).
 ROTATION = "rotation"
 STAGED = "staged"
-# The old PIN of our own change that the card answered OK to but has not yet
-# proven (a modem may answer OK to AT+CPWD, or a reader 9000 to CHANGE
-# REFERENCE DATA, that never reached the card; its counter does not move
-# either way).  The new PIN is current and presented first; this one is kept
-# until the card accepts the new PIN, and presented only after the card
-# refused the new one.
-FALLBACK = "fallback"
-ORIGINS = (ROTATION, STAGED, FALLBACK)
 
 # 10,000 entries of a few hundred bytes each stay far below this.
 _MAX_STORE_BYTES = 64 * 1024 * 1024
@@ -116,7 +108,7 @@ class PinEntry:
     # not reported); the next boot compares it with the counter to learn
     # whether the lost attempt was rejected.
     attempts_before: int | None = None
-    pending_origin: str | None = None  # "rotation" | "staged" | "fallback"
+    pending_origin: str | None = None  # "rotation" | "staged"
     pending_rejected: bool = False
     transport: bool = False  # the operator's transport PIN: replace it when adopted
     rotated: str | None = None  # when the current PIN was set or last changed
@@ -375,22 +367,12 @@ class Keystore:
             return None
         if old.pending_pin is None:
             raise KeystoreError(f"no pending PIN is stored for ICCID {iccid}")
-        entry = _promoted(old, imei)
-        self._commit([entry])
-        return entry
-
-    @_transaction
-    def promote_unproven(self, iccid: Iccid, imei: str | None, pin: Pin) -> PinEntry | None:
-        """The card (or only the modem) said OK to our change to `pin`, the
-        pending PIN: it becomes the current one, and the old one stays,
-        sealed in the same entry, as the pending FALLBACK until the card has
-        accepted the new one once.  One write, so no power cut loses either
-        PIN.  None (nothing written) when `pin` is no longer our pending
-        change: a person stored or staged another PIN meanwhile, which wins."""
-        old = self._require(iccid)
-        if old.pending_pin != pin or old.pending_origin != ROTATION:
-            return None
-        entry = replace(_promoted(old, imei), pending_pin=old.pin, pending_origin=FALLBACK)
+        now = _now()
+        entry = replace(old, pin=old.pending_pin, pending_pin=None, pending_origin=None,
+                        pending_rejected=False, state=ACTIVE, transport=False,
+                        attempt=None, attempts_before=None, unsettled=(), attempt_change=False,
+                        rotated=now, updated=now,
+                        last_imei=str(imei) if imei is not None else old.last_imei)
         self._commit([entry])
         return entry
 
@@ -457,10 +439,9 @@ class Keystore:
         if entry.attempt == PENDING:
             # Still open: the card, holding the current PIN, refused it if it got it.
             changes.update(unsettled=_with(entry.unsettled, PENDING))
-        if entry.pending_origin in (ROTATION, FALLBACK):
+        if entry.pending_origin == ROTATION:
             # The card holds the current PIN, so our own interrupted change
-            # never reached it (ROTATION), or our change did reach it and
-            # the old PIN is void (FALLBACK): either way that pending PIN is.
+            # never reached it: that pending PIN is void.
             changes.update(pending_pin=None, pending_origin=None, pending_rejected=False,
                            unsettled=_without(changes.get("unsettled", entry.unsettled), PENDING))
         if all(getattr(entry, k) == v for k, v in changes.items()):
@@ -1013,16 +994,6 @@ def _load_sealed(path: Path, raw: bytes | None, key: bytes | None
     return sealed, None, generation or 0, counted
 
 
-def _promoted(old: PinEntry, imei: str | None) -> PinEntry:
-    """`old` with its pending PIN as the current one, every latch and marker cleared."""
-    now = _now()
-    return replace(old, pin=old.pending_pin, pending_pin=None, pending_origin=None,
-                   pending_rejected=False, state=ACTIVE, transport=False,
-                   attempt=None, attempts_before=None, unsettled=(), attempt_change=False,
-                   rotated=now, updated=now,
-                   last_imei=str(imei) if imei is not None else old.last_imei)
-
-
 def _is_rejected(entry: PinEntry, which: str) -> bool:
     return entry.pending_rejected if which == PENDING else entry.rejected
 
@@ -1264,7 +1235,7 @@ def _unseal(path: Path, key: bytes, iccid: Iccid, sealed: tuple[bytes, bytes]) -
             entry.attempt in (None, CURRENT, PENDING),
             entry.attempts_before is None
             or (type(entry.attempts_before) is int and 0 <= entry.attempts_before <= 15),
-            entry.pending_origin in ((None,) if pending is None else ORIGINS),
+            entry.pending_origin in ((None,) if pending is None else (ROTATION, STAGED)),
             type(entry.pending_rejected) is bool and type(entry.transport) is bool,
             type(entry.attempt_change) is bool and (not entry.attempt_change or entry.attempt == CURRENT),
         )

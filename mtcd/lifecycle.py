@@ -21,7 +21,7 @@ from .config import PolicyConfig
 from .errors import EXIT_TEMPFAIL, MtcdError
 from .identity import Iccid, Imei
 from .journal import PairingJournal
-from .keystore import CURRENT, FALLBACK, ROTATION, STAGED, Keystore, PinEntry
+from .keystore import CURRENT, ROTATION, STAGED, Keystore, PinEntry
 from .policy import PinOutcome
 from .secret import Pin, Puk
 from .simlock import SimLock
@@ -129,13 +129,6 @@ class Lifecycle:
             # lost, or the operator's OTA change): a new change would be made
             # against a PIN the card no longer has, and lose the only copy of
             # the one it has.  The next pairing with the SIM locked settles it.
-            if entry.pending_origin == FALLBACK:
-                # Our last change was said done, but the card has not
-                # accepted its new PIN yet: the old one is still kept.
-                raise LifecycleRefused(
-                    f"the last PIN change of {iccid} is not proven yet (the card has not accepted its new PIN "
-                    "since); it is proven when the SIM next asks for its PIN (power-cycle the modem, then "
-                    "`mtcctl repair`)")
             origin = "an over-the-air change" if entry.pending_origin == STAGED else "an earlier change"
             raise LifecycleRefused(
                 f"a PIN from {origin} of {iccid} is not settled yet; it is settled when the SIM next asks for "
@@ -205,10 +198,7 @@ class Lifecycle:
         # Settled on the PINs this change sent: `mtcctl pin set` and `pin
         # stage` need no modem and may have replaced them while AT+CPWD was out.
         if outcome is PinOutcome.ACCEPTED:
-            # An OK with the counter unchanged is also what a modem that never
-            # passed the change on says: the old PIN stays as the fallback
-            # until the card accepts the new one (guarantee 5).
-            if self.keystore.promote_unproven(iccid, self.imei.value, new) is None:
+            if self.keystore.promote_pending(iccid, self.imei.value, pin=new) is None:
                 # A person's store removed or replaced the pending PIN
                 # while the card was taking it: settled like a lost answer.
                 self._keep_new_pin(iccid, new)

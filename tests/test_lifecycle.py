@@ -22,7 +22,7 @@ from simfixtures import TEST_PIN, TEST_PUK, make_card, sim_modem
 
 from mtcd.config import load_config
 from mtcd.errors import StateError
-from mtcd.keystore import FALLBACK, Keystore
+from mtcd.keystore import Keystore
 from mtcd.service import Gateway
 
 TRANSPORT_PIN = "1234"
@@ -38,9 +38,7 @@ def paired_after_power_loss(gateway, modem, card):
     assert card.pin_attempts == 3
     entry = gateway.keystore().get(card.iccid)
     assert entry.pin.reveal() == card.pin
-    # Nothing pending, or the old PIN of a change made since, kept until the
-    # card has accepted the new one (the daemon rotates an adopted SIM's PIN).
-    assert entry.pending_pin is None or (entry.pending_origin == FALLBACK and entry.pending_pin.reveal() != card.pin)
+    assert entry.pending_pin is None
     return run
 
 
@@ -126,7 +124,7 @@ def test_power_cut_after_ok_before_promote(gateway, monkeypatch):
             raise PowerCut()
 
         with pytest.raises(PowerCut):
-            _rotate_in_process(gateway, monkeypatch, lambda: monkeypatch.setattr(Keystore, "promote_unproven", cut))
+            _rotate_in_process(gateway, monkeypatch, lambda: monkeypatch.setattr(Keystore, "promote_pending", cut))
         monkeypatch.undo()
         assert card.pin != TEST_PIN  # the card has the new one, the store has it as pending
         paired_after_power_loss(gateway, modem, card)

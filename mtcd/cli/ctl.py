@@ -198,9 +198,7 @@ def _entry_view(entry) -> dict:
     return {
         "iccid": str(entry.iccid),
         "state": entry.state,
-        # null, "rotation", "staged" or "fallback" (the old PIN of a change
-        # the card has not proven yet: kept until it accepts the new one)
-        "pending": entry.pending_origin,
+        "pending": entry.pending_origin,  # null, "rotation" or "staged"
         "transport": entry.transport,
         "created": entry.created,
         "updated": entry.updated,
@@ -221,8 +219,7 @@ def _pin_list(config, args) -> int:
         print("no PINs stored")
     width = max((len(e["iccid"]) for e in entries), default=0)
     for e in entries:
-        pending = "change not proven yet: old PIN kept" if e["pending"] == "fallback" else f"pending {e['pending']}"
-        marks = [m for m, on in ((pending, e["pending"]), ("transport PIN", e["transport"])) if on]
+        marks = [m for m, on in (("pending " + str(e["pending"]), e["pending"]), ("transport PIN", e["transport"])) if on]
         extra = f"  ({', '.join(marks)})" if marks else ""
         created = f"created {e['created']}" if e["created"] else "created at an unknown time"
         changed = f"changed {e['rotated']}" if e["rotated"] else "never changed"

@@ -1,0 +1,88 @@
+"""review3, left open: a modem that answers OK to AT+CPWD the card never
+carried out (the counter does not move) makes the gateway drop the PIN the
+card still holds (guarantee 5).
+
+An OK to a change is overruled only by a counter that fell.  A card that
+refused the change counts it, so "OK, counter unchanged" is either a change
+the card made or a command the modem never passed on; the rotation takes it
+for the first and promotes the new PIN, and the old one is gone from the
+store.  The next pairing presents the new PIN, the card refuses it, and no
+other candidate is left: the SIM needs its PUK.
+
+Closing it needs the store to keep the old PIN as a candidate until the card
+has accepted the new one once (a third state of the entry, and the policy's
+order of candidates): larger than this review.  Marked xfail(strict=True) so
+that it reports when that is done."""
+
+from __future__ import annotations
+
+import pytest
+
+from mtcd.config import PolicyConfig
+from mtcd.gate import pair
+from mtcd.identity import Iccid, Imei
+from mtcd.journal import PairingJournal
+from mtcd.keystore import Keystore
+from mtcd.lifecycle import Lifecycle, REQUESTED
+from mtcd.policy import PinOutcome, PolicySettings
+from mtcd.secret import Pin
+from mtcd.simlock import PinAttempts, SimLock
+
+from simfixtures import make_iccid, make_imei
+
+ICCID = Iccid(make_iccid(11))
+IMEI = Imei(make_imei(11))
+CARDS_PIN = Pin("27182818")
+
+
+class Card:
+    """Unlocked; the modem answers OK to AT+CPWD but the card never gets it.
+    After `power_cycle()` it asks for its PIN."""
+
+    def __init__(self):
+        self.pin = CARDS_PIN
+        self.left = 3
+        self.state = SimLock.READY
+        self.presented: list[Pin] = []
+
+    def power_cycle(self):
+        self.state = SimLock.SIM_PIN
+
+    def lock(self, settle: bool = True):
+        return self.state
+
+    def iccid(self):
+        return ICCID
+
+    def attempts(self):
+        return PinAttempts(pin1=self.left, puk1=10)
+
+    def change_pin(self, old, new, for_iccid):
+        return PinOutcome.ACCEPTED  # the modem's OK; the card never saw the command
+
+    def may_present(self, iccid):
+        return self.state is SimLock.SIM_PIN
+
+    def present_pin(self, pin, for_iccid):
+        self.presented.append(pin)
+        if pin == self.pin:
+            self.state, self.left = SimLock.READY, 3
+            return PinOutcome.ACCEPTED
+        self.left -= 1
+        return PinOutcome.REJECTED
+
+    def imsi(self):
+        return None
+
+
+@pytest.mark.xfail(strict=True, reason="an OK to AT+CPWD with the counter unchanged is taken as done and the "
+                                       "old PIN dropped; needs the old PIN kept until the new one is proven")
+def test_an_ok_the_card_never_acted_on_does_not_lose_its_pin(tmp_path):
+    state = tmp_path / "state"
+    Keystore.open(state).set_pin(ICCID, CARDS_PIN)
+    card = Card()
+    Lifecycle(card, Keystore.open(state), PairingJournal(state), PolicyConfig(), IMEI).rotate(REQUESTED)
+    card.power_cycle()
+    outcome = pair(card, Keystore.open(state), PolicySettings(), IMEI, None)
+    assert outcome.paired, f"the gateway no longer has the SIM's PIN: {outcome.reason}"
+    assert card.left >= 2

@@ -117,3 +117,14 @@ def test_fresh_on_is_cleared_when_the_command_raises():
     assert not gw.uicc.may_present(Iccid(ICCID_A))  # outside a command: no send on the generic plugin
     with pytest.raises(PresentationRefused):
         gw.uicc.present_pin(Pin("27182818"), Iccid(ICCID_A))
+
+
+@pytest.mark.xfail(strict=True, reason="open: on the quectel plugin mtcd trusts ModemManager to signal a swap "
+                   "(+QUSIM); a swap it misses (URC lost, detection switched off in the modem) leaves the old "
+                   "card's properties, and a PIN may go on them. Closing it means a re-probe on every plugin "
+                   "(about a second per command) or a check of the card itself: a design decision, not minutes")
+def test_a_swap_the_quectel_plugin_does_not_signal_is_still_read_before_a_pin():
+    bus = Bus(plugin="quectel")
+    gw = _gateway(bus)
+    with gw.card_command():
+        assert ("/org/freedesktop/ModemManager1", "InhibitDevice") in bus.calls

@@ -254,6 +254,12 @@ class MmUicc:
         self._iccid_on = None
         self._verified = None
 
+    def forget_iccid(self) -> None:
+        """A re-probe: the ICCID is read again before anything is sent
+        (what is known of PIN1's counter stays for `followed`)."""
+        self._iccid = None
+        self._iccid_on = None
+
     def lock(self, settle: bool = True) -> SimLock:
         """What the SIM asks for, waiting a bounded time while ModemManager
         still probes or re-reads the card (after an unlock, it does)."""
@@ -560,6 +566,10 @@ class MmGateway(Gateway):
             raise ModemUnavailable(f"{self.transport.port}: ModemManager probed another modem (IMEI {imei})")
         self.modem.radio_on = None  # a new object: the gate's next step confirms the radio off
         self.uicc.fresh_on = self.transport.path
+        # ModemManager may export the same paths again (its indexes start
+        # over when it restarts): an ICCID read before the re-probe is not
+        # a reading of the slot now, whatever path it was read on.
+        self.uicc.forget_iccid()
         self.uicc.lock()  # bounded, until ModemManager has read the card
 
     def ensure_radio_off(self) -> None:
@@ -598,10 +608,11 @@ class MmGateway(Gateway):
                 plugin = self.modem.session.modem("Plugin")
             except BusError:
                 plugin = None
-            if plugin in states.NO_HOT_SWAP_PLUGINS:
-                log.warning("ModemManager's %s plugin does not notice a SIM swap on this modem: mtcd has it probe "
+            if states.swap_blind(plugin):
+                how = "does not notice" if plugin in states.NO_HOT_SWAP_PLUGINS else "is not known to notice"
+                log.warning("ModemManager's %s plugin %s a SIM swap on this modem: mtcd has it probe "
                             "the modem again before every decision and link, and a card swapped in while the link "
-                            "is up is seen only then (see README)", plugin)
+                            "is up is seen only then (see README)", plugin or "unnamed", how)
         return False
 
     def idle_reading(self):

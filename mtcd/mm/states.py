@@ -178,10 +178,15 @@ def pin1_after_verification(reported: PinAttempts | None, seen_before: int | Non
 # hot swap: the generic one ignores +CPIN URCs and keeps the old card's
 # properties, even when the new card has no PIN and the modem is registered.
 NO_HOT_SWAP_PLUGINS = frozenset({"generic"})
+# Plugins measured to notice one (the quectel plugin hears +QUSIM and
+# exports the modem again).  Any other plugin is unmeasured: its SIM
+# properties are trusted no more than the generic plugin's.
+HOT_SWAP_PLUGINS = frozenset({"quectel"})
 
 
 def swap_blind(plugin: str | None) -> bool:
     """Whether ModemManager's plugin `plugin` (Modem.Plugin) may keep a
-    swapped-out card's SIM properties: one measured to notice no swap, or
-    none named."""
-    return not plugin or plugin in NO_HOT_SWAP_PLUGINS
+    swapped-out card's SIM properties: any but one measured to notice a
+    swap (a re-probe costs about a second; a PIN to the wrong card, an
+    attempt on it)."""
+    return (plugin or "").lower() not in HOT_SWAP_PLUGINS

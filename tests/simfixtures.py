@@ -201,3 +201,49 @@ def slow_after(modem: SimulatedModem, prefix: str, latency: float, count: int = 
         return reply
 
     modem.handle = handle_then_slow
+
+
+class StubCard:
+    """An in-process card for the pairing policy's tests: the lock, the
+    ICCID and a PIN counter that a presentation moves as a card's would
+    (the right PIN: READY and 3 left; a wrong one: one less)."""
+
+    def __init__(self, pin, iccid, *, left: int = 3, state=None):
+        from mtcd.simlock import SimLock
+
+        self.pin = pin
+        self._iccid = iccid
+        self.left = left
+        self.state = SimLock.SIM_PIN if state is None else state
+        self.presented: list = []
+
+    def lock(self, settle: bool = True):
+        return self.state
+
+    def iccid(self):
+        return self._iccid
+
+    def attempts(self):
+        from mtcd.simlock import PinAttempts
+
+        return PinAttempts(pin1=self.left, puk1=10)
+
+    def may_present(self, iccid):
+        from mtcd.simlock import SimLock
+
+        return self.state is SimLock.SIM_PIN and iccid == self._iccid
+
+    def present_pin(self, pin, for_iccid):
+        from mtcd.policy import PinOutcome
+        from mtcd.simlock import SimLock
+
+        self.presented.append(pin)
+        if pin == self.pin:
+            self.state, self.left = SimLock.READY, 3
+            return PinOutcome.ACCEPTED
+        self.left -= 1
+        return PinOutcome.REJECTED
+
+    def imsi(self):
+        return None
+

@@ -14,53 +14,29 @@ from __future__ import annotations
 from mtcd.gate import pair
 from mtcd.identity import Iccid, Imei
 from mtcd.keystore import CURRENT, Keystore
-from mtcd.policy import PinOutcome, PolicySettings
+from mtcd.policy import PolicySettings
 from mtcd.secret import Pin
-from mtcd.simlock import PinAttempts, SimLock
 
-from simfixtures import make_iccid, make_imei
+from simfixtures import StubCard, make_iccid, make_imei
 
 ICCID = Iccid(make_iccid(9))
 IMEI = Imei(make_imei(9))
 OLD, RIGHT = Pin("11112222"), Pin("27182818")
 
 
-class LockedCard:
+class LockedCard(StubCard):
     """Asks for its PIN; 2 attempts left (the lost one was refused); `person`
     runs when the counter is read, before the gate acts on it."""
 
     def __init__(self, person):
+        super().__init__(RIGHT, ICCID, left=2)
         self.person = person
-        self.pin = RIGHT
-        self.left = 2
-        self.state = SimLock.SIM_PIN
-        self.presented: list[Pin] = []
-
-    def lock(self, settle: bool = True):
-        return self.state
-
-    def iccid(self):
-        return ICCID
 
     def attempts(self):
         if self.person is not None:
             person, self.person = self.person, None
             person()
-        return PinAttempts(pin1=self.left, puk1=10)
-
-    def may_present(self, iccid):
-        return self.state is SimLock.SIM_PIN and iccid == ICCID
-
-    def present_pin(self, pin, for_iccid):
-        self.presented.append(pin)
-        if pin == self.pin:
-            self.state, self.left = SimLock.READY, 3
-            return PinOutcome.ACCEPTED
-        self.left -= 1
-        return PinOutcome.REJECTED
-
-    def imsi(self):
-        return None
+        return super().attempts()
 
 
 def _lost_attempt(state):

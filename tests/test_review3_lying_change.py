@@ -26,53 +26,27 @@ from mtcd.keystore import Keystore
 from mtcd.lifecycle import Lifecycle, REQUESTED
 from mtcd.policy import PinOutcome, PolicySettings
 from mtcd.secret import Pin
-from mtcd.simlock import PinAttempts, SimLock
+from mtcd.simlock import SimLock
 
-from simfixtures import make_iccid, make_imei
+from simfixtures import StubCard, make_iccid, make_imei
 
 ICCID = Iccid(make_iccid(11))
 IMEI = Imei(make_imei(11))
 CARDS_PIN = Pin("27182818")
 
 
-class Card:
+class Card(StubCard):
     """Unlocked; the modem answers OK to AT+CPWD but the card never gets it.
     After `power_cycle()` it asks for its PIN."""
 
     def __init__(self):
-        self.pin = CARDS_PIN
-        self.left = 3
-        self.state = SimLock.READY
-        self.presented: list[Pin] = []
+        super().__init__(CARDS_PIN, ICCID, state=SimLock.READY)
 
     def power_cycle(self):
         self.state = SimLock.SIM_PIN
 
-    def lock(self, settle: bool = True):
-        return self.state
-
-    def iccid(self):
-        return ICCID
-
-    def attempts(self):
-        return PinAttempts(pin1=self.left, puk1=10)
-
     def change_pin(self, old, new, for_iccid):
         return PinOutcome.ACCEPTED  # the modem's OK; the card never saw the command
-
-    def may_present(self, iccid):
-        return self.state is SimLock.SIM_PIN
-
-    def present_pin(self, pin, for_iccid):
-        self.presented.append(pin)
-        if pin == self.pin:
-            self.state, self.left = SimLock.READY, 3
-            return PinOutcome.ACCEPTED
-        self.left -= 1
-        return PinOutcome.REJECTED
-
-    def imsi(self):
-        return None
 
 
 @pytest.mark.xfail(strict=True, reason="an OK to AT+CPWD with the counter unchanged is taken as done and the "

@@ -81,6 +81,18 @@ def pair(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei, i
             obs = obs.with_(stored=_stored_view(keystore, obs.iccid))
         elif decision in (Step.PRESENT_PIN, Step.PRESENT_PENDING_PIN):
             which = CURRENT if decision is Step.PRESENT_PIN else PENDING
+            if (obs.presented is not None or obs.presented_pending is not None) and not _still_the_card(uicc, obs.iccid):
+                # A second candidate in one run (after a refusal): a modem
+                # may give no word of a swap, so the ICCID read before the
+                # first one is checked again.  Another card starts afresh,
+                # with none of this card's outcomes (guarantee 1).
+                rereads += 1
+                if rereads > 3:
+                    decision = Refused(Reason.SIM_ERROR, "the SIM's state keeps changing; `mtcctl repair`")
+                    break
+                obs = Observations(imei=imei)
+                retries = None
+                continue
             # A SIM-state URC since the card was read (seen before the
             # presentation, or landing after that check, when nothing was
             # sent either): read it all again rather than present on a

@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import EXIT_NOPERM, EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE
-from .mm.states import NO_HOT_SWAP_PLUGINS
+from .mm.states import NO_HOT_SWAP_PLUGINS, swap_blind
 from .policy import try_command
 
 # The udev properties that keep ModemManager off a port, strongest first.
@@ -266,9 +266,12 @@ def _modemmanager_findings(mm: Mapping, port: Mapping, config: Mapping) -> list[
         out.append(Finding("modemmanager-no-modem", f"ModemManager has no modem on {config.get('port')}",
                            "`mmcli -L` lists ModemManager's modems and `mmcli -m any` each one's primary port: "
                            "set [modem] port to it"))
-    elif mm.get("plugin") in NO_HOT_SWAP_PLUGINS:
+    elif mm.get("plugin") and swap_blind(mm["plugin"]):
+        # Any plugin not measured to notice a swap is treated as one that
+        # does not (mtcd re-probes for it): the technician hears it too.
+        how = "does not notice" if mm["plugin"] in NO_HOT_SWAP_PLUGINS else "is not known to notice"
         out.append(Finding("modemmanager-no-hot-swap",
-                           f"ModemManager drives the modem with its {mm['plugin']} plugin, which does not notice a "
+                           f"ModemManager drives the modem with its {mm['plugin']} plugin, which {how} a "
                            "SIM swap: mtcd has it probe the modem again (about a second) before every decision and "
                            "every link it brings up, but a swap while the link is up is seen only at the next one",
                            "for a swap noticed within seconds use the serial driver with this modem (mtcd reads the "

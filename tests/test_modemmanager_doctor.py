@@ -121,6 +121,11 @@ def test_modemmanager_doctor_findings_want_modemmanager_on_the_port():
     # Its generic plugin notices no SIM swap: said, with the way out.
     blind = findings(_facts(dict(MM_OK, plugin="generic")))
     assert [f.code for f in blind] == ["modemmanager-no-hot-swap"] and "serial driver" in blind[0].next
+    assert "which does not notice a SIM swap" in blind[0].problem
+    # A plugin nobody measured is re-probed like the generic one: said too.
+    unmeasured = findings(_facts(dict(MM_OK, plugin="telit")))
+    assert [f.code for f in unmeasured] == ["modemmanager-no-hot-swap"]
+    assert "telit plugin, which is not known to notice a SIM swap" in unmeasured[0].problem
     assert findings(_facts(dict(MM_OK, plugin="quectel"))) == []
     # mtcd's rule in effect: flagged, with how to mask it.
     flagged = findings(_facts(dict(MM_OK, udev_rule="/etc/udev/rules.d/90-mtcd-modem.rules")))

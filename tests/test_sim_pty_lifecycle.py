@@ -96,3 +96,28 @@ def test_a_stop_during_a_resets_downtime_ends_it_and_the_port_stays_away():
     vanisher.join(5)
     assert not vanisher.is_alive(), "the reset's downtime outlived the server's stop"
     assert not server.is_open and not server._listening
+
+
+def test_a_stop_during_a_control_reset_ends_it_and_the_port_stays_away():
+    """`mtcd-sim reset --down N` (the control socket): a stop during the
+    downtime ends the wait at once, and no port comes back after it."""
+    from mtcd.sim.control import ControlError, SimController
+
+    server = PtyModemServer(SimulatedModem(make_card())).start()
+    controller = SimController(server)
+    outcome: list = []
+
+    def reset():
+        try:
+            outcome.append(controller.reset(down=60.0))
+        except ControlError as exc:
+            outcome.append(exc)
+
+    resetting = threading.Thread(target=reset, daemon=True)
+    resetting.start()
+    wait_until(lambda: not server.is_open, 5, "the reset to close the port")
+    server.stop()
+    resetting.join(5)
+    assert not resetting.is_alive(), "the reset kept waiting out its downtime after the stop"
+    assert len(outcome) == 1 and isinstance(outcome[0], ControlError), outcome
+    assert not server.is_open, "the stopped modem's port came back"

@@ -22,7 +22,6 @@ import socket
 import stat
 import sys
 import threading
-import time
 from pathlib import Path
 
 from ..simlock import SimLock
@@ -128,11 +127,10 @@ class SimController:
         if not 0 <= down <= MAX_RESET_DOWN:
             raise ControlError(f"--down must be from 0 to {MAX_RESET_DOWN:g} seconds")
         with self._lock:
-            self.server.close_port()
-            time.sleep(down)
-            self.modem.power_loss(announce=False)
-            self.server.reopen()
-            self.server.flush_urcs()  # the boot URCs go out on the new port
+            # A stop during the downtime ends it, and the port stays away
+            # (a reopen then would leave a pty and its thread behind).
+            if not self.server.vanish_for(down, on_return=lambda: self.modem.power_loss(announce=False)):
+                raise ControlError("the simulated modem was stopped during its reset")
             return self._status()
 
     def status(self) -> dict:

@@ -127,18 +127,22 @@ class PtyModemServer:
             if self.link is not None and self.link.is_symlink():
                 self.link.unlink()
 
-    def vanish_for(self, down: float) -> None:
+    def vanish_for(self, down: float, on_return=None) -> bool:
         """The port vanishes for `down` seconds, then comes back with the
-        URCs queued meanwhile.  A stop meanwhile ends the wait: the modem
-        stays away."""
+        URCs queued meanwhile (`on_return` runs just before: the modem's
+        boot).  A stop meanwhile ends the wait: the modem stays away, and
+        False says so."""
         self.close_port()
         if self._stopped.wait(down):
-            return
+            return False
         with self._lifecycle:
             if self._stopped.is_set():
-                return  # stopped between the wait and the lock
+                return False  # stopped between the wait and the lock
+            if on_return is not None:
+                on_return()
             self.reopen()
         self.flush_urcs()
+        return True
 
     def reopen(self) -> str:
         """The modem comes back, on a new pty; the link follows it."""

@@ -7,8 +7,9 @@ only when the most recent reading in this session said exactly SIM PIN and
 the PIN was looked up for the ICCID read from this same card, and that
 reading was taken after ModemManager probed the modem again for the command
 under way (MmGateway.card_command), whatever its plugin: one that reports
-swaps may still miss one (a lost URC, detection switched off in the modem).  Nothing here
-ever calls SendPuk except `unblock`, which only a person's command reaches.
+swaps may still miss one (a lost URC, detection switched off in the modem).
+Nothing here ever calls SendPuk except `unblock`, which only a person's
+command reaches.
 ModemManager itself never sends a PIN on its own (measured, 1.20); the
 modem is kept disabled and in low power until a Paired decision.
 """
@@ -529,7 +530,7 @@ class MmGateway(Gateway):
         else:
             scope, confirm = self.card_command(), True
         with scope:
-            if confirm:  # card_command read the slot afresh for this
+            if confirm:  # on the slot as read afresh for this link (or the command under way)
                 lock = self.uicc.lock()
                 iccid = self.uicc.iccid() if lock is SimLock.READY else None
                 if iccid is None or iccid != outcome.iccid:

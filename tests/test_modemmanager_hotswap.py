@@ -362,3 +362,34 @@ def test_modemmanager_generic_swap_then_pin_try_presents_nothing_to_the_card_swa
     assert run.returncode == 1 and run.last_json["reason"] == "unknown-sim", run.stdout + run.stderr
     assert run.last_json["iccid"] == foreign.iccid.value
     assert pin_bearing(r.modem.commands[swapped_at:]) == [] and foreign.pin_attempts == 3
+
+
+# -- a swap the quectel plugin is never told of --------------------------------
+# The quectel plugin re-exports the modem when the modem says +QUSIM; a
+# modem that says nothing (detection switched off with AT+QSIMDET, the URC
+# lost, a firmware that does not send it) leaves the old card's properties,
+# as the generic plugin does.  mtcd re-probes on this plugin too.
+
+def test_modemmanager_quectel_swap_never_signalled_gets_no_pin(swap_rig):
+    """Both cards locked, with the same PIN (one batch): ModemManager still
+    names the paired card, asking for SIM PIN.  Taken at its word (before
+    this fix), the paired card's PIN went to the foreign card, which took
+    it: paired under the old ICCID, link up.  Read afresh, refused."""
+    paired, foreign = make_card(serial_number=51), make_card(serial_number=52)
+    r = swap_rig(paired)
+    r.configure()
+    r.gateway.store_pin(paired.iccid.value)
+    assert reported_iccid(r.stack) == paired.iccid.value
+    r.modem.remove_card(report=False)
+    r.modem.insert_card(foreign, report=False)
+    swapped_at = len(r.modem.commands)
+    assert reported_iccid(r.stack) == paired.iccid.value  # the hole, on this plugin too
+    run = r.gateway.mtcd("once", "--json", timeout=180)
+    assert run.returncode == 1, run.stdout + run.stderr
+    decided = decisions(r)[-1]
+    assert (decided["outcome"], decided["reason"], decided["iccid"]) == ("refused", "unknown-sim",
+                                                                         foreign.iccid.value)
+    after = r.modem.commands[swapped_at:]
+    assert pin_bearing(after) == [] and puk_commands(after) == [] and on_air(after) == []
+    assert foreign.pin_attempts == 3 and paired.pin_attempts == 3
+    assert reported_iccid(r.stack) == foreign.iccid.value  # read afresh

@@ -415,6 +415,20 @@ def test_hot_swap_sends_urcs(vendor, removed, inserted):
         assert at.info("AT+CPIN?") == ["+CPIN: SIM PIN"]  # a fresh power-up
 
 
+@pytest.mark.parametrize("vendor", ["generic", "quectel", "huawei"])
+def test_hot_swap_not_reported_sends_no_urc(vendor):
+    """A swap the modem keeps to itself (detection switched off, the URC
+    lost): the next command's reply is all that comes, with the new card."""
+    first, second = make_card(serial_number=1), make_card(serial_number=2)
+    with sim_modem(first, vendor=vendor) as (modem, port), AtPort(port) as at:
+        assert at.info("AT+CPIN?") == ["+CPIN: SIM PIN"]
+        modem.remove_card(report=False)
+        modem.insert_card(second, report=False)
+        assert at.command("AT+CPIN?") == ["+CPIN: SIM PIN", "OK"]  # no URC before or after it
+        assert at.raw(b"", wait=0.3) == b""
+    assert modem.card is second
+
+
 def test_vendor_attempt_commands():
     card = make_card(pin_attempts=2, puk_attempts=9)
     with sim_modem(card, vendor="quectel", has_cpinr=False) as (modem, port), AtPort(port) as at:

@@ -4,10 +4,12 @@ serial driver sends AT commands.
 
 The last line of defence stays here as in mtcd.uicc: Sim.SendPin goes out
 only when the most recent reading in this session said exactly SIM PIN and
-the PIN was looked up for the ICCID read from this same card; on a plugin
-blind to SIM swaps, that reading was taken after ModemManager probed the
-modem again for the command under way (MmGateway.card_command).  Nothing here
-ever calls SendPuk except `unblock`, which only a person's command reaches.
+the PIN was looked up for the ICCID read from this same card, and that
+reading was taken after ModemManager probed the modem again for the command
+under way (MmGateway.card_command), whatever its plugin: one that reports
+swaps may still miss one (a lost URC, detection switched off in the modem).
+Nothing here ever calls SendPuk except `unblock`, which only a person's
+command reaches.
 ModemManager itself never sends a PIN on its own (measured, 1.20); the
 modem is kept disabled and in low power until a Paired decision.
 """
@@ -90,8 +92,8 @@ class MmSession:
         """Make ModemManager read the modem, and its SIM, afresh: inhibit
         the device (ModemManager drops the modem object) and release it at
         once (it probes the port again and exports a new object, with the
-        card in the slot read now).  For a plugin that notices no SIM swap,
-        the only way its SIM properties say which card is there now
+        card in the slot read now).  The only way ModemManager's SIM
+        properties are known to say which card is there now, on any plugin
         (measured, 1.20 generic: about a second).  The session's path is
         None meanwhile, so the signal watcher takes the old object's
         removal for no loss of this modem.  Returns the new object's path;
@@ -230,11 +232,9 @@ class MmUicc:
         # count seen before a SendPin that card accepted in this session.
         self._pin1_seen: tuple | None = None
         self._verified: tuple | None = None
-        # On a plugin blind to swaps (assumed until MmGateway.start reads the
-        # plugin), a PIN or PUK goes only on a reading taken on the modem
-        # object a re-probe exported for the command under way
+        # A PIN or PUK goes only on a reading taken on the modem object a
+        # re-probe exported for the command under way, on every plugin
         # (MmGateway.card_command): `fresh_on`, None outside one.
-        self.swap_blind = True
         self.fresh_on: str | None = None
 
     def followed(self, old_path: str, new_path: str) -> None:
@@ -331,10 +331,11 @@ class MmUicc:
                 and self._read_on == self.session.path and self._read_afresh())
 
     def _read_afresh(self) -> bool:
-        """The reading rests on the slot as it is now: a plugin that notices
-        swaps reports it; a plugin blind to them only after a re-probe for
-        the command under way, on the object that re-probe exported."""
-        return not self.swap_blind or (self.fresh_on is not None and self._read_on == self.fresh_on)
+        """The reading rests on the slot as it is now: taken after a
+        re-probe for the command under way, on the object that re-probe
+        exported.  Never on a plugin's word that no swap happened: the one
+        that reports swaps (quectel) misses those the modem does not tell."""
+        return self.fresh_on is not None and self._read_on == self.fresh_on
 
     def present_pin(self, pin: Pin, for_iccid: Iccid) -> PinOutcome:
         self._require(SimLock.SIM_PIN, for_iccid, "the SIM is not asking for exactly SIM PIN")
@@ -356,8 +357,8 @@ class MmUicc:
     def _require(self, lock: SimLock, iccid: Iccid, why: str) -> None:
         """Every Sim.SendPin, ChangePin, EnablePin and SendPuk passes here."""
         if not self._read_afresh():
-            raise PresentationRefused("ModemManager's plugin does not notice a SIM swap and the slot was not "
-                                      "read afresh for this command")
+            raise PresentationRefused("the slot was not read afresh for this command (ModemManager may still "
+                                      "describe a card that left it)")
         if self._lock is not lock:
             raise PresentationRefused(why)
         if self._iccid is None or self._iccid != iccid:
@@ -476,34 +477,24 @@ class MmGateway(Gateway):
         self.keystore, self.sealer = open_keystore(self.config.state_dir, self.config.keystore.sealer)
         self.journal = PairingJournal(self.config.state_dir)
         self.uicc = MmUicc(self.modem, settle_time=self.config.modem.sim_ready_timeout, waits=self.waits)
-        self.uicc.swap_blind = self.swap_blind()
 
     _refused = False  # the last decision of this session was a refusal
     # The modem object whose SIM properties the last decision read afresh
     # (a reprobe): the link, and a due rotation, may use that reading once.
     _fresh_for_link: str | None = None
 
-    def swap_blind(self) -> bool:
-        """ModemManager's plugin for this modem notices no SIM swap, so its
-        SIM properties may describe a card that left the slot."""
-        try:
-            plugin = self.modem.session.modem("Plugin")
-        except BusError:
-            return True  # unknown plugin: assume the worst
-        return states.swap_blind(plugin)
-
     @contextlib.contextmanager
     def card_command(self):
-        """One command or decision that may send a PIN or PUK: on a plugin
-        blind to swaps, ModemManager probes the modem again first (once: a
+        """One command or decision that may send a PIN or PUK:
+        ModemManager probes the modem again first, on every plugin (once: a
         command inside a command reuses that reading, taken moments before
         with nothing in between a person could swap a card in), and
-        MmUicc sends only on a reading of the object it exported."""
+        MmUicc sends only on a reading of the object it exported.  A plugin
+        that reports swaps is not taken at its word: a swap the modem does
+        not tell it of (a lost URC, detection switched off) leaves the old
+        card's properties.  About a second per decision or command; the
+        periodic check never comes here (idle_reading, sim_signature)."""
         if self.uicc.fresh_on is not None:
-            yield
-            return
-        self.uicc.swap_blind = self.swap_blind()
-        if not self.uicc.swap_blind:
             yield
             return
         if self.link_up:
@@ -517,8 +508,8 @@ class MmGateway(Gateway):
             self.uicc.fresh_on = None
 
     def pair(self):
-        """A plugin blind to swaps gets the SIM read afresh first, so that
-        neither a PIN nor a Paired decision rests on a card that is gone."""
+        """The SIM is read afresh first, on every plugin, so that neither a
+        PIN nor a Paired decision rests on a card that is gone."""
         self._fresh_for_link = None
         with self.card_command():
             outcome = super().pair()
@@ -530,8 +521,8 @@ class MmGateway(Gateway):
         """No Simple.Connect, NetworkManager activation, radio on or PIN
         rotation unless the card in the slot was just confirmed to be the
         paired one: right after pair()'s fresh read (the rotation sends on
-        that reading), or by a fresh read now (a link retried later, on a
-        plugin blind to swaps), or by the reading of the command under way."""
+        that reading), or by a fresh read now (a link retried later), or by
+        the reading of the command under way."""
         fresh, self._fresh_for_link = self._fresh_for_link, None
         old = self.transport.path
         if self.uicc.fresh_on is None and fresh is not None and fresh == old:
@@ -539,7 +530,7 @@ class MmGateway(Gateway):
         else:
             scope, confirm = self.card_command(), True
         with scope:
-            if confirm and self.uicc.fresh_on is not None:
+            if confirm:  # on the slot as read afresh for this link (or the command under way)
                 lock = self.uicc.lock()
                 iccid = self.uicc.iccid() if lock is SimLock.READY else None
                 if iccid is None or iccid != outcome.iccid:

@@ -174,19 +174,26 @@ def pin1_after_verification(reported: PinAttempts | None, seen_before: int | Non
                        source="ModemManager UnlockRetries before this session's accepted SendPin")
 
 
+# Which plugins report a SIM hot swap by themselves: what decides whether a
+# card swapped in while the link is up is noticed within seconds (the
+# service's warning at start, `mtcctl doctor`'s modemmanager-no-hot-swap).
+# It no longer decides whether mtcd re-probes: it does before every decision,
+# PIN or PUK command and link on every plugin (MmGateway.card_command), since
+# one that reports swaps still misses those the modem does not tell it of.
+#
 # Plugins measured (ModemManager 1.20 with the simulator) to notice no SIM
 # hot swap: the generic one ignores +CPIN URCs and keeps the old card's
 # properties, even when the new card has no PIN and the modem is registered.
 NO_HOT_SWAP_PLUGINS = frozenset({"generic"})
 # Plugins measured to notice one (the quectel plugin hears +QUSIM and
-# exports the modem again).  Any other plugin is unmeasured: its SIM
-# properties are trusted no more than the generic plugin's.
+# exports the modem again).  Any other plugin is unmeasured: counted as not
+# reporting swaps, like the generic one.
 HOT_SWAP_PLUGINS = frozenset({"quectel"})
 
 
 def swap_blind(plugin: str | None) -> bool:
-    """Whether ModemManager's plugin `plugin` (Modem.Plugin) may keep a
-    swapped-out card's SIM properties: any but one measured to notice a
-    swap (a re-probe costs about a second; a PIN to the wrong card, an
-    attempt on it)."""
+    """Whether ModemManager's plugin `plugin` (Modem.Plugin) is not known
+    to report a SIM swap by itself: any but one measured to notice one.
+    Then a swap while the link is up is seen only at mtcd's next re-probe
+    (the next decision, command or link)."""
     return (plugin or "").lower() not in HOT_SWAP_PLUGINS

@@ -320,8 +320,10 @@ class SimulatedModem:
         for listener in listeners:
             listener()
 
-    def remove_card(self) -> None:
-        """Pull the SIM out: the network connection goes with it."""
+    def remove_card(self, report: bool = True) -> None:
+        """Pull the SIM out: the network connection goes with it.
+        `report=False`: the modem says nothing (card detection switched
+        off, as AT+QSIMDET=0 does on a Quectel, or the URC lost)."""
         with self._lock:
             if self.card is None:
                 return
@@ -334,11 +336,12 @@ class SimulatedModem:
                 "quectel": ["+CPIN: NOT READY"],
                 "huawei": ["^SIMST: 255"],
                 "simcom": ["+SIMCARD: NOT AVAILABLE"] if self.hotswap else [],
-            }[self.vendor]
+            }[self.vendor] if report else []
         self._notify()
 
-    def insert_card(self, card: SimCard) -> None:
-        """Insert a card (powered up fresh, so not verified)."""
+    def insert_card(self, card: SimCard, report: bool = True) -> None:
+        """Insert a card (powered up fresh, so not verified); `report` as
+        for remove_card."""
         with self._lock:
             if self.card is not None:
                 self.card.power_cycle()
@@ -351,7 +354,7 @@ class SimulatedModem:
                 "quectel": [f"+CPIN: {state}", "+QUSIM: 1"],
                 "huawei": ["^SIMST: 1"],
                 "simcom": [f"+CPIN: {state}"] if self.hotswap else [],
-            }[self.vendor]
+            }[self.vendor] if report else []
         self._notify()
 
     def power_loss(self, announce: bool = True) -> None:

@@ -267,8 +267,8 @@ def _modemmanager_findings(mm: Mapping, port: Mapping, config: Mapping) -> list[
                            "`mmcli -L` lists ModemManager's modems and `mmcli -m any` each one's primary port: "
                            "set [modem] port to it"))
     elif mm.get("plugin") and swap_blind(mm["plugin"]):
-        # Any plugin not measured to notice a swap is treated as one that
-        # does not (mtcd re-probes for it): the technician hears it too.
+        # Any plugin not measured to report a swap is treated as one that
+        # does not: a swap while the link is up waits for the next re-probe.
         how = "does not notice" if mm["plugin"] in NO_HOT_SWAP_PLUGINS else "is not known to notice"
         out.append(Finding("modemmanager-no-hot-swap",
                            f"ModemManager drives the modem with its {mm['plugin']} plugin, which {how} a "

@@ -294,21 +294,13 @@ class Gateway:
         APDUs through the UICC's own channel ([uicc] backend pcsc or csim),
         else over AT+CRSM; only where mtcd holds the AT port (not through
         ModemManager), and only from the card the decision was about."""
-        from .pairing_record import journal_fields, not_read
+        from .pairing_record import card_files, journal_fields, not_read
 
-        backend = self.config.uicc.backend
         if self.config.modem.driver != "serial":
             return not_read("the modem is reached through ModemManager")
         if outcome.iccid is None:
             return not_read("no card was identified")
-        if backend in ("pcsc", "csim"):
-            from .card.record import ApduFiles
-
-            files = ApduFiles(self.uicc)
-        else:
-            from .pairing_record_at import CrsmFiles
-
-            files = CrsmFiles(self.modem)
+        files = card_files(self.config.uicc.backend, modem=self.modem, uicc=self.uicc)
         fields = journal_fields(files)
         # The link came up (or the gate closed) since the card was read: the
         # answers may be another card's.  The ICCID read after the record

@@ -16,7 +16,7 @@ from .errors import EXIT_UNAVAILABLE, CommandFailed, MtcdError
 from .modem import Modem
 from .policy import PolicySettings, Reason
 from .progress import NO_WAITS, Waits
-from .transport import SerialTransport
+from .transport import STILL_WAITING_EVERY, SerialTransport
 from .identity import Iccid
 from .simlock import SimLock
 
@@ -435,8 +435,15 @@ class _WaitingTransport(SerialTransport):
         if timeout is None and self.slow_command_timeout is not None and command.timeout >= SLOW_COMMAND:
             timeout = max(self.timeout, self.slow_command_timeout)
         bound = max(command.timeout, self.timeout) if timeout is None else timeout
-        with self.waits.waiting(f"waiting for the modem to answer {command.loggable}", bound):
+        # Nudged from _still_waiting: a command answered within a second (the
+        # idle check's, every one but the slow) wakes no progress thread.
+        nudged = self.waits.show_after >= STILL_WAITING_EVERY
+        with self.waits.waiting(f"waiting for the modem to answer {command.loggable}", bound, nudged=nudged):
             return super().execute(command, timeout)
+
+    def _still_waiting(self) -> None:
+        super()._still_waiting()
+        self.waits.nudge()
 
 
 def _journal_decision(journal: PairingJournal, outcome: PairingOutcome,

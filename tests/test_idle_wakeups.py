@@ -146,3 +146,24 @@ def test_a_long_wait_still_looks_at_the_keystore_every_two_seconds(gateway, monk
     gk.gateway.keystore, gk._store_dirty = store, False
     gk._sleep(3.0, watch_store=True)
     assert clock.timeouts == [1.5, 1.5] and store.looks == 3
+
+
+def test_commands_answered_at_once_wake_no_progress_thread():
+    """The session's port says what it waits for (mtcd.progress) only for
+    an answer that is slow: the waiting thread nudges the ticker after a
+    second.  Every idle check's commands are answered in milliseconds, and
+    before, each check woke the ticker twice (at the first command's start
+    and at its show-time), a fifth of the idle service's wake-ups on a
+    modem that refuses concatenated lines."""
+    from mtcd.service import _WaitingTransport
+
+    said = []
+    waits = Waits(on_start=said.append, announce_after=1.0)
+    with sim_modem() as (modem, port), _WaitingTransport(port, timeout=5) as transport:
+        transport.waits = waits
+        for _ in range(6):
+            assert transport.execute(AtCommand("AT+CPIN?", prefixes=("+CPIN:",))).result.ok
+        assert waits._ticker is None and said == []  # no thread, so nothing to wake
+        modem.latency = 1.6  # a slow answer is still said, once it has lasted a second
+        assert transport.execute(AtCommand("AT+CPIN?", prefixes=("+CPIN:",))).result.ok
+    assert said == ["waiting for the modem to answer AT+CPIN? (up to 5 s)"]

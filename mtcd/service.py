@@ -403,6 +403,7 @@ def _open_keystore_meanwhile(config: Config):
     wait for the modem (mtcd.background): a key sealed with systemd-creds
     or the TPM takes a program run or a TPM round trip.  Its modules are
     imported here first, in this thread."""
+    import shutil  # noqa: F401 - the sealer's choice (systemd-creds installed?), imported here too
     import subprocess  # noqa: F401 - the systemd-creds sealer's, imported here rather than in the thread
 
     from .background import Background

@@ -64,9 +64,12 @@ log = logging.getLogger("mtcd")
 
 # With SIM-state URCs the periodic check is only a safety net.
 URC_SAFETY_CHECK = 30.0
-# How often the idle loop looks for another process's keystore write: one
-# stat() of keystore.json, nothing sent to the modem.
-STORE_POLL = 1.0
+# The longest the idle loop goes without looking for another process's
+# keystore write (one stat() of keystore.json, nothing sent to the modem).
+# The look rides on a wake-up the loop has anyway, its check tick (every
+# 2 s by default); only a longer wait (30 s with URCs) is cut into even
+# parts of at most this, each ending in one more look.
+STORE_POLL = 2.0
 # How long a control request may wait for the loop before it is dropped
 # (below the client's 120 s, so mtcctl hears the service's own answer).
 REQUEST_DEADLINE = 100.0
@@ -397,19 +400,24 @@ class Gatekeeper:
         sooner a session switches its radio off, the better).
         `watch_store`: also end it when another process wrote the keystore."""
         deadline = time.monotonic() + seconds
+        # Looks at the store: at the start, then at the end of each part
+        # (the last part ends at the deadline, where the check follows).
+        store_part = seconds / math.ceil(seconds / STORE_POLL) if watch_store and seconds > 0 else None
         while not (self._stop or self._reload or self._sim_event or self._port_failed or self._store_dirty
                    or not self._requests.empty()):
             left = deadline - time.monotonic()
             if left <= 0:
+                if store_part is not None:
+                    self._store_moved()  # a change is then taken at this tick, after its check
                 break
             if port_missing:
                 if os.path.exists(self.config.modem.port):
                     break
                 left = min(left, 0.5)
-            if watch_store:
+            if store_part is not None:
                 if self._store_moved():
                     break
-                left = min(left, STORE_POLL)
+                left = min(left, store_part)
             if self.notifier.watchdog_interval is not None:
                 left = min(left, self.notifier.watchdog_interval)
             for key, _ in self._selector.select(left):
@@ -446,7 +454,8 @@ class Gatekeeper:
     # Keystore.reloads counts the writes of *other* processes that this
     # process loaded (its own writes never count), including those loaded in
     # the middle of a pairing or a rotation, so a change that raced one of
-    # those is still looked at afterwards.  Cost: one stat() a second.
+    # those is still looked at afterwards.  Cost: one stat() at each check tick
+    # (STORE_POLL), and no wake-up of its own.
     def _store_moved(self) -> bool:
         gw = self.gateway
         if gw is None or getattr(gw, "keystore", None) is None:

@@ -441,6 +441,27 @@ def _read_ipd(ask, files: CardFiles, links: list[int]):
     return Reading(State.PRESENT), tuple(devices)
 
 
+# -- which files a reading goes through -------------------------------------------
+
+# The [uicc] backends that reach the card in APDUs through a channel of their own.
+APDU_BACKENDS = frozenset({"pcsc", "csim"})
+
+
+def card_files(backend: str, *, modem=None, uicc=None) -> CardFiles:
+    """The CardFiles a reading of the card's record goes through, the way
+    [uicc] backend reaches the card: in APDUs through `uicc`'s channel
+    (pcsc, csim), else AT+CRSM through `modem`.  The one place that choice
+    is made (the service after a decision, `mtcctl sim pairing-status`
+    without it); the edges are imported only for the backend in use."""
+    if backend in APDU_BACKENDS:
+        from .card.record import ApduFiles
+
+        return ApduFiles(uicc)
+    from .pairing_record_at import CrsmFiles
+
+    return CrsmFiles(modem)
+
+
 # -- the journal's card-record line ------------------------------------------------
 
 

@@ -67,17 +67,22 @@ class Waits:
             _LineGuard.install(self)
 
     @contextlib.contextmanager
-    def waiting(self, what: str, bound: float | None = None) -> Iterator[None]:
+    def waiting(self, what: str, bound: float | None = None, *, nudged: bool = False) -> Iterator[None]:
         """`what` is a phrase ("waiting for the data link"); `bound` the
-        timeout in seconds that ends the wait, said once when it starts."""
+        timeout in seconds that ends the wait, said once when it starts.
+        `nudged`: the waiting thread calls nudge() at least every
+        show_after seconds while it waits, so the ticker is woken only for
+        a wait that lasts (not at all for a command answered at once)."""
         wait = _Wait(what, bound, self._clock())
         with self._lock:
             idle = not self._stack
             self._stack.append(wait)
             if self._ticker is None or not self._ticker.is_alive():
-                self._ticker = threading.Thread(target=self._tick, name="mtcd-waits", daemon=True)
-                self._ticker.start()
-            elif idle and (self._ticker_wakes is None or self._ticker_wakes > wait.start + self.show_after):
+                if not nudged:
+                    self._ticker = threading.Thread(target=self._tick, name="mtcd-waits", daemon=True)
+                    self._ticker.start()
+            elif not nudged and idle and (self._ticker_wakes is None
+                                          or self._ticker_wakes > wait.start + self.show_after):
                 self._wake.notify()  # the ticker sleeps until a wait starts, or past this one's due time
         try:
             yield
@@ -90,6 +95,18 @@ class Waits:
                 ended = wait.announced and not any(w.announced for w in self._stack)
             if ended and self.on_end is not None:
                 self.on_end()
+
+    def nudge(self) -> None:
+        """From a thread in a `nudged` wait that is still waiting: make sure
+        the ticker looks at the waits (it may be asleep with nothing due)."""
+        with self._lock:
+            if not self._stack:
+                return
+            if self._ticker is None or not self._ticker.is_alive():
+                self._ticker = threading.Thread(target=self._tick, name="mtcd-waits", daemon=True)
+                self._ticker.start()
+            elif self._ticker_wakes is None:
+                self._wake.notify()
 
     def _tick(self) -> None:
         # One thread for the life of the Waits, asleep while nothing is

@@ -16,7 +16,7 @@ from .errors import EXIT_UNAVAILABLE, CommandFailed, MtcdError
 from .modem import Modem
 from .policy import PolicySettings, Reason
 from .progress import NO_WAITS, Waits
-from .transport import SerialTransport
+from .transport import STILL_WAITING_EVERY, SerialTransport
 from .identity import Iccid
 from .simlock import SimLock
 
@@ -294,21 +294,13 @@ class Gateway:
         APDUs through the UICC's own channel ([uicc] backend pcsc or csim),
         else over AT+CRSM; only where mtcd holds the AT port (not through
         ModemManager), and only from the card the decision was about."""
-        from .pairing_record import journal_fields, not_read
+        from .pairing_record import card_files, journal_fields, not_read
 
-        backend = self.config.uicc.backend
         if self.config.modem.driver != "serial":
             return not_read("the modem is reached through ModemManager")
         if outcome.iccid is None:
             return not_read("no card was identified")
-        if backend in ("pcsc", "csim"):
-            from .card.record import ApduFiles
-
-            files = ApduFiles(self.uicc)
-        else:
-            from .pairing_record_at import CrsmFiles
-
-            files = CrsmFiles(self.modem)
+        files = card_files(self.config.uicc.backend, modem=self.modem, uicc=self.uicc)
         fields = journal_fields(files)
         # The link came up (or the gate closed) since the card was read: the
         # answers may be another card's.  The ICCID read after the record
@@ -411,6 +403,7 @@ def _open_keystore_meanwhile(config: Config):
     wait for the modem (mtcd.background): a key sealed with systemd-creds
     or the TPM takes a program run or a TPM round trip.  Its modules are
     imported here first, in this thread."""
+    import shutil  # noqa: F401 - the sealer's choice (systemd-creds installed?), imported here too
     import subprocess  # noqa: F401 - the systemd-creds sealer's, imported here rather than in the thread
 
     from .background import Background
@@ -443,8 +436,15 @@ class _WaitingTransport(SerialTransport):
         if timeout is None and self.slow_command_timeout is not None and command.timeout >= SLOW_COMMAND:
             timeout = max(self.timeout, self.slow_command_timeout)
         bound = max(command.timeout, self.timeout) if timeout is None else timeout
-        with self.waits.waiting(f"waiting for the modem to answer {command.loggable}", bound):
+        # Nudged from _still_waiting: a command answered within a second (the
+        # idle check's, every one but the slow) wakes no progress thread.
+        nudged = self.waits.show_after >= STILL_WAITING_EVERY
+        with self.waits.waiting(f"waiting for the modem to answer {command.loggable}", bound, nudged=nudged):
             return super().execute(command, timeout)
+
+    def _still_waiting(self) -> None:
+        super()._still_waiting()
+        self.waits.nudge()
 
 
 def _journal_decision(journal: PairingJournal, outcome: PairingOutcome,

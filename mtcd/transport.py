@@ -30,6 +30,9 @@ from .portholder import describe_holder
 # (Wavecom's AT+CPIN?) is taken as complete; a V.250 modem sends its OK
 # with the line, far sooner.
 NO_FINAL_QUIET = 0.5
+# How often a command's awaited answer says it is still awaited
+# (_still_waiting: the watchdog, and in the service the progress line).
+STILL_WAITING_EVERY = 1.0
 
 log = logging.getLogger("mtcd.at")
 
@@ -223,7 +226,7 @@ class SerialTransport:
     def _await(self, wait: float, command: AtCommand | None = None):
         deadline = time.monotonic() + wait
         # A reply that may lack its final result is looked at more often.
-        step = NO_FINAL_QUIET / 2 if command is not None and command.final_optional else 1.0
+        step = NO_FINAL_QUIET / 2 if command is not None and command.final_optional else STILL_WAITING_EVERY
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -231,9 +234,8 @@ class SerialTransport:
             try:
                 return self._results.get(timeout=min(left, step))
             except queue.Empty:
-                if self.heartbeat is not None:
-                    self.heartbeat()
-                if step < 1.0 and time.monotonic() - self._last_rx >= NO_FINAL_QUIET:
+                self._still_waiting()
+                if step < STILL_WAITING_EVERY and time.monotonic() - self._last_rx >= NO_FINAL_QUIET:
                     with self._reader_lock:
                         ended = self._reader.end_without_final()
                     if ended is not None:
@@ -241,6 +243,11 @@ class SerialTransport:
                         # the resync probe before the next command takes it.
                         self._needs_resync = True
                         return ended
+
+    def _still_waiting(self) -> None:
+        """At least every STILL_WAITING_EVERY seconds while an answer is awaited."""
+        if self.heartbeat is not None:
+            self.heartbeat()
 
     def _abandon(self) -> None:
         with self._reader_lock:

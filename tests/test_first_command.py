@@ -26,7 +26,10 @@ from simfixtures import make_card
 # Loaded only once the session has sent its first command.
 AFTER_THE_FIRST_COMMAND = ("mtcd.keystore", "mtcd.sealers", "mtcd.keyring_backend", "mtcd.journal", "mtcd.gate",
                            "mtcd.lifecycle", "mtcd.uicc", "mtcd.card", "mtcd.pairing_record", "mtcd.idlecheck",
-                           "mtcd.statefile", "cryptography", "keyring", "systemd", "secrets", "hmac", "_hashlib")
+                           "mtcd.statefile", "cryptography", "keyring", "systemd", "secrets", "hmac", "_hashlib",
+                           # Only a data link backend that runs a program needs these (and shutil
+                           # brings zlib, bz2 and lzma): 4 ms of imports a start did not need.
+                           "subprocess", "shutil", "bz2", "lzma")
 NEEDED = ("mtcd.transport", "mtcd.modem", "serial")
 
 

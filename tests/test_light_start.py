@@ -138,3 +138,62 @@ def test_status_still_asks_a_service_whose_socket_is_there(offline_state, tmp_pa
         socket_path.unlink()
     assert code == 0 and "not running" in output
     assert "mtcd.control" in loaded
+
+
+# --- argparse's terminal width, without shutil -------------------------------------
+
+COMPRESSION = ("shutil", "zlib", "bz2", "_bz2", "lzma", "_lzma")
+
+
+@pytest.mark.parametrize("argv", [["status"], ["history"]])
+def test_status_and_history_load_no_compression_library(offline_state, argv):
+    """argparse asks shutil for the terminal's width for every option it
+    adds; shutil loads zlib, bz2 and lzma (0.4 MiB).  mtcd's parser takes
+    the width the way shutil does (mtcd.cli.common.terminal_columns)."""
+    code, output, loaded = offline(offline_state[1], argv)
+    assert code == 0 and ICCID in output
+    assert sorted(m for m in loaded if m in COMPRESSION) == []
+
+
+@pytest.mark.parametrize("module,argv", [("ctl", ["--help"]), ("ctl", ["pin", "--bogus"]), ("daemon", ["--help"])])
+def test_help_and_usage_errors_load_no_compression_library(module, argv):
+    loaded = imported(module, argv)
+    assert "mtcd.cli.common" in loaded
+    assert sorted(m for m in loaded if m in COMPRESSION) == []
+
+
+@pytest.mark.parametrize("columns", [None, "100", "0", "-3", "wide", "37"])
+@pytest.mark.parametrize("lines", [None, "40", "x"])
+def test_terminal_columns_is_what_shutil_says(monkeypatch, columns, lines):
+    import shutil
+
+    from mtcd.cli.common import terminal_columns
+
+    for name, value in (("COLUMNS", columns), ("LINES", lines)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert terminal_columns() == shutil.get_terminal_size().columns
+
+
+def test_terminal_columns_on_a_terminal():
+    """On a terminal 57 columns wide, --help is wrapped as argparse would."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    probe = ("import shutil, sys; from mtcd.cli.common import terminal_columns; "
+             "sys.stderr.write(f'{terminal_columns()} {shutil.get_terminal_size().columns}')")
+    master, slave = pty.openpty()
+    try:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 57, 0, 0))
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        done = subprocess.run([sys.executable, "-c", probe], stdout=slave, stderr=subprocess.PIPE, text=True,
+                              env=env, timeout=60)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert done.stderr == "57 57"

@@ -408,3 +408,29 @@ def test_mtcd_sim_serve_pairing_record(gateway, tmp_path, kind, expect):
     assert (report["service"], report["ips"]["state"], [r["status"] for r in report["records"]]) == expect, report
     if kind == "ko":
         assert report["devices"][0]["kind"] == "imei"  # the simulator's own IMEI, readable here
+
+
+@pytest.mark.parametrize("backend", ["at", "csim", "pcsc"])
+def test_one_choice_of_the_files_a_reading_goes_through(backend):
+    # mtcd.pairing_record.card_files is the choice the service and
+    # `mtcctl sim pairing-status` both make: APDUs through the UICC's own
+    # channel where the backend has one, else AT+CRSM through the modem.
+    from mtcd.card.record import ApduFiles
+    from mtcd.config import UICC_BACKENDS
+    from mtcd.pairing_record import APDU_BACKENDS, card_files
+    from mtcd.pairing_record_at import CrsmFiles
+
+    assert backend in UICC_BACKENDS and APDU_BACKENDS <= set(UICC_BACKENDS)
+
+    class Channel:
+        session = 7
+
+    class Uicc:
+        channel = Channel()
+
+    modem, uicc = object(), Uicc()
+    files = card_files(backend, modem=modem, uicc=uicc)
+    if backend == "at":
+        assert type(files) is CrsmFiles and files.modem is modem
+    else:
+        assert type(files) is ApduFiles and files.uicc is uicc and files.session == 7

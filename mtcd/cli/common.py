@@ -28,6 +28,21 @@ EXIT_READER_GONE = 128 + 13
 _SECRET_LOOKING = re.compile(r"(?<![0-9])[0-9]{4,8}(?![0-9])")
 
 
+def terminal_columns() -> int:
+    """shutil.get_terminal_size().columns: $COLUMNS when a positive number,
+    else standard output's terminal, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a usage error raises instead of exiting with 2, and
     never repeats anything that looks like a PIN or PUK."""
@@ -41,6 +56,13 @@ class ArgumentParser(argparse.ArgumentParser):
                        "never from the command line)")
         message = _SECRET_LOOKING.sub("<redacted>", " ".join(message.split()))
         raise UsageError(f"{message} (see {self.prog} --help)")
+
+    def _get_formatter(self):
+        # What argparse does (the terminal's width less 2), without asking
+        # shutil for it: shutil brings zlib, bz2 and lzma (0.4 MiB), and a
+        # formatter is made for every option added, so even a command that
+        # prints no help (`mtcctl status`) paid for them.
+        return self.formatter_class(prog=self.prog, width=terminal_columns() - 2)
 
     def parse_args(self, args=None, namespace=None):
         # Only the top parser's parse_args runs: subcommands are parsed with

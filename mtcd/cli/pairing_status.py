@@ -42,7 +42,7 @@ def _directly(config) -> dict:
         # The card is in a reader: no modem to open.
         from ..card.pcsc import PcscChannel
 
-        return _over_apdu(PcscChannel(config.uicc.reader))
+        return _read(backend, channel=PcscChannel(config.uicc.reader))
     from ..modem import Modem
     from ..transport import SerialTransport
 
@@ -53,21 +53,25 @@ def _directly(config) -> dict:
         if backend == "csim":
             from ..card.channel import CsimChannel
 
-            return _over_apdu(CsimChannel(modem))
-        from ..pairing_record_at import read_over_at
-
-        return read_over_at(modem).as_json()
+            return _read(backend, modem, CsimChannel(modem))
+        return _read(backend, modem)
 
 
-def _over_apdu(channel) -> dict:
-    from ..card.record import read_over_apdu
-    from ..card.uicc import ApduUicc
+def _read(backend: str, modem=None, channel=None) -> dict:
+    """Every record, through the files mtcd.pairing_record.card_files picks
+    for `backend` (the service's choice too)."""
+    from ..pairing_record import card_files, read_pairing_record
 
-    uicc = ApduUicc(channel)
+    uicc = None
+    if channel is not None:
+        from ..card.uicc import ApduUicc
+
+        uicc = ApduUicc(channel)
     try:
-        return read_over_apdu(uicc).as_json()
+        return read_pairing_record(card_files(backend, modem=modem, uicc=uicc)).as_json()
     finally:
-        uicc.close()
+        if uicc is not None:
+            uicc.close()
 
 
 def pairing_status(config, args) -> int:

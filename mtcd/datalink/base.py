@@ -9,7 +9,7 @@ of `up()` and off as part of `down()`.
 from __future__ import annotations
 
 import logging
-import subprocess
+import sys
 from collections.abc import Sequence
 
 from ..at import commands
@@ -126,6 +126,8 @@ class CommandDatalink(Datalink):
                 log.warning("%s", exc)
 
     def _run(self, argv: list[str], what: str) -> None:
+        import subprocess  # not at start-up: only a backend that runs programs needs it
+
         try:
             done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=self.timeout, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -150,6 +152,7 @@ def _last_line(stderr: bytes) -> str:
 
 
 def _why(exc: BaseException) -> str:
-    if isinstance(exc, subprocess.TimeoutExpired):
+    subprocess = sys.modules.get("subprocess")  # loaded by whoever ran the program
+    if subprocess is not None and isinstance(exc, subprocess.TimeoutExpired):
         return f"no exit within {exc.timeout:g} s"
     return getattr(exc, "strerror", None) or type(exc).__name__

@@ -13,8 +13,6 @@ its own while mtcd is not running either (at boot, after a stop).
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
 
 from ..at import commands
 from ..errors import CommandFailed
@@ -84,6 +82,9 @@ def networkctl(verb: str, interface: str, enabled: bool = True) -> None:
     of its own) and the data call stands without it."""
     if not enabled:
         return
+    import shutil  # not at start-up (with zlib, bz2, lzma): only when a link goes up or down
+    import subprocess
+
     program = shutil.which("networkctl")
     if program is None:
         return

@@ -12,15 +12,18 @@ output in `run_dir`/pppd.log; the link is up when its interface appears.
 from __future__ import annotations
 
 import logging
-import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..at import commands
 from ..errors import CommandFailed
 from ..fsutil import atomic_write
 from ..modem import Modem
 from .base import AtDatalink, DatalinkFailed, _last_line
+
+if TYPE_CHECKING:  # loaded when pppd is started, not at every start
+    import subprocess
 
 log = logging.getLogger("mtcd.datalink")
 
@@ -80,6 +83,8 @@ class PppDatalink(AtDatalink):
             raise DatalinkFailed(f"PDP context definition failed: {exc}") from None
         self._stop_pppd()  # never two
         chat, options, output = self._write_files()
+        import subprocess
+
         try:
             with open(output, "wb") as log_file:
                 self.process = subprocess.Popen(
@@ -117,6 +122,8 @@ class PppDatalink(AtDatalink):
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
+        import subprocess  # loaded already: it started pppd
+
         process.terminate()  # pppd hangs up and takes the interface down
         try:
             process.wait(STOP_GRACE)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import re
-import subprocess
 from pathlib import Path
 
 from ..modem import Modem
@@ -41,6 +40,8 @@ class QmiDatalink(AtDatalink):
         self.session: tuple[str, str] | None = None  # (packet data handle, WDS client id)
 
     def _qmicli(self, *args: str) -> bytes:
+        import subprocess  # not at start-up: only when qmicli is run
+
         argv = [self.qmicli, f"--device={self.device}", "--device-open-proxy", *args]
         try:
             done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,

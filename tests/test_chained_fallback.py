@@ -657,3 +657,33 @@ def test_a_damaged_fallback_record_is_a_keystore_error_not_a_traceback(tmp_path)
         keystore_module._record = record
     with pytest.raises(KeystoreError, match="invalid record"):
         Keystore.open(state).get(ICCID)
+
+
+# -- what a technician sees ---------------------------------------------------
+
+
+def test_pin_list_shows_a_fallback_never_the_pin(gateway):
+    iccid = make_iccid(33)
+    gateway.configure(str(gateway.root / "ttyUSB9"))  # no modem: the list needs none
+    gateway.store_pin(iccid)
+    keystore = gateway.keystore()
+    keystore.stage_pending(Iccid(iccid), Pin("31415926"), ROTATION)
+    assert keystore.promote_unproven(Iccid(iccid), IMEI.value, Pin("31415926")) is not None
+    text = gateway.mtcctl("pin", "list")
+    assert text.returncode == 0 and "old PIN kept until the card proves the new one" in text.stdout
+    listed = gateway.mtcctl("pin", "list", "--json")
+    assert [(e["fallback"], e["pending"]) for e in json.loads(listed.stdout)["pins"]] == [(True, None)]
+    stored = gateway.keystore().get(Iccid(iccid)).fallback_pin.reveal()
+    for out in (text, listed):
+        assert "31415926" not in out.stdout + out.stderr and stored not in out.stdout + out.stderr
+    gateway.store_pin(iccid)  # a person's PIN: the fallback goes
+    assert json.loads(gateway.mtcctl("pin", "list", "--json").stdout)["pins"][0]["fallback"] is False
+
+
+def test_doctor_names_a_fallback():
+    from mtcd.doctor import entry_summary
+
+    entry = {"state": "active", "transport": False, "pending": None, "pending_rejected": False, "fallback": True}
+    assert "old PIN kept until the card proves the new one" in entry_summary(entry)
+    assert "last seen to accept is kept" in entry_summary({**entry, "state": "rejected"})
+    assert "never presented again" in entry_summary({**entry, "state": "rejected", "fallback": False})

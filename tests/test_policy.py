@@ -217,9 +217,11 @@ stored_pins = st.builds(
     attempt_started=st.booleans(),
     attempts_before=st.one_of(st.none(), st.integers(0, 3)),
     last_imei=st.one_of(st.none(), st.just(IMEI.value), st.just(OTHER_IMEI.value)),
-    attempt_pin=st.sampled_from(["current", "pending"]),
+    attempt_pin=st.sampled_from(["current", "pending", "fallback"]),
     has_pending=st.booleans(),
     pending_rejected=st.booleans(),
+    has_fallback=st.booleans(),
+    unsettled=st.sets(st.sampled_from(["current", "pending", "fallback"])).map(lambda u: tuple(sorted(u))),
 )
 observations = st.builds(
     Observations,
@@ -231,6 +233,7 @@ observations = st.builds(
     attempts=maybe(st.integers(0, 10)),
     presented=st.one_of(st.none(), st.sampled_from(PinOutcome)),
     presented_pending=st.one_of(st.none(), st.sampled_from(PinOutcome)),
+    presented_fallback=st.one_of(st.none(), st.sampled_from(PinOutcome)),
 )
 policies = st.builds(
     PolicySettings,
@@ -243,27 +246,37 @@ policies = st.builds(
 @given(observations, policies)
 def test_pin_is_presented_only_when_every_rule_allows(obs, policy):
     step = decide(obs, policy)
-    if step not in (Step.PRESENT_PIN, Step.PRESENT_PENDING_PIN):
+    if step not in (Step.PRESENT_PIN, Step.PRESENT_PENDING_PIN, Step.PRESENT_FALLBACK_PIN):
         return
     assert obs.lock is SimLock.SIM_PIN  # exactly SIM PIN, nothing else
     assert isinstance(obs.iccid, Iccid)  # ICCID read first
     assert isinstance(obs.stored, StoredPin)  # a PIN stored for this ICCID
+    stored = obs.stored
+    current_out = stored.rejected or obs.presented is not None or "current" in stored.unsettled
+    pending_out = not stored.has_pending or stored.pending_rejected or obs.presented_pending is not None \
+        or "pending" in stored.unsettled
     if step is Step.PRESENT_PIN:
-        assert not obs.stored.rejected  # never a rejected PIN
+        assert not stored.rejected  # never a rejected PIN
         assert obs.presented is None  # at most once a run
-    else:
-        assert obs.stored.has_pending and not obs.stored.pending_rejected
+        assert "current" not in stored.unsettled
+    elif step is Step.PRESENT_PENDING_PIN:
+        assert stored.has_pending and not stored.pending_rejected
         assert obs.presented_pending is None
         # current first: pending only once current is out of the running
-        assert obs.stored.rejected or obs.presented is not None
-    assert PinOutcome.ACCEPTED not in (obs.presented, obs.presented_pending)
-    assert PinOutcome.UNKNOWN not in (obs.presented, obs.presented_pending)
+        assert current_out or (stored.attempt_started and stored.attempts_before is None)
+    else:
+        assert stored.has_fallback and obs.presented_fallback is None and "fallback" not in stored.unsettled
+        # the fallback last: only once current and pending are out of the running
+        assert current_out and pending_out
+    outcomes = (obs.presented, obs.presented_pending, obs.presented_fallback)
+    assert PinOutcome.ACCEPTED not in outcomes
+    assert PinOutcome.UNKNOWN not in outcomes
     assert obs.attempts is not NOT_READ  # counter asked first
     if obs.attempts is not None:
         assert obs.attempts >= policy.min_retries  # the guard
     else:
         assert not obs.stored.attempt_started  # unknown counter: one try per PIN
-        assert obs.presented is None and obs.presented_pending is None
+        assert outcomes == (None, None, None)
     if obs.stored.attempt_started:  # a lost attempt is settled by the counter first
         assert obs.stored.attempts_before is not None
         assert obs.attempts >= obs.stored.attempts_before

@@ -347,6 +347,7 @@ class ModelStore:
     pending_rejected: bool = False
     attempt: str | None = None
     attempts_before: int | None = None
+    fallback: str | None = None  # the PIN last seen accepted, while current is unproven
 
     def view(self) -> StoredPin:
         return StoredPin(
@@ -356,11 +357,14 @@ class ModelStore:
             attempt_pin=self.attempt or "current",
             has_pending=self.pending is not None,
             pending_rejected=self.pending_rejected,
+            has_fallback=self.fallback is not None,
         )
 
     def latch(self, which: str) -> None:
         if which == "pending":
             self.pending_rejected = True
+        elif which == "fallback":
+            self.fallback = None  # refused: dropped
         else:
             self.rejected = True
         self.attempt = None
@@ -373,7 +377,7 @@ def boot(card: ModelCard, store: ModelStore, policy: PolicySettings, counter_rea
     while True:
         d = decide(obs, policy)
         if d is Step.READ_SIM_LOCK:
-            if PinOutcome.ACCEPTED in (obs.presented, obs.presented_pending):
+            if PinOutcome.ACCEPTED in (obs.presented, obs.presented_pending, obs.presented_fallback):
                 lock = SimLock.READY
             else:
                 lock = SimLock.SIM_PUK if card.left == 0 else SimLock.SIM_PIN
@@ -387,19 +391,22 @@ def boot(card: ModelCard, store: ModelStore, policy: PolicySettings, counter_rea
         elif d is Step.LATCH_LOST_ATTEMPT:
             store.latch(store.attempt)
             obs = obs.with_(stored=store.view())
-        elif d in (Step.PRESENT_PIN, Step.PRESENT_PENDING_PIN):
-            which = "current" if d is Step.PRESENT_PIN else "pending"
+        elif d in (Step.PRESENT_PIN, Step.PRESENT_PENDING_PIN, Step.PRESENT_FALLBACK_PIN):
+            which = {Step.PRESENT_PIN: "current", Step.PRESENT_PENDING_PIN: "pending"}.get(d, "fallback")
             store.attempt, store.attempts_before = which, obs.attempts
             if cut_at == "before-send":
                 return "power-cut"
-            ok = card.verify(store.pin if which == "current" else store.pending)
+            ok = card.verify({"current": store.pin, "pending": store.pending, "fallback": store.fallback}[which])
             if cut_at == "after-send":
                 return "power-cut"
-            field = "presented" if which == "current" else "presented_pending"
+            field = {"current": "presented", "pending": "presented_pending", "fallback": "presented_fallback"}[which]
             if ok:
                 if which == "pending":
                     store.pin, store.pending = store.pending, None
                     store.rejected = store.pending_rejected = False
+                elif which == "fallback":
+                    store.pin, store.rejected = store.fallback, False
+                store.fallback = None  # proven either way
                 store.attempt = None
                 obs = obs.with_(**{field: PinOutcome.ACCEPTED}, lock=NOT_READ, stored=store.view())
             else:
@@ -463,3 +470,31 @@ def test_an_interrupted_pin_change_never_locks_the_gateway_out(card_holds, cuts)
         assert outcomes[-1] == Paired(), outcomes
         assert store.pin == pins[card_holds]  # whichever the card accepted is current now
         assert card.left == 3
+
+
+@hsettings(max_examples=400)
+@given(
+    card_holds=st.sampled_from(["current", "fallback", "neither"]),
+    counter_readable=st.booleans(),
+    cuts=cuts_strategy,
+)
+def test_a_change_the_card_never_made_never_locks_the_gateway_out(card_holds, counter_readable, cuts):
+    """Guarantee 5 for a change only the modem's OK vouched for: the card
+    holds the new (current) PIN or the one before it (the fallback); with
+    the default guard the gateway gets back in, never spends a wrong PIN
+    twice, and never blocks the card."""
+    pins = {"current": "11111111", "fallback": "22222222", "neither": "33333333"}
+    card = ModelCard(pin=pins[card_holds])
+    store = ModelStore(pin=pins["current"], fallback=pins["fallback"])
+    policy = PolicySettings(min_retries=2)
+    outcomes = []
+    for cut in cuts + [None, None]:
+        before = card.left
+        outcomes.append(boot(card, store, policy, counter_readable, cut))
+        assert before - card.left <= 1 or counter_readable  # without a count: one try a run
+    assert card.left > 0, "the gateway blocked its own SIM"
+    if card_holds == "neither":
+        assert isinstance(outcomes[-1], Refused)
+    elif counter_readable:
+        assert outcomes[-1] == Paired(), outcomes
+        assert store.pin == pins[card_holds] and store.fallback is None and card.left == 3

@@ -687,3 +687,34 @@ def test_doctor_names_a_fallback():
     assert "old PIN kept until the card proves the new one" in entry_summary(entry)
     assert "last seen to accept is kept" in entry_summary({**entry, "state": "rejected"})
     assert "never presented again" in entry_summary({**entry, "state": "rejected", "fallback": False})
+
+
+def test_pin_try_plans_the_fallback_last_and_an_unsettled_one_only_on_a_person_s_word():
+    from mtcd.policy import StoredPin
+    from mtcd.recovery import UNSETTLED, plan_try
+
+    held = StoredPin(rejected=True, has_fallback=True)
+    assert plan_try(SimLock.SIM_PIN, ICCID, held, 3, 2).which == FALLBACK
+    both = StoredPin(rejected=True, has_pending=True, has_fallback=True)
+    assert plan_try(SimLock.SIM_PIN, ICCID, both, 3, 2).which == "pending"
+    lost = StoredPin(rejected=True, has_fallback=True, unsettled=("fallback",))
+    assert plan_try(SimLock.SIM_PIN, ICCID, lost, None, 2).refusal.reason == UNSETTLED
+    plan = plan_try(SimLock.SIM_PIN, ICCID, lost, None, 2, below_guard=True, last_attempt=True, unsettled_ok=True)
+    assert plan.which == FALLBACK and plan.unsettled
+
+
+def test_a_dry_run_names_the_fallback_and_presents_nothing(tmp_path):
+    from mtcd.recovery import dry_run
+
+    state = tmp_path / "state"
+    _store(state)
+    card = Card(True)
+    _rotate(state, card)
+    new = _entry(state).pin
+    card.power_cycle()
+    card.left = 2
+    _pair(state, card)  # the new PIN refused; at the guard
+    card.left = 3  # counter back (a person's try elsewhere)
+    answer = dry_run(card, Keystore.open(state), PolicySettings(), IMEI, None)
+    assert answer["state"] == "would-present" and answer["pin"] == FALLBACK
+    assert card.presented == [new] and CARDS_PIN.reveal() not in json.dumps(answer)

@@ -116,6 +116,9 @@ def entry_summary(entry: Mapping | None) -> str:
     if entry is None:
         return "no entry"
     state = entry.get("state")
+    if state == "rejected" and entry.get("fallback"):
+        return ("rejected: the card refused the PIN of a change said done; the PIN it was last seen to accept "
+                "is kept (presented once within the guard, or `mtcctl pin try`)")
     if state == "rejected":
         return "rejected (the card refused the stored PIN; never presented again)"
     if state == "compromised":
@@ -125,6 +128,8 @@ def entry_summary(entry: Mapping | None) -> str:
         words.append("transport PIN (replaced when the SIM is adopted)")
     if entry.get("pending"):
         words.append(f"pending change ({entry['pending']})" + (", pending PIN rejected" if entry.get("pending_rejected") else ""))
+    if entry.get("fallback"):
+        words.append("old PIN kept until the card proves the new one (a change only the modem's OK vouches for)")
     if entry.get("attempt_in_flight"):
         words.append("a presentation's outcome not yet settled")
     return ", ".join(words)

@@ -253,6 +253,7 @@ def keystore_facts(state_dir: Path, sealer_kind: str, iccid: str | None) -> dict
             "transport": entry.transport,
             "pending": entry.pending_origin,
             "pending_rejected": entry.pending_rejected,
+            "fallback": entry.fallback_pin is not None,  # never the PIN: only that one is kept
             "attempt_in_flight": entry.attempt is not None or bool(entry.unsettled),
             "last_imei": entry.last_imei,
             "created": entry.created,

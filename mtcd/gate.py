@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .errors import ModemUnavailable, MtcdError
 from .identity import Iccid, Imei, Imeisv, Imsi
-from .keystore import CURRENT, PENDING, Keystore
+from .keystore import CURRENT, FALLBACK, PENDING, Keystore
 from .simlock import SimLock
 from .policy import (
     Decision,
@@ -79,9 +79,9 @@ def pair(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei, i
                 events.append(("pin-attempt-rejected",
                                {"iccid": str(obs.iccid), "pin": which, "settled": "by counter"}))
             obs = obs.with_(stored=_stored_view(keystore, obs.iccid))
-        elif decision in (Step.PRESENT_PIN, Step.PRESENT_PENDING_PIN):
-            which = CURRENT if decision is Step.PRESENT_PIN else PENDING
-            if (obs.presented is not None or obs.presented_pending is not None) and not _still_the_card(uicc, obs.iccid):
+        elif decision in _PRESENTING:
+            which = _PRESENTING[decision]
+            if _presented(obs) and not _still_the_card(uicc, obs.iccid):
                 # A second candidate in one run (after a refusal): a modem
                 # may give no word of a swap, so the ICCID read before the
                 # first one is checked again.  Another card starts afresh,
@@ -108,13 +108,14 @@ def pair(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei, i
                 if rereads > 3:
                     decision = Refused(Reason.SIM_ERROR, "the SIM's state keeps changing; `mtcctl repair`")
                     break
-                obs = Observations(imei=imei, presented=obs.presented, presented_pending=obs.presented_pending)
+                obs = Observations(imei=imei, presented=obs.presented, presented_pending=obs.presented_pending,
+                                   presented_fallback=obs.presented_fallback)
                 continue
-            if PinOutcome.ACCEPTED in (obs.presented, obs.presented_pending):
+            if PinOutcome.ACCEPTED in _presented(obs):
                 retries = None  # the card reset its counter to its maximum
-            elif PinOutcome.UNKNOWN in (obs.presented, obs.presented_pending):
+            elif PinOutcome.UNKNOWN in _presented(obs):
                 retries = None  # the count before it no longer holds
-            elif PinOutcome.REJECTED in (obs.presented, obs.presented_pending):
+            elif PinOutcome.REJECTED in _presented(obs):
                 # Read what is left before any other candidate (costs nothing).
                 retries = _pin1(uicc)
                 obs = obs.with_(attempts=retries)
@@ -122,7 +123,7 @@ def pair(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei, i
             break
     imsi = None
     if isinstance(decision, Paired):
-        if obs.presented is None and obs.presented_pending is None:
+        if not _presented(obs):
             keystore.note_paired(obs.iccid, imei.value)
         imsi = uicc.imsi()
     return PairingOutcome(
@@ -135,6 +136,21 @@ def pair(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei, i
         pin_retries=retries,
         pin_events=tuple(events),
     )
+
+
+# The step that presents each candidate, in the policy's order.
+_PRESENTING = {Step.PRESENT_PIN: CURRENT, Step.PRESENT_PENDING_PIN: PENDING, Step.PRESENT_FALLBACK_PIN: FALLBACK}
+_FIELD = {CURRENT: "presented", PENDING: "presented_pending", FALLBACK: "presented_fallback"}
+
+
+def _presented(obs: Observations) -> tuple[PinOutcome, ...]:
+    """The outcomes of this run's presentations so far."""
+    return tuple(o for o in (obs.presented, obs.presented_pending, obs.presented_fallback) if o is not None)
+
+
+def presented(obs: Observations, which: str) -> PinOutcome | None:
+    """What this run's presentation of `which` came to (None: not presented)."""
+    return getattr(obs, _FIELD[which])
 
 
 def read_step(step: Decision, obs: Observations, uicc: Uicc, keystore: Keystore) -> Observations | None:
@@ -179,6 +195,7 @@ def _stored_view(keystore: Keystore, iccid: Iccid) -> StoredPin | None:
         attempt_pin=entry.attempt or CURRENT,
         has_pending=entry.pending_pin is not None,
         pending_rejected=entry.pending_rejected,
+        has_fallback=entry.fallback_pin is not None,
         unsettled=entry.unsettled,
         attempt_change=entry.attempt_change,
     )
@@ -232,7 +249,7 @@ def _present(uicc: Uicc, keystore: Keystore, obs: Observations, which: str,
         if after is not None and after < obs.attempts:
             outcome = PinOutcome.REJECTED  # the counter fell: the card refused it
     log.info("%s PIN presented for ICCID %s: %s", which, obs.iccid, outcome.value)
-    field = "presented" if which == CURRENT else "presented_pending"
+    field = _FIELD[which]
     if outcome is PinOutcome.REJECTED:
         keystore.record_rejected(obs.iccid, which, presented=pin)
         events.append(("pin-attempt-rejected", {"iccid": str(obs.iccid), "pin": which}))
@@ -241,5 +258,9 @@ def _present(uicc: Uicc, keystore: Keystore, obs: Observations, which: str,
         keystore.record_accepted(obs.iccid, obs.imei.value if obs.imei else None, which)
         if which == PENDING:
             events.append(("pin-promoted", {"iccid": str(obs.iccid), "origin": entry.pending_origin}))
+        elif which == FALLBACK:
+            # The card refused the PIN our change set and took the one
+            # before it: the OK to that change never reached the card.
+            events.append(("pin-change-not-made", {"iccid": str(obs.iccid)}))
     # Unknown: the marker stays, and the next run settles it by the counter.
     return obs.with_(**{field: outcome}, lock=lock, stored=_stored_view(keystore, obs.iccid))

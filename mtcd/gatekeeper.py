@@ -853,7 +853,7 @@ def decision_may_change(outcome: PairingOutcome, stored: StoredPin | None, setti
     only a real pairing run can tell."""
     obs: Observations = outcome.observations.with_(stored=stored)
     if not outcome.paired:
-        obs = obs.with_(presented=None, presented_pending=None)
+        obs = obs.with_(presented=None, presented_pending=None, presented_fallback=None)
     again = decide(obs, settings)
     if isinstance(again, Paired):
         return not outcome.paired

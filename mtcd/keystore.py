@@ -80,6 +80,13 @@ PENDING = "pending"
 # (the card may receive it at any time, so it is kept).
 ROTATION = "rotation"
 STAGED = "staged"
+# The third candidate: the PIN the card was last seen to accept, kept (in
+# its own sealed field, not the pending slot a rotation needs) while the
+# current PIN was set by a change only the modem's OK vouches for.  A modem
+# may answer OK to AT+CPWD, or a reader 9000 to CHANGE REFERENCE DATA, that
+# never reached the card; the counter does not move either way.
+FALLBACK = "fallback"
+CANDIDATES = (CURRENT, PENDING, FALLBACK)
 
 # 10,000 entries of a few hundred bytes each stay far below this.
 _MAX_STORE_BYTES = 64 * 1024 * 1024
@@ -89,7 +96,8 @@ _RECORD_FIELDS = {
 }
 # Written only when not empty, so an entry that never had one reads the same
 # to a release without it.
-_OPTIONAL_FIELDS = {"unsettled", "change"}
+_OPTIONAL_FIELDS = {"unsettled", "change", "fallback"}
+_FALLBACK_FIELDS = {"pin", "state", "transport", "rotated"}
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,12 @@ class PinEntry:
     # one, the pending PIN as the new): if the counter shows it was refused,
     # the card never took the new PIN either.
     attempt_change: bool = False
+    # The PIN the card was last seen to accept, while the current one is
+    # unproven (see FALLBACK), and what it was as the current PIN (state,
+    # transport, rotated): if the card still holds it, it is current again
+    # as it was (still compromised, still the operator's, as old).
+    fallback_pin: Pin | None = None
+    fallback_of: tuple[str, bool, str | None] | None = None
 
     @property
     def rejected(self) -> bool:
@@ -134,6 +148,8 @@ class PinEntry:
         return self.attempt is not None
 
     def candidate(self, which: str) -> Pin | None:
+        if which == FALLBACK:
+            return self.fallback_pin
         return self.pin if which == CURRENT else self.pending_pin
 
 
@@ -367,12 +383,44 @@ class Keystore:
             return None
         if old.pending_pin is None:
             raise KeystoreError(f"no pending PIN is stored for ICCID {iccid}")
-        now = _now()
-        entry = replace(old, pin=old.pending_pin, pending_pin=None, pending_origin=None,
-                        pending_rejected=False, state=ACTIVE, transport=False,
-                        attempt=None, attempts_before=None, unsettled=(), attempt_change=False,
-                        rotated=now, updated=now,
-                        last_imei=str(imei) if imei is not None else old.last_imei)
+        # Proven (the card unlocked with it) or a person's (unblock): the
+        # fallback has nothing left to cover.
+        entry = replace(_promoted(old, imei), fallback_pin=None, fallback_of=None)
+        self._commit([entry])
+        return entry
+
+    @_transaction
+    def promote_unproven(self, iccid: Iccid, imei: str | None, pin: Pin) -> PinEntry | None:
+        """Our change to `pin`, the pending PIN, was answered OK and no
+        counter fell: the card made it, or the modem never passed it on.
+        `pin` becomes current; the PIN the card was last seen to accept is
+        kept as the fallback: the one held already, if any (the old current
+        is unproven too), else the old current as it was.  One write, so no
+        power cut loses either.  None (nothing written) when `pin` is no
+        longer our pending change: a person stored or staged another PIN
+        meanwhile, which wins."""
+        old = self._require(iccid)
+        if old.pending_pin != pin or old.pending_origin != ROTATION:
+            return None
+        if old.fallback_pin is not None:
+            kept, of = old.fallback_pin, old.fallback_of
+        else:
+            kept, of = old.pin, (old.state, old.transport, old.rotated)
+        entry = replace(_promoted(old, imei), fallback_pin=kept, fallback_of=of)
+        self._commit([entry])
+        return entry
+
+    @_transaction
+    def fall_back(self, iccid: Iccid, refused: Pin) -> PinEntry | None:
+        """The card refused `refused`, the current PIN, as the old PIN of a
+        change (its counter fell): the change that set it never reached the
+        card, and the fallback is current again, as it was (nothing is sent).
+        None (nothing written) without a fallback, or when a person stored
+        another PIN meanwhile."""
+        old = self._require(iccid)
+        if old.pin != refused or old.fallback_pin is None:
+            return None
+        entry = replace(_restored(old), updated=_now())
         self._commit([entry])
         return entry
 
@@ -430,15 +478,22 @@ class Keystore:
 
     @_transaction
     def record_accepted(self, iccid: Iccid, imei: str | None, which: str = CURRENT) -> PinEntry:
-        """The card accepted `which` (or was found unlocked with it)."""
+        """The card accepted `which` (or was found unlocked with it).
+        The current PIN accepted is proven: the fallback is dropped.  The
+        fallback accepted: the change that replaced it never reached the
+        card, and it is current again as it was."""
         if which == PENDING:
             return self.promote_pending(iccid, imei)
+        if which == FALLBACK:
+            return self._fallback_accepted(iccid, imei)
         entry = self._require(iccid)
-        changes = dict(attempt=None, attempts_before=None, attempt_change=False,
-                       last_imei=str(imei) if imei is not None else None)
+        unsettled = entry.unsettled
         if entry.attempt == PENDING:
             # Still open: the card, holding the current PIN, refused it if it got it.
-            changes.update(unsettled=_with(entry.unsettled, PENDING))
+            unsettled = _with(unsettled, PENDING)
+        changes = dict(attempt=None, attempts_before=None, attempt_change=False,
+                       last_imei=str(imei) if imei is not None else None,
+                       fallback_pin=None, fallback_of=None, unsettled=_without(unsettled, FALLBACK))
         if entry.pending_origin == ROTATION:
             # The card holds the current PIN, so our own interrupted change
             # never reached it: that pending PIN is void.
@@ -447,6 +502,15 @@ class Keystore:
         if all(getattr(entry, k) == v for k, v in changes.items()):
             return entry  # nothing new: no write at every boot
         entry = replace(entry, updated=_now(), **changes)
+        self._commit([entry])
+        return entry
+
+    def _fallback_accepted(self, iccid: Iccid, imei: str | None) -> PinEntry:
+        old = self._require(iccid)
+        if old.fallback_pin is None:
+            raise KeystoreError(f"no fallback PIN is stored for ICCID {iccid}")
+        entry = replace(_restored(old), updated=_now(),
+                        last_imei=str(imei) if imei is not None else old.last_imei)
         self._commit([entry])
         return entry
 
@@ -470,6 +534,10 @@ class Keystore:
             return
         if which == PENDING:
             entry = replace(entry, pending_rejected=True)
+        elif which == FALLBACK:
+            # The card holds neither it nor the current PIN: nothing is
+            # left for it to cover, and it is never presented again.
+            entry = replace(entry, fallback_pin=None, fallback_of=None)
         else:
             entry = replace(entry, state=REJECTED)
         if which == CURRENT and entry.attempt == CURRENT and entry.attempt_change \
@@ -494,8 +562,13 @@ class Keystore:
         changed = []
         for iccid in (iccids if iccids is not None else self.iccids()):
             entry = self._require(iccid)
-            if entry.state == ACTIVE:
-                changed.append(replace(entry, state=COMPROMISED, updated=now))
+            marked = replace(entry, state=COMPROMISED) if entry.state == ACTIVE else entry
+            if entry.fallback_of is not None and entry.fallback_of[0] != COMPROMISED:
+                # The fallback, sealed in the same store, is as known: if the
+                # card still holds it, it is still to be replaced.
+                marked = replace(marked, fallback_of=(COMPROMISED, *entry.fallback_of[1:]))
+            if marked != entry:
+                changed.append(replace(marked, updated=now))
         if changed:
             self._commit(changed)
         return len(changed)
@@ -994,7 +1067,36 @@ def _load_sealed(path: Path, raw: bytes | None, key: bytes | None
     return sealed, None, generation or 0, counted
 
 
+def _promoted(old: PinEntry, imei: str | None) -> PinEntry:
+    """`old` with its pending PIN as the current one, every latch and marker cleared."""
+    now = _now()
+    return replace(old, pin=old.pending_pin, pending_pin=None, pending_origin=None,
+                   pending_rejected=False, state=ACTIVE, transport=False,
+                   attempt=None, attempts_before=None, unsettled=(), attempt_change=False,
+                   rotated=now, updated=now,
+                   last_imei=str(imei) if imei is not None else old.last_imei)
+
+
+def _restored(old: PinEntry) -> PinEntry:
+    """`old` with its fallback current again, as it was (the card never made
+    the change that replaced it), and the PIN that change set gone.  Our own
+    rotation's pending PIN was a change from that PIN, so it is void too; a
+    staged one (the operator's) stays, as its marks do."""
+    state, transport, rotated = old.fallback_of or (ACTIVE, False, old.rotated)
+    keep_pending = old.pending_origin == STAGED
+    unsettled = tuple(u for u in old.unsettled if u == PENDING and keep_pending)
+    return replace(old, pin=old.fallback_pin, fallback_pin=None, fallback_of=None,
+                   # Only the presumption of compromise: never a latch of another PIN.
+                   state=COMPROMISED if state == COMPROMISED else ACTIVE,
+                   transport=transport, rotated=rotated,
+                   attempt=None, attempts_before=None, attempt_change=False, unsettled=unsettled,
+                   **({} if keep_pending else dict(pending_pin=None, pending_origin=None,
+                                                    pending_rejected=False)))
+
+
 def _is_rejected(entry: PinEntry, which: str) -> bool:
+    if which == FALLBACK:
+        return False  # a refused fallback is dropped, never kept
     return entry.pending_rejected if which == PENDING else entry.rejected
 
 
@@ -1068,7 +1170,10 @@ def _record(entry: PinEntry) -> dict:
         "attempt": entry.attempt,
         "attempts_before": entry.attempts_before,
     } | ({"unsettled": list(entry.unsettled)} if entry.unsettled else {}) \
-        | ({"change": True} if entry.attempt_change else {})
+        | ({"change": True} if entry.attempt_change else {}) \
+        | ({"fallback": {"pin": entry.fallback_pin.reveal(), "state": entry.fallback_of[0],
+                         "transport": entry.fallback_of[1], "rotated": entry.fallback_of[2]}}
+           if entry.fallback_pin is not None else {})
 
 
 def _read_store(path: Path) -> tuple[bytes | None, "_HeldFile | None"]:
@@ -1208,8 +1313,15 @@ def _unseal(path: Path, key: bytes, iccid: Iccid, sealed: tuple[bytes, bytes]) -
         pending = record["pending_pin"]
         unsettled = record.get("unsettled", [])
         if not isinstance(unsettled, list) or len(set(unsettled)) != len(unsettled) \
-                or not set(unsettled) <= {CURRENT, PENDING}:
+                or not set(unsettled) <= set(CANDIDATES):
             raise ValueError
+        # Absent in an entry written before the fallback: none held.
+        fallback = record.get("fallback")
+        if fallback is not None:
+            if not isinstance(fallback, dict) or set(fallback) != _FALLBACK_FIELDS \
+                    or fallback["state"] not in STATES or type(fallback["transport"]) is not bool \
+                    or not (fallback["rotated"] is None or isinstance(fallback["rotated"], str)):
+                raise ValueError
         entry = PinEntry(
             iccid=iccid,
             pin=Pin(record["pin"]),
@@ -1226,13 +1338,16 @@ def _unseal(path: Path, key: bytes, iccid: Iccid, sealed: tuple[bytes, bytes]) -
             rotated=record["rotated"],
             unsettled=tuple(sorted(unsettled)),
             attempt_change=record.get("change", False),
+            fallback_pin=Pin(fallback["pin"]) if fallback is not None else None,
+            fallback_of=(fallback["state"], fallback["transport"], fallback["rotated"])
+            if fallback is not None else None,
         )
         checks = (
             entry.state in STATES,
             isinstance(entry.created, str) and isinstance(entry.updated, str),
             entry.rotated is None or isinstance(entry.rotated, str),
             entry.last_imei is None or isinstance(entry.last_imei, str),
-            entry.attempt in (None, CURRENT, PENDING),
+            entry.attempt in (None, *CANDIDATES),
             entry.attempts_before is None
             or (type(entry.attempts_before) is int and 0 <= entry.attempts_before <= 15),
             entry.pending_origin in ((None,) if pending is None else (ROTATION, STAGED)),

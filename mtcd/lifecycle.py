@@ -9,6 +9,15 @@ is sealed in the keystore as *pending*, and fsynced, before the card is
 asked to change; it becomes *current* only after the card said OK.  Until
 then the pairing step tries current, then pending, each once, each only
 while the retry guard allows (mtcd.policy).
+
+An OK with the counter unchanged is also what a modem that never passed the
+change on answers, so the PIN the card was last seen to accept stays, sealed,
+as the *fallback* (the third candidate) until the card unlocks with the new
+one.  A rotation never waits for that proof: it changes from the current PIN
+as usual, and a card that refuses it as the old PIN shows the change before
+never reached it, so the fallback is current again.  Not covered: a modem
+that passes some changes on and drops others (only the last proven PIN and
+the current one are kept).
 """
 
 from __future__ import annotations
@@ -198,7 +207,10 @@ class Lifecycle:
         # Settled on the PINs this change sent: `mtcctl pin set` and `pin
         # stage` need no modem and may have replaced them while AT+CPWD was out.
         if outcome is PinOutcome.ACCEPTED:
-            if self.keystore.promote_pending(iccid, self.imei.value, pin=new) is None:
+            # An OK with the counter unchanged is also what a modem that never
+            # passed the change on says: the PIN the card was last seen to
+            # accept stays as the fallback until it accepts the new one.
+            if self.keystore.promote_unproven(iccid, self.imei.value, new) is None:
                 # A person's store removed or replaced the pending PIN
                 # while the card was taking it: settled like a lost answer.
                 self._keep_new_pin(iccid, new)
@@ -211,6 +223,17 @@ class Lifecycle:
         if outcome is PinOutcome.REJECTED:
             # The card does not hold the PIN we gave as the old one.
             self.keystore.discard_pending(iccid, new)
+            if self.keystore.fall_back(iccid, refused=old) is not None:
+                # That PIN came from a change only the modem's OK vouched
+                # for: it never reached the card, which still holds the PIN
+                # before it, current again (nothing more is sent now).
+                self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason,
+                                    why="old PIN rejected")
+                self.journal.append("pin-change-not-made", iccid=str(iccid))
+                log.warning("the SIM %s refused its current PIN: the last change never reached it", iccid)
+                raise LifecycleRefused(f"the SIM {iccid} refused its current PIN: the last PIN change never "
+                                       "reached the card, so the PIN before it is current again; the PIN was "
+                                       "not changed now: run the rotation again")
             self.keystore.record_rejected(iccid, CURRENT, presented=old)
             self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason, why="old PIN rejected")
             raise LifecycleRefused(f"the SIM {iccid} rejected its stored PIN; the change was not made; "

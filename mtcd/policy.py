@@ -16,8 +16,10 @@ gateway from blocking its own SIM):
    presented again until a person replaces it.  A SIM may have two
    candidates: the current PIN and a pending one (a change that may or may
    not have reached the card: our rotation cut short, or the operator's
-   over-the-air change).  Current is tried first, then pending, each once,
-   each only while the guard allows.
+   over-the-air change) -- and a third, the fallback: the PIN the card was
+   last seen to accept, kept while the current one was set by a change only
+   the modem's OK vouches for.  Current is tried first, then pending, then
+   the fallback, each once, each only while the guard allows.
 5. The remaining attempts are read first; below `min_retries` nothing is
    presented (`retry-guard`).  When no command reports them, a PIN is
    presented at most once: an attempt whose outcome was lost (power cut)
@@ -67,6 +69,7 @@ class Step(enum.Enum):
     READ_ATTEMPTS = "read-attempts"
     PRESENT_PIN = "present-pin"
     PRESENT_PENDING_PIN = "present-pending-pin"
+    PRESENT_FALLBACK_PIN = "present-fallback-pin"
     # The counter shows that the presentation lost in a power cut was
     # rejected: latch that PIN before anything else.
     LATCH_LOST_ATTEMPT = "latch-lost-attempt"
@@ -129,9 +132,12 @@ class StoredPin:
     attempt_started: bool = False
     attempts_before: int | None = None
     last_imei: str | None = None
-    attempt_pin: str = "current"  # which candidate was in flight: "current" | "pending"
+    attempt_pin: str = "current"  # which candidate was in flight: "current" | "pending" | "fallback"
     has_pending: bool = False
     pending_rejected: bool = False
+    # The PIN the card was last seen to accept, kept while the current one
+    # is unproven (a refused one is dropped, so never a rejected one).
+    has_fallback: bool = False
     # Candidates presented before `attempt_pin` whose outcome no counter
     # could settle: the card may have refused them (never presented again).
     unsettled: tuple[str, ...] = ()
@@ -149,6 +155,7 @@ class Observations:
     attempts: int | None | _NotRead = NOT_READ  # PIN1 tries left; None: unreported
     presented: PinOutcome | None = None  # the current PIN, this run
     presented_pending: PinOutcome | None = None  # the pending PIN, this run
+    presented_fallback: PinOutcome | None = None  # the fallback PIN, this run
 
     def with_(self, **changes) -> "Observations":
         return replace(self, **changes)
@@ -196,7 +203,7 @@ def _imei_changed(obs: Observations, stored: StoredPin) -> bool:
 
 
 def _outcomes(obs: Observations) -> tuple[PinOutcome, ...]:
-    return tuple(o for o in (obs.presented, obs.presented_pending) if o is not None)
+    return tuple(o for o in (obs.presented, obs.presented_pending, obs.presented_fallback) if o is not None)
 
 
 def _pending_usable(stored: StoredPin) -> bool:
@@ -221,7 +228,7 @@ def _decide_unlocked(obs: Observations, settings: PolicySettings) -> Decision:
             return Refused(Reason.PIN_DISABLED, f"the PIN of SIM {obs.iccid} is disabled, so it would work in any device; "
                            "`mtcctl pair` (its PIN on stdin) enables it and sets one unique to this gateway")
         return Paired()
-    if obs.stored.rejected and not _pending_usable(obs.stored):
+    if obs.stored.rejected and not _pending_usable(obs.stored) and not obs.stored.has_fallback:
         return Refused(Reason.PIN_REJECTED, _rejected(obs.iccid))
     # Unlocked with PIN enabled: it was unlocked in this modem since the card
     # was powered, and its ICCID has a good stored PIN.
@@ -240,7 +247,8 @@ def _decide_locked(obs: Observations, settings: PolicySettings) -> Decision:
         return Refused(Reason.SIM_ERROR, f"SIM {obs.iccid} still asks for its PIN after accepting it; `mtcctl repair`")
     current_ok = not stored.rejected and "current" not in stored.unsettled and obs.presented is None
     pending_ok = _pending_usable(stored) and "pending" not in stored.unsettled and obs.presented_pending is None
-    if not (current_ok or pending_ok):
+    fallback_ok = stored.has_fallback and "fallback" not in stored.unsettled and obs.presented_fallback is None
+    if not (current_ok or pending_ok or fallback_ok):
         if stored.unsettled and not outcomes:
             return Refused(Reason.RETRY_GUARD, f"earlier PIN attempts on SIM {obs.iccid} have no recorded outcome "
                            f"and the card may have refused them; {_unsettled_hint(obs.iccid, None, stored, 0)}")
@@ -270,7 +278,9 @@ def _decide_locked(obs: Observations, settings: PolicySettings) -> Decision:
             f"{_attempts_left(obs.attempts)} on SIM {obs.iccid}, below the guard of {settings.min_retries}; "
             f"{_try_hint(obs.iccid, obs.attempts, settings.min_retries)}",
         )
-    return Step.PRESENT_PIN if current_ok else Step.PRESENT_PENDING_PIN
+    if current_ok:
+        return Step.PRESENT_PIN
+    return Step.PRESENT_PENDING_PIN if pending_ok else Step.PRESENT_FALLBACK_PIN
 
 
 def _lost_change_to_pending(obs: Observations, stored: StoredPin, settings: PolicySettings) -> bool:
@@ -322,7 +332,8 @@ def _unsettled_hint(iccid: Iccid, attempts: int | None, stored: StoredPin, min_r
     # may have refused it); only the other one, if there is one.
     spent = {*stored.unsettled, stored.attempt_pin} if stored.attempt_started else set(stored.unsettled)
     other = ("current" not in spent and not stored.rejected) or \
-        ("pending" not in spent and stored.has_pending and not stored.pending_rejected)
+        ("pending" not in spent and stored.has_pending and not stored.pending_rejected) or \
+        ("fallback" not in spent and stored.has_fallback)
     if other:
         return _try_hint(iccid, attempts, min_retries)
     return (f"if you know the right PIN, store it again: `mtcctl pin set {iccid}` (its PIN on stdin), "

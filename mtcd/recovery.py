@@ -15,9 +15,12 @@ explicit try (guarantees 1 and 2 hold for a person's request too):
 - never on the last attempt without `--last-attempt` as well;
 - one presentation per command.  With a pending PIN (a change whose outcome
   is unknown) the current PIN is presented first, as pairing does; once the
-  card rejected it, the next `pin try` presents the pending one.  What the
-  card answers settles the keystore (a pending PIN accepted is promoted; the
-  current one accepted voids our own interrupted rotation's pending PIN).
+  card rejected it, the next `pin try` presents the pending one, then the
+  fallback (the PIN the card was last seen to accept, kept while the current
+  one is unproven).  What the card answers settles the keystore (a pending
+  PIN accepted is promoted; the current one accepted voids our own
+  interrupted rotation's pending PIN and the fallback; the fallback
+  accepted is current again as it was).
 
 The presentation itself is the gate's (`mtcd.gate._present`): the attempt
 marker is written before AT+CPIN= and settled after, by the card's answer
@@ -30,10 +33,10 @@ import logging
 from dataclasses import dataclass
 
 from .errors import EXIT_REFUSED, MtcdError
-from .gate import _pin1, _present, _stored_view, read_step
+from .gate import _PRESENTING, _pin1, _present, _stored_view, presented, read_step
 from .identity import Iccid, Imei
 from .journal import PairingJournal
-from .keystore import CURRENT, PENDING, Keystore
+from .keystore import CURRENT, FALLBACK, PENDING, Keystore
 from .policy import (
     NOT_READ,
     Observations,
@@ -83,7 +86,7 @@ class TryPlan:
     """What an explicit try may do now: present `which`, latch a lost
     attempt first, or nothing (`refusal`)."""
 
-    which: str | None = None  # CURRENT | PENDING
+    which: str | None = None  # CURRENT | PENDING | FALLBACK
     latch: str | None = None  # the candidate a lost attempt is now known to have spent
     refusal: TryRefused | None = None
     below_guard: bool = False  # presenting needs the person's confirmation
@@ -132,11 +135,15 @@ def plan_try(lock: SimLock, iccid: Iccid | None, stored: StoredPin | None, attem
         which = CURRENT
     elif stored.has_pending and not stored.pending_rejected and PENDING not in unsettled:
         which = PENDING
+    elif stored.has_fallback and FALLBACK not in unsettled:
+        which = FALLBACK
     elif unsettled and unsettled_ok:
         # Only on a person's explicit word: nobody may know the PIN (one this
         # gateway set), and the card may be on its last attempt.
-        which = CURRENT if CURRENT in unsettled and not stored.rejected else PENDING
-        if which == PENDING and not (stored.has_pending and not stored.pending_rejected):
+        usable = {CURRENT: not stored.rejected, PENDING: stored.has_pending and not stored.pending_rejected,
+                  FALLBACK: stored.has_fallback}
+        which = next((w for w in (CURRENT, PENDING, FALLBACK) if w in unsettled and usable[w]), PENDING)
+        if not usable[which]:
             return refuse(PIN_REJECTED, f"the PIN stored for {iccid} was rejected by the card and is never "
                                         f"presented again; if you know the right one, store it first: "
                                         f"`mtcctl pin set {iccid}`")
@@ -249,7 +256,7 @@ def try_pin(uicc: Uicc, keystore: Keystore, journal: PairingJournal, settings: P
                                     "run `mtcctl pin try` again", iccid) from None
     for event, fields in events:
         journal.append(event, **fields)
-    outcome = obs.presented if plan.which == CURRENT else obs.presented_pending
+    outcome = presented(obs, plan.which)
     if outcome is None:
         # Forgotten or replaced by a person between the look-up and now.
         _journal(journal, base, "refused", reason=UNKNOWN_SIM)
@@ -281,6 +288,9 @@ def _outcome_detail(iccid: Iccid, which: str, outcome: PinOutcome, keystore: Key
     entry = keystore.get(iccid)
     if which == CURRENT and entry is not None and entry.pending_pin is not None and not entry.pending_rejected:
         return (f"SIM {iccid} rejected its stored current PIN; its pending PIN is the other candidate: "
+                f"`{try_command(left, min_retries)}` presents it")
+    if which != FALLBACK and entry is not None and entry.fallback_pin is not None:
+        return (f"SIM {iccid} rejected its stored {which} PIN; the PIN it was last seen to accept is kept: "
                 f"`{try_command(left, min_retries)}` presents it")
     return f"SIM {iccid} rejected its stored {which} PIN; store the right one: `mtcctl pin set {iccid}`"
 
@@ -332,7 +342,7 @@ def dry_run(uicc: Uicc, keystore: Keystore, settings: PolicySettings, imei: Imei
                       detail=f"would record the {which} PIN of SIM {iccid} as rejected (its counter shows that an "
                              f"attempt lost in a power cut was refused: {counted}), then decide again")
     else:
-        which = CURRENT if decision is Step.PRESENT_PIN else PENDING
+        which = _PRESENTING[decision]
         answer.update(state="would-present", pin=which,
                       detail=f"would present the stored {which} PIN for {iccid}: {counted}, guard "
                              f"{settings.min_retries}; if the card accepts it, pair and {link}")

@@ -246,6 +246,34 @@ def test_pin_rotate_interrupted_recovers(bench, backend):
         b.no_secret_anywhere(run, secrets=(TEST_PIN, b.state()["pin"]))
 
 
+def test_a_change_said_done_that_the_card_never_made_loses_no_pin(bench, backend):
+    """CHANGE REFERENCE DATA answered 9000 (the modem's +CSIM, or the
+    reader) and never carried out: the counter does not move, so the
+    rotation settles it as done and keeps the old PIN as the sealed
+    fallback; the next boot presents the new PIN, the card refuses it, the
+    fallback pairs (tests/test_chained_fallback.py has every step)."""
+    card = make_card()
+    with bench(card, vusim_args=("--swallow-ins", "24")) as b:
+        b.gateway.store_pin(str(card.iccid))
+        assert b.gateway.mtcd("once", "--json").last_json["state"] == "paired"
+        if backend == "csim":
+            b.modem.fail_after('AT+CSIM=42,"0024', "unsent")
+        rotate = b.gateway.mtcctl("pin", "rotate")
+        assert rotate.returncode == 0, rotate.stdout + rotate.stderr
+        assert b.state()["pin"] == TEST_PIN  # the card never changed
+        entry = b.gateway.keystore().get(card.iccid)
+        assert entry.fallback_pin.reveal() == TEST_PIN and entry.pending_pin is None
+        new = entry.pin.reveal()
+        b.power_cycle()
+        run = b.gateway.mtcd("once", "--json")
+        assert run.returncode == 0 and run.last_json["state"] == "paired", run.stdout + run.stderr
+        entry = b.gateway.keystore().get(card.iccid)
+        assert entry.pin.reveal() == TEST_PIN and entry.fallback_pin is None and not entry.rejected
+        assert b.state()["pin_attempts"] == 3
+        assert b.pin_commands()[-2:] == ["20", "20"]  # the new PIN, refused, then the fallback
+        b.no_secret_anywhere(rotate, run, secrets=(TEST_PIN, new))
+
+
 def test_sim_unblock_with_a_puk_from_a_person(bench):
     card = make_card(pin_attempts=0)
     with bench(card) as b:

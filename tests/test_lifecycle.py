@@ -124,7 +124,7 @@ def test_power_cut_after_ok_before_promote(gateway, monkeypatch):
             raise PowerCut()
 
         with pytest.raises(PowerCut):
-            _rotate_in_process(gateway, monkeypatch, lambda: monkeypatch.setattr(Keystore, "promote_pending", cut))
+            _rotate_in_process(gateway, monkeypatch, lambda: monkeypatch.setattr(Keystore, "promote_unproven", cut))
         monkeypatch.undo()
         assert card.pin != TEST_PIN  # the card has the new one, the store has it as pending
         paired_after_power_loss(gateway, modem, card)

@@ -217,9 +217,11 @@ stored_pins = st.builds(
     attempt_started=st.booleans(),
     attempts_before=st.one_of(st.none(), st.integers(0, 3)),
     last_imei=st.one_of(st.none(), st.just(IMEI.value), st.just(OTHER_IMEI.value)),
-    attempt_pin=st.sampled_from(["current", "pending"]),
+    attempt_pin=st.sampled_from(["current", "pending", "fallback"]),
     has_pending=st.booleans(),
     pending_rejected=st.booleans(),
+    has_fallback=st.booleans(),
+    unsettled=st.sets(st.sampled_from(["current", "pending", "fallback"])).map(lambda u: tuple(sorted(u))),
 )
 observations = st.builds(
     Observations,
@@ -231,6 +233,7 @@ observations = st.builds(
     attempts=maybe(st.integers(0, 10)),
     presented=st.one_of(st.none(), st.sampled_from(PinOutcome)),
     presented_pending=st.one_of(st.none(), st.sampled_from(PinOutcome)),
+    presented_fallback=st.one_of(st.none(), st.sampled_from(PinOutcome)),
 )
 policies = st.builds(
     PolicySettings,
@@ -243,27 +246,37 @@ policies = st.builds(
 @given(observations, policies)
 def test_pin_is_presented_only_when_every_rule_allows(obs, policy):
     step = decide(obs, policy)
-    if step not in (Step.PRESENT_PIN, Step.PRESENT_PENDING_PIN):
+    if step not in (Step.PRESENT_PIN, Step.PRESENT_PENDING_PIN, Step.PRESENT_FALLBACK_PIN):
         return
     assert obs.lock is SimLock.SIM_PIN  # exactly SIM PIN, nothing else
     assert isinstance(obs.iccid, Iccid)  # ICCID read first
     assert isinstance(obs.stored, StoredPin)  # a PIN stored for this ICCID
+    stored = obs.stored
+    current_out = stored.rejected or obs.presented is not None or "current" in stored.unsettled
+    pending_out = not stored.has_pending or stored.pending_rejected or obs.presented_pending is not None \
+        or "pending" in stored.unsettled
     if step is Step.PRESENT_PIN:
-        assert not obs.stored.rejected  # never a rejected PIN
+        assert not stored.rejected  # never a rejected PIN
         assert obs.presented is None  # at most once a run
-    else:
-        assert obs.stored.has_pending and not obs.stored.pending_rejected
+        assert "current" not in stored.unsettled
+    elif step is Step.PRESENT_PENDING_PIN:
+        assert stored.has_pending and not stored.pending_rejected
         assert obs.presented_pending is None
         # current first: pending only once current is out of the running
-        assert obs.stored.rejected or obs.presented is not None
-    assert PinOutcome.ACCEPTED not in (obs.presented, obs.presented_pending)
-    assert PinOutcome.UNKNOWN not in (obs.presented, obs.presented_pending)
+        assert current_out or (stored.attempt_started and stored.attempts_before is None)
+    else:
+        assert stored.has_fallback and obs.presented_fallback is None and "fallback" not in stored.unsettled
+        # the fallback last: only once current and pending are out of the running
+        assert current_out and pending_out
+    outcomes = (obs.presented, obs.presented_pending, obs.presented_fallback)
+    assert PinOutcome.ACCEPTED not in outcomes
+    assert PinOutcome.UNKNOWN not in outcomes
     assert obs.attempts is not NOT_READ  # counter asked first
     if obs.attempts is not None:
         assert obs.attempts >= policy.min_retries  # the guard
     else:
         assert not obs.stored.attempt_started  # unknown counter: one try per PIN
-        assert obs.presented is None and obs.presented_pending is None
+        assert outcomes == (None, None, None)
     if obs.stored.attempt_started:  # a lost attempt is settled by the counter first
         assert obs.stored.attempts_before is not None
         assert obs.attempts >= obs.stored.attempts_before
@@ -334,6 +347,7 @@ class ModelStore:
     pending_rejected: bool = False
     attempt: str | None = None
     attempts_before: int | None = None
+    fallback: str | None = None  # the PIN last seen accepted, while current is unproven
 
     def view(self) -> StoredPin:
         return StoredPin(
@@ -343,11 +357,14 @@ class ModelStore:
             attempt_pin=self.attempt or "current",
             has_pending=self.pending is not None,
             pending_rejected=self.pending_rejected,
+            has_fallback=self.fallback is not None,
         )
 
     def latch(self, which: str) -> None:
         if which == "pending":
             self.pending_rejected = True
+        elif which == "fallback":
+            self.fallback = None  # refused: dropped
         else:
             self.rejected = True
         self.attempt = None
@@ -360,7 +377,7 @@ def boot(card: ModelCard, store: ModelStore, policy: PolicySettings, counter_rea
     while True:
         d = decide(obs, policy)
         if d is Step.READ_SIM_LOCK:
-            if PinOutcome.ACCEPTED in (obs.presented, obs.presented_pending):
+            if PinOutcome.ACCEPTED in (obs.presented, obs.presented_pending, obs.presented_fallback):
                 lock = SimLock.READY
             else:
                 lock = SimLock.SIM_PUK if card.left == 0 else SimLock.SIM_PIN
@@ -374,19 +391,22 @@ def boot(card: ModelCard, store: ModelStore, policy: PolicySettings, counter_rea
         elif d is Step.LATCH_LOST_ATTEMPT:
             store.latch(store.attempt)
             obs = obs.with_(stored=store.view())
-        elif d in (Step.PRESENT_PIN, Step.PRESENT_PENDING_PIN):
-            which = "current" if d is Step.PRESENT_PIN else "pending"
+        elif d in (Step.PRESENT_PIN, Step.PRESENT_PENDING_PIN, Step.PRESENT_FALLBACK_PIN):
+            which = {Step.PRESENT_PIN: "current", Step.PRESENT_PENDING_PIN: "pending"}.get(d, "fallback")
             store.attempt, store.attempts_before = which, obs.attempts
             if cut_at == "before-send":
                 return "power-cut"
-            ok = card.verify(store.pin if which == "current" else store.pending)
+            ok = card.verify({"current": store.pin, "pending": store.pending, "fallback": store.fallback}[which])
             if cut_at == "after-send":
                 return "power-cut"
-            field = "presented" if which == "current" else "presented_pending"
+            field = {"current": "presented", "pending": "presented_pending", "fallback": "presented_fallback"}[which]
             if ok:
                 if which == "pending":
                     store.pin, store.pending = store.pending, None
                     store.rejected = store.pending_rejected = False
+                elif which == "fallback":
+                    store.pin, store.rejected = store.fallback, False
+                store.fallback = None  # proven either way
                 store.attempt = None
                 obs = obs.with_(**{field: PinOutcome.ACCEPTED}, lock=NOT_READ, stored=store.view())
             else:
@@ -450,3 +470,31 @@ def test_an_interrupted_pin_change_never_locks_the_gateway_out(card_holds, cuts)
         assert outcomes[-1] == Paired(), outcomes
         assert store.pin == pins[card_holds]  # whichever the card accepted is current now
         assert card.left == 3
+
+
+@hsettings(max_examples=400)
+@given(
+    card_holds=st.sampled_from(["current", "fallback", "neither"]),
+    counter_readable=st.booleans(),
+    cuts=cuts_strategy,
+)
+def test_a_change_the_card_never_made_never_locks_the_gateway_out(card_holds, counter_readable, cuts):
+    """Guarantee 5 for a change only the modem's OK vouched for: the card
+    holds the new (current) PIN or the one before it (the fallback); with
+    the default guard the gateway gets back in, never spends a wrong PIN
+    twice, and never blocks the card."""
+    pins = {"current": "11111111", "fallback": "22222222", "neither": "33333333"}
+    card = ModelCard(pin=pins[card_holds])
+    store = ModelStore(pin=pins["current"], fallback=pins["fallback"])
+    policy = PolicySettings(min_retries=2)
+    outcomes = []
+    for cut in cuts + [None, None]:
+        before = card.left
+        outcomes.append(boot(card, store, policy, counter_readable, cut))
+        assert before - card.left <= 1 or counter_readable  # without a count: one try a run
+    assert card.left > 0, "the gateway blocked its own SIM"
+    if card_holds == "neither":
+        assert isinstance(outcomes[-1], Refused)
+    elif counter_readable:
+        assert outcomes[-1] == Paired(), outcomes
+        assert store.pin == pins[card_holds] and store.fallback is None and card.left == 3

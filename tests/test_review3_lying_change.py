@@ -9,14 +9,11 @@ for the first and promotes the new PIN, and the old one is gone from the
 store.  The next pairing presents the new PIN, the card refuses it, and no
 other candidate is left: the SIM needs its PUK.
 
-Closing it needs the store to keep the old PIN as a candidate until the card
-has accepted the new one once (a third state of the entry, and the policy's
-order of candidates): larger than this review.  Marked xfail(strict=True) so
-that it reports when that is done."""
+Closed by the chained fallback: the PIN the card was last seen to accept is
+kept, sealed, as a third candidate until the card has accepted the new one
+(tests/test_chained_fallback.py has every step)."""
 
 from __future__ import annotations
-
-import pytest
 
 from mtcd.config import PolicyConfig
 from mtcd.gate import pair
@@ -49,8 +46,6 @@ class Card(StubCard):
         return PinOutcome.ACCEPTED  # the modem's OK; the card never saw the command
 
 
-@pytest.mark.xfail(strict=True, reason="an OK to AT+CPWD with the counter unchanged is taken as done and the "
-                                       "old PIN dropped; needs the old PIN kept until the new one is proven")
 def test_an_ok_the_card_never_acted_on_does_not_lose_its_pin(tmp_path):
     state = tmp_path / "state"
     Keystore.open(state).set_pin(ICCID, CARDS_PIN)

@@ -199,6 +199,9 @@ def _entry_view(entry) -> dict:
         "iccid": str(entry.iccid),
         "state": entry.state,
         "pending": entry.pending_origin,  # null, "rotation" or "staged"
+        # The PIN the card was last seen to accept is kept (sealed) until it
+        # proves the current one: the last change had only the modem's OK.
+        "fallback": entry.fallback_pin is not None,
         "transport": entry.transport,
         "created": entry.created,
         "updated": entry.updated,
@@ -219,7 +222,9 @@ def _pin_list(config, args) -> int:
         print("no PINs stored")
     width = max((len(e["iccid"]) for e in entries), default=0)
     for e in entries:
-        marks = [m for m, on in (("pending " + str(e["pending"]), e["pending"]), ("transport PIN", e["transport"])) if on]
+        marks = [m for m, on in (("pending " + str(e["pending"]), e["pending"]),
+                                 ("old PIN kept until the card proves the new one", e["fallback"]),
+                                 ("transport PIN", e["transport"])) if on]
         extra = f"  ({', '.join(marks)})" if marks else ""
         created = f"created {e['created']}" if e["created"] else "created at an unknown time"
         changed = f"changed {e['rotated']}" if e["rotated"] else "never changed"

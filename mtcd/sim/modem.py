@@ -39,7 +39,9 @@ VENDORS = ("generic", "quectel", "huawei", "simcom")
 # "reset" / "reset-before": the modem resets (AT+CFUN=1,1 from another
 # port, a watchdog) while the command is in flight, after or before the card
 # acted on it; no answer goes out and, on a pty, the port vanishes a moment.
-FAULT_MODES = ("drop", "before", "ok", "error", "reset", "reset-before")
+# "unsent": never passed to the card, answered as if done (OK; to AT+CSIM
+# the status word 9000): a change the modem says OK to and the card never made.
+FAULT_MODES = ("drop", "before", "ok", "error", "reset", "reset-before", "unsent")
 
 _TAC = "35999900"
 _SERIAL = "000001"
@@ -430,6 +432,8 @@ class SimulatedModem:
         fault = self._take_fault(line)
         if fault == "before":
             return None
+        if fault == "unsent":
+            return (['+CSIM: 4,"9000"'] if line.upper().startswith("AT+CSIM=") else []) + _FINAL_OK
         if fault in ("reset", "reset-before"):
             return self._reset_mid_command(line, acted=fault == "reset")
         queued = len(self._urcs)

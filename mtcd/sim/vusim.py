@@ -33,6 +33,8 @@ and its answer held back S seconds (time to cut the gateway's power).
 carried out, every later one is answered 6F00 (technical problem) and not
 carried out: a card that will not take its PIN back (the hw suite's
 failed-restore test).
+`--swallow-ins 24`: the first command with that INS is answered 9000 and
+not carried out (a change said done that the card never made).
 """
 
 from __future__ import annotations
@@ -250,6 +252,9 @@ class Server:
                 continue
             ins = body[1] if len(body) > 1 else None
             answer = self._refused(ins)
+            if ins is not None and f"{ins:02X}" == (self.args.swallow_ins or "").upper():
+                self.args.swallow_ins = None  # once
+                answer = sw_bytes(0x9000)
             if answer is None:
                 answer = self.usim.answer(body)
             entry = {"ins": f"{ins:02X}" if ins is not None else None, "p1p2": body[2:4].hex().upper(),
@@ -279,6 +284,7 @@ def main(argv=None) -> int:
     parser.add_argument("--stall-ins", help="hold the answer to the first command with this INS (hex)")
     parser.add_argument("--stall-for", type=float, default=3.0)
     parser.add_argument("--refuse-ins", help="answer commands with this INS (hex) 6F00, not carrying them out")
+    parser.add_argument("--swallow-ins", help="answer the first command with this INS (hex) 9000, not carrying it out")
     parser.add_argument("--refuse-after", type=int, default=0, help="carry out this many of them first")
     args = parser.parse_args(argv)
     server = Server(args)

@@ -9,15 +9,27 @@ The caller imports every module the call needs before starting it: two
 threads importing modules at the same time can meet in CPython's
 per-module import locks.  `result()` returns what the call returned or
 raises what it raised, in the caller's thread.
+
+A session that fails before it asks for the result still exits while the
+call may be inside an extension module (cryptography's Rust bindings load
+in it).  CPython ends a daemon thread that wakes during finalization by
+unwinding its stack, and an unwind through those frames aborts the whole
+process (SIGABRT, "FATAL: exception not rethrown") instead of exiting with
+the command's own status: so the exit waits for the call, boundedly.
 """
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+# How long an exit waits for a call still running: opening the keystore
+# takes milliseconds, or a systemd-creds run / TPM round trip.
+EXIT_WAIT = 10.0
 
 
 class Background(Generic[T]):
@@ -27,6 +39,7 @@ class Background(Generic[T]):
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+        atexit.register(self._thread.join, EXIT_WAIT)
 
     def _run(self) -> None:
         try:

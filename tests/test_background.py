@@ -43,3 +43,28 @@ def test_a_session_opens_the_keystore_in_the_background(tmp_path, monkeypatch):
     (tmp_path / "state" / "keystore.json").write_text("{not json")
     with pytest.raises(KeystoreError):
         service._open_keystore_meanwhile(config).result()
+
+
+def test_an_exit_before_the_result_waits_for_the_call(tmp_path):
+    """A session that fails before asking for the keystore exits while the
+    call may still run inside cryptography's Rust bindings; a daemon thread
+    ended by the interpreter's finalization there aborts the process
+    (SIGABRT instead of the command's exit status, about one exit in a
+    hundred when the two meet).  The exit waits for the call instead: here
+    the call outlives the main thread and still finishes."""
+    import subprocess
+    import sys
+
+    done = tmp_path / "done"
+    script = (
+        "import sys, time\n"
+        "from mtcd.background import Background\n"
+        "def call():\n"
+        "    time.sleep(0.3)\n"
+        f"    open({str(done)!r}, 'w').write('finished')\n"
+        "Background(call, name='mtcd-test-call')\n"
+        "sys.exit(3)\n"
+    )
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert ran.returncode == 3, ran.stderr
+    assert done.exists(), "the process exited with the call cut off half way"

@@ -20,9 +20,10 @@ from mtcd.keystore import STAGED, Keystore
 from mtcd.mm import states
 from mtcd.mm.bus import BusError
 from mtcd.mm.gateway import MmGateway, MmModem, MmSession, MmUicc
-from mtcd.policy import PolicySettings
+from mtcd.policy import PinOutcome, PolicySettings
 from mtcd.progress import NO_WAITS
 from mtcd.secret import Pin
+from mtcd.simlock import SimLock
 
 import mmstack
 from conftest import pin_presentations, puk_commands
@@ -55,11 +56,14 @@ class CachingBus:
         self.sent_to: list[str] = []  # the card in the slot for every SendPin
         self.left = {A: 3, B: 3}
         self.unlocked = False
+        self.puk_blocked = False
 
     def modems(self):
         return {MODEM: {"PrimaryPort": "ttyUSB2", "Ports": [("ttyUSB2", 3)]}}
 
     def get_all(self, path, interface):
+        if self.puk_blocked:
+            return {"State": states.STATE_LOCKED, "StateFailedReason": 0, "UnlockRequired": states.LOCK_SIM_PUK}
         if self.unlocked:
             return {"State": states.STATE_DISABLED, "StateFailedReason": 0, "UnlockRequired": states.LOCK_NONE}
         return {"State": states.STATE_LOCKED, "StateFailedReason": 0, "UnlockRequired": states.LOCK_SIM_PIN}
@@ -80,6 +84,11 @@ class CachingBus:
         self.calls.append((path, method))
         if method == "InhibitDevice" and body[1] is False:
             self.probed = self.slot
+        if method == "SendPuk":
+            self.sent_to.append(self.slot)
+            if self.swap_after_refusal:
+                self.slot = B
+            raise BusError(_WRONG, call="Sim.SendPuk")
         if method == "SendPin":
             self.sent_to.append(self.slot)
             if self.slot == A and body[0] == CARDS_PIN.reveal():
@@ -131,6 +140,28 @@ def test_without_a_swap_the_second_candidate_still_goes_to_the_same_card(tmp_pat
         outcome = pair(gw.uicc, Keystore.open(state), PolicySettings(), Imei(IMEI), None)
     assert bus.sent_to == [A, A]
     assert outcome.paired and outcome.iccid == Iccid(A)
+
+
+
+def test_after_a_refused_puk_the_decision_in_the_same_command_reads_the_slot_afresh(tmp_path):
+    """`mtcctl sim unblock` through the service: SendPuk, then a pairing in
+    the same command (gatekeeper._with_gate_closed).  A PUK the card refused,
+    then a swap nobody reports: the pairing reads the card in the slot, not
+    ModemManager's word from before the SendPuk, and A's PIN goes nowhere."""
+    from mtcd.secret import Puk
+
+    state = tmp_path / "state"
+    Keystore.open(state).set_pin(Iccid(A), CARDS_PIN)
+    bus = CachingBus(swap_after_refusal=True)
+    gw = _gateway(bus)
+    bus.puk_blocked = True
+    with gw.card_command():
+        assert gw.uicc.lock() is SimLock.SIM_PUK and gw.uicc.iccid() == Iccid(A)
+        assert gw.uicc.unblock(Puk("12345678"), CARDS_PIN, Iccid(A)) is PinOutcome.REJECTED
+        bus.puk_blocked = False  # card B, in the slot now, asks for its PIN
+        outcome = pair(gw.uicc, Keystore.open(state), PolicySettings(), Imei(IMEI), None)
+    assert bus.sent_to == [A], f"A's PIN went to the card swapped in: {bus.sent_to}"
+    assert outcome.iccid == Iccid(B) and not outcome.paired
 
 
 # -- through the real ModemManager (generic plugin), on the simulator ----------

@@ -236,6 +236,12 @@ class MmUicc:
         # re-probe exported for the command under way, on every plugin
         # (MmGateway.card_command): `fresh_on`, None outside one.
         self.fresh_on: str | None = None
+        # The fresh reading a secret went out on and the card did not take
+        # (refused, or the answer lost): the slot may hold another card
+        # since, and a plugin blind to swaps would still name the old one.
+        # `reprobe` (set by MmGateway.card_command) reads it afresh again.
+        self._spent_on: str | None = None
+        self.reprobe = None
 
     def followed(self, old_path: str, new_path: str) -> None:
         """ModemManager probed the modem again at mtcd's own request, with
@@ -259,6 +265,7 @@ class MmUicc:
         (what is known of PIN1's counter stays for `followed`)."""
         self._iccid = None
         self._iccid_on = None
+        self._spent_on = None
 
     def lock(self, settle: bool = True) -> SimLock:
         """What the SIM asks for, waiting a bounded time while ModemManager
@@ -284,6 +291,11 @@ class MmUicc:
     def iccid(self) -> Iccid | None:
         self._iccid = None
         self._iccid_on = None
+        if self._spent_on is not None and self._spent_on == self.fresh_on and self.reprobe is not None:
+            # After a secret the card did not take: what follows (a run's
+            # second candidate, a lost answer settled) rests on the slot as
+            # ModemManager reads it now, not on its word from before.
+            self.reprobe()  # (its forget_iccid: no longer spent)
         if self._read_on != self.session.path:
             self._lock = None  # the lock was read on another modem object
         path = self._sim_path()
@@ -335,7 +347,8 @@ class MmUicc:
         re-probe for the command under way, on the object that re-probe
         exported.  Never on a plugin's word that no swap happened: the one
         that reports swaps (quectel) misses those the modem does not tell."""
-        return self.fresh_on is not None and self._read_on == self.fresh_on
+        return (self.fresh_on is not None and self._read_on == self.fresh_on
+                and self._spent_on != self.fresh_on)
 
     def present_pin(self, pin: Pin, for_iccid: Iccid) -> PinOutcome:
         self._require(SimLock.SIM_PIN, for_iccid, "the SIM is not asking for exactly SIM PIN")
@@ -377,6 +390,8 @@ class MmUicc:
             self._verified = card + (seen,)
         elif outcome is not PinOutcome.ACCEPTED:
             self._verified = None  # the counter may have moved since: no longer known
+        if outcome is not PinOutcome.ACCEPTED:
+            self._spent_on = self.fresh_on
         return outcome
 
     def _call_sim(self, method: str, signature: str, body) -> PinOutcome:
@@ -503,9 +518,11 @@ class MmGateway(Gateway):
             self.close_gate()
         try:
             self._read_afresh()
+            self.uicc.reprobe = self._read_afresh  # again before a second secret (MmUicc.iccid)
             yield
         finally:
             self.uicc.fresh_on = None
+            self.uicc.reprobe = None
 
     def pair(self):
         """The SIM is read afresh first, on every plugin, so that neither a

@@ -1,0 +1,87 @@
+"""A hostile look at the chained fallback (guarantee 5, and 1/2/4 where it
+meets them): what a person is told, and what the gateway does, while a
+change only the modem's OK vouches for is not proven yet."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mtcd.config import PolicyConfig
+from mtcd.journal import PairingJournal
+from mtcd.keystore import Keystore
+from mtcd.lifecycle import Lifecycle, LifecycleRefused
+from mtcd.secret import Pin
+
+from conftest import pin_presentations
+from simfixtures import make_card, sim_modem, wait_until
+from test_chained_fallback import ICCID, IMEI, Card, _entry, _pair
+from test_service import service
+
+TRANSPORT = Pin("27182818")  # the stub card's PIN (test_chained_fallback.CARDS_PIN)
+
+
+def _adopt(state, card):
+    lifecycle = Lifecycle(card, Keystore.open(state), PairingJournal(state), PolicyConfig(), IMEI)
+    return lifecycle.adopt(TRANSPORT, lambda: _pair(state, card))
+
+
+def test_an_adoption_whose_change_is_unproven_never_advises_forgetting_its_pin(tmp_path):
+    """The modem said OK to the adoption's AT+CPWD and never passed it on:
+    the card still holds the transport PIN.  `mtcctl pair` again must not
+    advise "forget its PIN first": forgetting drops the
+    gateway's PIN, and if the change did reach the card, the transport PIN
+    presented next is refused and nobody knows the card's PIN any more."""
+    state = tmp_path / "state"
+    card = Card(True)  # unlocked with the transport PIN; the first AT+CPWD is the modem's lie
+    assert _adopt(state, card).outcome == "done"
+    entry = _entry(state)
+    assert entry.fallback_pin == TRANSPORT and not entry.transport
+    with pytest.raises(LifecycleRefused) as refused:
+        _adopt(state, card)
+    said = str(refused.value)
+    assert "already paired" in said and "not proven" in said and "power-cycle the modem" in said, said
+    assert "forget" not in said, said
+    assert TRANSPORT.reveal() not in said and entry.pin.reveal() not in said
+    # Nothing sent, nothing dropped.
+    assert card.changes == [TRANSPORT] and card.presented == []
+    assert _entry(state) == entry
+    # The way out it names works: the card asks for its PIN again, the
+    # gateway's PIN is refused once and the transport PIN is current again.
+    card.power_cycle()
+    assert _pair(state, card).paired
+    entry = _entry(state)
+    assert entry.pin == TRANSPORT and entry.transport and entry.fallback_pin is None
+
+
+def test_pair_does_not_claim_the_gateway_s_own_pin_while_the_adoption_s_change_is_unproven(gateway, notify_socket):
+    """The service adopts the SIM itself (rotate_on_adopt); the modem answers
+    OK to its AT+CPWD and never passes it on.  `mtcctl pair` again does not
+    say the SIM "is unlocked with this gateway's own PIN": the card still
+    holds the transport PIN, which others know."""
+    transport = "11223344"
+    card = make_card(pin=transport)
+    with sim_modem(card) as (modem, port):
+        modem.fail_after("AT+CPWD=", "unsent")
+        gateway.configure(port)
+        with service(gateway, notify_socket):
+            notify_socket.wait_for("STATUS", "refused: unknown-sim")
+            run = gateway.mtcctl("pin", "set", str(card.iccid), "--transport", stdin=transport + "\n")
+            assert run.returncode == 0, run.stderr
+            wait_until(lambda: modem.pdp_active and any(c.startswith("AT+CPWD") for c in modem.commands), 10,
+                       "paired, the change answered OK")
+            wait_until(lambda: gateway.keystore().get(card.iccid).fallback_pin is not None, 10, "change settled")
+            assert card.pin == transport  # the card never made it
+            changes = len([c for c in modem.commands if c.startswith("AT+CPWD")])
+            presented = len(pin_presentations(modem.commands))
+            again = gateway.mtcctl("pair", "--json", stdin=transport + "\n")
+            out = again.stdout + again.stderr
+            assert transport not in out
+            assert again.returncode == 0, out
+            result = json.loads(again.stdout)
+            assert result["outcome"] == "already-adopted", out
+            assert "own PIN" not in result["detail"] and "not proven" in result["detail"], out
+            assert len([c for c in modem.commands if c.startswith("AT+CPWD")]) == changes
+            assert len(pin_presentations(modem.commands)) == presented
+            assert card.pin_attempts == 3

@@ -85,3 +85,90 @@ def test_pair_does_not_claim_the_gateway_s_own_pin_while_the_adoption_s_change_i
             assert len([c for c in modem.commands if c.startswith("AT+CPWD")]) == changes
             assert len(pin_presentations(modem.commands)) == presented
             assert card.pin_attempts == 3
+
+
+# -- power cuts at the rotation's keystore writes ------------------------------
+
+from test_chained_fallback import CARDS_PIN, PowerCut, _rotate, _store  # noqa: E402
+
+
+class GuardedCard(Card):
+    """Records the count before every presentation and every PIN change."""
+
+    def __init__(self, *lies):
+        super().__init__(*lies)
+        self.spent_at: list[int] = []
+
+    def present_pin(self, pin, for_iccid):
+        self.spent_at.append(self.left)
+        return super().present_pin(pin, for_iccid)
+
+    def change_pin(self, old, new, for_iccid):
+        self.spent_at.append(self.left)
+        return super().change_pin(old, new, for_iccid)
+
+
+def _cut(monkeypatch, name, when, at):
+    """The power goes in Keystore.<name>'s `at`-th call (0-based), before its
+    write or right after it."""
+    original = getattr(Keystore, name)
+    calls = []
+
+    def cut(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) - 1 != at:
+            return original(self, *args, **kwargs)
+        if when == "after":
+            original(self, *args, **kwargs)
+        raise PowerCut()
+
+    monkeypatch.setattr(Keystore, name, cut)
+    return lambda: monkeypatch.setattr(Keystore, name, original)
+
+
+@pytest.mark.parametrize("lies", [(True, True), (True, False), (False, False)])
+@pytest.mark.parametrize("name, at", [("promote_unproven", 0), ("promote_unproven", 1), ("fall_back", 0),
+                                      ("discard_pending", 0)])
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_power_cut_at_each_write_of_two_rotations_never_blocks_nor_loses_the_card_s_pin(
+        tmp_path, monkeypatch, lies, name, at, when):
+    """Two rotations, each change carried out by the card or only answered
+    OK by the modem (not (honest, lying): that pattern is documented as not
+    covered), the power cut inside one of the writes that settle them.  Then
+    the card asks for its PIN at every boot: the gateway never presents
+    below the guard nor a PIN the card refused twice, and either pairs by
+    itself or still holds the card's PIN for a person's `pin try`."""
+    state = tmp_path / "state"
+    _store(state)
+    card = GuardedCard(*lies)
+    restore = _cut(monkeypatch, name, when, at)
+    for _ in range(2):
+        try:
+            _rotate(state, card)
+        except (PowerCut, LifecycleRefused):
+            pass
+    restore()
+    paired = False
+    for _ in range(3):
+        card.power_cycle()
+        outcome = _pair(state, card)
+        paired = paired or outcome.paired
+    # Every presentation and change was made at or above the guard of 2
+    # (a change's old PIN counts as an attempt too), none went twice wrong.
+    assert all(left >= 2 for left in card.spent_at), card.spent_at
+    assert len(card.refused) == len(set(card.refused)), card.refused
+    assert card.left >= 1
+    entry = _entry(state)
+    held = [p.reveal() for p in (entry.pin, entry.pending_pin, entry.fallback_pin) if p is not None]
+    assert card.pin.reveal() in held, (lies, name, at, when)
+    if not paired:
+        # A person's `pin try` below the guard finds the card's PIN.
+        from mtcd.recovery import TryRequest, try_pin
+        from mtcd.policy import PolicySettings
+
+        for _ in range(3):
+            if card.state.name == "READY":
+                break
+            try_pin(card, Keystore.open(state), PairingJournal(state), PolicySettings(), IMEI,
+                    TryRequest(below_guard=True, last_attempt=True, confirmed=True, iccid=ICCID))
+        assert card.state.name == "READY" and _entry(state).pin == card.pin

@@ -172,3 +172,34 @@ def test_a_power_cut_at_each_write_of_two_rotations_never_blocks_nor_loses_the_c
             try_pin(card, Keystore.open(state), PairingJournal(state), PolicySettings(), IMEI,
                     TryRequest(below_guard=True, last_attempt=True, confirmed=True, iccid=ICCID))
         assert card.state.name == "READY" and _entry(state).pin == card.pin
+
+
+# -- three candidates on a card that tells no count ---------------------------
+
+from mtcd.lifecycle import stage  # noqa: E402
+from mtcd.policy import Reason  # noqa: E402
+from test_chained_fallback import CountlessCard  # noqa: E402
+
+
+def test_a_card_that_tells_no_count_never_has_three_candidates_spent_automatically(tmp_path):
+    """Without a counter each candidate is presented at most once, which with
+    two candidates leaves the card one attempt.  With the fallback there are
+    three: a change the modem passed on, then one it dropped (documented as
+    not covered: the card holds the PIN between them), and an over-the-air
+    change staged that never came.  Current, staged and fallback are all
+    wrong; presenting all three blocks the SIM (PUK).  Two may be spent
+    automatically, the third waits for a person."""
+    state = tmp_path / "state"
+    _store(state)
+    card = CountlessCard(False, True)  # the first change reaches the card, the second is the modem's lie
+    _rotate(state, card)
+    _rotate(state, card)
+    holds = card.pin
+    entry = _entry(state)
+    assert holds != CARDS_PIN and entry.pin != holds and entry.fallback_pin == CARDS_PIN
+    stage(Keystore.open(state), PairingJournal(state), PolicyConfig(), ICCID, Pin("55667788"))  # never sent
+    card.power_cycle()
+    outcomes = [_pair(state, card) for _ in range(4)]
+    assert card.left >= 1, f"the SIM is PIN-blocked: {[o.reason for o in outcomes]}"
+    assert len(card.presented) == 2 and outcomes[-1].reason is Reason.RETRY_GUARD
+    assert _entry(state).fallback_pin == CARDS_PIN  # kept for a person's `pin try`

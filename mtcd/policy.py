@@ -19,8 +19,8 @@ gateway from blocking its own SIM):
    over-the-air change) -- and a third, the fallback: the PIN the card was
    last seen to accept, kept while the current one was set by a change only
    the modem's OK vouches for.  Current is tried first, then pending, then
-   the fallback, each once, each only while the guard allows (with no
-   counter to guard by, never a third after two spent).
+   the fallback, each once, each only while the guard allows (and never a
+   third after two spent: no counter, or one that lies, guards that).
 5. The remaining attempts are read first; below `min_retries` nothing is
    presented (`retry-guard`).  When no command reports them, a PIN is
    presented at most once: an attempt whose outcome was lost (power cut)
@@ -283,11 +283,12 @@ def _decide_locked(obs: Observations, settings: PolicySettings) -> Decision:
         return Step.PRESENT_PIN
     if pending_ok:
         return Step.PRESENT_PENDING_PIN
-    if obs.attempts is None and _spent(stored) >= 2:
-        # Without a counter each candidate goes once: two candidates left the
-        # card an attempt, a third after two refused may take its last.
-        return Refused(Reason.RETRY_GUARD, f"SIM {obs.iccid} does not report its attempts and two stored PINs "
-                       f"may have been refused; {_try_hint(obs.iccid, None, settings.min_retries)}")
+    if _spent(stored) >= 2:
+        # Two candidates cost a card of three attempts at most two; a third
+        # after two refused may take its last, whatever a counter says (none,
+        # or one that lies: the guard of 2 already stops a true one).
+        return Refused(Reason.RETRY_GUARD, f"two stored PINs of SIM {obs.iccid} were refused, or may have been; "
+                       f"{_try_hint(obs.iccid, obs.attempts, settings.min_retries)}")
     return Step.PRESENT_FALLBACK_PIN
 
 

@@ -203,3 +203,29 @@ def test_a_card_that_tells_no_count_never_has_three_candidates_spent_automatical
     assert card.left >= 1, f"the SIM is PIN-blocked: {[o.reason for o in outcomes]}"
     assert len(card.presented) == 2 and outcomes[-1].reason is Reason.RETRY_GUARD
     assert _entry(state).fallback_pin == CARDS_PIN  # kept for a person's `pin try`
+
+
+class StuckCounterCard(Card):
+    """A modem whose PIN counter always reads full (a counter that lies)."""
+
+    def attempts(self):
+        from mtcd.uicc import PinAttempts
+
+        return PinAttempts(pin1=3, puk1=10)
+
+
+def test_a_counter_that_lies_never_lets_the_fallback_go_third(tmp_path):
+    """The counter reads 3 after every refusal: the guard sees nothing.  With
+    two candidates that cost at most two attempts; the fallback, a third,
+    must not take the last one (the same three wrong PINs as above)."""
+    state = tmp_path / "state"
+    _store(state)
+    card = StuckCounterCard(False, True)
+    _rotate(state, card)
+    _rotate(state, card)
+    stage(Keystore.open(state), PairingJournal(state), PolicyConfig(), ICCID, Pin("55667788"))
+    card.power_cycle()
+    outcomes = [_pair(state, card) for _ in range(3)]
+    assert card.left >= 1, f"the SIM is PIN-blocked: {[o.reason for o in outcomes]}"
+    assert len(card.presented) == 2 and outcomes[-1].reason is Reason.RETRY_GUARD
+    assert _entry(state).fallback_pin == CARDS_PIN

@@ -229,3 +229,44 @@ def test_a_counter_that_lies_never_lets_the_fallback_go_third(tmp_path):
     assert card.left >= 1, f"the SIM is PIN-blocked: {[o.reason for o in outcomes]}"
     assert len(card.presented) == 2 and outcomes[-1].reason is Reason.RETRY_GUARD
     assert _entry(state).fallback_pin == CARDS_PIN
+
+
+# -- leaks (guarantee 4) --------------------------------------------------------
+
+from mtcd.identity import Iccid as _Iccid  # noqa: E402
+from simfixtures import TEST_PIN  # noqa: E402
+
+
+def test_neither_pin_of_a_lying_change_shows_anywhere(gateway):
+    """A lying change, then every command a technician runs while the
+    fallback is held and after it settled: no output, log line or state
+    file carries the card's PIN (the fallback) or the unproven one."""
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        gateway.configure(port)
+        gateway.store_pin(str(card.iccid))
+        assert gateway.mtcd("once", "--json").returncode == 0
+        modem.fail_after("AT+CPWD=", "unsent")
+        runs = [gateway.mtcctl("pin", "rotate", "--json")]
+        assert runs[-1].returncode == 0, runs[-1].stderr
+        unproven = gateway.keystore().get(_Iccid(str(card.iccid))).pin.reveal()
+        assert unproven != TEST_PIN and card.pin == TEST_PIN
+        held = [("pin", "list"), ("pin", "list", "--json"), ("doctor",), ("doctor", "--json"),
+                ("status", "--json")]
+        runs += [gateway.mtcctl(*args) for args in held]
+        modem.power_loss()
+        runs.append(gateway.mtcd("once", "--dry-run", "--json"))
+        runs.append(gateway.mtcd("once", "--json", "-v"))
+        assert card.verified and gateway.keystore().get(_Iccid(str(card.iccid))).pin.reveal() == TEST_PIN
+        runs += [gateway.mtcctl(*args) for args in held]
+        runs.append(gateway.mtcctl("pin", "try", "--dry-run", "--json"))
+        for run in runs:
+            text = run.stdout + run.stderr
+            assert "Traceback" not in text
+            assert TEST_PIN not in text and unproven not in text, text
+        runs.append(gateway.mtcctl("history", "--json"))
+        text = runs[-1].stdout + runs[-1].stderr
+        assert "pin-change-not-made" in text and TEST_PIN not in text and unproven not in text
+        for path, data in gateway.every_state_file().items():
+            text = data.decode("latin-1")
+            assert TEST_PIN not in text and unproven not in text, path

@@ -270,3 +270,59 @@ def test_neither_pin_of_a_lying_change_shows_anywhere(gateway):
         for path, data in gateway.every_state_file().items():
             text = data.decode("latin-1")
             assert TEST_PIN not in text and unproven not in text, path
+
+
+# -- damaged or odd fallback fields ----------------------------------------------
+
+from mtcd import keystore as keystore_module  # noqa: E402
+from mtcd.errors import KeystoreError  # noqa: E402
+from test_chained_fallback import _store as _store_cards_pin  # noqa: E402
+
+
+def _write_record(state, change):
+    keystore = Keystore.open(state)
+    entry = keystore.get(ICCID)
+    bad = keystore_module._record(entry)
+    change(bad)
+    record = keystore_module._record
+    keystore_module._record = lambda e: bad
+    try:
+        with keystore._locked():
+            keystore._commit([entry])
+    finally:
+        keystore_module._record = record
+
+
+def _set(key, value):
+    return lambda record: record["fallback"].__setitem__(key, value)
+
+
+@pytest.mark.parametrize("change", [
+    _set("pin", 27182818), _set("pin", "27a8"), _set("pin", ""), _set("pin", None), _set("pin", "1" * 40),
+    _set("transport", "true"), _set("transport", 1), _set("rotated", 5), _set("state", None),
+    lambda r: r["fallback"].pop("rotated"), lambda r: r["fallback"].__setitem__("extra", 1),
+    lambda r: r.__setitem__("fallback", []), lambda r: r.__setitem__("fallback", "27182818"),
+    lambda r: r.__setitem__("fallback", {}), lambda r: r.__setitem__("unsettled", ["fallback", "fallback"]),
+    lambda r: r.__setitem__("attempt", "fallbacks"),
+], ids=lambda c: getattr(c, "__qualname__", "c"))
+def test_an_odd_fallback_field_is_one_keystore_error(tmp_path, change):
+    state = tmp_path / "state"
+    _store_cards_pin(state)
+    _rotate(state, Card(True))
+    _write_record(state, change)
+    with pytest.raises(KeystoreError) as raised:
+        Keystore.open(state).get(ICCID)
+    assert "\n" not in str(raised.value) and CARDS_PIN.reveal() not in str(raised.value)
+
+
+def test_a_fallback_marked_while_none_is_held_settles_without_a_traceback(tmp_path):
+    """An attempt marker naming the fallback in an entry holding none (an
+    edited or half-understood file): the counter settles it, nothing is
+    presented that is not held."""
+    state = tmp_path / "state"
+    _store_cards_pin(state)
+    _write_record(state, lambda r: r.update(attempt="fallback", attempts_before=3))
+    card = Card()
+    card.power_cycle()
+    outcome = _pair(state, card)
+    assert outcome.paired and card.presented == [CARDS_PIN]

@@ -326,3 +326,36 @@ def test_a_fallback_marked_while_none_is_held_settles_without_a_traceback(tmp_pa
     card.power_cycle()
     outcome = _pair(state, card)
     assert outcome.paired and card.presented == [CARDS_PIN]
+
+
+def test_seventy_sims_with_fallbacks_in_a_bucketed_store_each_settle_on_their_own(tmp_path):
+    """Past INLINE_MAX (64) entries the store is split into buckets: every
+    entry's fallback survives, and settling one (refused current: fall_back;
+    fallback accepted; current accepted) touches no other."""
+    from mtcd.identity import Iccid
+    from simfixtures import make_iccid
+
+    state = tmp_path / "state"
+    keystore = Keystore.open(state)
+    iccids = [Iccid(make_iccid(1000 + i)) for i in range(70)]
+    for i, iccid in enumerate(iccids):
+        keystore.set_pin(iccid, Pin(f"{i:04d}1111"))
+        keystore.stage_pending(iccid, Pin(f"{i:04d}2222"), "rotation")
+        assert keystore.promote_unproven(iccid, IMEI.value, Pin(f"{i:04d}2222")) is not None
+    assert json.loads((state / "keystore.json").read_text())["format"] == "mtcd-keystore/3"
+    keystore = Keystore.open(state)
+    keystore.fall_back(iccids[0], refused=Pin("00002222"))
+    keystore.record_accepted(iccids[1], IMEI.value, "fallback")
+    keystore.record_accepted(iccids[2], IMEI.value)
+    reopened = Keystore.open(state)
+    for i, iccid in enumerate(iccids):
+        entry = reopened.get(iccid)
+        if i in (0, 1):
+            assert entry.pin == Pin(f"{i:04d}1111") and entry.fallback_pin is None
+        elif i == 2:
+            assert entry.pin == Pin(f"{i:04d}2222") and entry.fallback_pin is None
+        else:
+            assert entry.pin == Pin(f"{i:04d}2222") and entry.fallback_pin == Pin(f"{i:04d}1111"), i
+    for path in state.rglob("*"):
+        if path.is_file():
+            assert b"00001111" not in path.read_bytes() and b"00692222" not in path.read_bytes()

@@ -359,3 +359,46 @@ def test_seventy_sims_with_fallbacks_in_a_bucketed_store_each_settle_on_their_ow
     for path in state.rglob("*"):
         if path.is_file():
             assert b"00001111" not in path.read_bytes() and b"00692222" not in path.read_bytes()
+
+
+# -- a card swapped between the current's refusal and the fallback ------------
+
+
+def test_a_silent_swap_after_the_current_s_refusal_never_gets_the_fallback_on_a_pty(gateway):
+    """AT path, a modem that reports no swap: card A refuses the unproven
+    PIN, and before the fallback goes out card B is in the slot.  The
+    fallback (A's PIN) is never presented to B, nor B's counter spent."""
+    a = make_card(serial_number=41)
+    b = make_card(pin="90807060", serial_number=42)
+    with sim_modem(a) as (modem, port):
+        gateway.configure(port)
+        gateway.store_pin(str(a.iccid))
+        assert gateway.mtcd("once", "--json").returncode == 0
+        modem.fail_after("AT+CPWD=", "unsent")
+        assert gateway.mtcctl("pin", "rotate").returncode == 0
+        assert a.pin == TEST_PIN and gateway.keystore().get(a.iccid).fallback_pin.reveal() == TEST_PIN
+        modem.power_loss()
+        handle, seen = modem.handle, []
+
+        def swapping(line):
+            card = modem.card
+            reply = handle(line)
+            if line.strip().upper().startswith("AT+CPIN="):
+                seen.append((card.iccid.value, line.strip()))
+                if card is a:
+                    modem.remove_card(report=False)
+                    modem.insert_card(b, report=False)
+            return reply
+
+        modem.handle = swapping
+        run = gateway.mtcd("once", "--json")
+        assert run.returncode != 0 and not modem.pdp_active
+        assert [iccid for iccid, _ in seen] == [a.iccid.value], seen  # one presentation, to A
+        assert b.pin_attempts == 3 and a.pin_attempts == 2
+        # A's fallback is still held for A, and pairs A when it is back.
+        assert gateway.keystore().get(a.iccid).fallback_pin.reveal() == TEST_PIN
+        modem.handle = handle
+        modem.remove_card()
+        modem.insert_card(a)
+        assert gateway.mtcd("once", "--json").last_json["state"] == "paired"
+        assert a.pin_attempts == 3

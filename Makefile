@@ -118,7 +118,7 @@ bench: venv
 	@if [ "$$(id -u)" = 0 ]; then $(PY) bench/modemmanager_cost.py; \
 	  else echo "bench/modemmanager_cost.py skipped: it needs root (it runs ModemManager on a private D-Bus)"; fi
 
-# The soak (tests/soak.py): boot, SIM swap, wrong SIM, modem reset and
+# The soak (tests/soak.py): boot, SIM swap, wrong SIM, modem reset, lying PIN change and
 # power-cut cycles against the simulator with random mtcctl commands, every
 # guarantee checked each cycle.  Half the cycles against `mtcd once`, half
 # against one `mtcd run`.  Progress one line a cycle; SOAK_SEED replays a

@@ -961,8 +961,11 @@ def _already_adopted(gk: Gatekeeper) -> dict | None:
         return None
     if gw.sim_signature() != (SimLock.READY, out.iccid):
         return None  # the slot changed since: adopt as usual
-    return {"iccid": str(out.iccid), "outcome": "already-adopted",
-            "detail": "already adopted and paired with this gateway (the SIM is unlocked with this gateway's own PIN)"}
+    detail = "already adopted and paired with this gateway (the SIM is unlocked with this gateway's own PIN)"
+    if entry.adoption_unproven:  # a modem's OK may be all there is: the card may hold the transport PIN
+        detail = ("already adopted and paired with this gateway; its change from the transport PIN is not proven "
+                  "yet (only the modem's OK): it is when the SIM next asks for its PIN")
+    return {"iccid": str(out.iccid), "outcome": "already-adopted", "detail": detail}
 
 
 def _unblock(gk: Gatekeeper, puk, new_pin, allow_last_attempt=False, iccid=None) -> dict:

@@ -144,6 +144,12 @@ class PinEntry:
         return self.state == COMPROMISED
 
     @property
+    def adoption_unproven(self) -> bool:
+        """The fallback is a transport PIN: the adoption's change has only
+        the modem's OK for it, and the card may still hold the PIN others know."""
+        return self.fallback_of is not None and self.fallback_of[1]
+
+    @property
     def attempt_started(self) -> bool:
         return self.attempt is not None
 

@@ -272,6 +272,14 @@ class Lifecycle:
         if iccid is None:
             raise LifecycleRefused("the SIM's ICCID cannot be read; reseat the SIM, then `mtcctl pair` again")
         existing = self.keystore.get(iccid)
+        if existing is not None and existing.adoption_unproven:
+            # Not "forget it first": if the change did reach the card, the
+            # transport PIN is refused and the PIN the card holds is gone.
+            raise LifecycleRefused(
+                f"{iccid} is already paired with this gateway; its change from the transport PIN is not proven "
+                "yet (only the modem's OK): it is settled when the SIM next asks for its PIN (power-cycle the "
+                "modem, then `mtcctl repair`)"
+            )
         if existing is not None and not existing.transport:
             # Storing the transport PIN over it would throw away the PIN this
             # gateway set on the card, which nobody else knows.

@@ -19,7 +19,8 @@ gateway from blocking its own SIM):
    over-the-air change) -- and a third, the fallback: the PIN the card was
    last seen to accept, kept while the current one was set by a change only
    the modem's OK vouches for.  Current is tried first, then pending, then
-   the fallback, each once, each only while the guard allows.
+   the fallback, each once, each only while the guard allows (and never a
+   third after two spent: no counter, or one that lies, guards that).
 5. The remaining attempts are read first; below `min_retries` nothing is
    presented (`retry-guard`).  When no command reports them, a PIN is
    presented at most once: an attempt whose outcome was lost (power cut)
@@ -280,7 +281,22 @@ def _decide_locked(obs: Observations, settings: PolicySettings) -> Decision:
         )
     if current_ok:
         return Step.PRESENT_PIN
-    return Step.PRESENT_PENDING_PIN if pending_ok else Step.PRESENT_FALLBACK_PIN
+    if pending_ok:
+        return Step.PRESENT_PENDING_PIN
+    if _spent(stored) >= 2:
+        # Two candidates cost a card of three attempts at most two; a third
+        # after two refused may take its last, whatever a counter says (none,
+        # or one that lies: the guard of 2 already stops a true one).
+        return Refused(Reason.RETRY_GUARD, f"two stored PINs of SIM {obs.iccid} were refused, or may have been; "
+                       f"{_try_hint(obs.iccid, obs.attempts, settings.min_retries)}")
+    return Step.PRESENT_FALLBACK_PIN
+
+
+def _spent(stored: StoredPin) -> int:
+    """How many of current and pending the card refused, or may have (no
+    outcome recorded), since it last accepted a PIN."""
+    return sum((stored.rejected or "current" in stored.unsettled,
+                (stored.has_pending and stored.pending_rejected) or "pending" in stored.unsettled))
 
 
 def _lost_change_to_pending(obs: Observations, stored: StoredPin, settings: PolicySettings) -> bool:

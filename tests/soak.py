@@ -18,6 +18,10 @@ What the soak does on purpose, and what it never does:
   card has fewer attempts left than the guard (wrong PINs stored by the
   random `pin set`s cost attempts legitimately).  Presentations inside it
   are exempt from the guard check, nothing else is.
+- A lying change: a `pin rotate` whose AT+CPWD the modem answers OK and
+  never passes to the card (the simulator's `unsent` fault), then the modem
+  loses power.  The gateway must pair again by itself, before any person
+  step: the PIN the card still holds is kept as the fallback.
 - A power cut kills every gateway process (`mtcd` and any `mtcctl`) with
   SIGKILL, at a random time or right at a command carrying a PIN (the card
   acts on it or not, its answer lost), and power-losses the modem.
@@ -55,7 +59,7 @@ from mtcd.sim.card import SECRET_INS  # noqa: E402
 
 GUARD = 2  # policy.min_retries, its default
 NETWORK = ("AT+CFUN=1", "AT+CGACT=1", "AT+CGATT=1", "ATD", "AT+COPS=")
-EVENTS = ("boot", "swap", "wrong-sim", "reset", "power-cut")
+EVENTS = ("boot", "swap", "wrong-sim", "reset", "power-cut", "lying-change")
 CTL_COMMANDS = ("status", "pin list", "pin try", "pin rotate", "repair", "pin set right", "pin set wrong")
 PROC_TIMEOUT = 90.0
 
@@ -131,6 +135,8 @@ class Monitor:
         self.cut_at: tuple[str, ...] = ()
         self.cut = threading.Event()
         self.cut_note = ""
+        # The next AT+CPWD is answered OK and never reaches the card.
+        self.lie_armed = self.lie_struck = False
         # Command counter; the last AT+CPIN? read and the last change made
         # behind the gateway's back, in its terms.
         self.seq = self.cpin_read = 0
@@ -156,6 +162,9 @@ class Monitor:
             self.modem.fail_after(upper[:8], mode)
             self.cut_note = f"{upper[:8]} ({mode})"
             self.cut.set()
+        if self.lie_armed and upper.startswith("AT+CPWD="):
+            self.lie_armed, self.lie_struck = False, True
+            self.modem.fail_after("AT+CPWD=", "unsent")
         reply = self.handle(line)
         t = time.monotonic()
         soak = self.soak
@@ -188,7 +197,7 @@ class Monitor:
                 soak.secrets.add(pin)
                 if upper.startswith("AT+CPWD") or (upper.startswith("AT+CSIM") and len(pin) >= 4):
                     new = text.rsplit(",", 1)[-1].strip().strip('"')
-                    if upper.startswith("AT+CPWD"):
+                    if upper.startswith("AT+CPWD") and not self.lie_struck:
                         self.card_pins.append((t, iccid, new))
                         soak.secrets.add(new)
         if card.pin_attempts == 0:
@@ -361,6 +370,11 @@ class Soak:
         rng = random.Random(f"{self.seed}:{self.mode}:{index}")
         event = rng.choice(EVENTS)
         commands = [rng.choice(CTL_COMMANDS) for _ in range(rng.randint(0, 3))]
+        if event == "lying-change":
+            # Alone: a wrong PIN stored meanwhile would need a person anyway.
+            commands = ["pin rotate"]
+            self.monitor.lie_struck = False
+            self.monitor.lie_armed = True
         at = rng.uniform(0.0, 1.5)
         cut_on_pin = event == "power-cut" and rng.random() < 0.5
         # Half of those cut a PIN change: a rotation runs, power goes at its AT+CPWD.
@@ -411,6 +425,10 @@ class Soak:
             self._finish(main)
         for worker in workers:
             worker.join(PROC_TIMEOUT * 2)
+        if event == "lying-change":
+            self.monitor.lie_armed = False
+            if self.monitor.lie_struck:
+                self.check_pairs_after_a_lie()
         if self.mode == "once" and event not in ("reset", "power-cut"):
             card = self.modem.card
             if self.modem.radio == 1 and not (card and card.verified):
@@ -424,6 +442,7 @@ class Soak:
         self.check_state()
         self.settle(rng)
         self.log(f"seed {self.seed} {self.mode} cycle {index} ({time.monotonic() - start:.1f} s): {event}"
+                 f"{' (struck)' if event == 'lying-change' and self.monitor.lie_struck else ''}"
                  f"{' at ' + (self.monitor.cut_note or 'a PIN command that never came') if cut_on_pin else ''}, {', '.join(commands) or 'no mtcctl'};"
                  f" card {self.modem.card.iccid.value[-4:] if self.modem.card else '-'}"
                  f" {self.modem.card.pin_attempts if self.modem.card else '-'} left,"
@@ -489,10 +508,23 @@ class Soak:
             if entry is None:
                 self.violation(f"the PIN stored for {iccid} by a `pin set` that returned 0 is gone")
                 continue
-            held = {entry.pin.reveal()} | ({entry.pending_pin.reveal()} if entry.pending_pin else set())
+            # The fallback too: the PIN the card was last seen to accept.
+            held = {entry.pin.reveal()} | {p.reveal() for p in (entry.pending_pin, entry.fallback_pin) if p}
             if not held & allowed:
                 self.violation(f"the keystore lost a write for {iccid}: it holds none of the PINs "
                                f"stored or changed to since the last successful `pin set`")
+
+    def check_pairs_after_a_lie(self) -> None:
+        """The card never made the change the modem said OK to: once it asks
+        for its PIN again, the gateway pairs by itself with the PIN the card
+        still holds (the fallback), no person in between."""
+        self.behind_back(self.modem.power_loss)
+        self.decide()
+        if not self.paired():
+            card = self.modem.card
+            self.violation(f"SIM {card.iccid.value if card else '-'} not paired again by itself after a PIN change "
+                           f"the modem said OK to and never passed on ({card.pin_attempts if card else '-'} "
+                           f"attempts left, radio {self.modem.radio})")
 
     # --- between cycles: the gateway must come back by itself -------------
 

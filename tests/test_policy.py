@@ -3,7 +3,7 @@ situations (hypothesis)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
@@ -207,6 +207,24 @@ def test_lost_attempt_that_never_reached_the_card_may_be_retried():
     assert decide(ready_to_present(attempts=3, stored=stored), DEFAULT) is Step.PRESENT_PIN
 
 
+@pytest.mark.parametrize("stored", [
+    StoredPin(rejected=True, has_pending=True, pending_rejected=True, has_fallback=True),
+    StoredPin(unsettled=("current", "pending"), has_pending=True, has_fallback=True),
+    StoredPin(rejected=True, unsettled=("pending",), has_pending=True, has_fallback=True),
+])
+def test_the_fallback_never_goes_third(stored):
+    """Each candidate once, without a counter (or with one that lies): two
+    refused left the card one attempt, and a third may be its last (a PUK)."""
+    decision = decide(ready_to_present(attempts=None, stored=stored), DEFAULT)
+    assert isinstance(decision, Refused) and decision.reason is Reason.RETRY_GUARD
+    assert "mtcctl pin try" in decision.detail
+    # With one spent it goes; a counter that says otherwise changes nothing.
+    assert decide(ready_to_present(attempts=None, stored=replace(stored, has_pending=False,
+                                                                           unsettled=tuple(u for u in stored.unsettled if u != "pending"))),
+                  DEFAULT) is Step.PRESENT_FALLBACK_PIN
+    assert decide(ready_to_present(attempts=3, stored=stored), DEFAULT).reason is Reason.RETRY_GUARD
+
+
 # --- properties over random situations ---------------------------------------
 
 maybe = lambda s: st.one_of(st.just(NOT_READ), st.none(), s)  # noqa: E731
@@ -277,6 +295,10 @@ def test_pin_is_presented_only_when_every_rule_allows(obs, policy):
     else:
         assert not obs.stored.attempt_started  # unknown counter: one try per PIN
         assert outcomes == (None, None, None)
+    if step is Step.PRESENT_FALLBACK_PIN:
+        # Never a third after two spent, whatever a counter says: that may be the card's last.
+        assert not ((stored.rejected or "current" in stored.unsettled)
+                    and ((stored.has_pending and stored.pending_rejected) or "pending" in stored.unsettled))
     if obs.stored.attempt_started:  # a lost attempt is settled by the counter first
         assert obs.stored.attempts_before is not None
         assert obs.attempts >= obs.stored.attempts_before

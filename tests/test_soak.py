@@ -72,3 +72,32 @@ def test_soak_sees_a_pin_in_output(tmp_path):
     runner._check_output("mtcctl status", "ICCID 8949020000000000014 PIN 48151623\n", 0)
     runner._check_output("mtcctl status", "ICCID 89490200048151623000\n", 0)  # digits of an ICCID: not a PIN
     assert runner.violations == ["[seed 1 cycle 0] mtcctl status printed a PIN (8 digits)"]
+
+
+@pytest.mark.parametrize("mode", ["once", "service"])
+def test_soak_lying_change_pairs_again_by_itself(tmp_path, monkeypatch, mode):
+    """The soak's lying-change event: a rotation's AT+CPWD answered OK and
+    never passed to the card, the modem power-lost, and the gateway pairs
+    again with no person step (the fallback), every guarantee checked."""
+    monkeypatch.setattr(soak, "EVENTS", ("lying-change",))
+    runner = soak.Soak(tmp_path, seed=20261201, mode=mode)
+    struck = []
+    check = runner.check_pairs_after_a_lie
+    monkeypatch.setattr(runner, "check_pairs_after_a_lie", lambda: (struck.append(True), check())[1])
+    runner.run(2)
+    assert struck, "no rotation met the lie: the event checked nothing"
+    assert runner.violations == [], runner.violations
+    # The card never took a rotation's PIN: it still holds its first one.
+    assert runner.modem.card.pin in {c.pin for c in runner.cards[:2]}
+
+
+def test_soak_sees_a_gateway_that_does_not_pair_after_a_lie(tmp_path):
+    """The lying-change check fails when the gateway stays unpaired."""
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        runner = soak.Soak(tmp_path, seed=1, mode="once")
+        runner.monitor = soak.Monitor(runner, modem)
+        runner.modem = modem
+        runner.decide = lambda: None  # a gateway that never unlocks the card again
+        runner.check_pairs_after_a_lie()
+    assert any("not paired again by itself" in v for v in runner.violations), runner.violations

@@ -203,6 +203,53 @@ def slow_after(modem: SimulatedModem, prefix: str, latency: float, count: int = 
     modem.handle = handle_then_slow
 
 
+def stage_two_candidates(state, iccid, current, staged) -> None:
+    """A store whose entry for `iccid` has two candidates: `current` and a
+    PIN a person staged (the order the gate presents them in)."""
+    from mtcd.keystore import STAGED, Keystore
+
+    Keystore.open(state).set_pin(iccid, current)
+    Keystore.open(state).stage_pending(iccid, staged, STAGED)
+
+
+class BlindSwap:
+    """Mixed in before a stub card (StubCard or a subclass): as the AT layer
+    sees it, a PIN is checked against the ICCID read last, and the card
+    `home` is swapped for `other` (which asks for its PIN too) right after
+    it refuses one, with no word from the modem.  `to` lists (the card in
+    the slot, the PIN it got)."""
+
+    def blind_swap(self, home, other) -> None:
+        self.home = self.slot = home
+        self.other = other
+        self.read = None
+        self.to: list = []
+
+    def iccid(self):
+        self.read = self.slot
+        return self.slot
+
+    def may_present(self, iccid):
+        from mtcd.simlock import SimLock
+
+        return self.state is SimLock.SIM_PIN and self.read == iccid
+
+    def present_pin(self, pin, for_iccid):
+        from mtcd.policy import PinOutcome
+        from mtcd.uicc import PresentationRefused
+
+        if for_iccid != self.read:
+            raise PresentationRefused("the secret was not looked up for the ICCID of this card")
+        self.to.append((self.slot, pin))
+        if self.slot != self.home:
+            self.left -= 1  # the other card's counter pays for it
+            return PinOutcome.REJECTED
+        outcome = super().present_pin(pin, for_iccid)
+        if outcome is PinOutcome.REJECTED:
+            self.slot = self.other
+        return outcome
+
+
 class StubCard:
     """An in-process card for the pairing policy's tests: the lock, the
     ICCID and a PIN counter that a presentation moves as a card's would

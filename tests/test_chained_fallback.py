@@ -33,9 +33,8 @@ from mtcd.policy import PinOutcome, PolicySettings, Reason
 from mtcd.recovery import TryRequest, try_pin
 from mtcd.secret import Pin, Puk
 from mtcd.simlock import SimLock
-from mtcd.uicc import PresentationRefused
 
-from simfixtures import StubCard, make_iccid, make_imei
+from simfixtures import BlindSwap, StubCard, make_iccid, make_imei
 
 ICCID = Iccid(make_iccid(31))
 IMEI = Imei(make_imei(31))
@@ -548,37 +547,15 @@ def test_a_lying_change_on_a_verified_apdu_card_settles_by_the_count_read_locked
     assert _pair(state, card).paired and card.presented == [new, CARDS_PIN] and card.left == 3
 
 
-class BlindSwapCard(Card):
-    """As the AT layer: the ICCID a PIN is checked against is the one read
-    last; A is swapped for B right after it refuses the current PIN, with
-    no word from the modem."""
+class BlindSwapCard(BlindSwap, Card):
+    """A is swapped for B right after it refuses the current PIN, with no
+    word from the modem (simfixtures.BlindSwap)."""
 
     OTHER = Iccid(make_iccid(32))
 
     def __init__(self, *lies):
         super().__init__(*lies)
-        self.slot = ICCID
-        self.read = None
-        self.to: list[tuple[Iccid, Pin]] = []
-
-    def iccid(self):
-        self.read = self.slot
-        return self.slot
-
-    def may_present(self, iccid):
-        return self.state is SimLock.SIM_PIN and self.read == iccid
-
-    def present_pin(self, pin, for_iccid):
-        if for_iccid != self.read:
-            raise PresentationRefused("the secret was not looked up for the ICCID of this card")
-        self.to.append((self.slot, pin))
-        if self.slot != ICCID:
-            self.left -= 1
-            return PinOutcome.REJECTED
-        outcome = super().present_pin(pin, for_iccid)
-        if outcome is PinOutcome.REJECTED:
-            self.slot = self.OTHER
-        return outcome
+        self.blind_swap(ICCID, self.OTHER)
 
 
 def test_a_blind_swap_after_the_current_s_refusal_does_not_give_b_the_fallback(tmp_path):

@@ -71,16 +71,22 @@ class Bus:
         return self.calls.count((states.ROOT, "InhibitDevice")) // 2  # inhibit, then release
 
 
-def _gateway(bus) -> MmGateway:
-    gw = object.__new__(MmGateway)  # only what card_command and MmUicc use
+def fake_bus_gateway(bus, modem: str, imei: str) -> MmGateway:
+    """An MmGateway over a fake bus, with only what card_command and
+    MmUicc use."""
+    gw = object.__new__(MmGateway)
     gw.transport = MmSession("/dev/ttyUSB2", 5, bus=bus)
-    gw.transport.path = MODEM
+    gw.transport.path = modem
     gw.modem = MmModem(gw.transport)
     gw.uicc = MmUicc(gw.modem, settle_time=0)
-    gw.imei = Imei(IMEI)
+    gw.imei = Imei(imei)
     gw.waits = NO_WAITS
     gw.link_up = False
     return gw
+
+
+def _gateway(bus) -> MmGateway:
+    return fake_bus_gateway(bus, MODEM, IMEI)
 
 
 @pytest.mark.parametrize("plugin", ["telit", "sierra", "huawei", "some-future-plugin", "Generic", "", None])

@@ -16,19 +16,19 @@ import pytest
 
 from mtcd.gate import pair
 from mtcd.identity import Iccid, Imei
-from mtcd.keystore import STAGED, Keystore
+from mtcd.keystore import Keystore
 from mtcd.mm import states
 from mtcd.mm.bus import BusError
-from mtcd.mm.gateway import MmGateway, MmModem, MmSession, MmUicc
+from mtcd.mm.gateway import MmGateway
 from mtcd.policy import PinOutcome, PolicySettings
-from mtcd.progress import NO_WAITS
 from mtcd.secret import Pin
 from mtcd.simlock import SimLock
 
 import mmstack
 from conftest import pin_presentations, puk_commands
 from mmstack import mm_rig, mm_shared  # noqa: F401  (the module's shared ModemManager)
-from simfixtures import TEST_PIN, make_card, make_iccid, make_imei
+from simfixtures import TEST_PIN, make_card, make_iccid, make_imei, stage_two_candidates
+from test_review6_mm_reprobe import fake_bus_gateway
 from test_modemmanager import on_air
 
 MODEM = "/org/freedesktop/ModemManager1/Modem/0"
@@ -102,20 +102,11 @@ class CachingBus:
 
 
 def _gateway(bus) -> MmGateway:
-    gw = object.__new__(MmGateway)  # only what card_command and MmUicc use
-    gw.transport = MmSession("/dev/ttyUSB2", 5, bus=bus)
-    gw.transport.path = MODEM
-    gw.modem = MmModem(gw.transport)
-    gw.uicc = MmUicc(gw.modem, settle_time=0)
-    gw.imei = Imei(IMEI)
-    gw.waits = NO_WAITS
-    gw.link_up = False
-    return gw
+    return fake_bus_gateway(bus, MODEM, IMEI)
 
 
 def _two_candidates(state):
-    Keystore.open(state).set_pin(Iccid(A), STALE_PIN)
-    Keystore.open(state).stage_pending(Iccid(A), CARDS_PIN, STAGED)
+    stage_two_candidates(state, Iccid(A), STALE_PIN, CARDS_PIN)
 
 
 def test_the_second_candidate_does_not_go_to_a_card_modemmanager_still_names_as_the_stored_one(tmp_path):

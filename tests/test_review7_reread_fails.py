@@ -10,11 +10,11 @@ from __future__ import annotations
 from mtcd.errors import ModemUnavailable
 from mtcd.gate import pair
 from mtcd.identity import Iccid, Imei
-from mtcd.keystore import CURRENT, STAGED, Keystore
+from mtcd.keystore import CURRENT, Keystore
 from mtcd.policy import PolicySettings
 from mtcd.secret import Pin
 
-from simfixtures import StubCard, make_iccid, make_imei
+from simfixtures import StubCard, make_iccid, make_imei, stage_two_candidates
 
 A = Iccid(make_iccid(61))
 IMEI = Imei(make_imei(61))
@@ -43,8 +43,7 @@ class RereadFails(StubCard):
 
 
 def _two_candidates(state):
-    Keystore.open(state).set_pin(A, STALE_PIN)
-    Keystore.open(state).stage_pending(A, CARDS_PIN, STAGED)
+    stage_two_candidates(state, A, STALE_PIN, CARDS_PIN)
 
 
 def test_an_iccid_read_that_fails_once_costs_no_attempt_and_keeps_the_run(tmp_path):

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 from mtcd.gate import pair
 from mtcd.identity import Iccid, Imei
-from mtcd.keystore import STAGED, Keystore
-from mtcd.policy import PinOutcome, PolicySettings
+from mtcd.keystore import Keystore
+from mtcd.policy import PolicySettings
 from mtcd.secret import Pin
-from mtcd.simlock import SimLock
-from mtcd.uicc import PresentationRefused
 
-from simfixtures import StubCard, make_iccid, make_imei
+from simfixtures import BlindSwap, StubCard, make_iccid, make_imei, stage_two_candidates
 
 A = Iccid(make_iccid(31))
 B = Iccid(make_iccid(32))
@@ -27,46 +25,22 @@ CARDS_PIN = Pin("31415926")
 STALE_PIN = Pin("27182818")  # stored as current; the card holds the staged one
 
 
-class BlindSwap(StubCard):
-    """As the AT layer sees it: the PIN is checked against the ICCID read
-    last.  Card A is swapped for B (which also asks for its PIN) right after
-    A refuses a PIN, with no URC."""
+class BlindSwapCard(BlindSwap, StubCard):
+    """Card A holds the staged PIN; B is swapped in, unseen, after A refuses."""
 
     def __init__(self):
         super().__init__(CARDS_PIN, A)
-        self.slot = A
-        self.read: Iccid | None = None
-        self.to: list[tuple[Iccid, Pin]] = []  # (the card in the slot, the PIN it got)
-
-    def iccid(self):
-        self.read = self.slot
-        return self.slot
-
-    def may_present(self, iccid):
-        return self.state is SimLock.SIM_PIN and self.read == iccid
-
-    def present_pin(self, pin, for_iccid):
-        if for_iccid != self.read:
-            raise PresentationRefused("the secret was not looked up for the ICCID of this card")
-        self.to.append((self.slot, pin))
-        if self.slot != A:
-            self.left -= 1  # B's counter pays for A's PIN
-            return PinOutcome.REJECTED
-        outcome = super().present_pin(pin, for_iccid)
-        if outcome is PinOutcome.REJECTED:
-            self.slot = B
-        return outcome
+        self.blind_swap(A, B)
 
 
 def _two_candidates(state):
-    Keystore.open(state).set_pin(A, STALE_PIN)
-    Keystore.open(state).stage_pending(A, CARDS_PIN, STAGED)
+    stage_two_candidates(state, A, STALE_PIN, CARDS_PIN)
 
 
 def test_the_second_candidate_does_not_go_to_a_card_swapped_in_unseen(tmp_path):
     state = tmp_path / "state"
     _two_candidates(state)
-    card = BlindSwap()
+    card = BlindSwapCard()
     outcome = pair(card, Keystore.open(state), PolicySettings(), IMEI, None)
     assert len(card.to) == 1, f"a second candidate went out after the swap: {[str(s) for s, _ in card.to]}"
     assert card.to[0][0] == A

@@ -261,7 +261,10 @@ class Swtpm:
             if self.process.poll() is not None:
                 raise RuntimeError(self.process.stderr.read().decode(errors="replace").strip())
             try:
-                socket.create_connection(("127.0.0.1", self.port + 1), timeout=1).close()
+                # Both: swtpm may listen on its control port a moment
+                # before its TPM port, and the TCTI connects to the latter.
+                for port in (self.port + 1, self.port):
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 return
             except OSError:
                 try:

@@ -162,9 +162,11 @@ class Monitor:
             self.modem.fail_after(upper[:8], mode)
             self.cut_note = f"{upper[:8]} ({mode})"
             self.cut.set()
+        lie = False  # this very command is the lie: the card is not told
         if self.lie_armed and upper.startswith("AT+CPWD="):
             self.lie_armed, self.lie_struck = False, True
             self.modem.fail_after("AT+CPWD=", "unsent")
+            lie = True
         reply = self.handle(line)
         t = time.monotonic()
         soak = self.soak
@@ -197,7 +199,7 @@ class Monitor:
                 soak.secrets.add(pin)
                 if upper.startswith("AT+CPWD") or (upper.startswith("AT+CSIM") and len(pin) >= 4):
                     new = text.rsplit(",", 1)[-1].strip().strip('"')
-                    if upper.startswith("AT+CPWD") and not self.lie_struck:
+                    if upper.startswith("AT+CPWD") and not lie:
                         self.card_pins.append((t, iccid, new))
                         soak.secrets.add(new)
         if card.pin_attempts == 0:

@@ -101,3 +101,23 @@ def test_soak_sees_a_gateway_that_does_not_pair_after_a_lie(tmp_path):
         runner.decide = lambda: None  # a gateway that never unlocks the card again
         runner.check_pairs_after_a_lie()
     assert any("not paired again by itself" in v for v in runner.violations), runner.violations
+
+
+def test_soak_counts_a_real_change_after_a_lie_as_one_the_card_was_told(tmp_path):
+    """Only the one AT+CPWD the lie struck is left out of the PINs the card
+    was told: a later change the card carries out counts again (a sticky
+    mark made the keystore check see 'lost writes' after every lie)."""
+    card = make_card()
+    with sim_modem(card) as (modem, port):
+        runner = soak.Soak(tmp_path, seed=1, mode="once")
+        monitor = soak.Monitor(runner, modem)
+        old = card.pin
+        monitor(f'AT+CPIN="{old}"\r')
+        monitor.lie_armed = True
+        monitor(f'AT+CPWD="SC","{old}","11112222"\r')  # answered OK, never reaches the card
+        assert card.pin == old and monitor.lie_struck
+        monitor(f'AT+CPWD="SC","{old}","33334444"\r')  # a real one
+        assert card.pin == "33334444"
+    told = [pin for _t, _iccid, pin in monitor.card_pins]
+    assert told == ["33334444"], told
+    assert runner.violations == [], runner.violations

@@ -131,7 +131,7 @@ class Monitor:
         self.handle = modem.handle
         self.lock = threading.Lock()
         self.presentations: list[Presentation] = []
-        self.card_pins: list[tuple[float, str, str]] = []  # (t, iccid, new PIN) the card was told
+        self.card_pins: list[tuple[float, str, str]] = []  # (t, iccid, new PIN) a change asked the card for
         self.cut_at: tuple[str, ...] = ()
         self.cut = threading.Event()
         self.cut_note = ""
@@ -162,11 +162,9 @@ class Monitor:
             self.modem.fail_after(upper[:8], mode)
             self.cut_note = f"{upper[:8]} ({mode})"
             self.cut.set()
-        lie = False  # this very command is the lie: the card is not told
         if self.lie_armed and upper.startswith("AT+CPWD="):
             self.lie_armed, self.lie_struck = False, True
             self.modem.fail_after("AT+CPWD=", "unsent")
-            lie = True
         reply = self.handle(line)
         t = time.monotonic()
         soak = self.soak
@@ -199,7 +197,9 @@ class Monitor:
                 soak.secrets.add(pin)
                 if upper.startswith("AT+CPWD") or (upper.startswith("AT+CSIM") and len(pin) >= 4):
                     new = text.rsplit(",", 1)[-1].strip().strip('"')
-                    if upper.startswith("AT+CPWD") and not lie:
+                    if upper.startswith("AT+CPWD"):
+                        # Asked for, whether the card then made it or not
+                        # (a lie): the store may rightly hold it instead.
                         self.card_pins.append((t, iccid, new))
                         soak.secrets.add(new)
         if card.pin_attempts == 0:
@@ -377,6 +377,9 @@ class Soak:
             commands = ["pin rotate"]
             self.monitor.lie_struck = False
             self.monitor.lie_armed = True
+            # The fallback can only give back a PIN the store held: after a
+            # person's wrong `pin set` the card needs that person anyway.
+            self.lie_on_known_pin = self.store_holds_the_cards_pin()
         at = rng.uniform(0.0, 1.5)
         cut_on_pin = event == "power-cut" and rng.random() < 0.5
         # Half of those cut a PIN change: a rotation runs, power goes at its AT+CPWD.
@@ -429,7 +432,7 @@ class Soak:
             worker.join(PROC_TIMEOUT * 2)
         if event == "lying-change":
             self.monitor.lie_armed = False
-            if self.monitor.lie_struck:
+            if self.monitor.lie_struck and self.lie_on_known_pin:
                 self.check_pairs_after_a_lie()
         if self.mode == "once" and event not in ("reset", "power-cut"):
             card = self.modem.card
@@ -515,6 +518,17 @@ class Soak:
             if not held & allowed:
                 self.violation(f"the keystore lost a write for {iccid}: it holds none of the PINs "
                                f"stored or changed to since the last successful `pin set`")
+
+    def store_holds_the_cards_pin(self) -> bool:
+        """Whether the keystore holds the PIN the card in the slot holds."""
+        from mtcd.identity import Iccid
+
+        card = self.modem.card
+        entry = self.gw.keystore().get(Iccid(card.iccid.value)) if card else None
+        if entry is None:
+            return False
+        held = {p.reveal() for p in (entry.pin, entry.pending_pin, entry.fallback_pin) if p}
+        return card.pin in held
 
     def check_pairs_after_a_lie(self) -> None:
         """The card never made the change the modem said OK to: once it asks

@@ -121,6 +121,11 @@ def _presented(line: str) -> tuple[str | None, bool]:
     return None, False
 
 
+def _held_pins(entry) -> set[str]:
+    """Every PIN a keystore entry holds: current, pending and fallback."""
+    return {p.reveal() for p in (entry.pin, entry.pending_pin, entry.fallback_pin) if p}
+
+
 class Monitor:
     """Wraps the simulated modem's command handler: every command line is
     seen with the card's state around it, before the simulator redacts it."""
@@ -514,7 +519,7 @@ class Soak:
                 self.violation(f"the PIN stored for {iccid} by a `pin set` that returned 0 is gone")
                 continue
             # The fallback too: the PIN the card was last seen to accept.
-            held = {entry.pin.reveal()} | {p.reveal() for p in (entry.pending_pin, entry.fallback_pin) if p}
+            held = _held_pins(entry)
             if not held & allowed:
                 self.violation(f"the keystore lost a write for {iccid}: it holds none of the PINs "
                                f"stored or changed to since the last successful `pin set`")
@@ -527,8 +532,7 @@ class Soak:
         entry = self.gw.keystore().get(Iccid(card.iccid.value)) if card else None
         if entry is None:
             return False
-        held = {p.reveal() for p in (entry.pin, entry.pending_pin, entry.fallback_pin) if p}
-        return card.pin in held
+        return card.pin in _held_pins(entry)
 
     def check_pairs_after_a_lie(self) -> None:
         """The card never made the change the modem said OK to: once it asks

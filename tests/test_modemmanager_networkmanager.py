@@ -80,10 +80,11 @@ def test_modemmanager_networkmanager_activates_only_after_pairing_and_release_re
     assert len(pin_presentations(commands)) == 1  # mtcd's SendPin, nothing from NetworkManager
     # NetworkManager may no longer bring it up by itself; what it was is kept.
     assert r.nm.value("connection.autoconnect", "connection", "show", "lte") == "no"
-    # The update kept the profile's own secret and wrote no PIN into it.
-    assert r.nm.nmcli("-s", "-g", "gsm.password", "connection", "show", "lte").stdout.strip() == "operator-pw"
+    # The update kept the profile's own secret, on disk and in memory, and
+    # wrote no PIN into it.
     keyfile = "".join(p.read_text() for p in r.nm.profiles.iterdir())
     assert "autoconnect=false" in keyfile and "pin=" not in keyfile and TEST_PIN not in keyfile
+    assert "password=operator-pw" in keyfile and r.nm.secret("lte", "gsm", "password") == "operator-pw"
     record = r.record()
     assert [p["autoconnect"] for p in record["profiles"].values()] == [True] and record["wwan_enabled"] is True
     assert TEST_PIN not in run.stdout + run.stderr + json.dumps(record)
@@ -112,12 +113,12 @@ def test_modemmanager_networkmanager_autoconnect_switch_keeps_the_password_on_di
     assert "password=" not in text and "[gsm]\n" in text
     keyfile.write_text(text.replace("[gsm]\n", "[gsm]\npassword=operator-pw\n", 1))
     # NetworkManager has not read it: the file and its memory now differ.
-    assert r.nm.nmcli("-s", "-g", "gsm.password", "connection", "show", "lte").stdout.strip() == ""
+    assert r.nm.secret("lte", "gsm", "password") == ""
     run = r.gateway.mtcd("once", "--json", timeout=180)
     assert run.returncode == 1 and run.last_json["reason"] == "unknown-sim", run.stdout + run.stderr
     on_disk = keyfile.read_text()
     assert "autoconnect=false" in on_disk and "password=operator-pw" in on_disk
-    assert r.nm.nmcli("-s", "-g", "gsm.password", "connection", "show", "lte").stdout.strip() == "operator-pw"
+    assert r.nm.secret("lte", "gsm", "password") == "operator-pw"
     assert "operator-pw" not in run.stdout + run.stderr + json.dumps(r.record())
     release = r.gateway.mtcctl("datalink", "release", timeout=60)
     assert release.returncode == 0 and "operator-pw" not in release.stdout + release.stderr, release.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import threading
 import time
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 import mmstack
 import nmstack
 from conftest import Gateway, pin_presentations, puk_commands
+from mtcd.datalink.networkmanager import NetworkManagerBus, NetworkManagerClient
 from simfixtures import TEST_PIN, make_card, sim_modem
 
 pytestmark = pytest.mark.skipif(nmstack.missing() is not None, reason=nmstack.missing() or "")
@@ -124,6 +126,51 @@ def test_modemmanager_networkmanager_autoconnect_switch_keeps_the_password_on_di
     assert release.returncode == 0 and "operator-pw" not in release.stdout + release.stderr, release.stderr
     on_disk = keyfile.read_text()
     assert "autoconnect=false" not in on_disk and "password=operator-pw" in on_disk
+
+
+SWITCHES = 40
+
+
+def test_modemmanager_networkmanager_many_autoconnect_switches_keep_the_password(nm_rig):
+    """The operator's APN password, set with nmcli, survives many switches
+    of autoconnect by mtcd's client (keyfile re-read, Update2 to disk without
+    secrets), each followed by the PIN check's GetSecrets as at session
+    start, while another client keeps asking for the secrets (each such call
+    has NetworkManager update the profile in memory and emit Updated).
+    After every switch the keyfile on disk and NetworkManager's memory both
+    hold it.  Written for a loaded run where the password read as '':
+    `nmcli -s` misreads now and then (NMStack.secret), the file never lost it."""
+    r = nm_rig(make_card(serial_number=11))
+    assert r.nm.nmcli("connection", "modify", "lte", "gsm.password", "operator-pw").returncode == 0
+    keyfile = r.nm.profiles / "lte.nmconnection"
+    client = NetworkManagerClient(NetworkManagerBus(r.mm.bus_address))
+    done, reads = threading.Event(), []
+
+    def operator_reads() -> None:
+        while not done.is_set():
+            try:
+                reads.append(r.nm.secret("lte", "gsm", "password"))
+            except Exception as exc:  # counted below, not lost in the thread
+                reads.append(f"failed: {exc}")
+                return
+
+    reader = threading.Thread(target=operator_reads)
+    reader.start()
+    try:
+        for switch in range(SWITCHES):
+            own, settings = client.profile("lte")
+            autoconnect = switch % 2 == 1
+            client.set_autoconnect(own, settings, autoconnect)
+            assert client.stores_a_pin(own) is False
+            on_disk = keyfile.read_text()
+            assert "password=operator-pw" in on_disk, f"switch {switch}: the keyfile lost the password"
+            assert ("autoconnect=false" in on_disk) is not autoconnect, f"switch {switch}"
+            assert r.nm.secret("lte", "gsm", "password") == "operator-pw", f"switch {switch}"
+    finally:
+        done.set()
+        reader.join(60)
+        client.bus.close()
+    assert reads and set(reads) == {"operator-pw"}
 
 
 def test_modemmanager_networkmanager_foreign_sim_never_activates(nm_rig):

@@ -99,10 +99,10 @@ class NMStack:
         the profile, and NetworkManager emits Settings.Connection.Updated
         before it answers every GetSecrets; libnm then fetches the settings
         again and replaces that copy, secrets gone, sometimes before nmcli
-        prints.  Measured (NetworkManager 1.42, profile untouched, no mtcd
-        running): 12 reads in 1000 printed '' (21 with both cores busy)
+        prints.  Measured by bench/nm_secret_reads.py (BENCHMARKS.md), the
+        profile left alone, no mtcd: 0 to 12 nmcli reads in 1000 printed ''
         while the keyfile held the password and GetSecrets on the bus
-        returned it 1000 times in 1000."""
+        returned it every time."""
         from jeepney import DBusAddress, MessageType, new_method_call
         from jeepney.io.blocking import open_dbus_connection
         from jeepney.low_level import HeaderFields

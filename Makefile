@@ -103,7 +103,8 @@ demo: demo-deps $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
 
 # Every script whose figures BENCHMARKS.md holds, with the options those
 # figures were taken with (about 20 minutes, most of it the two idle windows).
-# modemmanager_cost.py runs Debian's ModemManager on a private bus: root only.
+# modemmanager_cost.py and nm_secret_reads.py run Debian's ModemManager (and
+# NetworkManager) on a private bus: root only.
 bench: venv
 	$(PY) bench/commands_to_pair.py
 	$(PY) bench/commands_to_pair.py --runs 5 --latency 0.05 --show
@@ -117,6 +118,8 @@ bench: venv
 	$(PY) bench/idle_cpu.py --no-concatenation
 	@if [ "$$(id -u)" = 0 ]; then $(PY) bench/modemmanager_cost.py; \
 	  else echo "bench/modemmanager_cost.py skipped: it needs root (it runs ModemManager on a private D-Bus)"; fi
+	@if [ "$$(id -u)" = 0 ]; then $(PY) bench/nm_secret_reads.py; \
+	  else echo "bench/nm_secret_reads.py skipped: it needs root (it runs NetworkManager on a private D-Bus)"; fi
 
 # The soak (tests/soak.py): boot, SIM swap, wrong SIM, modem reset, lying PIN change and
 # power-cut cycles against the simulator with random mtcctl commands, every

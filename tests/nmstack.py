@@ -91,6 +91,39 @@ class NMStack:
             raise RuntimeError(f"nmcli -g {' '.join(args)}: {run.stderr.strip()}")
         return run.stdout.strip()
 
+    def secret(self, name: str, setting: str, key: str) -> str:
+        """A secret of profile `name` as NetworkManager holds it ('' for
+        none), asked with Settings.Connection.GetSecrets straight on the bus.
+
+        Not `nmcli -s`: nmcli merges the secrets into libnm's cached copy of
+        the profile, and NetworkManager emits Settings.Connection.Updated
+        before it answers every GetSecrets; libnm then fetches the settings
+        again and replaces that copy, secrets gone, sometimes before nmcli
+        prints.  Measured by bench/nm_secret_reads.py (BENCHMARKS.md), the
+        profile left alone, no mtcd: 0 to 12 nmcli reads in 1000 printed ''
+        while the keyfile held the password and GetSecrets on the bus
+        returned it every time."""
+        from jeepney import DBusAddress, MessageType, new_method_call
+        from jeepney.io.blocking import open_dbus_connection
+        from jeepney.low_level import HeaderFields
+
+        service = "org.freedesktop.NetworkManager"
+        settings = DBusAddress("/org/freedesktop/NetworkManager/Settings", bus_name=service,
+                               interface=service + ".Settings")
+        uuid = self.value("connection.uuid", "connection", "show", name)
+        with open_dbus_connection(bus=self.mm.bus_address) as conn:
+            found = conn.send_and_get_reply(new_method_call(settings, "GetConnectionByUuid", "s", (uuid,)),
+                                            timeout=30)
+            if found.header.message_type is MessageType.error:
+                raise RuntimeError(f"GetConnectionByUuid {name}: {found.body}")
+            profile = DBusAddress(found.body[0], bus_name=service, interface=service + ".Settings.Connection")
+            reply = conn.send_and_get_reply(new_method_call(profile, "GetSecrets", "s", (setting,)), timeout=30)
+        if reply.header.message_type is MessageType.error:
+            if reply.header.fields.get(HeaderFields.error_name) == service + ".AgentManager.NoSecrets":
+                return ""  # NetworkManager holds no secret for this setting
+            raise RuntimeError(f"GetSecrets {name}/{setting}: {reply.body}")
+        return reply.body[0].get(setting, {}).get(key, ("s", ""))[1]
+
     def add_gsm(self, name: str, *settings: str) -> None:
         run = self.nmcli("connection", "add", "type", "gsm", "con-name", name, "ifname", "*",
                          "gsm.apn", "iot.example", *settings)

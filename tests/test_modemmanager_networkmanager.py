@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import threading
 import time
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 import mmstack
 import nmstack
 from conftest import Gateway, pin_presentations, puk_commands
+from mtcd.datalink.networkmanager import NetworkManagerBus, NetworkManagerClient
 from simfixtures import TEST_PIN, make_card, sim_modem
 
 pytestmark = pytest.mark.skipif(nmstack.missing() is not None, reason=nmstack.missing() or "")
@@ -80,10 +82,11 @@ def test_modemmanager_networkmanager_activates_only_after_pairing_and_release_re
     assert len(pin_presentations(commands)) == 1  # mtcd's SendPin, nothing from NetworkManager
     # NetworkManager may no longer bring it up by itself; what it was is kept.
     assert r.nm.value("connection.autoconnect", "connection", "show", "lte") == "no"
-    # The update kept the profile's own secret and wrote no PIN into it.
-    assert r.nm.nmcli("-s", "-g", "gsm.password", "connection", "show", "lte").stdout.strip() == "operator-pw"
+    # The update kept the profile's own secret, on disk and in memory, and
+    # wrote no PIN into it.
     keyfile = "".join(p.read_text() for p in r.nm.profiles.iterdir())
     assert "autoconnect=false" in keyfile and "pin=" not in keyfile and TEST_PIN not in keyfile
+    assert "password=operator-pw" in keyfile and r.nm.secret("lte", "gsm", "password") == "operator-pw"
     record = r.record()
     assert [p["autoconnect"] for p in record["profiles"].values()] == [True] and record["wwan_enabled"] is True
     assert TEST_PIN not in run.stdout + run.stderr + json.dumps(record)
@@ -112,17 +115,62 @@ def test_modemmanager_networkmanager_autoconnect_switch_keeps_the_password_on_di
     assert "password=" not in text and "[gsm]\n" in text
     keyfile.write_text(text.replace("[gsm]\n", "[gsm]\npassword=operator-pw\n", 1))
     # NetworkManager has not read it: the file and its memory now differ.
-    assert r.nm.nmcli("-s", "-g", "gsm.password", "connection", "show", "lte").stdout.strip() == ""
+    assert r.nm.secret("lte", "gsm", "password") == ""
     run = r.gateway.mtcd("once", "--json", timeout=180)
     assert run.returncode == 1 and run.last_json["reason"] == "unknown-sim", run.stdout + run.stderr
     on_disk = keyfile.read_text()
     assert "autoconnect=false" in on_disk and "password=operator-pw" in on_disk
-    assert r.nm.nmcli("-s", "-g", "gsm.password", "connection", "show", "lte").stdout.strip() == "operator-pw"
+    assert r.nm.secret("lte", "gsm", "password") == "operator-pw"
     assert "operator-pw" not in run.stdout + run.stderr + json.dumps(r.record())
     release = r.gateway.mtcctl("datalink", "release", timeout=60)
     assert release.returncode == 0 and "operator-pw" not in release.stdout + release.stderr, release.stderr
     on_disk = keyfile.read_text()
     assert "autoconnect=false" not in on_disk and "password=operator-pw" in on_disk
+
+
+SWITCHES = 40
+
+
+def test_modemmanager_networkmanager_many_autoconnect_switches_keep_the_password(nm_rig):
+    """The operator's APN password, set with nmcli, survives many switches
+    of autoconnect by mtcd's client (keyfile re-read, Update2 to disk without
+    secrets), each followed by the PIN check's GetSecrets as at session
+    start, while another client keeps asking for the secrets (each such call
+    has NetworkManager update the profile in memory and emit Updated).
+    After every switch the keyfile on disk and NetworkManager's memory both
+    hold it.  Written for a loaded run where the password read as '':
+    `nmcli -s` misreads now and then (NMStack.secret), the file never lost it."""
+    r = nm_rig(make_card(serial_number=11))
+    assert r.nm.nmcli("connection", "modify", "lte", "gsm.password", "operator-pw").returncode == 0
+    keyfile = r.nm.profiles / "lte.nmconnection"
+    client = NetworkManagerClient(NetworkManagerBus(r.mm.bus_address))
+    done, reads = threading.Event(), []
+
+    def operator_reads() -> None:
+        while not done.is_set():
+            try:
+                reads.append(r.nm.secret("lte", "gsm", "password"))
+            except Exception as exc:  # counted below, not lost in the thread
+                reads.append(f"failed: {exc}")
+                return
+
+    reader = threading.Thread(target=operator_reads)
+    reader.start()
+    try:
+        for switch in range(SWITCHES):
+            own, settings = client.profile("lte")
+            autoconnect = switch % 2 == 1
+            client.set_autoconnect(own, settings, autoconnect)
+            assert client.stores_a_pin(own) is False
+            on_disk = keyfile.read_text()
+            assert "password=operator-pw" in on_disk, f"switch {switch}: the keyfile lost the password"
+            assert ("autoconnect=false" in on_disk) is not autoconnect, f"switch {switch}"
+            assert r.nm.secret("lte", "gsm", "password") == "operator-pw", f"switch {switch}"
+    finally:
+        done.set()
+        reader.join(60)
+        client.bus.close()
+    assert reads and set(reads) == {"operator-pw"}
 
 
 def test_modemmanager_networkmanager_foreign_sim_never_activates(nm_rig):

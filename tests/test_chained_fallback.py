@@ -597,6 +597,10 @@ def test_doctor_names_a_fallback():
 
     entry = {"state": "active", "transport": False, "pending": None, "pending_rejected": False, "fallback": True}
     assert "old PIN kept until the card proves the new one" in entry_summary(entry)
+    assert "no further change until then" in entry_summary(entry)
+    # A compromise marked meanwhile waits for that proof too: doctor says how.
+    assert "power-cycle the modem" in entry_summary({**entry, "state": "compromised"})
+    assert "at the next pairing" in entry_summary({**entry, "state": "compromised", "fallback": False})
     assert "last seen to accept is kept" in entry_summary({**entry, "state": "rejected"})
     assert "never presented again" in entry_summary({**entry, "state": "rejected", "fallback": False})
 

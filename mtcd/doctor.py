@@ -121,6 +121,10 @@ def entry_summary(entry: Mapping | None) -> str:
                 "is kept (presented once within the guard, or `mtcctl pin try`)")
     if state == "rejected":
         return "rejected (the card refused the stored PIN; never presented again)"
+    if state == "compromised" and entry.get("fallback"):
+        # No change begins while the last one is unproven (lifecycle.change_waits).
+        return ("compromised (rotated once the card has unlocked with its PIN at a SIM PIN prompt: "
+                "power-cycle the modem, then `mtcctl repair`)")
     if state == "compromised":
         return "compromised (rotated at the next pairing)"
     words = ["stored"]
@@ -129,7 +133,8 @@ def entry_summary(entry: Mapping | None) -> str:
     if entry.get("pending"):
         words.append(f"pending change ({entry['pending']})" + (", pending PIN rejected" if entry.get("pending_rejected") else ""))
     if entry.get("fallback"):
-        words.append("old PIN kept until the card proves the new one (a change only the modem's OK vouches for)")
+        words.append("old PIN kept until the card proves the new one (a change only the modem's OK vouches for; "
+                     "no further change until then)")
     if entry.get("attempt_in_flight"):
         words.append("a presentation's outcome not yet settled")
     return ", ".join(words)

@@ -399,10 +399,12 @@ class Keystore:
     def promote_unproven(self, iccid: Iccid, imei: str | None, pin: Pin) -> PinEntry | None:
         """Our change to `pin`, the pending PIN, was answered OK and no
         counter fell: the card made it, or the modem never passed it on.
-        `pin` becomes current; the PIN the card was last seen to accept is
-        kept as the fallback: the one held already, if any (the old current
-        is unproven too), else the old current as it was.  One write, so no
-        power cut loses either.  None (nothing written) when `pin` is no
+        `pin` becomes current; the old current, which the card was last seen
+        to accept (no change begins while one is unproven:
+        lifecycle.change_waits), is kept as the fallback as it was.  A
+        fallback already held (a store written before that rule) is kept
+        instead: it is the one proven.  One write, so no power cut loses
+        either.  None (nothing written) when `pin` is no
         longer our pending change: a person stored or staged another PIN
         meanwhile, which wins."""
         old = self._require(iccid)
@@ -413,20 +415,6 @@ class Keystore:
         else:
             kept, of = old.pin, (old.state, old.transport, old.rotated)
         entry = replace(_promoted(old, imei), fallback_pin=kept, fallback_of=of)
-        self._commit([entry])
-        return entry
-
-    @_transaction
-    def fall_back(self, iccid: Iccid, refused: Pin) -> PinEntry | None:
-        """The card refused `refused`, the current PIN, as the old PIN of a
-        change (its counter fell): the change that set it never reached the
-        card, and the fallback is current again, as it was (nothing is sent).
-        None (nothing written) without a fallback, or when a person stored
-        another PIN meanwhile."""
-        old = self._require(iccid)
-        if old.pin != refused or old.fallback_pin is None:
-            return None
-        entry = replace(_restored(old), updated=_now())
         self._commit([entry])
         return entry
 

@@ -12,12 +12,11 @@ while the retry guard allows (mtcd.policy).
 
 An OK with the counter unchanged is also what a modem that never passed the
 change on answers, so the PIN the card was last seen to accept stays, sealed,
-as the *fallback* (the third candidate) until the card unlocks with the new
-one.  A rotation never waits for that proof: it changes from the current PIN
-as usual, and a card that refuses it as the old PIN shows the change before
-never reached it, so the fallback is current again.  Not covered: a modem
-that passes some changes on and drops others (only the last proven PIN and
-the current one are kept).
+as the *fallback* until the card unlocks with the new one.  No further
+change begins before that proof (`change_waits`): after two unproven changes
+the card could hold any of three PINs, and only two presentations fit above
+the guard.  With at most one outstanding, the card holds the current PIN or
+the fallback whatever the modem passed on or dropped.
 """
 
 from __future__ import annotations
@@ -78,6 +77,20 @@ def rotation_due(entry: PinEntry, policy: PolicyConfig, now: datetime) -> str | 
     return None
 
 
+def change_waits(entry: PinEntry) -> str | None:
+    """Why no change of the card's PIN may begin now; None when one may.
+    Either waits until the SIM next asks for its PIN and is unlocked: a
+    pending PIN the card may hold already (replacing it could lose the only
+    copy of the card's PIN), or our last change with only the modem's OK."""
+    if entry.pending_pin is not None:
+        origin = "an over-the-air change" if entry.pending_origin == STAGED else "an earlier change"
+        return f"a PIN from {origin} of {entry.iccid} is not settled yet"
+    if entry.fallback_pin is not None:
+        return (f"the last PIN change of {entry.iccid} is not proven yet (the modem said OK; the SIM has not "
+                "unlocked with the new PIN since)")
+    return None
+
+
 def stage(keystore: Keystore, journal: PairingJournal | None, policy: PolicyConfig, iccid: Iccid, pin: Pin) -> ChangeResult:
     """Keep the PIN an over-the-air change is about to set (device first, SIM
     second).  Needs no modem."""
@@ -133,16 +146,10 @@ class Lifecycle:
         if entry.rejected:
             raise LifecycleRefused(f"the stored PIN of {iccid} was rejected; store the right one first: "
                                    f"`mtcctl pin set {iccid}`")
-        if entry.pending_pin is not None:
-            # The card may hold that PIN already (a change whose answer was
-            # lost, or the operator's OTA change): a new change would be made
-            # against a PIN the card no longer has, and lose the only copy of
-            # the one it has.  The next pairing with the SIM locked settles it.
-            origin = "an over-the-air change" if entry.pending_origin == STAGED else "an earlier change"
-            raise LifecycleRefused(
-                f"a PIN from {origin} of {iccid} is not settled yet; it is settled when the SIM next asks for "
-                "its PIN (power-cycle the modem, then `mtcctl repair`)"
-            )
+        waits = change_waits(entry)
+        if waits is not None:
+            raise LifecycleRefused(f"{waits}; the PIN was not changed: it is settled when the SIM next asks "
+                                   "for its PIN (power-cycle the modem, then `mtcctl repair`)")
         left = self._guard(iccid)
         new = Pin.generate(length or self.policy.pin_length)
         # Sealed and fsynced before the card hears of it (guarantee 5).
@@ -223,17 +230,6 @@ class Lifecycle:
         if outcome is PinOutcome.REJECTED:
             # The card does not hold the PIN we gave as the old one.
             self.keystore.discard_pending(iccid, new)
-            if self.keystore.fall_back(iccid, refused=old) is not None:
-                # That PIN came from a change only the modem's OK vouched
-                # for: it never reached the card, which still holds the PIN
-                # before it, current again (nothing more is sent now).
-                self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason,
-                                    why="old PIN rejected")
-                self.journal.append("pin-change-not-made", iccid=str(iccid))
-                log.warning("the SIM %s refused its current PIN: the last change never reached it", iccid)
-                raise LifecycleRefused(f"the SIM {iccid} refused its current PIN: the last PIN change never "
-                                       "reached the card, so the PIN before it is current again; the PIN was "
-                                       "not changed now: run the rotation again")
             self.keystore.record_rejected(iccid, CURRENT, presented=old)
             self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason, why="old PIN rejected")
             raise LifecycleRefused(f"the SIM {iccid} rejected its stored PIN; the change was not made; "

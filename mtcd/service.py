@@ -359,16 +359,17 @@ class Gateway:
         """Compromised, transport or old PINs are changed while the SIM is
         unlocked, before the link comes up.  A failed change does not keep
         a paired SIM off the network: it is journalled and tried again."""
-        from .lifecycle import LifecycleRefused, now_utc, rotation_due
+        from .lifecycle import LifecycleRefused, change_waits, now_utc, rotation_due
 
         entry = self.keystore.get(iccid)
         reason = rotation_due(entry, self.config.policy, now_utc())
         if reason is None:
             return
-        if entry.pending_pin is not None:
-            # An earlier change is not settled: changing again now could lose
-            # the PIN the card holds.  The next pairing of a locked SIM settles it.
-            log.info("PIN rotation (%s) waits until the pending PIN is settled", reason)
+        waits = change_waits(entry)
+        if waits is not None:
+            # Changing again now could lose the PIN the card holds; the next
+            # pairing of a locked SIM settles it, and the rotation follows.
+            log.info("PIN rotation (%s) waits: %s", reason, waits)
             return
         try:
             result = self.lifecycle().rotate(reason)

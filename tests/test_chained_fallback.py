@@ -1,15 +1,14 @@
 """A PIN change the modem said OK to but the card never made must not lock
-the gateway out (guarantee 5), and must not stop later rotations.
+the gateway out (guarantee 5).
 
 An OK to AT+CPWD (or 9000 to CHANGE REFERENCE DATA) with the counter
 unchanged is either a change the card made or a command the modem never
 passed on; nothing readable while the card is unlocked tells them apart.
 So the rotation promotes the new PIN and keeps, in the entry's own sealed
 fallback field, the PIN the card was last seen to accept.  The pairing
-tries current, pending, then the fallback, each once under the guard.  A
-later rotation changes from the current PIN as usual; a card that refuses
-it as the old PIN shows the change before never reached it, and the
-fallback is current again, nothing more sent."""
+tries current, pending, then the fallback, each once under the guard.  No
+later change begins until the card has unlocked with one of them
+(lifecycle.change_waits), so the card always holds one of the two."""
 
 from __future__ import annotations
 
@@ -162,50 +161,51 @@ def test_an_unlocked_card_proves_nothing(tmp_path):
     assert _entry(state).fallback_pin == CARDS_PIN
 
 
-def test_two_lying_rotations_then_an_unlock_pair_with_the_original_pin(tmp_path):
+def test_no_second_change_begins_while_the_first_is_unproven(tmp_path):
+    """The first change has only the modem's OK: a second one on top of it
+    is refused, nothing sent, the entry as it was.  Were it made and
+    dropped too, the card could hold a PIN two changes back, which neither
+    the current PIN nor the fallback is."""
     state = tmp_path / "state"
     _store(state)
-    card = Card(True, True)
+    card = Card(False, True)  # the first change reaches the card; the second would be dropped
     _rotate(state, card)
-    first = _entry(state).pin
-    _rotate(state, card)  # not refused: it changes from the unproven PIN
     entry = _entry(state)
-    second = entry.pin
-    assert card.changes == [CARDS_PIN, first]
-    # The fallback is the PIN last seen accepted, not the unproven one before.
-    assert second not in (first, CARDS_PIN) and entry.fallback_pin == CARDS_PIN
+    assert card.pin == entry.pin != CARDS_PIN and entry.fallback_pin == CARDS_PIN
+    for reason in (REQUESTED, COMPROMISED, SCHEDULED):
+        with pytest.raises(LifecycleRefused, match="not proven yet") as refused:
+            _rotate(state, card, reason)
+        said = str(refused.value)
+        assert "\n" not in said and "power-cycle the modem" in said
+        assert CARDS_PIN.reveal() not in said and entry.pin.reveal() not in said
+    assert card.changes == [CARDS_PIN] and card.presented == [] and card.left == 3
+    assert _entry(state) == entry
+    # Once the card unlocks with the new PIN it is proven, and the next
+    # change goes ahead from it (this one the modem drops).
+    card.power_cycle()
+    assert _pair(state, card).paired and card.presented == [entry.pin]
+    assert _entry(state).fallback_pin is None
+    assert _rotate(state, card).outcome == "done"
+    dropped = _entry(state)
+    assert card.pin == entry.pin and dropped.fallback_pin == entry.pin
     card.power_cycle()
     outcome = _pair(state, card)
-    assert outcome.paired, outcome.decision
-    assert card.presented == [second, CARDS_PIN] and card.refused == [second.reveal()] and card.left == 3
-    assert [e for e, _ in outcome.pin_events] == ["pin-attempt-rejected", "pin-change-not-made"]
-    entry = _entry(state)
-    assert entry.pin == CARDS_PIN and entry.fallback_pin is None
+    assert outcome.paired and card.presented == [entry.pin, dropped.pin, entry.pin] and card.left == 3
 
 
-def test_an_honest_rotation_after_a_lying_one_keeps_the_proven_fallback(tmp_path):
-    """Lying, then honest: the card refuses the unproven PIN as the old one;
-    the first change never reached it, the PIN before it is current again,
-    nothing is presented, and the next rotation starts from it."""
+def test_a_change_refused_after_its_fallback_settled_starts_from_the_pin_proven(tmp_path):
+    """Dropped, then the card asks for its PIN: the fallback is current again,
+    and the rotation made then starts from it (the card's PIN) and is made."""
     state = tmp_path / "state"
     _store(state)
     card = Card(True)
     _rotate(state, card)
-    unproven = _entry(state).pin
-    with pytest.raises(LifecycleRefused, match="the last PIN change never reached the card, so the PIN before "
-                                               "it is current again") as refused:
-        _rotate(state, card)
-    assert "\n" not in str(refused.value) and CARDS_PIN.reveal() not in str(refused.value)
-    assert unproven.reveal() not in str(refused.value)
-    assert card.refused == [unproven.reveal()] and card.presented == [] and card.left == 2
-    entry = _entry(state)
-    assert entry.pin == CARDS_PIN and entry.fallback_pin is None and entry.pending_pin is None
-    assert not entry.rejected and entry.attempt is None
-    assert _events(state)[-2:] == ["pin-rotation-failed", "pin-change-not-made"]
-    assert _rotate(state, card).outcome == "done"
-    assert card.pin == _entry(state).pin != CARDS_PIN and card.changes[-1] == CARDS_PIN
+    dropped = _entry(state).pin
     card.power_cycle()
-    assert _pair(state, card).paired and card.presented == [card.pin]
+    assert _pair(state, card).paired and _entry(state).pin == CARDS_PIN
+    assert _rotate(state, card).outcome == "done"
+    assert card.changes == [CARDS_PIN, CARDS_PIN] and card.pin == _entry(state).pin != CARDS_PIN
+    assert card.refused == [dropped.reveal()] and card.left == 3  # only the dropped PIN, once
 
 
 def test_a_rotation_refused_without_a_fallback_latches_as_before(tmp_path):
@@ -217,59 +217,6 @@ def test_a_rotation_refused_without_a_fallback_latches_as_before(tmp_path):
         _rotate(state, card)
     entry = _entry(state)
     assert entry.rejected and entry.pin == CARDS_PIN and entry.fallback_pin is None
-
-
-def test_a_lost_answer_while_a_fallback_is_held_keeps_both(tmp_path):
-    """The second change's answer is lost: pending and the marker as today,
-    the fallback untouched.  The next pairing tries current, then pending;
-    with both refused the card is at the guard, so the fallback waits for a
-    person's `pin try` (three candidates, two attempts above the guard)."""
-    state = tmp_path / "state"
-    _store(state)
-    card = Card(True, True)
-    _rotate(state, card)
-    unproven = _entry(state).pin
-    card.change_pin = lambda old, new, for_iccid: PinOutcome.UNKNOWN  # the modem lies, then goes quiet
-    assert _rotate(state, card).outcome == "interrupted"
-    entry = _entry(state)
-    assert entry.pin == unproven and entry.pending_origin == ROTATION and entry.fallback_pin == CARDS_PIN
-    lost = entry.pending_pin
-    card.power_cycle()
-    outcome = _pair(state, card)
-    assert outcome.reason is Reason.RETRY_GUARD and card.presented == [unproven, lost] and card.left == 1
-    assert _entry(state).fallback_pin == CARDS_PIN
-    answer = try_pin(card, Keystore.open(state), PairingJournal(state), PolicySettings(), IMEI,
-                     TryRequest(below_guard=True, last_attempt=True, confirmed=True, iccid=ICCID))
-    assert answer["outcome"] == "accepted" and answer["pin"] == FALLBACK and card.left == 3
-    entry = _entry(state)
-    assert entry.pin == CARDS_PIN and entry.pending_pin is None and entry.fallback_pin is None
-
-
-def test_a_lost_change_the_card_refused_leaves_the_fallback_next(tmp_path):
-    """The AT+CPWD from the unproven PIN reaches the card, which refuses its
-    old PIN; the answer is lost.  At the next boot the counter settles it:
-    current latched, pending void, the fallback presented once."""
-    state = tmp_path / "state"
-    _store(state)
-    card = Card(True)
-    _rotate(state, card)
-    unproven = _entry(state).pin
-
-    def refused_and_lost(old, new, for_iccid):
-        card.left -= 1
-        card.refused.append(old.reveal())
-        card.attempts = lambda: None  # nor is the count readable after it: the rotation cannot settle it
-        return PinOutcome.UNKNOWN
-
-    card.change_pin = refused_and_lost
-    assert _rotate(state, card).outcome == "interrupted"
-    del card.attempts
-    assert _entry(state).attempt == "current" and _entry(state).attempts_before == 3
-    card.power_cycle()
-    outcome = _pair(state, card)
-    assert outcome.paired, outcome.decision
-    assert card.presented == [CARDS_PIN] and card.refused == [unproven.reveal()] and card.left == 3
-    assert _entry(state).pin == CARDS_PIN
 
 
 # -- power cuts, the guard, a person ------------------------------------------
@@ -456,18 +403,6 @@ def test_a_change_not_made_keeps_the_pin_s_age(tmp_path, monkeypatch):
     policy = PolicyConfig(rotate_every=90 * 86400.0)
     entry = _not_made(state, SCHEDULED, policy)
     assert entry.rotated == old and rotation_due(entry, policy, datetime.now(timezone.utc)) == SCHEDULED
-
-
-def test_a_refused_rotation_restores_the_fallback_as_it_was(tmp_path):
-    state = tmp_path / "state"
-    _store(state, transport=True)
-    card = Card(True)
-    _rotate(state, card, ADOPTED)
-    assert not _entry(state).transport
-    with pytest.raises(LifecycleRefused):
-        _rotate(state, card)
-    entry = _entry(state)
-    assert entry.pin == CARDS_PIN and entry.transport
 
 
 def test_a_compromise_marked_while_a_fallback_is_held_covers_it(tmp_path):
@@ -662,6 +597,10 @@ def test_doctor_names_a_fallback():
 
     entry = {"state": "active", "transport": False, "pending": None, "pending_rejected": False, "fallback": True}
     assert "old PIN kept until the card proves the new one" in entry_summary(entry)
+    assert "no further change until then" in entry_summary(entry)
+    # A compromise marked meanwhile waits for that proof too: doctor says how.
+    assert "power-cycle the modem" in entry_summary({**entry, "state": "compromised"})
+    assert "at the next pairing" in entry_summary({**entry, "state": "compromised", "fallback": False})
     assert "last seen to accept is kept" in entry_summary({**entry, "state": "rejected"})
     assert "never presented again" in entry_summary({**entry, "state": "rejected", "fallback": False})
 

@@ -126,15 +126,16 @@ def _cut(monkeypatch, name, when, at):
     return lambda: monkeypatch.setattr(Keystore, name, original)
 
 
-@pytest.mark.parametrize("lies", [(True, True), (True, False), (False, False)])
-@pytest.mark.parametrize("name, at", [("promote_unproven", 0), ("promote_unproven", 1), ("fall_back", 0),
-                                      ("discard_pending", 0)])
+@pytest.mark.parametrize("lies", [(True, True), (True, False), (False, True), (False, False)])
+@pytest.mark.parametrize("name, at", [("promote_unproven", 0), ("promote_unproven", 1), ("discard_pending", 0),
+                                      ("record_accepted", 0), ("record_accepted", 1)])
 @pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("boot_between", [False, True])
 def test_a_power_cut_at_each_write_of_two_rotations_never_blocks_nor_loses_the_card_s_pin(
-        tmp_path, monkeypatch, lies, name, at, when):
+        tmp_path, monkeypatch, lies, name, at, when, boot_between):
     """Two rotations, each change carried out by the card or only answered
-    OK by the modem (not (honest, lying): that pattern is documented as not
-    covered), the power cut inside one of the writes that settle them.  Then
+    OK by the modem, with or without the card asking for its PIN between
+    them, the power cut inside one of the writes that settle them.  Then
     the card asks for its PIN at every boot: the gateway never presents
     below the guard nor a PIN the card refused twice, and either pairs by
     itself or still holds the card's PIN for a person's `pin try`."""
@@ -147,6 +148,12 @@ def test_a_power_cut_at_each_write_of_two_rotations_never_blocks_nor_loses_the_c
             _rotate(state, card)
         except (PowerCut, LifecycleRefused):
             pass
+        if boot_between:
+            card.power_cycle()
+            try:
+                _pair(state, card)
+            except PowerCut:
+                pass
     restore()
     paired = False
     for _ in range(3):
@@ -184,17 +191,15 @@ from test_chained_fallback import CountlessCard  # noqa: E402
 def test_a_card_that_tells_no_count_never_has_three_candidates_spent_automatically(tmp_path):
     """Without a counter each candidate is presented at most once, which with
     two candidates leaves the card one attempt.  With the fallback there are
-    three: a change the modem passed on, then one it dropped (documented as
-    not covered: the card holds the PIN between them), and an over-the-air
-    change staged that never came.  Current, staged and fallback are all
-    wrong; presenting all three blocks the SIM (PUK).  Two may be spent
-    automatically, the third waits for a person."""
+    three: a change the modem dropped, an over-the-air change staged that
+    never came, and a PIN changed behind the gateway's back.  Current,
+    staged and fallback are all wrong; presenting all three blocks the SIM
+    (PUK).  Two may be spent automatically, the third waits for a person."""
     state = tmp_path / "state"
     _store(state)
-    card = CountlessCard(False, True)  # the first change reaches the card, the second is the modem's lie
+    card = CountlessCard(True)  # the change is the modem's lie
     _rotate(state, card)
-    _rotate(state, card)
-    holds = card.pin
+    card.pin = holds = Pin("44443333")  # changed elsewhere
     entry = _entry(state)
     assert holds != CARDS_PIN and entry.pin != holds and entry.fallback_pin == CARDS_PIN
     stage(Keystore.open(state), PairingJournal(state), PolicyConfig(), ICCID, Pin("55667788"))  # never sent
@@ -220,9 +225,9 @@ def test_a_counter_that_lies_never_lets_the_fallback_go_third(tmp_path):
     must not take the last one (the same three wrong PINs as above)."""
     state = tmp_path / "state"
     _store(state)
-    card = StuckCounterCard(False, True)
+    card = StuckCounterCard(True)
     _rotate(state, card)
-    _rotate(state, card)
+    card.pin = Pin("44443333")  # changed elsewhere
     stage(Keystore.open(state), PairingJournal(state), PolicyConfig(), ICCID, Pin("55667788"))
     card.power_cycle()
     outcomes = [_pair(state, card) for _ in range(3)]
@@ -330,8 +335,8 @@ def test_a_fallback_marked_while_none_is_held_settles_without_a_traceback(tmp_pa
 
 def test_seventy_sims_with_fallbacks_in_a_bucketed_store_each_settle_on_their_own(tmp_path):
     """Past INLINE_MAX (64) entries the store is split into buckets: every
-    entry's fallback survives, and settling one (refused current: fall_back;
-    fallback accepted; current accepted) touches no other."""
+    entry's fallback survives, and settling one (fallback refused; fallback
+    accepted; current accepted) touches no other."""
     from mtcd.identity import Iccid
     from simfixtures import make_iccid
 
@@ -344,15 +349,15 @@ def test_seventy_sims_with_fallbacks_in_a_bucketed_store_each_settle_on_their_ow
         assert keystore.promote_unproven(iccid, IMEI.value, Pin(f"{i:04d}2222")) is not None
     assert json.loads((state / "keystore.json").read_text())["format"] == "mtcd-keystore/3"
     keystore = Keystore.open(state)
-    keystore.fall_back(iccids[0], refused=Pin("00002222"))
+    keystore.record_rejected(iccids[0], "fallback")
     keystore.record_accepted(iccids[1], IMEI.value, "fallback")
     keystore.record_accepted(iccids[2], IMEI.value)
     reopened = Keystore.open(state)
     for i, iccid in enumerate(iccids):
         entry = reopened.get(iccid)
-        if i in (0, 1):
+        if i == 1:
             assert entry.pin == Pin(f"{i:04d}1111") and entry.fallback_pin is None
-        elif i == 2:
+        elif i in (0, 2):
             assert entry.pin == Pin(f"{i:04d}2222") and entry.fallback_pin is None
         else:
             assert entry.pin == Pin(f"{i:04d}2222") and entry.fallback_pin == Pin(f"{i:04d}1111"), i

@@ -86,7 +86,7 @@ def _body(argv: list[str]) -> int:
 def _dry_run(config, as_json: bool) -> int:
     """Exit 0 when pairing would go ahead (pair, or present a stored PIN),
     1 when it would refuse or first latch an attempt lost in a power cut."""
-    from ..lifecycle import now_utc, rotation_due
+    from ..lifecycle import change_waits, now_utc, rotation_due
     from ..recovery import dry_run
     from ..service import Gateway, policy_settings
 
@@ -95,7 +95,9 @@ def _dry_run(config, as_json: bool) -> int:
 
         def rotation(iccid):
             entry = gateway.keystore.get(iccid)
-            return rotation_due(entry, config.policy, now_utc()) if entry is not None else None
+            if entry is None or change_waits(entry) is not None:
+                return None  # no change would begin in this run
+            return rotation_due(entry, config.policy, now_utc())
 
         answer = dry_run(gateway.uicc, gateway.keystore, policy_settings(config), gateway.imei, gateway.imeisv,
                          rotation, gateway.datalink.name)

@@ -990,20 +990,29 @@ def _stage(gk: Gatekeeper, iccid, pin) -> dict:
 
 
 def _compromise(gk: Gatekeeper) -> dict:
-    from .lifecycle import COMPROMISED
+    from .lifecycle import COMPROMISED, LifecycleRefused
 
     gw = gk.gateway
     if gw is None:
         raise _no_modem(gk)
     marked = gw.keystore.mark_compromised()
     gw.journal.append("pins-compromised", count=marked)
-    gw = _paired_gateway(gk)
-    was_up = gw.link_up
-    with gw.card_command():
-        try:
-            result = gw.lifecycle().rotate(COMPROMISED)
-        finally:
-            _link_again(gk, gw, was_up)
+    try:
+        gw = _paired_gateway(gk)
+        was_up = gw.link_up
+        with gw.card_command():
+            try:
+                result = gw.lifecycle().rotate(COMPROMISED)
+            finally:
+                _link_again(gk, gw, was_up)
+    except (ModemUnavailable, LifecycleRefused) as exc:
+        # The marks stand whatever the inserted SIM's change came to (as
+        # mtcctl says without a service): "not changed" alone reads as if
+        # nothing was done.
+        again = type(exc)(f"{marked} stored PIN{'' if marked == 1 else 's'} marked compromised (each is rotated "
+                          f"when its SIM is next paired); the inserted SIM was not rotated now: {exc}")
+        again.details = getattr(exc, "details", None)
+        raise again from None
     gk.signature = _paired_signature(gk.outcome)
     answer = _change_result(gw, result)
     answer["detail"] = f"{marked} stored PINs marked compromised; inserted SIM: {result.detail}"

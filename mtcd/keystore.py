@@ -49,7 +49,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from .errors import KeystoreError, StateError
+from .errors import EXIT_REFUSED, KeystoreError, StateError
 from . import keystore_buckets as buckets
 from .fsutil import atomic_write, check_private_dir, ensure_private_dir, fsync_dir
 from .identity import Iccid
@@ -98,6 +98,16 @@ _RECORD_FIELDS = {
 # to a release without it.
 _OPTIONAL_FIELDS = {"unsettled", "change", "fallback"}
 _FALLBACK_FIELDS = {"pin", "state", "transport", "rotated"}
+
+
+class PendingNotSettled(KeystoreError):
+    """Not damage but a refusal: the pending slot holds a PIN the card may
+    hold already (a rotation's, an over-the-air change's), so another
+    change's PIN is not stored.  The callers look before they begin,
+    outside the lock; this is the same answer for one that lands second."""
+
+    exit_code = EXIT_REFUSED
+    code = "refused"
 
 
 @dataclass(frozen=True)
@@ -370,7 +380,7 @@ class Keystore:
         if entry.pending_pin is not None and (origin == ROTATION or not over_rotation):
             # The rotation checked before it began, outside this lock; a PIN
             # staged meanwhile may be on its way to the card: never lose it.
-            raise KeystoreError(
+            raise PendingNotSettled(
                 f"a pending PIN of ICCID {iccid} is not settled yet; "
                 f"the {origin} PIN is not stored (it is settled when the SIM is next unlocked)"
             )

@@ -29,7 +29,7 @@ from .config import PolicyConfig
 from .errors import EXIT_TEMPFAIL, MtcdError
 from .identity import Iccid, Imei
 from .journal import PairingJournal
-from .keystore import CURRENT, ROTATION, STAGED, Keystore, PinEntry
+from .keystore import CURRENT, ROTATION, STAGED, Keystore, PendingNotSettled, PinEntry
 from .policy import PinOutcome
 from .secret import Pin, Puk
 from .simlock import SimLock
@@ -102,15 +102,22 @@ def stage(keystore: Keystore, journal: PairingJournal | None, policy: PolicyConf
         # The card may hold that PIN already (our rotation, a person's
         # unblock, or an earlier OTA change that was delivered): replacing it
         # could leave the card with a PIN nobody has.
-        raise LifecycleRefused(
-            f"a pending PIN of {iccid} is not settled yet; stage after the SIM is next unlocked "
-            f"(or, if that OTA change was never sent, store the current PIN again: `mtcctl pin set {iccid}`)"
-        )
+        raise _pending_not_settled(iccid)
     # Checked again under the keystore's lock: a rotation may start meanwhile.
-    keystore.stage_pending(iccid, pin, STAGED, over_rotation=False)
+    try:
+        keystore.stage_pending(iccid, pin, STAGED, over_rotation=False)
+    except PendingNotSettled:
+        raise _pending_not_settled(iccid) from None
     if journal is not None:
         journal.append("pin-staged", iccid=str(iccid))
     return ChangeResult("staged", f"staged the new PIN for {iccid}; change the SIM over the air now")
+
+
+def _pending_not_settled(iccid: Iccid) -> LifecycleRefused:
+    return LifecycleRefused(
+        f"a pending PIN of {iccid} is not settled yet; stage after the SIM is next unlocked "
+        f"(or, if that OTA change was never sent, store the current PIN again: `mtcctl pin set {iccid}`)"
+    )
 
 
 def check_change_allowed(policy: PolicyConfig) -> None:
@@ -148,12 +155,18 @@ class Lifecycle:
                                    f"`mtcctl pin set {iccid}`")
         waits = change_waits(entry)
         if waits is not None:
-            raise LifecycleRefused(f"{waits}; the PIN was not changed: it is settled when the SIM next asks "
-                                   "for its PIN (power-cycle the modem, then `mtcctl repair`)")
+            raise _change_waits(waits)
         left = self._guard(iccid)
         new = Pin.generate(length or self.policy.pin_length)
         # Sealed and fsynced before the card hears of it (guarantee 5).
-        self.keystore.stage_pending(iccid, new, ROTATION)
+        try:
+            self.keystore.stage_pending(iccid, new, ROTATION)
+        except PendingNotSettled:
+            # An over-the-air PIN staged since the look above (another
+            # process, outside the keystore's lock): nothing was sent.
+            now = self.keystore.get(iccid)
+            raise _change_waits((change_waits(now) if now is not None else None)
+                                or f"a pending PIN of {iccid} is not settled yet") from None
         self.journal.append("pin-rotation-started", iccid=str(iccid), reason=reason)
         # AT+CPWD carries the current PIN: a wrong one costs an attempt, so
         # it is marked like a presentation and settled the same way.
@@ -453,6 +466,11 @@ class Lifecycle:
             raise LifecycleRefused(f"{left} PIN attempts left on {iccid}, below the guard of {self.policy.min_retries}; "
                                    "nothing changed (power-cycle the modem, then `mtcctl repair`)")
         return left
+
+
+def _change_waits(waits: str) -> LifecycleRefused:
+    return LifecycleRefused(f"{waits}; the PIN was not changed: it is settled when the SIM next asks "
+                            "for its PIN (power-cycle the modem, then `mtcctl repair`)")
 
 
 class _PinReplaced(Exception):

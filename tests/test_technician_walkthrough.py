@@ -172,7 +172,17 @@ def test_a_technician_walks_through_the_readme(session, gateway):
     [entry] = s.expect(["mtcctl", "pin", "list"], 0)["pins"]
     assert (entry["iccid"], entry["transport"], entry["pending"]) == (s.iccid_a, False, None)
 
-    # 5. Rotate: the card gets a new PIN, the gateway keeps pairing.
+    # 5. Rotate.  Right after the adoption the card has not unlocked with its
+    #    new PIN yet (only the modem's OK vouches for that change): refused,
+    #    nothing sent.  Do what the refusal says: power-cycle the modem, then
+    #    the command it names; the rotation then goes through, the card gets
+    #    a new PIN, the gateway keeps pairing.
+    waits = s.expect(["mtcctl", "pin", "rotate"], 1)
+    assert "not proven yet" in waits["message"] and "power-cycle the modem" in waits["message"], waits
+    assert SimCard.load(s.card_a).pin == adopted_pin
+    s.sim("reset", "--down", "0.3")
+    wait_until(s.link.exists, 10, "the modem back after its reset")
+    s.follow(waits["message"], {})
     rotated = s.expect(["mtcctl", "pin", "rotate"], 0)
     assert rotated["iccid"] == s.iccid_a
     rotated_pin = SimCard.load(s.card_a).pin

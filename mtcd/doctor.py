@@ -121,8 +121,9 @@ def entry_summary(entry: Mapping | None) -> str:
                 "is kept (presented once within the guard, or `mtcctl pin try`)")
     if state == "rejected":
         return "rejected (the card refused the stored PIN; never presented again)"
-    if state == "compromised" and entry.get("fallback"):
-        # No change begins while the last one is unproven (lifecycle.change_waits).
+    if state == "compromised" and (entry.get("fallback") or entry.get("pending")):
+        # No change begins while the last one is unproven or a pending PIN
+        # is not settled (lifecycle.change_waits).
         return ("compromised (rotated once the card has unlocked with its PIN at a SIM PIN prompt: "
                 "power-cycle the modem, then `mtcctl repair`)")
     if state == "compromised":

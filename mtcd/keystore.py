@@ -100,10 +100,11 @@ _OPTIONAL_FIELDS = {"unsettled", "change", "fallback"}
 _FALLBACK_FIELDS = {"pin", "state", "transport", "rotated"}
 
 
-class PendingNotSettled(KeystoreError):
+class ChangeNotSettled(KeystoreError):
     """Not damage but a refusal: the pending slot holds a PIN the card may
-    hold already (a rotation's, an over-the-air change's), so another
-    change's PIN is not stored.  The callers look before they begin,
+    hold already (a rotation's, an over-the-air change's), or an OTA PIN is
+    staged while our last change is unproven (a third candidate), so the
+    new change's PIN is not stored.  The callers look before they begin,
     outside the lock; this is the same answer for one that lands second."""
 
     exit_code = EXIT_REFUSED
@@ -380,10 +381,18 @@ class Keystore:
         if entry.pending_pin is not None and (origin == ROTATION or not over_rotation):
             # The rotation checked before it began, outside this lock; a PIN
             # staged meanwhile may be on its way to the card: never lose it.
-            raise PendingNotSettled(
+            raise ChangeNotSettled(
                 f"a pending PIN of ICCID {iccid} is not settled yet; "
                 f"the {origin} PIN is not stored (it is settled when the SIM is next unlocked)"
             )
+        if origin == STAGED and not over_rotation and entry.fallback_pin is not None:
+            # An OTA staging, and a rotation settled by the modem's OK alone
+            # since the caller looked: current, staged and fallback would be
+            # three candidates, and only two fit above the guard
+            # (lifecycle.change_waits).  A person's unblock goes on: the
+            # card's PUK decides, and it drops the fallback.
+            raise ChangeNotSettled(f"the last PIN change of ICCID {iccid} is not proven yet; "
+                                   "the staged PIN is not stored")
         entry = replace(entry, pending_pin=pin, pending_origin=origin, pending_rejected=False,
                         unsettled=_without(entry.unsettled, PENDING), updated=_now())
         self._commit([entry])

@@ -29,7 +29,7 @@ from .config import PolicyConfig
 from .errors import EXIT_TEMPFAIL, MtcdError
 from .identity import Iccid, Imei
 from .journal import PairingJournal
-from .keystore import CURRENT, ROTATION, STAGED, Keystore, PendingNotSettled, PinEntry
+from .keystore import CURRENT, ROTATION, STAGED, Keystore, ChangeNotSettled, PinEntry
 from .policy import PinOutcome
 from .secret import Pin, Puk
 from .simlock import SimLock
@@ -86,9 +86,13 @@ def change_waits(entry: PinEntry) -> str | None:
         origin = "an over-the-air change" if entry.pending_origin == STAGED else "an earlier change"
         return f"a PIN from {origin} of {entry.iccid} is not settled yet"
     if entry.fallback_pin is not None:
-        return (f"the last PIN change of {entry.iccid} is not proven yet (the modem said OK; the SIM has not "
-                "unlocked with the new PIN since)")
+        return _unproven(entry.iccid)
     return None
+
+
+def _unproven(iccid: Iccid) -> str:
+    return (f"the last PIN change of {iccid} is not proven yet (the modem said OK; the SIM has not "
+            "unlocked with the new PIN since)")
 
 
 def stage(keystore: Keystore, journal: PairingJournal | None, policy: PolicyConfig, iccid: Iccid, pin: Pin) -> ChangeResult:
@@ -103,11 +107,15 @@ def stage(keystore: Keystore, journal: PairingJournal | None, policy: PolicyConf
         # unblock, or an earlier OTA change that was delivered): replacing it
         # could leave the card with a PIN nobody has.
         raise _pending_not_settled(iccid)
+    if change_waits(entry) is not None:
+        raise _unproven_not_staged(iccid)
     # Checked again under the keystore's lock: a rotation may start meanwhile.
     try:
         keystore.stage_pending(iccid, pin, STAGED, over_rotation=False)
-    except PendingNotSettled:
-        raise _pending_not_settled(iccid) from None
+    except ChangeNotSettled:
+        entry = keystore.get(iccid)
+        raise (_pending_not_settled(iccid) if entry is None or entry.pending_pin is not None
+               else _unproven_not_staged(iccid)) from None
     if journal is not None:
         journal.append("pin-staged", iccid=str(iccid))
     return ChangeResult("staged", f"staged the new PIN for {iccid}; change the SIM over the air now")
@@ -118,6 +126,13 @@ def _pending_not_settled(iccid: Iccid) -> LifecycleRefused:
         f"a pending PIN of {iccid} is not settled yet; stage after the SIM is next unlocked "
         f"(or, if that OTA change was never sent, store the current PIN again: `mtcctl pin set {iccid}`)"
     )
+
+
+def _unproven_not_staged(iccid: Iccid) -> LifecycleRefused:
+    # A dropped change plus an OTA change never sent would leave the card's
+    # PIN third, behind two refusals: a person on its last attempt.
+    return LifecycleRefused(f"{_unproven(iccid)}; nothing staged: stage once `mtcctl pin list --json` shows "
+                            "\"fallback\": false (power-cycle the modem, then `mtcctl repair`)")
 
 
 def check_change_allowed(policy: PolicyConfig) -> None:
@@ -161,7 +176,7 @@ class Lifecycle:
         # Sealed and fsynced before the card hears of it (guarantee 5).
         try:
             self.keystore.stage_pending(iccid, new, ROTATION)
-        except PendingNotSettled:
+        except ChangeNotSettled:
             # An over-the-air PIN staged since the look above (another
             # process, outside the keystore's lock): nothing was sent.
             now = self.keystore.get(iccid)

@@ -601,6 +601,8 @@ def test_doctor_names_a_fallback():
     # A compromise marked meanwhile waits for that proof too: doctor says how.
     assert "power-cycle the modem" in entry_summary({**entry, "state": "compromised"})
     assert "at the next pairing" in entry_summary({**entry, "state": "compromised", "fallback": False})
+    assert "power-cycle the modem" in entry_summary({**entry, "state": "compromised", "fallback": False,
+                                                      "pending": "rotation"})
     assert "last seen to accept is kept" in entry_summary({**entry, "state": "rejected"})
     assert "never presented again" in entry_summary({**entry, "state": "rejected", "fallback": False})
 

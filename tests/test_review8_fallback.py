@@ -183,7 +183,19 @@ def test_a_power_cut_at_each_write_of_two_rotations_never_blocks_nor_loses_the_c
 
 # -- three candidates on a card that tells no count ---------------------------
 
-from mtcd.lifecycle import stage  # noqa: E402
+from dataclasses import replace  # noqa: E402
+
+from mtcd.keystore import STAGED  # noqa: E402
+
+
+def _stage_as_earlier_code(state, pin):
+    """An OTA PIN staged while the fallback is held, as the code before
+    staging waited for the proof let a store be (three candidates)."""
+    keystore = Keystore.open(state)
+    with keystore._locked():
+        keystore._commit([replace(keystore.get(ICCID), pending_pin=pin, pending_origin=STAGED)])
+
+
 from mtcd.policy import Reason  # noqa: E402
 from test_chained_fallback import CountlessCard  # noqa: E402
 
@@ -200,9 +212,9 @@ def test_a_card_that_tells_no_count_never_has_three_candidates_spent_automatical
     card = CountlessCard(True)  # the change is the modem's lie
     _rotate(state, card)
     card.pin = holds = Pin("44443333")  # changed elsewhere
+    _stage_as_earlier_code(state, Pin("55667788"))  # never sent
     entry = _entry(state)
     assert holds != CARDS_PIN and entry.pin != holds and entry.fallback_pin == CARDS_PIN
-    stage(Keystore.open(state), PairingJournal(state), PolicyConfig(), ICCID, Pin("55667788"))  # never sent
     card.power_cycle()
     outcomes = [_pair(state, card) for _ in range(4)]
     assert card.left >= 1, f"the SIM is PIN-blocked: {[o.reason for o in outcomes]}"
@@ -228,7 +240,7 @@ def test_a_counter_that_lies_never_lets_the_fallback_go_third(tmp_path):
     card = StuckCounterCard(True)
     _rotate(state, card)
     card.pin = Pin("44443333")  # changed elsewhere
-    stage(Keystore.open(state), PairingJournal(state), PolicyConfig(), ICCID, Pin("55667788"))
+    _stage_as_earlier_code(state, Pin("55667788"))
     card.power_cycle()
     outcomes = [_pair(state, card) for _ in range(3)]
     assert card.left >= 1, f"the SIM is PIN-blocked: {[o.reason for o in outcomes]}"

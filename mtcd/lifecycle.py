@@ -246,6 +246,13 @@ class Lifecycle:
             # passed the change on says: the PIN the card was last seen to
             # accept stays as the fallback until it accepts the new one.
             if self.keystore.promote_unproven(iccid, self.imei.value, new) is None:
+                if self.keystore.get(iccid) is None:
+                    # A person forgot the PIN while the card was taking the
+                    # new one: theirs wins, nothing is stored again.
+                    self.journal.append("pin-rotation-interrupted", iccid=str(iccid), reason=reason)
+                    log.warning("the PIN of %s was forgotten while its change was under way", iccid)
+                    return ChangeResult("interrupted", f"the PIN of {iccid} was forgotten while the SIM took a "
+                                                       "new one; nothing is stored for it now")
                 # A person's store removed or replaced the pending PIN
                 # while the card was taking it: settled like a lost answer.
                 self._keep_new_pin(iccid, new)

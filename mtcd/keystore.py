@@ -543,9 +543,7 @@ class Keystore:
         automatically.  With `presented`, only if that is still the stored
         PIN: a person may have stored a new one meanwhile (mtcctl pin set),
         which the card has not seen."""
-        entry = self.get(iccid)
-        if entry is None:
-            return  # forgotten by a person meanwhile: nothing left to latch
+        entry = self._require(iccid)
         if presented is not None and entry.candidate(which) != presented:
             return
         if which == PENDING:

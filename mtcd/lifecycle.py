@@ -265,6 +265,9 @@ class Lifecycle:
         if outcome is PinOutcome.REJECTED:
             # The card does not hold the PIN we gave as the old one.
             self.keystore.discard_pending(iccid, new)
+            if self.keystore.get(iccid) is None:
+                raise LifecycleRefused(f"the SIM {iccid} rejected its old PIN, which a person forgot meanwhile; "
+                                       "the change was not made and nothing is stored for it")
             self.keystore.record_rejected(iccid, CURRENT, presented=old)
             self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason, why="old PIN rejected")
             raise LifecycleRefused(f"the SIM {iccid} rejected its stored PIN; the change was not made; "

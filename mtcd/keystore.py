@@ -424,10 +424,10 @@ class Keystore:
         fallback already held (a store written before that rule) is kept
         instead: it is the one proven.  One write, so no power cut loses
         either.  None (nothing written) when `pin` is no
-        longer our pending change: a person stored or staged another PIN
+        longer our pending change: a person stored, staged or forgot a PIN
         meanwhile, which wins."""
-        old = self._require(iccid)
-        if old.pending_pin != pin or old.pending_origin != ROTATION:
+        old = self.get(iccid)
+        if old is None or old.pending_pin != pin or old.pending_origin != ROTATION:
             return None
         if old.fallback_pin is not None:
             kept, of = old.fallback_pin, old.fallback_of
@@ -440,9 +440,10 @@ class Keystore:
     @_transaction
     def discard_pending(self, iccid: Iccid, pin: Pin | None = None) -> None:
         """Drop the pending PIN; with `pin`, only if it is still that one
-        (never a PIN a person staged after the caller looked)."""
-        entry = self._require(iccid)
-        if entry.pending_pin is not None and (pin is None or entry.pending_pin == pin):
+        (never a PIN a person staged after the caller looked).  Nothing to
+        do when a person forgot the entry meanwhile."""
+        entry = self.get(iccid)
+        if entry is not None and entry.pending_pin is not None and (pin is None or entry.pending_pin == pin):
             self._commit([replace(entry, pending_pin=None, pending_origin=None, pending_rejected=False,
                                   unsettled=_without(entry.unsettled, PENDING), updated=_now())])
 

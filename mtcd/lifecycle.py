@@ -246,6 +246,13 @@ class Lifecycle:
             # passed the change on says: the PIN the card was last seen to
             # accept stays as the fallback until it accepts the new one.
             if self.keystore.promote_unproven(iccid, self.imei.value, new) is None:
+                if self.keystore.get(iccid) is None:
+                    # A person forgot the PIN while the card was taking the
+                    # new one: theirs wins, nothing is stored again.
+                    self.journal.append("pin-rotation-interrupted", iccid=str(iccid), reason=reason)
+                    log.warning("the PIN of %s was forgotten while its change was under way", iccid)
+                    return ChangeResult("interrupted", f"the PIN of {iccid} was forgotten while the SIM took a "
+                                                       "new one; nothing is stored for it now")
                 # A person's store removed or replaced the pending PIN
                 # while the card was taking it: settled like a lost answer.
                 self._keep_new_pin(iccid, new)
@@ -258,6 +265,9 @@ class Lifecycle:
         if outcome is PinOutcome.REJECTED:
             # The card does not hold the PIN we gave as the old one.
             self.keystore.discard_pending(iccid, new)
+            if self.keystore.get(iccid) is None:
+                raise LifecycleRefused(f"the SIM {iccid} rejected its old PIN, which a person forgot meanwhile; "
+                                       "the change was not made and nothing is stored for it")
             self.keystore.record_rejected(iccid, CURRENT, presented=old)
             self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason, why="old PIN rejected")
             raise LifecycleRefused(f"the SIM {iccid} rejected its stored PIN; the change was not made; "

@@ -18,7 +18,7 @@ from mtcd.recovery import TryRefused, TryRequest, try_pin
 from mtcd.secret import Pin
 
 from test_chained_fallback import CARDS_PIN, ICCID, IMEI, _entry, _pair, _rotate, _store
-from test_unproven_waits import Recording
+from test_review8_fallback import GuardedCard
 
 FIRST, SECOND = Pin("11112222"), Pin("33334444")
 
@@ -45,7 +45,7 @@ def test_a_chain_left_by_the_earlier_code(tmp_path, lost_answer, holds):
     _chain(state, lost_answer)
     entry = _entry(state)
     assert entry.fallback_pin == CARDS_PIN and change_waits(entry) is not None
-    card = Recording()
+    card = GuardedCard()
     card.pin = {"cards": CARDS_PIN, "first": FIRST, "second": SECOND}[holds]
     with pytest.raises(LifecycleRefused, match="not"):
         _rotate(state, card)

@@ -22,6 +22,7 @@ from mtcd.secret import Pin
 
 from simfixtures import TEST_PIN, make_card, sim_modem
 from test_chained_fallback import CARDS_PIN, ICCID, IMEI, Card, _entry, _pair, _rotate, _store
+from test_unproven_waits import unproven_rotation
 
 OTA_PIN = Pin("55667788")
 
@@ -82,12 +83,7 @@ def test_a_rotation_settling_inside_a_stage_refuses_the_stage(tmp_path, monkeypa
 def test_mtcctl_pin_stage_while_unproven_exits_1_and_names_the_way(gateway):
     card = make_card()
     with sim_modem(card) as (modem, port):
-        gateway.configure(port)
-        gateway.store_pin(str(card.iccid))
-        assert gateway.mtcd("once").returncode == 0
-        modem.fail_after("AT+CPWD=", "unsent")
-        assert gateway.mtcctl("pin", "rotate").returncode == 0
-        unproven = gateway.keystore().get(card.iccid).pin.reveal()
+        unproven = unproven_rotation(gateway, modem, port, card)
         run = gateway.mtcctl("pin", "stage", str(card.iccid), "--json", stdin="66554433\n")
         out = run.stdout + run.stderr
         assert run.returncode == 1 and json.loads(run.stdout)["error"] == "refused", out

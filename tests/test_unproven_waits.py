@@ -21,22 +21,7 @@ from mtcd.lifecycle import LifecycleRefused, change_waits
 
 from simfixtures import TEST_PIN, make_card, sim_modem
 from test_chained_fallback import CARDS_PIN, Card, _entry, _pair, _rotate, _store
-
-
-class Recording(Card):
-    """Keeps the count before every PIN sent to the card."""
-
-    def __init__(self):
-        super().__init__()
-        self.spent_at: list[int] = []
-
-    def present_pin(self, pin, for_iccid):
-        self.spent_at.append(self.left)
-        return super().present_pin(pin, for_iccid)
-
-    def change_pin(self, old, new, for_iccid):
-        self.spent_at.append(self.left)
-        return super().change_pin(old, new, for_iccid)
+from test_review8_fallback import GuardedCard
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -49,7 +34,7 @@ def test_any_mix_of_passed_and_dropped_changes_pairs_again_by_itself(tmp_path, s
     rng = random.Random(seed)
     state = tmp_path / "state"
     _store(state)
-    card = Recording()
+    card = GuardedCard()
     for step in range(30):
         if rng.random() < 0.6:
             card.lies.append(rng.random() < 0.5)
@@ -141,15 +126,21 @@ def test_a_due_rotation_waits_for_the_proof_then_follows_it(gateway):
             assert TEST_PIN not in run.stdout + run.stderr and card.pin not in run.stdout + run.stderr
 
 
+def unproven_rotation(gateway, modem, port, card) -> str:
+    """Paired, then a `pin rotate` whose AT+CPWD the modem answers OK and
+    never passes on: the unproven PIN (for the tests' leak checks)."""
+    gateway.configure(port)
+    gateway.store_pin(str(card.iccid))
+    assert gateway.mtcd("once").returncode == 0
+    modem.fail_after("AT+CPWD=", "unsent")
+    assert gateway.mtcctl("pin", "rotate").returncode == 0
+    return gateway.keystore().get(card.iccid).pin.reveal()
+
+
 def test_mtcctl_rotate_and_compromise_while_unproven_say_so_and_send_nothing(gateway):
     card = make_card()
     with sim_modem(card) as (modem, port):
-        gateway.configure(port)
-        gateway.store_pin(str(card.iccid))
-        assert gateway.mtcd("once").returncode == 0
-        modem.fail_after("AT+CPWD=", "unsent")
-        assert gateway.mtcctl("pin", "rotate").returncode == 0
-        unproven = gateway.keystore().get(card.iccid).pin.reveal()
+        unproven = unproven_rotation(gateway, modem, port, card)
         for args in (("pin", "rotate"), ("pin", "rotate", "--json"), ("compromise",)):
             run = gateway.mtcctl(*args)
             out = run.stdout + run.stderr

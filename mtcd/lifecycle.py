@@ -29,7 +29,7 @@ from .config import PolicyConfig
 from .errors import EXIT_TEMPFAIL, MtcdError
 from .identity import Iccid, Imei
 from .journal import PairingJournal
-from .keystore import CURRENT, ROTATION, STAGED, Keystore, ChangeNotSettled, PinEntry
+from .keystore import CURRENT, ROTATION, STAGED, ChangeNotSettled, Keystore, PinEntry, PinNotStored
 from .policy import PinOutcome
 from .secret import Pin, Puk
 from .simlock import SimLock
@@ -112,6 +112,10 @@ def stage(keystore: Keystore, journal: PairingJournal | None, policy: PolicyConf
     # Checked again under the keystore's lock: a rotation may start meanwhile.
     try:
         keystore.stage_pending(iccid, pin, STAGED, over_rotation=False)
+    except PinNotStored:
+        # A person forgot it since the look above (another process).
+        raise LifecycleRefused(f"no PIN is stored for {iccid} (forgotten meanwhile); nothing staged: "
+                               f"store its current PIN first: `mtcctl pin set {iccid}`") from None
     except ChangeNotSettled:
         entry = keystore.get(iccid)
         raise (_pending_not_settled(iccid) if entry is None or entry.pending_pin is not None
@@ -176,6 +180,8 @@ class Lifecycle:
         # Sealed and fsynced before the card hears of it (guarantee 5).
         try:
             self.keystore.stage_pending(iccid, new, ROTATION)
+        except PinNotStored:
+            raise _forgotten_before_sent(iccid) from None
         except ChangeNotSettled:
             # An over-the-air PIN staged since the look above (another
             # process, outside the keystore's lock): nothing was sent.
@@ -199,6 +205,10 @@ class Lifecycle:
             self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason, why="PIN stored meanwhile")
             raise LifecycleRefused(f"the PIN of {iccid} was stored again while the change began; nothing was sent "
                                    "to the card: run the command again") from None
+        except PinNotStored:
+            # Only begin_attempt, before the send, can find it gone.
+            self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason, why="PIN forgotten")
+            raise _forgotten_before_sent(iccid) from None
         return self._settle_change(iccid, outcome, reason, entry.pin, new)
 
     def _spend(self, iccid: Iccid, attempts_before: int | None, send, change: bool = False,
@@ -266,9 +276,11 @@ class Lifecycle:
             # The card does not hold the PIN we gave as the old one.
             self.keystore.discard_pending(iccid, new)
             if self.keystore.get(iccid) is None:
-                raise LifecycleRefused(f"the SIM {iccid} rejected its old PIN, which a person forgot meanwhile; "
-                                       "the change was not made and nothing is stored for it")
-            self.keystore.record_rejected(iccid, CURRENT, presented=old)
+                raise _forgotten_rejected(iccid)
+            try:
+                self.keystore.record_rejected(iccid, CURRENT, presented=old)
+            except PinNotStored:  # forgotten since the look just above
+                raise _forgotten_rejected(iccid) from None
             self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason, why="old PIN rejected")
             raise LifecycleRefused(f"the SIM {iccid} rejected its stored PIN; the change was not made; "
                                    f"store the right one: `mtcctl pin set {iccid}`")
@@ -276,6 +288,11 @@ class Lifecycle:
         # pairing settles which one the card has.
         self._keep_new_pin(iccid, new)
         self.journal.append("pin-rotation-interrupted", iccid=str(iccid), reason=reason)
+        if self.keystore.get(iccid) is None:
+            # Forgotten by a person meanwhile: no pairing has anything to settle.
+            log.warning("the PIN of %s was forgotten while its change was under way", iccid)
+            return ChangeResult("interrupted", f"the card's answer was lost and the PIN of {iccid} was forgotten "
+                                               "meanwhile; nothing is stored for it now")
         log.warning("the SIM's answer to the PIN change was lost; the next pairing settles it")
         return ChangeResult("interrupted", "the card's answer was lost; the next pairing settles it")
 
@@ -496,6 +513,16 @@ class Lifecycle:
 def _change_waits(waits: str) -> LifecycleRefused:
     return LifecycleRefused(f"{waits}; the PIN was not changed: it is settled when the SIM next asks "
                             "for its PIN (power-cycle the modem, then `mtcctl repair`)")
+
+
+def _forgotten_before_sent(iccid: Iccid) -> LifecycleRefused:
+    return LifecycleRefused(f"the PIN of {iccid} was forgotten while the change began; nothing was sent "
+                            "to the card and nothing is stored for it")
+
+
+def _forgotten_rejected(iccid: Iccid) -> LifecycleRefused:
+    return LifecycleRefused(f"the SIM {iccid} rejected its old PIN, which a person forgot meanwhile; "
+                            "the change was not made and nothing is stored for it")
 
 
 class _PinReplaced(Exception):

@@ -1,0 +1,138 @@
+"""review10: a person's `mtcctl pin forget` (no modem needed, another
+process) may land at any moment of a rotation or an OTA staging, not only
+while AT+CPWD is out.  Wherever it lands the person's word wins (nothing is
+stored again) and the command ends as a one-line refusal (exit 1) or an
+"interrupted" result that says nothing is stored, never a keystore error
+(exit 65 "keystore-damaged" tells an agent the sealed store is broken)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mtcd.config import PolicyConfig
+from mtcd.errors import KeystoreError
+from mtcd.journal import PairingJournal
+from mtcd.keystore import Keystore
+from mtcd.lifecycle import REQUESTED, Lifecycle, LifecycleRefused, stage
+from mtcd.policy import PinOutcome
+from mtcd.secret import Pin
+
+from simfixtures import make_iccid
+from test_chained_fallback import CARDS_PIN, ICCID, IMEI, Card, _store
+
+OTA_PIN = Pin("55501234")
+
+
+def _forget_first(state, target, name):
+    """Run a person's forget, from another process's keystore, just before
+    `target.name` runs."""
+    method = getattr(target, name)
+
+    def forgotten_first(*args, **kwargs):
+        assert Keystore.open(state).forget(ICCID)
+        return method(*args, **kwargs)
+
+    setattr(target, name, forgotten_first)
+
+
+def _no_pin_in(text: str, *pins: Pin) -> None:
+    assert "\n" not in text
+    for pin in (CARDS_PIN, OTA_PIN, *pins):
+        assert pin.reveal() not in text
+
+
+@pytest.mark.parametrize("moment", ["stage_pending", "begin_attempt"])
+def test_a_forget_before_the_change_goes_out_refuses_it_and_sends_nothing(tmp_path, moment):
+    state = tmp_path / "state"
+    _store(state)
+    keystore, card = Keystore.open(state), Card()
+    _forget_first(state, keystore, moment)
+    lifecycle = Lifecycle(card, keystore, PairingJournal(state), PolicyConfig(), IMEI)
+    try:
+        lifecycle.rotate(REQUESTED)
+    except LifecycleRefused as refused:
+        assert refused.exit_code == 1
+        assert "forgotten" in str(refused) and "nothing was sent" in str(refused), refused
+        _no_pin_in(str(refused))
+    except KeystoreError as damaged:  # the old code: exit 65
+        pytest.fail(f"keystore error for a person's forget: {damaged.exit_code} {damaged}")
+    else:
+        pytest.fail("a rotation went on for a forgotten PIN")
+    assert card.changes == [] and card.pin == CARDS_PIN  # AT+CPWD never went out
+    assert Keystore.open(state).get(ICCID) is None
+    events = [r["event"] for r in PairingJournal(state).events()]
+    assert "pin-rotated" not in events and "pin-rotation-interrupted" not in events, events
+
+
+class RefusingCard(Card):
+    """Holds another PIN than the stored one: it refuses AT+CPWD's old PIN."""
+
+    def __init__(self):
+        super().__init__()
+        self.pin = Pin("99990000")
+
+
+def test_a_forget_just_before_the_refusal_is_latched_is_a_refusal(tmp_path):
+    # The rotation looked (the entry was there) and a forget landed before
+    # record_rejected took the keystore's lock.
+    state = tmp_path / "state"
+    _store(state)
+    keystore, card = Keystore.open(state), RefusingCard()
+    _forget_first(state, keystore, "record_rejected")
+    lifecycle = Lifecycle(card, keystore, PairingJournal(state), PolicyConfig(), IMEI)
+    with pytest.raises(LifecycleRefused) as refused:
+        lifecycle.rotate(REQUESTED)
+    assert refused.value.exit_code == 1 and "forgot" in str(refused.value), refused.value
+    _no_pin_in(str(refused.value), card.pin)
+    assert Keystore.open(state).get(ICCID) is None
+
+
+class ForgottenInFlight(Card):
+    """The forget lands while AT+CPWD is out; then the card answers."""
+
+    def __init__(self, state, answer: str):
+        super().__init__()
+        self.state_dir, self.answer = state, answer
+
+    def change_pin(self, old, new, for_iccid):
+        assert Keystore.open(self.state_dir).forget(ICCID)
+        outcome = super().change_pin(old, new, for_iccid)
+        if self.answer == "counter fell":  # an OK, but the count says the card refused
+            self.pin, self.left = old, self.left - 1
+        if self.answer == "swap":  # another card in the slot, its counter lower
+            self._iccid, self.left = make_iccid(32), self.left - 1
+        return PinOutcome.UNKNOWN if self.answer == "lost" else outcome
+
+
+@pytest.mark.parametrize("answer", ["lost", "counter fell", "swap"])
+def test_a_forget_while_the_change_is_out_never_says_a_pairing_settles_it(tmp_path, answer):
+    state = tmp_path / "state"
+    _store(state)
+    card = ForgottenInFlight(state, answer)
+    lifecycle = Lifecycle(card, Keystore.open(state), PairingJournal(state), PolicyConfig(), IMEI)
+    try:
+        result = lifecycle.rotate(REQUESTED)
+    except LifecycleRefused as refused:
+        assert answer == "counter fell" and refused.exit_code == 1, refused
+        assert "forgot" in str(refused)
+        _no_pin_in(str(refused))
+    except KeystoreError as damaged:
+        pytest.fail(f"keystore error for a person's forget: {damaged}")
+    else:
+        assert answer != "counter fell" and result.outcome == "interrupted", result
+        # Nothing is stored: no pairing settles anything for this SIM.
+        assert "forgotten" in result.detail and "settles" not in result.detail, result.detail
+        _no_pin_in(result.detail)
+    assert Keystore.open(state).get(ICCID) is None
+
+
+def test_a_forget_just_before_an_ota_staging_is_stored_is_a_refusal(tmp_path):
+    state = tmp_path / "state"
+    _store(state)
+    keystore = Keystore.open(state)
+    _forget_first(state, keystore, "stage_pending")
+    with pytest.raises(LifecycleRefused) as refused:
+        stage(keystore, PairingJournal(state), PolicyConfig(), ICCID, OTA_PIN)
+    assert refused.value.exit_code == 1 and "no PIN is stored" in str(refused.value), refused.value
+    _no_pin_in(str(refused.value))
+    assert Keystore.open(state).get(ICCID) is None

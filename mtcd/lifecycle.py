@@ -461,7 +461,11 @@ class Lifecycle:
         existing = self.keystore.get(iccid)
         # The card may take the new PIN even if its answer is lost: keep it first.
         if existing is not None:
-            self.keystore.stage_pending(iccid, new_pin, STAGED)
+            try:
+                self.keystore.stage_pending(iccid, new_pin, STAGED)
+            except PinNotStored:  # a person forgot it since the look above
+                raise LifecycleRefused(f"the PIN of {iccid} was forgotten while the unblock began; nothing was "
+                                       "sent: run `mtcctl sim unblock` again") from None
         else:
             self.keystore.set_pin(iccid, new_pin)
         try:
@@ -473,9 +477,19 @@ class Lifecycle:
             else:
                 self.keystore.forget(iccid)
             raise LifecycleRefused(f"nothing was sent to SIM {iccid}: {exc}; run the command again") from None
+        # A person's forget while the PUK was out wins: nothing is stored again.
+        forgotten = self.keystore.get(iccid) is None
         if outcome is PinOutcome.ACCEPTED:
+            if forgotten:
+                self.journal.append("sim-unblocked", iccid=str(iccid))
+                return ChangeResult("done", f"{iccid} unblocked; its PIN was forgotten meanwhile, so the new PIN "
+                                            f"is not stored: `mtcctl pin set {iccid}`")
             if existing is not None:
-                self.keystore.promote_pending(iccid, self.imei.value)
+                try:
+                    self.keystore.promote_pending(iccid, self.imei.value)
+                except PinNotStored:  # forgotten since the look above
+                    return ChangeResult("done", f"{iccid} unblocked; its PIN was forgotten meanwhile, so the new "
+                                                f"PIN is not stored: `mtcctl pin set {iccid}`")
             self.journal.append("sim-unblocked", iccid=str(iccid))
             return ChangeResult("done", f"{iccid} unblocked; its new PIN is stored")
         if outcome is PinOutcome.REJECTED:
@@ -488,6 +502,9 @@ class Lifecycle:
             raise LifecycleRefused(f"SIM {iccid} rejected the PUK ({left if left is not None else 'unknown'} PUK "
                                    "attempts left); with the right PUK: `mtcctl sim unblock`")
         self.journal.append("sim-unblock-interrupted", iccid=str(iccid))
+        if forgotten:
+            return ChangeResult("interrupted", f"the card's answer was lost and the PIN of {iccid} was forgotten "
+                                               "meanwhile; nothing is stored for it now")
         return ChangeResult("interrupted", "the card's answer was lost; the new PIN is kept as pending")
 
     # -- helpers ----------------------------------------------------------------

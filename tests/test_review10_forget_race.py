@@ -15,7 +15,8 @@ from mtcd.journal import PairingJournal
 from mtcd.keystore import Keystore
 from mtcd.lifecycle import REQUESTED, Lifecycle, LifecycleRefused, stage
 from mtcd.policy import PinOutcome
-from mtcd.secret import Pin
+from mtcd.secret import Pin, Puk
+from mtcd.simlock import SimLock
 
 from simfixtures import make_iccid
 from test_chained_fallback import CARDS_PIN, ICCID, IMEI, Card, _store
@@ -135,4 +136,71 @@ def test_a_forget_just_before_an_ota_staging_is_stored_is_a_refusal(tmp_path):
         stage(keystore, PairingJournal(state), PolicyConfig(), ICCID, OTA_PIN)
     assert refused.value.exit_code == 1 and "no PIN is stored" in str(refused.value), refused.value
     _no_pin_in(str(refused.value))
+    assert Keystore.open(state).get(ICCID) is None
+
+
+# -- a person's unblock (mtcctl sim unblock) meets a forget -------------------
+
+NEW_PIN = Pin("44443333")
+
+
+class BlockedCard(Card):
+    """PUK-blocked; the PUK answer is `answer`, and a forget lands while it is out."""
+
+    def __init__(self, state, answer: PinOutcome, forget_in_flight: bool = True):
+        super().__init__()
+        self.state_dir, self.answer, self.forget_in_flight = state, answer, forget_in_flight
+        self.state = SimLock.SIM_PUK
+        self.unblocks = 0
+
+    def puk_attempts(self):
+        return 10
+
+    def unblock(self, puk, pin, for_iccid):
+        self.unblocks += 1
+        if self.forget_in_flight:
+            assert Keystore.open(self.state_dir).forget(ICCID)
+        return self.answer
+
+
+def _unblock(state, card, keystore=None):
+    keystore = keystore or Keystore.open(state)
+    return Lifecycle(card, keystore, PairingJournal(state), PolicyConfig(), IMEI).unblock(Puk("12345678"), NEW_PIN)
+
+
+def test_a_forget_before_the_puk_goes_out_refuses_the_unblock_and_sends_nothing(tmp_path):
+    state = tmp_path / "state"
+    _store(state)
+    keystore, card = Keystore.open(state), BlockedCard(state, PinOutcome.ACCEPTED, forget_in_flight=False)
+    _forget_first(state, keystore, "stage_pending")
+    try:
+        _unblock(state, card, keystore)
+    except LifecycleRefused as refused:
+        assert refused.exit_code == 1 and "forgotten" in str(refused) and "nothing was sent" in str(refused)
+        _no_pin_in(str(refused), NEW_PIN)
+    except KeystoreError as damaged:
+        pytest.fail(f"keystore error for a person's forget: {damaged.exit_code} {damaged}")
+    else:
+        pytest.fail("an unblock went on for a PIN forgotten before it began")
+    assert card.unblocks == 0 and Keystore.open(state).get(ICCID) is None
+
+
+@pytest.mark.parametrize("answer", [PinOutcome.ACCEPTED, PinOutcome.REJECTED, PinOutcome.UNKNOWN])
+def test_a_forget_while_the_puk_is_out_stays_forgotten_and_is_said(tmp_path, answer):
+    state = tmp_path / "state"
+    _store(state)
+    card = BlockedCard(state, answer)
+    try:
+        result = _unblock(state, card)
+    except LifecycleRefused as refused:
+        assert answer is PinOutcome.REJECTED and refused.exit_code == 1, refused
+        _no_pin_in(str(refused), NEW_PIN)
+    except KeystoreError as damaged:  # the old code, for an accepted PUK: exit 65
+        pytest.fail(f"keystore error for a person's forget: {damaged.exit_code} {damaged}")
+    else:
+        assert answer is not PinOutcome.REJECTED, result
+        # Not "its new PIN is stored" / "kept as pending": nothing is.
+        assert "forgotten" in result.detail and "new PIN is stored" not in result.detail \
+            and "kept as pending" not in result.detail, result.detail
+        _no_pin_in(result.detail, NEW_PIN)
     assert Keystore.open(state).get(ICCID) is None

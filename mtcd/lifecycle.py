@@ -417,11 +417,22 @@ class Lifecycle:
         except PresentationRefused:
             raise LifecycleRefused(f"SIM {iccid} changed state while it was read; nothing was sent: "
                                    "run `mtcctl pair` again") from None
+        except PinNotStored:  # a person forgot it before the send (begin_attempt)
+            raise LifecycleRefused(f"the transport PIN of {iccid} was forgotten while the adoption began; "
+                                   "nothing was sent: run `mtcctl pair` again") from None
+        try:
+            if outcome is PinOutcome.ACCEPTED:
+                self.keystore.record_accepted(iccid, self.imei.value)
+            elif outcome is PinOutcome.REJECTED:
+                self.keystore.record_rejected(iccid, CURRENT)
+        except PinNotStored:
+            # Forgotten while AT+CLCK was out: theirs wins, no change follows.
+            enabled = "its PIN is enabled now; " if outcome is PinOutcome.ACCEPTED else ""
+            raise LifecycleRefused(f"the transport PIN of {iccid} was forgotten while the adoption enabled it; "
+                                   f"{enabled}nothing is stored for it: run `mtcctl pair` again") from None
         if outcome is PinOutcome.ACCEPTED:
-            self.keystore.record_accepted(iccid, self.imei.value)
             self.journal.append("pin-enabled", iccid=str(iccid))
         elif outcome is PinOutcome.REJECTED:
-            self.keystore.record_rejected(iccid, CURRENT)
             raise LifecycleRefused(f"the SIM {iccid} rejected the transport PIN; check it and run `mtcctl pair` again")
         else:
             raise ChangeLost("the SIM's answer to enabling its PIN was lost; run the adoption again")

@@ -164,7 +164,7 @@ class BlockedCard(Card):
 
 
 def _unblock(state, card, keystore=None):
-    keystore = keystore or Keystore.open(state)
+    keystore = keystore if keystore is not None else Keystore.open(state)
     return Lifecycle(card, keystore, PairingJournal(state), PolicyConfig(), IMEI).unblock(Puk("12345678"), NEW_PIN)
 
 
@@ -204,3 +204,67 @@ def test_a_forget_while_the_puk_is_out_stays_forgotten_and_is_said(tmp_path, ans
             and "kept as pending" not in result.detail, result.detail
         _no_pin_in(result.detail, NEW_PIN)
     assert Keystore.open(state).get(ICCID) is None
+
+
+# -- an adoption enabling the SIM's PIN meets a forget ---------------------------
+
+TRANSPORT = Pin("11112222")
+
+
+class DisabledCard(Card):
+    """Unlocked, its PIN disabled (the transport PIN); a forget lands before
+    AT+CLCK goes out or while it is out."""
+
+    def __init__(self, state, answer: PinOutcome | None):
+        super().__init__()
+        self.pin, self.enabled = TRANSPORT, False
+        self.state_dir, self.answer = state, answer
+        self.enables = 0
+
+    def pin_enabled(self):
+        return self.enabled
+
+    def enable_pin(self, pin, for_iccid):
+        self.enables += 1
+        assert Keystore.open(self.state_dir).forget(ICCID)
+        if self.answer is PinOutcome.ACCEPTED:
+            self.enabled = True
+        return self.answer
+
+
+def _adopt(state, card, keystore=None):
+    keystore = keystore if keystore is not None else Keystore.open(state)  # an empty store is falsy
+    lifecycle = Lifecycle(card, keystore, PairingJournal(state), PolicyConfig(), IMEI)
+    return lifecycle.adopt(TRANSPORT, pair=lambda: pytest.fail("no pairing for an unlocked card"))
+
+
+def test_a_forget_before_an_adoption_enables_the_pin_refuses_it_and_sends_nothing(tmp_path):
+    state = tmp_path / "state"
+    keystore, card = Keystore.open(state), DisabledCard(state, PinOutcome.ACCEPTED)
+    _forget_first(state, keystore, "begin_attempt")
+    try:
+        _adopt(state, card, keystore)
+    except LifecycleRefused as refused:
+        assert refused.exit_code == 1 and "forgotten" in str(refused), refused
+        _no_pin_in(str(refused), TRANSPORT)
+    except KeystoreError as damaged:
+        pytest.fail(f"keystore error for a person's forget: {damaged.exit_code} {damaged}")
+    else:
+        pytest.fail("an adoption went on for a PIN forgotten before it began")
+    assert card.enables == 0 and Keystore.open(state).get(ICCID) is None
+
+
+@pytest.mark.parametrize("answer", [PinOutcome.ACCEPTED, PinOutcome.REJECTED])
+def test_a_forget_while_an_adoption_enables_the_pin_is_a_refusal(tmp_path, answer):
+    state = tmp_path / "state"
+    card = DisabledCard(state, answer)
+    try:
+        _adopt(state, card)
+    except LifecycleRefused as refused:
+        assert refused.exit_code == 1 and "forgotten" in str(refused), refused
+        _no_pin_in(str(refused), TRANSPORT)
+    except KeystoreError as damaged:  # the old code: exit 65
+        pytest.fail(f"keystore error for a person's forget: {damaged.exit_code} {damaged}")
+    else:
+        pytest.fail("an adoption went on for a PIN forgotten meanwhile")
+    assert card.changes == [] and Keystore.open(state).get(ICCID) is None  # no rotation from it

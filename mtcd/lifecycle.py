@@ -262,7 +262,7 @@ class Lifecycle:
                     self.journal.append("pin-rotation-interrupted", iccid=str(iccid), reason=reason)
                     log.warning("the PIN of %s was forgotten while its change was under way", iccid)
                     return ChangeResult("interrupted", f"the PIN of {iccid} was forgotten while the SIM took a "
-                                                       "new one; nothing is stored for it now")
+                                                       f"new one; {_FORGOTTEN_MID_CHANGE}")
                 # A person's store removed or replaced the pending PIN
                 # while the card was taking it: settled like a lost answer.
                 self._keep_new_pin(iccid, new)
@@ -292,7 +292,7 @@ class Lifecycle:
             # Forgotten by a person meanwhile: no pairing has anything to settle.
             log.warning("the PIN of %s was forgotten while its change was under way", iccid)
             return ChangeResult("interrupted", f"the card's answer was lost and the PIN of {iccid} was forgotten "
-                                               "meanwhile; nothing is stored for it now")
+                                               f"meanwhile; {_FORGOTTEN_MID_CHANGE}")
         log.warning("the SIM's answer to the PIN change was lost; the next pairing settles it")
         return ChangeResult("interrupted", "the card's answer was lost; the next pairing settles it")
 
@@ -541,6 +541,12 @@ class Lifecycle:
 def _change_waits(waits: str) -> LifecycleRefused:
     return LifecycleRefused(f"{waits}; the PIN was not changed: it is settled when the SIM next asks "
                             "for its PIN (power-cycle the modem, then `mtcctl repair`)")
+
+
+# The random PIN the change sent was in the entry alone: a person's forget
+# leaves the card holding, maybe, a PIN nobody has.
+_FORGOTTEN_MID_CHANGE = ("nothing is stored for it now, and the SIM may hold the change's new PIN, which nobody has: "
+                         "if it asks for its PIN, only its PUK opens it (`mtcctl sim unblock`)")
 
 
 def _forgotten_before_sent(iccid: Iccid) -> LifecycleRefused:

@@ -105,7 +105,7 @@ class ForgottenInFlight(Card):
         return PinOutcome.UNKNOWN if self.answer == "lost" else outcome
 
 
-@pytest.mark.parametrize("answer", ["lost", "counter fell", "swap"])
+@pytest.mark.parametrize("answer", ["accepted", "lost", "counter fell", "swap"])
 def test_a_forget_while_the_change_is_out_never_says_a_pairing_settles_it(tmp_path, answer):
     state = tmp_path / "state"
     _store(state)
@@ -123,6 +123,9 @@ def test_a_forget_while_the_change_is_out_never_says_a_pairing_settles_it(tmp_pa
         assert answer != "counter fell" and result.outcome == "interrupted", result
         # Nothing is stored: no pairing settles anything for this SIM.
         assert "forgotten" in result.detail and "settles" not in result.detail, result.detail
+        # The card may hold the rotation's PIN, which nobody has: the way
+        # back is its PUK, and the person is told so.
+        assert "nobody" in result.detail and "`mtcctl sim unblock`" in result.detail, result.detail
         _no_pin_in(result.detail)
     assert Keystore.open(state).get(ICCID) is None
 

@@ -111,6 +111,12 @@ class ChangeNotSettled(KeystoreError):
     code = "refused"
 
 
+class PinNotStored(KeystoreError):
+    """No entry for the ICCID: for a caller that looked a moment ago, a
+    person's forget (another process, no lock held between the look and the
+    write); the caller says so rather than "keystore-damaged"."""
+
+
 @dataclass(frozen=True)
 class PinEntry:
     iccid: Iccid
@@ -843,7 +849,7 @@ class Keystore:
     def _require(self, iccid: Iccid) -> PinEntry:
         entry = self.get(iccid)
         if entry is None:
-            raise KeystoreError(f"no PIN is stored for ICCID {iccid}")
+            raise PinNotStored(f"no PIN is stored for ICCID {iccid}")
         return entry
 
     def _commit(self, entries: list[PinEntry]) -> None:

@@ -29,7 +29,7 @@ from .config import PolicyConfig
 from .errors import EXIT_TEMPFAIL, MtcdError
 from .identity import Iccid, Imei
 from .journal import PairingJournal
-from .keystore import CURRENT, ROTATION, STAGED, Keystore, ChangeNotSettled, PinEntry
+from .keystore import CURRENT, ROTATION, STAGED, ChangeNotSettled, Keystore, PinEntry, PinNotStored
 from .policy import PinOutcome
 from .secret import Pin, Puk
 from .simlock import SimLock
@@ -112,6 +112,10 @@ def stage(keystore: Keystore, journal: PairingJournal | None, policy: PolicyConf
     # Checked again under the keystore's lock: a rotation may start meanwhile.
     try:
         keystore.stage_pending(iccid, pin, STAGED, over_rotation=False)
+    except PinNotStored:
+        # A person forgot it since the look above (another process).
+        raise LifecycleRefused(f"no PIN is stored for {iccid} (forgotten meanwhile); nothing staged: "
+                               f"store its current PIN first: `mtcctl pin set {iccid}`") from None
     except ChangeNotSettled:
         entry = keystore.get(iccid)
         raise (_pending_not_settled(iccid) if entry is None or entry.pending_pin is not None
@@ -176,6 +180,8 @@ class Lifecycle:
         # Sealed and fsynced before the card hears of it (guarantee 5).
         try:
             self.keystore.stage_pending(iccid, new, ROTATION)
+        except PinNotStored:
+            raise _forgotten_before_sent(iccid) from None
         except ChangeNotSettled:
             # An over-the-air PIN staged since the look above (another
             # process, outside the keystore's lock): nothing was sent.
@@ -199,6 +205,10 @@ class Lifecycle:
             self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason, why="PIN stored meanwhile")
             raise LifecycleRefused(f"the PIN of {iccid} was stored again while the change began; nothing was sent "
                                    "to the card: run the command again") from None
+        except PinNotStored:
+            # Only begin_attempt, before the send, can find it gone.
+            self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason, why="PIN forgotten")
+            raise _forgotten_before_sent(iccid) from None
         return self._settle_change(iccid, outcome, reason, entry.pin, new)
 
     def _spend(self, iccid: Iccid, attempts_before: int | None, send, change: bool = False,
@@ -252,7 +262,7 @@ class Lifecycle:
                     self.journal.append("pin-rotation-interrupted", iccid=str(iccid), reason=reason)
                     log.warning("the PIN of %s was forgotten while its change was under way", iccid)
                     return ChangeResult("interrupted", f"the PIN of {iccid} was forgotten while the SIM took a "
-                                                       "new one; nothing is stored for it now")
+                                                       f"new one; {_FORGOTTEN_MID_CHANGE}")
                 # A person's store removed or replaced the pending PIN
                 # while the card was taking it: settled like a lost answer.
                 self._keep_new_pin(iccid, new)
@@ -266,9 +276,11 @@ class Lifecycle:
             # The card does not hold the PIN we gave as the old one.
             self.keystore.discard_pending(iccid, new)
             if self.keystore.get(iccid) is None:
-                raise LifecycleRefused(f"the SIM {iccid} rejected its old PIN, which a person forgot meanwhile; "
-                                       "the change was not made and nothing is stored for it")
-            self.keystore.record_rejected(iccid, CURRENT, presented=old)
+                raise _forgotten_rejected(iccid)
+            try:
+                self.keystore.record_rejected(iccid, CURRENT, presented=old)
+            except PinNotStored:  # forgotten since the look just above
+                raise _forgotten_rejected(iccid) from None
             self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason, why="old PIN rejected")
             raise LifecycleRefused(f"the SIM {iccid} rejected its stored PIN; the change was not made; "
                                    f"store the right one: `mtcctl pin set {iccid}`")
@@ -276,6 +288,11 @@ class Lifecycle:
         # pairing settles which one the card has.
         self._keep_new_pin(iccid, new)
         self.journal.append("pin-rotation-interrupted", iccid=str(iccid), reason=reason)
+        if self.keystore.get(iccid) is None:
+            # Forgotten by a person meanwhile: no pairing has anything to settle.
+            log.warning("the PIN of %s was forgotten while its change was under way", iccid)
+            return ChangeResult("interrupted", f"the card's answer was lost and the PIN of {iccid} was forgotten "
+                                               f"meanwhile; {_FORGOTTEN_MID_CHANGE}")
         log.warning("the SIM's answer to the PIN change was lost; the next pairing settles it")
         return ChangeResult("interrupted", "the card's answer was lost; the next pairing settles it")
 
@@ -400,11 +417,22 @@ class Lifecycle:
         except PresentationRefused:
             raise LifecycleRefused(f"SIM {iccid} changed state while it was read; nothing was sent: "
                                    "run `mtcctl pair` again") from None
+        except PinNotStored:  # a person forgot it before the send (begin_attempt)
+            raise LifecycleRefused(f"the transport PIN of {iccid} was forgotten while the adoption began; "
+                                   "nothing was sent: run `mtcctl pair` again") from None
+        try:
+            if outcome is PinOutcome.ACCEPTED:
+                self.keystore.record_accepted(iccid, self.imei.value)
+            elif outcome is PinOutcome.REJECTED:
+                self.keystore.record_rejected(iccid, CURRENT)
+        except PinNotStored:
+            # Forgotten while AT+CLCK was out: theirs wins, no change follows.
+            enabled = "its PIN is enabled now; " if outcome is PinOutcome.ACCEPTED else ""
+            raise LifecycleRefused(f"the transport PIN of {iccid} was forgotten while the adoption enabled it; "
+                                   f"{enabled}nothing is stored for it: run `mtcctl pair` again") from None
         if outcome is PinOutcome.ACCEPTED:
-            self.keystore.record_accepted(iccid, self.imei.value)
             self.journal.append("pin-enabled", iccid=str(iccid))
         elif outcome is PinOutcome.REJECTED:
-            self.keystore.record_rejected(iccid, CURRENT)
             raise LifecycleRefused(f"the SIM {iccid} rejected the transport PIN; check it and run `mtcctl pair` again")
         else:
             raise ChangeLost("the SIM's answer to enabling its PIN was lost; run the adoption again")
@@ -444,7 +472,11 @@ class Lifecycle:
         existing = self.keystore.get(iccid)
         # The card may take the new PIN even if its answer is lost: keep it first.
         if existing is not None:
-            self.keystore.stage_pending(iccid, new_pin, STAGED)
+            try:
+                self.keystore.stage_pending(iccid, new_pin, STAGED)
+            except PinNotStored:  # a person forgot it since the look above
+                raise LifecycleRefused(f"the PIN of {iccid} was forgotten while the unblock began; nothing was "
+                                       "sent: run `mtcctl sim unblock` again") from None
         else:
             self.keystore.set_pin(iccid, new_pin)
         try:
@@ -456,9 +488,19 @@ class Lifecycle:
             else:
                 self.keystore.forget(iccid)
             raise LifecycleRefused(f"nothing was sent to SIM {iccid}: {exc}; run the command again") from None
+        # A person's forget while the PUK was out wins: nothing is stored again.
+        forgotten = self.keystore.get(iccid) is None
         if outcome is PinOutcome.ACCEPTED:
+            if forgotten:
+                self.journal.append("sim-unblocked", iccid=str(iccid))
+                return ChangeResult("done", f"{iccid} unblocked; its PIN was forgotten meanwhile, so the new PIN "
+                                            f"is not stored: `mtcctl pin set {iccid}`")
             if existing is not None:
-                self.keystore.promote_pending(iccid, self.imei.value)
+                try:
+                    self.keystore.promote_pending(iccid, self.imei.value)
+                except PinNotStored:  # forgotten since the look above
+                    return ChangeResult("done", f"{iccid} unblocked; its PIN was forgotten meanwhile, so the new "
+                                                f"PIN is not stored: `mtcctl pin set {iccid}`")
             self.journal.append("sim-unblocked", iccid=str(iccid))
             return ChangeResult("done", f"{iccid} unblocked; its new PIN is stored")
         if outcome is PinOutcome.REJECTED:
@@ -471,6 +513,9 @@ class Lifecycle:
             raise LifecycleRefused(f"SIM {iccid} rejected the PUK ({left if left is not None else 'unknown'} PUK "
                                    "attempts left); with the right PUK: `mtcctl sim unblock`")
         self.journal.append("sim-unblock-interrupted", iccid=str(iccid))
+        if forgotten:
+            return ChangeResult("interrupted", f"the card's answer was lost and the PIN of {iccid} was forgotten "
+                                               "meanwhile; nothing is stored for it now")
         return ChangeResult("interrupted", "the card's answer was lost; the new PIN is kept as pending")
 
     # -- helpers ----------------------------------------------------------------
@@ -496,6 +541,22 @@ class Lifecycle:
 def _change_waits(waits: str) -> LifecycleRefused:
     return LifecycleRefused(f"{waits}; the PIN was not changed: it is settled when the SIM next asks "
                             "for its PIN (power-cycle the modem, then `mtcctl repair`)")
+
+
+# The random PIN the change sent was in the entry alone: a person's forget
+# leaves the card holding, maybe, a PIN nobody has.
+_FORGOTTEN_MID_CHANGE = ("nothing is stored for it now, and the SIM may hold the change's new PIN, which nobody has: "
+                         "if it asks for its PIN, only its PUK opens it (`mtcctl sim unblock`)")
+
+
+def _forgotten_before_sent(iccid: Iccid) -> LifecycleRefused:
+    return LifecycleRefused(f"the PIN of {iccid} was forgotten while the change began; nothing was sent "
+                            "to the card and nothing is stored for it")
+
+
+def _forgotten_rejected(iccid: Iccid) -> LifecycleRefused:
+    return LifecycleRefused(f"the SIM {iccid} rejected its old PIN, which a person forgot meanwhile; "
+                            "the change was not made and nothing is stored for it")
 
 
 class _PinReplaced(Exception):

@@ -426,9 +426,9 @@ class Keystore:
         counter fell: the card made it, or the modem never passed it on.
         `pin` becomes current; the old current, which the card was last seen
         to accept (no change begins while one is unproven:
-        lifecycle.change_waits), is kept as the fallback as it was.  A
-        fallback already held (a store written before that rule) is kept
-        instead: it is the one proven.  One write, so no power cut loses
+        lifecycle.change_waits), is kept as the fallback as it was.  Were a
+        fallback held already (change_waits refuses that), it is the one
+        proven and stays.  One write, so no power cut loses
         either.  None (nothing written) when `pin` is no
         longer our pending change: a person stored, staged or forgot a PIN
         meanwhile, which wins."""

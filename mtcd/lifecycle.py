@@ -102,13 +102,9 @@ def stage(keystore: Keystore, journal: PairingJournal | None, policy: PolicyConf
     entry = keystore.get(iccid)
     if entry is None:
         raise LifecycleRefused(f"no PIN is stored for {iccid}; store its current PIN first: `mtcctl pin set {iccid}`")
-    if entry.pending_pin is not None:
-        # The card may hold that PIN already (our rotation, a person's
-        # unblock, or an earlier OTA change that was delivered): replacing it
-        # could leave the card with a PIN nobody has.
-        raise _pending_not_settled(iccid)
-    if change_waits(entry) is not None:
-        raise _unproven_not_staged(iccid)
+    refused = _stage_waits(entry)
+    if refused is not None:
+        raise refused
     # Checked again under the keystore's lock: a rotation may start meanwhile.
     try:
         keystore.stage_pending(iccid, pin, STAGED, over_rotation=False)
@@ -117,12 +113,22 @@ def stage(keystore: Keystore, journal: PairingJournal | None, policy: PolicyConf
         raise LifecycleRefused(f"no PIN is stored for {iccid} (forgotten meanwhile); nothing staged: "
                                f"store its current PIN first: `mtcctl pin set {iccid}`") from None
     except ChangeNotSettled:
-        entry = keystore.get(iccid)
-        raise (_pending_not_settled(iccid) if entry is None or entry.pending_pin is not None
-               else _unproven_not_staged(iccid)) from None
+        raise (_stage_waits(keystore.get(iccid)) or _pending_not_settled(iccid)) from None
     if journal is not None:
         journal.append("pin-staged", iccid=str(iccid))
     return ChangeResult("staged", f"staged the new PIN for {iccid}; change the SIM over the air now")
+
+
+def _stage_waits(entry: PinEntry | None) -> LifecycleRefused | None:
+    """Why an OTA PIN may not be staged now (change_waits, in staging's words)."""
+    if entry is None or change_waits(entry) is None:
+        return None
+    if entry.pending_pin is not None:
+        # The card may hold that PIN already (our rotation, a person's
+        # unblock, or an earlier OTA change that was delivered): replacing it
+        # could leave the card with a PIN nobody has.
+        return _pending_not_settled(entry.iccid)
+    return _unproven_not_staged(entry.iccid)
 
 
 def _pending_not_settled(iccid: Iccid) -> LifecycleRefused:
@@ -275,11 +281,9 @@ class Lifecycle:
         if outcome is PinOutcome.REJECTED:
             # The card does not hold the PIN we gave as the old one.
             self.keystore.discard_pending(iccid, new)
-            if self.keystore.get(iccid) is None:
-                raise _forgotten_rejected(iccid)
             try:
                 self.keystore.record_rejected(iccid, CURRENT, presented=old)
-            except PinNotStored:  # forgotten since the look just above
+            except PinNotStored:  # a person forgot it meanwhile
                 raise _forgotten_rejected(iccid) from None
             self.journal.append("pin-rotation-failed", iccid=str(iccid), reason=reason, why="old PIN rejected")
             raise LifecycleRefused(f"the SIM {iccid} rejected its stored PIN; the change was not made; "
@@ -491,17 +495,16 @@ class Lifecycle:
         # A person's forget while the PUK was out wins: nothing is stored again.
         forgotten = self.keystore.get(iccid) is None
         if outcome is PinOutcome.ACCEPTED:
-            if forgotten:
-                self.journal.append("sim-unblocked", iccid=str(iccid))
-                return ChangeResult("done", f"{iccid} unblocked; its PIN was forgotten meanwhile, so the new PIN "
-                                            f"is not stored: `mtcctl pin set {iccid}`")
-            if existing is not None:
+            stored = not forgotten
+            if stored and existing is not None:
                 try:
                     self.keystore.promote_pending(iccid, self.imei.value)
                 except PinNotStored:  # forgotten since the look above
-                    return ChangeResult("done", f"{iccid} unblocked; its PIN was forgotten meanwhile, so the new "
-                                                f"PIN is not stored: `mtcctl pin set {iccid}`")
+                    stored = False
             self.journal.append("sim-unblocked", iccid=str(iccid))
+            if not stored:
+                return ChangeResult("done", f"{iccid} unblocked; its PIN was forgotten meanwhile, so the new PIN "
+                                            f"is not stored: `mtcctl pin set {iccid}`")
             return ChangeResult("done", f"{iccid} unblocked; its new PIN is stored")
         if outcome is PinOutcome.REJECTED:
             if existing is not None:
